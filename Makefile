@@ -1,0 +1,45 @@
+# bedrock-imagegen — every command a developer or CI needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install test lint format demo dev bench-emulator clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## install: create .venv and install the project with its test tools
+install: $(STAMP)
+
+## test: the whole suite (unit + integration against real Redis, worker, emulator, S3)
+test: install
+	$(BIN)/python -m pytest
+
+## lint: ruff and mypy (strict)
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## demo: start the embedded stack, run a handful of jobs end to end, stop everything
+demo: install
+	$(BIN)/python -m devstack demo
+
+## dev: the embedded stack in the foreground (with Flower) until Ctrl-C
+dev: install
+	$(BIN)/python -m devstack dev
+
+## bench-emulator: requests per second the Bedrock emulator serves (1:1 PNG, no latency)
+bench-emulator: install
+	$(BIN)/python -m tests.bench.emulator_throughput
+
+clean:
+	rm -rf $(VENV) .imagegen out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,234 @@
+"""``imagegen``: submit and follow jobs from a shell, and start a worker.
+
+Exit status: 0 success; 1 the job ended without an image (failed, filtered, canceled);
+2 bad input; 3 timed out waiting; 4 no such job; 5 Redis or S3 unreachable.
+Errors go to stderr; ``--json`` prints exactly one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import redis
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
+
+from producer.client import DEFAULT_WAIT_S, Client
+from producer.contract import ASPECT_RATIOS, OUTPUT_FORMATS, validation_errors
+from producer.errors import (
+    ImagegenError,
+    InvalidRequestError,
+    JobConflictError,
+    JobNotFoundError,
+    JobTimeoutError,
+)
+from producer.jobs import JobRecord, JobStatus
+from producer.messages import QUEUES
+from producer.settings import Settings, get_settings
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_JOB_UNSUCCESSFUL = 1
+EXIT_BAD_INPUT = 2
+EXIT_TIMEOUT = 3
+EXIT_NOT_FOUND = 4
+EXIT_UNAVAILABLE = 5
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagegen",
+        description="Stable Image Core jobs on AWS Bedrock: submit, follow, run workers.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    submit = commands.add_parser("submit", help="submit one job")
+    submit.add_argument("prompt", help="what the image should show (1-10,000 characters)")
+    submit.add_argument("--negative-prompt", help="what to keep out of the image")
+    submit.add_argument("--aspect-ratio", choices=ASPECT_RATIOS, default="1:1")
+    submit.add_argument("--output-format", choices=OUTPUT_FORMATS, default="png")
+    submit.add_argument("--seed", type=int, default=0, help="0 = random (default)")
+    submit.add_argument("--model-id", help="Bedrock model id (default: the configured one)")
+    submit.add_argument("--job-id", help="your own job id; resubmitting it is a no-op")
+    submit.add_argument("--priority", choices=QUEUES, default="interactive")
+    submit.add_argument("--metadata", help="JSON object echoed back on the job")
+    _add_wait_options(submit, with_wait_flag=True)
+
+    status = commands.add_parser("status", help="show a job's record")
+    status.add_argument("job_id")
+    status.add_argument("--json", action="store_true", help="print the record as JSON")
+
+    wait = commands.add_parser("wait", help="wait until a job is final")
+    wait.add_argument("job_id")
+    _add_wait_options(wait, with_wait_flag=False)
+
+    worker = commands.add_parser(
+        "worker", help="run a Celery worker (extra arguments go to `celery worker`)"
+    )
+    worker.add_argument("-Q", "--queues", default=",".join(QUEUES))
+    worker.add_argument("-c", "--concurrency", type=int, help="threads (default: setting)")
+    worker.add_argument("-n", "--hostname", help="worker name, e.g. worker-interactive@%%h")
+    worker.add_argument("celery_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _add_wait_options(parser: argparse.ArgumentParser, *, with_wait_flag: bool) -> None:
+    if with_wait_flag:
+        parser.add_argument("--wait", action="store_true", help="wait until the job is final")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_WAIT_S, help="seconds to wait")
+    parser.add_argument("--output", help="save the image here once it succeeded")
+    parser.add_argument("--json", action="store_true", help="print the record as JSON")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValidationError as e:
+        for error in validation_errors(e):
+            _error(f"setting IMAGEGEN_{error.field.upper()}: {error.message}")
+        return EXIT_BAD_INPUT
+    if args.command == "worker":
+        return _run_worker(args, settings)
+    try:
+        with Client(settings) as client:
+            return _COMMANDS[args.command](client, args)
+    except InvalidRequestError as e:
+        for error in e.errors:
+            _error(str(error))
+        return EXIT_BAD_INPUT
+    except redis.RedisError as e:
+        _error(f"Redis at {settings.redis_url} is not usable: {e}")
+        return EXIT_UNAVAILABLE
+    except (ImagegenError, ValueError, BotoCoreError, ClientError) as e:
+        _error(str(e))
+        return _exit_status(e)
+
+
+def _exit_status(error: Exception) -> int:
+    for kinds, status in _EXIT_STATUSES:
+        if isinstance(error, kinds):
+            return status
+    return EXIT_JOB_UNSUCCESSFUL
+
+
+_EXIT_STATUSES: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int], ...] = (
+    ((JobConflictError, ValueError), EXIT_BAD_INPUT),
+    (JobNotFoundError, EXIT_NOT_FOUND),
+    (JobTimeoutError, EXIT_TIMEOUT),
+    ((BotoCoreError, ClientError), EXIT_UNAVAILABLE),
+)
+
+
+def _submit(client: Client, args: argparse.Namespace) -> int:
+    metadata = _json_object(args.metadata, "--metadata") if args.metadata else None
+    request: dict[str, Any] = {
+        "prompt": args.prompt,
+        "aspect_ratio": args.aspect_ratio,
+        "output_format": args.output_format,
+        "seed": args.seed,
+    }
+    if args.negative_prompt:
+        request["negative_prompt"] = args.negative_prompt
+    record = client.submit(
+        request,
+        job_id=args.job_id,
+        model_id=args.model_id,
+        metadata=metadata,
+        priority=args.priority,
+    )
+    if args.wait or args.output:
+        record = client.wait(record.job_id, args.timeout)
+    return _report(client, record, args)
+
+
+def _status(client: Client, args: argparse.Namespace) -> int:
+    record = client.get(args.job_id)
+    _print_record(record, as_json=args.json)
+    return EXIT_OK
+
+
+def _wait(client: Client, args: argparse.Namespace) -> int:
+    return _report(client, client.wait(args.job_id, args.timeout), args)
+
+
+def _report(client: Client, record: JobRecord, args: argparse.Namespace) -> int:
+    if args.output and record.status is JobStatus.SUCCEEDED:
+        path = client.download(record, args.output)
+        if not args.json:
+            print(f"saved {path}", file=sys.stderr)
+    _print_record(record, as_json=args.json)
+    if record.is_terminal and record.status is not JobStatus.SUCCEEDED:
+        return EXIT_JOB_UNSUCCESSFUL
+    return EXIT_OK
+
+
+def _print_record(record: JobRecord, *, as_json: bool) -> None:
+    if as_json:
+        print(record.model_dump_json())
+        return
+    parts = [record.job_id, record.status.value]
+    if record.seed is not None:
+        parts.append(f"seed={record.seed}")
+    if record.width and record.height:
+        parts.append(f"{record.width}x{record.height}")
+    if record.s3_uri:
+        parts.append(record.s3_uri)
+    if record.finish_reason:
+        parts.append(f"reason={record.finish_reason!r}")
+    if record.error_code:
+        parts.append(f"error={record.error_code}: {record.error_message}")
+    print("  ".join(parts))
+
+
+def _run_worker(args: argparse.Namespace, settings: Settings) -> NoReturn:
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "--queues",
+        args.queues,
+        "--pool",
+        settings.worker_pool,
+        "--concurrency",
+        str(args.concurrency or settings.worker_concurrency),
+        "--loglevel",
+        settings.log_level,
+        "--events",
+    ]
+    if args.hostname:
+        command += ["--hostname", args.hostname]
+    command += [arg for arg in args.celery_args if arg != "--"]
+    os.execv(sys.executable, command)  # noqa: S606  (a fixed argv, replacing this process)
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        msg = f"{option} is not valid JSON: {e}"
+        raise ValueError(msg) from e
+    if not isinstance(value, dict):
+        msg = f"{option} must be a JSON object"
+        raise ValueError(msg)
+    return value
+
+
+def _error(message: str) -> None:
+    print(f"imagegen: {message}", file=sys.stderr)
+
+
+_COMMANDS = {"submit": _submit, "status": _status, "wait": _wait}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Errors a producer (library, CLI or HTTP API) can see. One shallow hierarchy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "FieldError",
+    "ImagegenError",
+    "InvalidRequestError",
+    "JobConflictError",
+    "JobNotFoundError",
+    "JobTimeoutError",
+]
+
+
+class ImagegenError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One rule one field broke: ``field`` is a dotted path such as ``request.aspect_ratio``."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class InvalidRequestError(ImagegenError, ValueError):
+    """A job was refused before it was enqueued; ``errors`` names each bad field."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = tuple(errors)
+        super().__init__("invalid job: " + "; ".join(str(e) for e in self.errors))
+
+
+class JobNotFoundError(ImagegenError, LookupError):
+    """No record exists for this job id (never submitted, or past its retention)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id} not found")
+
+
+class JobTimeoutError(ImagegenError, TimeoutError):
+    """A wait ended before the job reached a final status."""
+
+    def __init__(self, job_id: str, timeout_s: float, status: str) -> None:
+        self.job_id = job_id
+        self.status = status
+        super().__init__(f"job {job_id} still {status} after {timeout_s:g} s")
+
+
+class JobConflictError(ImagegenError):
+    """A job id was reused for a different request; the original job is left untouched."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id} already exists with a different request")

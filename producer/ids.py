@@ -1,0 +1,34 @@
+"""Job ids: ULIDs (26 Crockford base32 characters), so ids sort by creation time."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+__all__ = ["JOB_ID_PATTERN", "is_valid_job_id", "new_job_id"]
+
+# Caller-supplied ids become part of an S3 key and a Redis key: keep them to a safe alphabet.
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_JOB_ID_RE = re.compile(JOB_ID_PATTERN)
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_TIME_CHARS = 10
+_RANDOM_BYTES = 10
+_ULID_BITS_PER_CHAR = 5
+
+
+def new_job_id(now_ms: int | None = None) -> str:
+    """A new ULID: 48 bits of Unix milliseconds, then 80 random bits."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms << (8 * _RANDOM_BYTES)) | int.from_bytes(os.urandom(_RANDOM_BYTES), "big")
+    chars = []
+    for _ in range(_TIME_CHARS + 16):
+        chars.append(_CROCKFORD[value & 0x1F])
+        value >>= _ULID_BITS_PER_CHAR
+    return "".join(reversed(chars))
+
+
+def is_valid_job_id(job_id: str) -> bool:
+    """True when a caller-supplied id is safe to use in keys."""
+    return bool(_JOB_ID_RE.match(job_id))

@@ -1,0 +1,63 @@
+"""The Celery application: JSON only, explicit queues, at-least-once delivery.
+
+Start a worker with ``imagegen worker`` or ``celery -A worker.app worker``.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from producer.messages import QUEUES
+from producer.settings import Settings, get_settings
+
+__all__ = ["app", "make_app"]
+
+
+def make_app(settings: Settings) -> Celery:
+    celery = Celery("imagegen", broker=settings.redis_url, include=["worker.tasks"])
+    transport_options = {
+        # Must exceed the longest task plus the longest retry countdown (checked by Settings),
+        # or Redis hands a message that is still being worked on to a second worker.
+        "visibility_timeout": settings.visibility_timeout_s,
+        # Sweep for messages abandoned by a dead worker every redelivery_sweep_s seconds
+        # (kombu's default is ten times its interval).
+        "unacked_restore_interval": settings.redelivery_sweep_s,
+        "unacked_restore_throttle": 1,
+        # Workers listening on "interactive,batch" always empty interactive first.
+        "queue_order_strategy": "priority",
+    }
+    celery.conf.update(
+        # JSON only: a pickle message is refused, never loaded.
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
+        task_default_queue=QUEUES[0],
+        task_create_missing_queues=False,
+        # At-least-once: a message is acknowledged after its task ran, and given back when
+        # the worker dies. Every effect of a task is idempotent by job id.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=transport_options,
+        result_backend_transport_options=transport_options,
+        # Our job records are the results store; Celery keeps no results of its own.
+        task_ignore_result=True,
+        # Flower follows the fleet through task events.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        # Enforced by the prefork pool; with threads, the Bedrock and S3 timeouts bound a task.
+        task_soft_time_limit=settings.task_soft_time_limit_s,
+        task_time_limit=settings.task_time_limit_s,
+        worker_pool=settings.worker_pool,
+        worker_concurrency=settings.worker_concurrency,
+        broker_connection_retry_on_startup=True,
+        worker_enable_remote_control=True,
+    )
+    return celery
+
+
+app = make_app(get_settings())

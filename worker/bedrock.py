@@ -1,0 +1,153 @@
+"""Calling Stable Image Core through bedrock-runtime InvokeModel, and reading its answer.
+
+botocore's own retries are off (``total_max_attempts=1``): a read timeout retried by botocore
+would run, and bill, a generation again behind our back. ``worker.retry`` owns every retry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from producer.settings import Settings
+from worker.errors import BedrockCallError, InvalidModelOutputError
+
+if TYPE_CHECKING:
+    from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
+
+__all__ = [
+    "BedrockAnswer",
+    "Filtered",
+    "Generated",
+    "interpret",
+    "invoke_model",
+    "make_bedrock_client",
+]
+
+INFERENCE_ERROR = "Inference error"
+FILTER_REASON_PREFIX = "Filter reason"
+_MAX_ERROR_MESSAGE_CHARS = 500
+
+
+def make_bedrock_client(settings: Settings, max_pool_connections: int) -> BedrockRuntimeClient:
+    """One client per process, shared by its threads (botocore clients are thread-safe)."""
+    config = Config(
+        region_name=settings.aws_region,
+        connect_timeout=settings.bedrock_connect_timeout_s,
+        read_timeout=settings.bedrock_read_timeout_s,
+        retries={"mode": "standard", "total_max_attempts": 1},
+        max_pool_connections=max_pool_connections,
+    )
+    return boto3.session.Session().client(
+        "bedrock-runtime", endpoint_url=settings.bedrock_endpoint_url, config=config
+    )
+
+
+@dataclass(frozen=True)
+class BedrockAnswer:
+    payload: dict[str, Any]
+    latency_ms: int
+
+
+def invoke_model(
+    client: BedrockRuntimeClient, model_id: str, body: dict[str, Any]
+) -> BedrockAnswer:
+    """One InvokeModel call; every failure becomes a ``BedrockCallError`` with a stable code."""
+    started = time.perf_counter()
+    try:
+        response = client.invoke_model(
+            modelId=model_id,
+            body=json.dumps(body),
+            contentType="application/json",
+            accept="application/json",
+        )
+        raw = response["body"].read()
+    except ClientError as e:
+        raise _from_client_error(e) from e
+    except ReadTimeoutError as e:
+        raise BedrockCallError("ReadTimeout", str(e)) from e
+    except ConnectTimeoutError as e:
+        raise BedrockCallError("ConnectTimeout", str(e)) from e
+    except (EndpointConnectionError, ConnectionClosedError) as e:
+        raise BedrockCallError("ConnectionError", str(e)) from e
+    latency_ms = round((time.perf_counter() - started) * 1000)
+    try:
+        payload = json.loads(raw)
+    except ValueError as e:
+        msg = f"response body is not JSON: {e}"
+        raise InvalidModelOutputError(msg) from e
+    if not isinstance(payload, dict):
+        msg = "response body is not a JSON object"
+        raise InvalidModelOutputError(msg)
+    return BedrockAnswer(payload=payload, latency_ms=latency_ms)
+
+
+def _from_client_error(error: ClientError) -> BedrockCallError:
+    details = error.response.get("Error", {})
+    metadata = error.response.get("ResponseMetadata", {})
+    headers = metadata.get("HTTPHeaders", {})
+    retry_after_s = None
+    if "retry-after" in headers:
+        try:
+            retry_after_s = max(0.0, float(headers["retry-after"]))
+        except ValueError:
+            retry_after_s = None
+    return BedrockCallError(
+        details.get("Code", "Unknown"),
+        details.get("Message", str(error))[:_MAX_ERROR_MESSAGE_CHARS],
+        http_status=metadata.get("HTTPStatusCode"),
+        retry_after_s=retry_after_s,
+    )
+
+
+@dataclass(frozen=True)
+class Generated:
+    image: bytes
+    seed: int | None
+
+
+@dataclass(frozen=True)
+class Filtered:
+    reason: str
+    seed: int | None
+
+
+def interpret(payload: dict[str, Any]) -> Generated | Filtered:
+    """Read ``{"seeds", "finish_reasons", "images"}``: an image, a filter verdict, or an error.
+
+    A non-null finish reason means there is no usable image. A filter is final; an
+    ``Inference error`` raises a retryable ``BedrockCallError``.
+    """
+    seeds = payload.get("seeds") or [None]
+    reasons = payload.get("finish_reasons") or [None]
+    images = payload.get("images") or []
+    seed = seeds[0] if isinstance(seeds[0], int) else None
+    reason = reasons[0]
+    if reason is not None:
+        reason = str(reason)
+        if reason.startswith(FILTER_REASON_PREFIX):
+            return Filtered(reason=reason, seed=seed)
+        raise BedrockCallError("InferenceError", f"finish reason: {reason}")
+    if not images or not isinstance(images[0], str) or not images[0]:
+        msg = "response has no image"
+        raise InvalidModelOutputError(msg)
+    try:
+        data = base64.b64decode(images[0], validate=True)
+    except (binascii.Error, ValueError) as e:
+        msg = f"image is not valid base64: {e}"
+        raise InvalidModelOutputError(msg) from e
+    return Generated(image=data, seed=seed)

@@ -1,0 +1,260 @@
+"""One attempt at one job, as plain functions: claim, call Bedrock, check, upload, record.
+
+The Celery task (``worker.tasks``) only does messaging around ``run_job``; everything here can be
+run and tested without a broker.
+
+Nothing is bought twice when it can be avoided: a re-run first looks for the image an earlier
+attempt already uploaded (deterministic key), then for one it bought but could not upload
+(parked in Redis), and only then calls Bedrock.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from producer.jobs import JobRecord, JobStatus
+from producer.s3 import s3_uri
+from producer.settings import Settings
+from worker.bedrock import Filtered, Generated, interpret, invoke_model
+from worker.errors import JobError
+from worker.images import ImageInfo, inspect_image
+from worker.results import ClaimState, ResultStore, attempt_log_line
+from worker.retry import RetryPolicy
+from worker.storage import find_stored_image, image_key, upload_image
+
+if TYPE_CHECKING:
+    from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["JobOutcome", "RetryLaterError", "Services", "run_job"]
+
+log = logging.getLogger("imagegen.job")
+
+
+@dataclass(frozen=True)
+class Services:
+    """What an attempt needs; one per worker process, shared by its threads."""
+
+    settings: Settings
+    store: ResultStore
+    bedrock: BedrockRuntimeClient
+    s3: S3Client
+    policy: RetryPolicy
+
+
+class RetryLaterError(Exception):
+    """The attempt failed retryably; the job's lease is released and it should run again."""
+
+    def __init__(self, job_id: str, delay_s: float, code: str) -> None:
+        super().__init__(f"job {job_id}: {code}, retry in {delay_s:.2f} s")
+        self.delay_s = delay_s
+        self.code = code
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What one run of the task did; its ``summary`` is the task result Flower shows."""
+
+    job_id: str
+    status: str
+    s3_key: str | None = None
+    seed: int | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "status": self.status,
+            "s3_key": self.s3_key,
+            "seed": self.seed,
+        }
+
+
+def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
+    """Run one attempt of ``job_id``. Raises ``RetryLaterError`` when it should be retried."""
+    started = time.perf_counter()
+    lease_ms = round(services.settings.task_time_limit_s * 1000)
+    claim = services.store.claim(job_id, owner, lease_ms)
+    if claim.state is not ClaimState.CLAIMED:
+        log.info("job skipped job_id=%s reason=%s attempts=%d", job_id, claim.state, claim.attempt)
+        return JobOutcome(job_id, claim.state.value)
+    record = services.store.get(job_id)
+    if record is None:  # expired between the claim and this read
+        return JobOutcome(job_id, ClaimState.MISSING.value)
+    log.info(
+        "job running job_id=%s attempt=%d model=%s queue=%s prompt_chars=%d",
+        job_id,
+        claim.attempt,
+        record.model_id,
+        record.priority,
+        len(record.request.prompt),
+    )
+    attempt = _Attempt(record, claim.attempt, owner, services, started)
+    try:
+        return attempt.run()
+    except JobError as e:
+        return attempt.fail_or_retry(e)
+    except Exception as e:  # a bug or an outage must not strand the job as "running"
+        log.exception("job attempt crashed job_id=%s attempt=%d", job_id, claim.attempt)
+        return attempt.fail_or_retry(JobError(f"{type(e).__name__}: {e}", code="InternalError"))
+
+
+class _Attempt:
+    def __init__(
+        self, record: JobRecord, number: int, owner: str, services: Services, started: float
+    ) -> None:
+        self.record = record
+        self.number = number
+        self.owner = owner
+        self.services = services
+        self.started = started
+        settings = services.settings
+        self.bucket = settings.s3_bucket
+        self.key = image_key(
+            settings.s3_prefix, record.job_id, record.created_at, record.request.output_format
+        )
+
+    @property
+    def job_id(self) -> str:
+        return self.record.job_id
+
+    def elapsed_ms(self) -> int:
+        return round((time.perf_counter() - self.started) * 1000)
+
+    def run(self) -> JobOutcome:
+        store, s3 = self.services.store, self.services.s3
+        latency_ms: int | None = None
+        generated: Generated | None = None
+        if self.number > 1:
+            stored = find_stored_image(s3, self.bucket, self.key, self.job_id)
+            if stored is not None:
+                log.info("job image found in S3 job_id=%s attempt=%d", self.job_id, self.number)
+                return self.succeed(stored.seed, stored.info, latency_ms=None)
+            generated = self.take_parked()
+        if generated is None:
+            answer = invoke_model(
+                self.services.bedrock, self.record.model_id, self.record.request.to_bedrock_body()
+            )
+            latency_ms = answer.latency_ms
+            result = interpret(answer.payload)
+            if isinstance(result, Filtered):
+                return self.finish(
+                    JobStatus.FILTERED,
+                    {
+                        "seed": result.seed,
+                        "finish_reason": result.reason,
+                        "bedrock_latency_ms": latency_ms,
+                    },
+                    seed=result.seed,
+                )
+            generated = result
+        info = inspect_image(generated.image, self.record.request.output_format)
+        if store.cancel_requested(self.job_id):
+            return self.finish(JobStatus.CANCELED, {"seed": generated.seed}, seed=generated.seed)
+        self.upload(generated, info)
+        return self.succeed(generated.seed, info, latency_ms)
+
+    def take_parked(self) -> Generated | None:
+        parked = self.services.store.parked_image(self.job_id)
+        if parked is None:
+            return None
+        data = json.loads(parked)
+        log.info("job uses parked image job_id=%s attempt=%d", self.job_id, self.number)
+        return Generated(image=base64.b64decode(data["image"]), seed=data["seed"])
+
+    def upload(self, generated: Generated, info: ImageInfo) -> None:
+        settings = self.services.settings
+        try:
+            upload_image(
+                self.services.s3,
+                self.bucket,
+                self.key,
+                generated.image,
+                info=info,
+                job_id=self.job_id,
+                model_id=self.record.model_id,
+                seed=generated.seed,
+                attempts=settings.s3_upload_attempts,
+            )
+        except JobError:
+            parked = {"seed": generated.seed, "image": base64.b64encode(generated.image).decode()}
+            self.services.store.park_image(self.job_id, json.dumps(parked))
+            raise
+
+    def succeed(self, seed: int | None, info: ImageInfo, latency_ms: int | None) -> JobOutcome:
+        fields: dict[str, str | int | None] = {
+            "seed": seed,
+            "s3_bucket": self.bucket,
+            "s3_key": self.key,
+            "s3_uri": s3_uri(self.bucket, self.key),
+            "content_type": info.content_type,
+            "width": info.width,
+            "height": info.height,
+            "bytes": info.bytes,
+            "sha256": info.sha256,
+            "error_code": None,
+            "error_message": None,
+        }
+        if latency_ms is not None:
+            fields["bedrock_latency_ms"] = latency_ms
+        outcome = self.finish(JobStatus.SUCCEEDED, fields, seed=seed, s3_key=self.key)
+        self.services.store.drop_parked_image(self.job_id)
+        return outcome
+
+    def finish(
+        self,
+        status: JobStatus,
+        fields: dict[str, str | int | None],
+        *,
+        seed: int | None = None,
+        s3_key: str | None = None,
+        log_line: str = "",
+    ) -> JobOutcome:
+        changed = self.services.store.finish(self.job_id, status, fields, log_line)
+        log.info(
+            "job %s job_id=%s attempt=%d elapsed_ms=%d%s",
+            status.value,
+            self.job_id,
+            self.number,
+            self.elapsed_ms(),
+            "" if changed else " (already final; nothing changed)",
+        )
+        return JobOutcome(self.job_id, status.value, s3_key, seed)
+
+    def fail_or_retry(self, error: JobError) -> JobOutcome:
+        earlier = sum(1 for entry in self.record.attempt_log if entry.error_code == error.code)
+        decision = self.services.policy.decide(error, self.number, earlier)
+        if decision.retry:
+            self.services.store.release_for_retry(
+                self.job_id,
+                self.owner,
+                attempt=self.number,
+                error_code=error.code,
+                message=error.message,
+                delay_s=decision.delay_s,
+            )
+            log.warning(
+                "job retry scheduled job_id=%s attempt=%d error=%s delay_s=%.2f elapsed_ms=%d",
+                self.job_id,
+                self.number,
+                error.code,
+                decision.delay_s,
+                self.elapsed_ms(),
+            )
+            raise RetryLaterError(self.job_id, decision.delay_s, error.code)
+        log.warning(
+            "job giving up job_id=%s attempt=%d error=%s reason=%s",
+            self.job_id,
+            self.number,
+            error.code,
+            decision.reason,
+        )
+        return self.finish(
+            JobStatus.FAILED,
+            {"error_code": error.code, "error_message": error.message[:1000]},
+            log_line=attempt_log_line(self.number, error.code, error.message, None),
+        )

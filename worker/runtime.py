@@ -1,0 +1,61 @@
+"""The per-process services a worker's threads share: one Redis pool, one boto3 client each."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+
+import redis
+from celery.signals import worker_process_init
+
+from producer.s3 import make_s3_client
+from producer.settings import Settings, get_settings
+from worker.bedrock import make_bedrock_client
+from worker.pipeline import Services
+from worker.results import ResultStore
+from worker.retry import RetryPolicy
+
+__all__ = ["build_services", "execution_owner", "services"]
+
+_lock = threading.Lock()
+_services: Services | None = None
+# Connections beyond the thread count, for the occasional HEAD or parked-image read.
+_SPARE_CONNECTIONS = 4
+
+
+def build_services(settings: Settings) -> Services:
+    pool_size = settings.worker_concurrency + _SPARE_CONNECTIONS
+    redis_client = redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, max_connections=pool_size
+    )
+    return Services(
+        settings=settings,
+        store=ResultStore(redis_client, settings.job_retention_s),
+        bedrock=make_bedrock_client(settings, max_pool_connections=pool_size),
+        s3=make_s3_client(settings, attempts=1, max_pool_connections=pool_size),
+        policy=RetryPolicy.from_settings(settings),
+    )
+
+
+def services() -> Services:
+    """This process's services, built on first use."""
+    global _services  # noqa: PLW0603
+    if _services is None:
+        with _lock:
+            if _services is None:
+                _services = build_services(get_settings())
+    return _services
+
+
+@worker_process_init.connect
+def _fresh_after_fork(**_: object) -> None:
+    # A forked pool child must not share its parent's sockets.
+    global _services  # noqa: PLW0603
+    _services = None
+
+
+def execution_owner() -> str:
+    """A lease owner id unique to one run of one task."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,112 @@
+"""Writing images to S3 under a deterministic key, so a job run twice writes one object."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from worker.errors import StorageError
+from worker.images import CONTENT_TYPES, ImageInfo
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["StoredImage", "find_stored_image", "image_key", "upload_image"]
+
+_UPLOAD_BACKOFF_S = 0.5
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+def image_key(prefix: str, job_id: str, created_at: datetime, image_format: str) -> str:
+    """``{prefix}/{yyyy}/{mm}/{dd}/{job_id}.{ext}``, dated by the job's creation (UTC)."""
+    day = created_at.strftime("%Y/%m/%d")
+    extension = "jpg" if image_format == "jpeg" else image_format
+    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    return f"{head}{day}/{job_id}.{extension}"
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An image already in S3 for this job, read back from the object's metadata."""
+
+    seed: int | None
+    info: ImageInfo
+
+
+def _object_metadata(
+    job_id: str, model_id: str, seed: int | None, info: ImageInfo
+) -> dict[str, str]:
+    return {
+        "job-id": job_id,
+        "model-id": model_id,
+        "seed": "" if seed is None else str(seed),
+        "width": str(info.width),
+        "height": str(info.height),
+        "sha256": info.sha256,
+    }
+
+
+def upload_image(
+    s3: S3Client,
+    bucket: str,
+    key: str,
+    data: bytes,
+    *,
+    info: ImageInfo,
+    job_id: str,
+    model_id: str,
+    seed: int | None,
+    attempts: int,
+) -> None:
+    """PutObject with the image's content type and metadata, tried up to ``attempts`` times."""
+    metadata = _object_metadata(job_id, model_id, seed, info)
+    for attempt in range(1, attempts + 1):
+        try:
+            s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=data,
+                ContentType=info.content_type,
+                Metadata=metadata,
+            )
+        except (ClientError, BotoCoreError) as e:
+            if attempt == attempts:
+                msg = f"upload to s3://{bucket}/{key} failed {attempts} times: {e}"
+                raise StorageError(msg) from e
+            time.sleep(_UPLOAD_BACKOFF_S * 2 ** (attempt - 1))
+        else:
+            return
+
+
+def find_stored_image(s3: S3Client, bucket: str, key: str, job_id: str) -> StoredImage | None:
+    """The image an earlier attempt of this job already uploaded, if there is one."""
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in _NOT_FOUND:
+            return None
+        msg = f"cannot check s3://{bucket}/{key}: {e}"
+        raise StorageError(msg) from e
+    except BotoCoreError as e:
+        msg = f"cannot check s3://{bucket}/{key}: {e}"
+        raise StorageError(msg) from e
+    metadata = head.get("Metadata", {})
+    if metadata.get("job-id") != job_id or not metadata.get("sha256"):
+        return None
+    content_type = head.get("ContentType", "")
+    image_format = next((fmt for fmt, ctype in CONTENT_TYPES.items() if ctype == content_type), "")
+    seed = metadata.get("seed")
+    return StoredImage(
+        seed=int(seed) if seed else None,
+        info=ImageInfo(
+            format=image_format,
+            width=int(metadata["width"]),
+            height=int(metadata["height"]),
+            bytes=int(head.get("ContentLength", 0)),
+            sha256=metadata["sha256"],
+        ),
+    )

@@ -1,0 +1,251 @@
+"""An HTTP server speaking bedrock-runtime's InvokeModel wire protocol (restJson1).
+
+``POST /model/{modelId}/invoke`` answers as Bedrock does for Stability's image models, so boto3,
+the AWS CLI and the model documentation's examples work against it by changing only the endpoint
+URL. Errors carry the ``x-amzn-ErrorType`` header and a JSON ``message``; botocore turns them into
+``ClientError`` with the same codes as AWS.
+
+Extra routes for tests and benchmarks: ``GET /_emulator/health``, ``GET /_emulator/stats``,
+``POST /_emulator/reset``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import re
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+from emulator.behaviour import Dice, EmulatorConfig, QuotaBucket, Stats
+from emulator.picture import render
+from emulator.validation import MAX_SEED, RequestError, parse_request
+
+__all__ = ["EmulatorServer"]
+
+log = logging.getLogger("imagegen.emulator")
+
+_INVOKE_PATH = re.compile(r"^/model/(?P<model>[^/]+)/invoke$")
+_ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
+_MAX_BODY_BYTES = 1024 * 1024
+# Cross-region inference profiles prefix the model id with a geography.
+_PROFILE_PREFIXES = ("us.", "eu.", "apac.", "global.")
+
+
+class _ApiError(Exception):
+    def __init__(self, code: str, status: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.message = message
+
+
+class _Emulator:
+    """The behaviour behind the routes, shared by all request threads."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.stats = Stats()
+        self.quota = QuotaBucket(config.quota_rpm, config.quota_burst) if config.quota_rpm else None
+        self.dice = Dice(config.fault_seed)
+        self._seed_rng = random.SystemRandom()
+        self._active = 0
+        self._active_lock = threading.Lock()
+
+    def model_known(self, model_id: str) -> bool:
+        for prefix in _PROFILE_PREFIXES:
+            model_id = model_id.removeprefix(prefix)
+        return model_id in self.config.models
+
+    def enter(self) -> None:
+        with self._active_lock:
+            cap = self.config.max_concurrency
+            if cap and self._active >= cap:
+                raise _ApiError(
+                    "ThrottlingException",
+                    429,
+                    "Too many concurrent requests, please wait before trying again.",
+                )
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._active_lock:
+            self._active -= 1
+
+    def generate(self, model_id: str, body: Any) -> tuple[dict[str, Any], str]:
+        """The response payload and the outcome name for the stats (may raise ``_ApiError``)."""
+        if not self.model_known(model_id):
+            raise _ApiError(
+                "ResourceNotFoundException",
+                404,
+                "Could not resolve the foundation model from the provided model identifier.",
+            )
+        try:
+            request = parse_request(body)
+        except RequestError as e:
+            raise _ApiError("ValidationException", 400, str(e)) from e
+        self.enter()
+        try:
+            if self.quota is not None and not self.quota.try_take():
+                raise _ApiError(
+                    "ThrottlingException",
+                    429,
+                    "Too many requests, please wait before trying again.",
+                )
+            time.sleep(self.dice.latency_s(self.config.latency_ms, self.config.latency_jitter_ms))
+            seed = request.seed or self._seed_rng.randint(1, MAX_SEED)
+            fault = self.dice.fault(self.config.fault_rates)
+            if fault is not None and fault.finish_reason is None:
+                raise _ApiError(fault.code, fault.http_status, fault.message)
+            words = set(re.findall(r"[a-z0-9]+", request.prompt.lower()))
+            if words & set(self.config.filter_words):
+                return _payload(seed, "Filter reason: prompt", ""), "filtered_prompt"
+            if fault is not None and fault.finish_reason is not None:
+                outcome = fault.finish_reason.lower().replace(" ", "_").replace(":", "")
+                return _payload(seed, fault.finish_reason, ""), outcome
+            image = render(
+                request.prompt,
+                request.negative_prompt,
+                seed,
+                request.aspect_ratio,
+                request.output_format,
+            )
+            return _payload(seed, None, base64.b64encode(image).decode()), "ok"
+        finally:
+            self.leave()
+
+
+def _payload(seed: int, finish_reason: str | None, image_b64: str) -> dict[str, Any]:
+    return {
+        "seeds": [seed],
+        "finish_reasons": [finish_reason],
+        "images": [image_b64] if image_b64 else [],
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HttpServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:
+        emulator = self.server.emulator
+        if self.path == "/_emulator/health":
+            self._send_json(200, {"status": "ok"})
+        elif self.path == "/_emulator/stats":
+            self._send_json(200, {**emulator.stats.snapshot(), "config": emulator.config.public()})
+        else:
+            self._send_error(_ApiError("UnknownOperationException", 404, "Unknown operation"))
+
+    def do_POST(self) -> None:
+        emulator = self.server.emulator
+        body = self._read_body()
+        if self.path == "/_emulator/reset":
+            emulator.stats.reset()
+            self._send_json(200, {"reset": True})
+            return
+        match = _INVOKE_PATH.match(self.path.split("?", 1)[0])
+        if match is None:
+            self._send_error(_ApiError("UnknownOperationException", 404, "Unknown operation"))
+            return
+        emulator.stats.begin()
+        started = time.perf_counter()
+        try:
+            if not self.headers.get("Authorization"):
+                raise _ApiError(
+                    "AccessDeniedException",
+                    403,
+                    "Missing Authentication Token: requests must be signed.",
+                )
+            try:
+                parsed = json.loads(body or b"null")
+            except ValueError as e:
+                raise _ApiError(
+                    "ValidationException", 400, f"Malformed input request: body is not JSON ({e})"
+                ) from e
+            payload, outcome = emulator.generate(unquote(match["model"]), parsed)
+        except _ApiError as e:
+            emulator.stats.end(e.code, accepted=e.code != "ThrottlingException")
+            self._send_error(e)
+            return
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        emulator.stats.end(outcome, accepted=True)
+        self._send_json(
+            200,
+            payload,
+            {
+                "X-Amzn-Bedrock-Invocation-Latency": str(latency_ms),
+                "X-Amzn-Bedrock-Content-Type": "application/json",
+            },
+        )
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > _MAX_BODY_BYTES:
+            self.close_connection = True
+            return b""
+        return self.rfile.read(length) if length else b""
+
+    def _send_error(self, error: _ApiError) -> None:
+        self._send_json(
+            error.status,
+            {"message": error.message},
+            {"x-amzn-ErrorType": error.code + _ERROR_TYPE_SUFFIX},
+        )
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 512
+
+    def __init__(self, address: tuple[str, int], emulator: _Emulator) -> None:
+        self.emulator = emulator
+        super().__init__(address, _Handler)
+
+
+class EmulatorServer:
+    """The emulator on ``host:port`` (port 0 picks a free one); ``url`` once it is bound."""
+
+    def __init__(self, config: EmulatorConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._http = _HttpServer((host, port), _Emulator(config))
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._http.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def serve_forever(self) -> None:
+        self._http.serve_forever(poll_interval=0.2)
+
+    def start(self) -> EmulatorServer:
+        """Serve from a background thread (for tests that run it in-process)."""
+        self._thread = threading.Thread(target=self.serve_forever, name="emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

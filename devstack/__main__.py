@@ -1,0 +1,76 @@
+"""``python -m devstack demo|dev``: the embedded local stack."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from devstack.demo import run_demo
+from devstack.processes import StackError, free_port
+from devstack.stack import Stack, StackOptions
+
+FLOWER_PORT = 5555
+_WATCH_S = 0.5
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack")
+    parser.add_argument("command", choices=("demo", "dev"))
+    parser.add_argument("--out", default="out", help="where the demo saves images and records")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if args.command == "demo":
+            return run_demo(Path(args.out))
+        return run_dev()
+    except StackError as e:
+        print(f"devstack: {e}", file=sys.stderr)
+        return 1
+
+
+def run_dev() -> int:
+    """The stack in the foreground, with Flower, until Ctrl-C."""
+    flower_port = FLOWER_PORT if _port_free(FLOWER_PORT) else free_port()
+    print("Starting the local stack...", flush=True)
+    with Stack(StackOptions(flower_port=flower_port)) as stack:
+        print("\nUp:")
+        for name, url in stack.urls.items():
+            print(f"  {name:<8} {url}")
+        print(f"  logs     {stack.processes.log_dir}")
+        print("\nTo use it from another shell:")
+        for name, value in stack.exports().items():
+            print(f"  export {name}={value}")
+        print('  .venv/bin/imagegen submit "a lighthouse at dawn" --wait --output lighthouse.png')
+        print("\nCtrl-C stops everything.", flush=True)
+        try:
+            while not (failed := stack.processes.failed()):
+                time.sleep(_WATCH_S)
+            print(f"devstack: {', '.join(failed)} exited; stopping.", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nStopping...", flush=True)
+    return 0
+
+
+def _port_free(port: int) -> bool:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

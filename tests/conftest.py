@@ -1,0 +1,101 @@
+"""Shared fixtures: real Redis (flushed per test), fakeredis with Lua, settings, the emulator.
+
+A missing service skips a test on a developer machine and fails it under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from emulator import EmulatorConfig, EmulatorServer
+from producer.settings import Settings
+
+ON_CI = os.environ.get("CI", "").lower() == "true"
+TEST_REDIS_URL = os.environ.get("IMAGEGEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def require_service(reason: str) -> None:
+    """Skip locally, fail under CI: a missing service must never pass silently in CI."""
+    if ON_CI:
+        pytest.fail(f"required service missing under CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _local_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy credentials: nothing in the tests may reach AWS."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture(scope="session")
+def real_redis_url() -> str:
+    client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        require_service(f"Redis at {TEST_REDIS_URL} does not answer ({e})")
+    finally:
+        client.close()
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def real_redis(real_redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(real_redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def any_redis(request: pytest.FixtureRequest) -> Any:
+    """The same test against fakeredis (with Lua) and against a real Redis server."""
+    if request.param == "fakeredis":
+        return fakeredis.FakeRedis(decode_responses=True)
+    return request.getfixturevalue("real_redis")
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(
+        redis_url=TEST_REDIS_URL,
+        s3_bucket="test-bucket",
+        s3_prefix="images",
+        retry_base_s=0.01,
+        retry_cap_s=0.1,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@pytest.fixture(scope="session")
+def emulator_url() -> Iterator[str]:
+    """A default emulator (no latency, no quota, no faults) in this process."""
+    server = EmulatorServer(EmulatorConfig()).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def start_emulator() -> Iterator[Any]:
+    """Start emulators with a given configuration; all stopped at the end of the test."""
+    servers: list[EmulatorServer] = []
+
+    def start(**config: Any) -> str:
+        server = EmulatorServer(EmulatorConfig(**config)).start()
+        servers.append(server)
+        return server.url
+
+    yield start
+    for server in servers:
+        server.stop()

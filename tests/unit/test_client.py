@@ -1,0 +1,123 @@
+"""The Python client: validation before anything is queued, idempotent ids, Celery messages."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import fakeredis
+import pytest
+
+from producer.client import Client
+from producer.errors import InvalidRequestError, JobConflictError, JobNotFoundError
+from producer.jobs import JobStatus
+from producer.messages import GENERATE_TASK
+from producer.settings import Settings
+from worker.app import make_app
+
+
+@pytest.fixture
+def redis() -> Any:
+    return fakeredis.FakeRedis(decode_responses=True)
+
+
+@pytest.fixture
+def client(settings: Settings, redis: Any) -> Client:
+    return Client(settings, redis_client=redis)
+
+
+def queued_messages(redis: Any, queue: str) -> list[dict[str, Any]]:
+    return [json.loads(raw) for raw in redis.lrange(queue, 0, -1)]
+
+
+def test_submit_records_and_queues_the_job(client: Client, redis: Any) -> None:
+    job = client.submit("a lighthouse", aspect_ratio="16:9", metadata={"order": 1})
+    assert job.status is JobStatus.QUEUED
+    assert client.get(job.job_id) == job
+    [message] = queued_messages(redis, "interactive")
+    assert message["headers"]["task"] == GENERATE_TASK
+    assert message["headers"]["id"] == job.job_id
+    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    assert (args, kwargs) == ([job.job_id], {})
+    # The prompt stays out of the message: Flower shows only the job id.
+    assert "lighthouse" not in json.dumps(message)
+
+
+def test_message_carries_every_header_celery_itself_sends(settings: Settings) -> None:
+    """A hand-built protocol-2 message must look like Celery's own to a worker."""
+    from producer.messages import task_message
+
+    celery_message = make_app(settings).amqp.as_task_v2("id-1", GENERATE_TASK, args=["J"])
+    ours = json.loads(task_message(GENERATE_TASK, "id-1", ["J"], "batch"))
+    assert set(celery_message.headers) <= set(ours["headers"])
+    assert ours["properties"]["delivery_info"] == {"exchange": "", "routing_key": "batch"}
+    assert ours["content-type"] == "application/json"
+
+
+def test_batch_priority_goes_to_the_batch_queue(client: Client, redis: Any) -> None:
+    client.submit("a", priority="batch")
+    assert redis.llen("batch") == 1
+    assert redis.llen("interactive") == 0
+
+
+def test_invalid_jobs_are_never_queued(client: Client, redis: Any) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        client.submit("", aspect_ratio="4:3")
+    assert {e.field for e in caught.value.errors} == {"request.prompt", "request.aspect_ratio"}
+    assert redis.llen("interactive") == 0
+    assert redis.keys("imagegen:*") == []
+
+
+def test_one_bad_job_in_a_batch_queues_none(client: Client, redis: Any) -> None:
+    specs = [{"request": {"prompt": f"p{i}"}} for i in range(5)]
+    specs.append({"request": {"prompt": "x", "seed": -1}})
+    with pytest.raises(InvalidRequestError):
+        client.submit_many(specs)
+    assert redis.llen("interactive") == 0
+
+
+def test_submit_many_returns_records_in_order(client: Client, redis: Any) -> None:
+    jobs = client.submit_many({"request": {"prompt": f"p{i}"}} for i in range(50))
+    assert [j.request.prompt for j in jobs] == [f"p{i}" for i in range(50)]
+    assert len({j.job_id for j in jobs}) == 50
+    assert redis.llen("interactive") == 50
+
+
+def test_resubmitting_a_job_id_returns_the_original_and_queues_nothing(
+    client: Client, redis: Any
+) -> None:
+    first = client.submit("a lighthouse", job_id="order-17")
+    again = client.submit("a lighthouse", job_id="order-17")
+    assert again == first
+    assert redis.llen("interactive") == 1
+
+
+def test_reusing_a_job_id_for_another_request_is_a_conflict(client: Client) -> None:
+    client.submit("a lighthouse", job_id="order-17")
+    with pytest.raises(JobConflictError):
+        client.submit("a windmill", job_id="order-17")
+    assert client.get("order-17").request.prompt == "a lighthouse"
+
+
+def test_unknown_job_is_not_found(client: Client) -> None:
+    with pytest.raises(JobNotFoundError):
+        client.get("nope")
+
+
+def test_model_id_defaults_to_the_setting_and_must_be_allowed(client: Client) -> None:
+    assert client.submit("a").model_id == "stability.stable-image-core-v1:0"
+    assert client.submit("a", model_id="stability.stable-image-ultra-v1:1").model_id == (
+        "stability.stable-image-ultra-v1:1"
+    )
+    with pytest.raises(InvalidRequestError, match="model_id"):
+        client.submit("a", model_id="amazon.titan-image-generator-v2:0")
+
+
+def test_job_ids_sort_by_submission_time(client: Client) -> None:
+    import time
+
+    first = client.submit("a").job_id
+    time.sleep(0.002)
+    second = client.submit("b").job_id
+    assert first < second

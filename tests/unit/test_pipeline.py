@@ -1,0 +1,228 @@
+"""One attempt of a job, without Celery: Bedrock stubbed, S3 by moto, the store on fakeredis."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import fakeredis
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from producer.client import Client
+from producer.jobs import JobRecord, JobStatus
+from producer.settings import Settings
+from tests.support import bedrock_payload, image_bytes
+from worker.pipeline import RetryLaterError, Services, run_job
+from worker.results import ResultStore
+from worker.retry import RetryPolicy
+
+
+@dataclass
+class Rig:
+    client: Client
+    services: Services
+    stubber: Stubber
+    s3: Any
+    redis: Any
+
+    def submit(self, **request: Any) -> JobRecord:
+        return self.client.submit({"prompt": "a lighthouse", **request})
+
+    def answer(self, payload: dict[str, Any]) -> None:
+        raw = json.dumps(payload).encode()
+        self.stubber.add_response(
+            "invoke_model",
+            {"body": StreamingBody(io.BytesIO(raw), len(raw)), "contentType": "application/json"},
+        )
+
+    def fail(self, code: str, status: int) -> None:
+        self.stubber.add_client_error(
+            "invoke_model", service_error_code=code, http_status_code=status, service_message="boom"
+        )
+
+    def run(self, job_id: str) -> Any:
+        return run_job(job_id, self.services, owner="test-owner")
+
+    def objects(self) -> list[str]:
+        listing = self.s3.list_objects_v2(Bucket="test-bucket")
+        return [item["Key"] for item in listing.get("Contents", [])]
+
+
+@pytest.fixture
+def rig(settings: Settings) -> Iterator[Rig]:
+    redis = fakeredis.FakeRedis(decode_responses=True)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="test-bucket")
+        bedrock = boto3.client("bedrock-runtime", region_name="us-west-2")
+        with Stubber(bedrock) as stubber:
+            services = Services(
+                settings=settings,
+                store=ResultStore(redis, settings.job_retention_s),
+                bedrock=bedrock,
+                s3=s3,
+                policy=RetryPolicy.from_settings(settings),
+            )
+            yield Rig(Client(settings, redis_client=redis), services, stubber, s3, redis)
+            stubber.assert_no_pending_responses()
+
+
+def test_success_stores_the_image_and_records_where_it_is(rig: Rig) -> None:
+    job = rig.submit(aspect_ratio="16:9", output_format="jpeg")
+    rig.answer(bedrock_payload("jpeg", seed=4242, size=(96, 54)))
+    outcome = rig.run(job.job_id)
+    record = rig.client.get(job.job_id)
+    assert outcome.status == "succeeded"
+    assert record.status is JobStatus.SUCCEEDED
+    assert (record.seed, record.width, record.height) == (4242, 96, 54)
+    assert record.s3_key is not None
+    assert record.s3_key.endswith(f"{job.job_id}.jpg")
+    assert record.s3_uri == f"s3://test-bucket/{record.s3_key}"
+    assert record.content_type == "image/jpeg"
+    assert record.bedrock_latency_ms is not None
+    assert rig.objects() == [record.s3_key]
+    head = rig.s3.head_object(Bucket="test-bucket", Key=record.s3_key)
+    assert head["ContentType"] == "image/jpeg"
+    assert head["Metadata"]["seed"] == "4242"
+
+
+def test_a_filtered_prompt_ends_filtered_without_an_image(rig: Rig) -> None:
+    job = rig.submit()
+    rig.answer({"seeds": [9], "finish_reasons": ["Filter reason: prompt"], "images": []})
+    rig.run(job.job_id)
+    record = rig.client.get(job.job_id)
+    assert record.status is JobStatus.FILTERED
+    assert record.finish_reason == "Filter reason: prompt"
+    assert record.s3_key is None
+    assert rig.objects() == []
+
+
+def test_a_retryable_error_releases_the_job_and_logs_the_attempt(rig: Rig) -> None:
+    job = rig.submit()
+    rig.fail("ThrottlingException", 429)
+    with pytest.raises(RetryLaterError) as caught:
+        rig.run(job.job_id)
+    assert 0 <= caught.value.delay_s <= rig.services.settings.retry_cap_s
+    record = rig.client.get(job.job_id)
+    assert record.status is JobStatus.RUNNING
+    assert [e.error_code for e in record.attempt_log] == ["ThrottlingException"]
+    # The retry runs as attempt 2 and succeeds.
+    rig.answer(bedrock_payload())
+    rig.run(job.job_id)
+    record = rig.client.get(job.job_id)
+    assert (record.status, record.attempts) == (JobStatus.SUCCEEDED, 2)
+
+
+def test_a_permanent_error_fails_the_job_with_the_code(rig: Rig) -> None:
+    job = rig.submit()
+    rig.fail("AccessDeniedException", 403)
+    rig.run(job.job_id)
+    record = rig.client.get(job.job_id)
+    assert record.status is JobStatus.FAILED
+    assert record.error_code == "AccessDeniedException"
+    assert record.error_message == "boom"
+
+
+def test_running_out_of_attempts_fails_with_the_last_error(rig: Rig) -> None:
+    job = rig.submit()
+    for attempt in range(1, rig.services.settings.max_attempts + 1):
+        rig.fail("ServiceUnavailableException", 503)
+        if attempt < rig.services.settings.max_attempts:
+            with pytest.raises(RetryLaterError):
+                rig.run(job.job_id)
+        else:
+            rig.run(job.job_id)
+    record = rig.client.get(job.job_id)
+    assert record.status is JobStatus.FAILED
+    assert record.error_code == "ServiceUnavailableException"
+    assert len(record.attempt_log) == rig.services.settings.max_attempts
+
+
+def test_an_image_in_the_wrong_format_is_retried_once_then_fails(rig: Rig) -> None:
+    job = rig.submit(output_format="webp")
+    rig.answer(bedrock_payload("png"))
+    with pytest.raises(RetryLaterError):
+        rig.run(job.job_id)
+    rig.answer(bedrock_payload("png"))
+    rig.run(job.job_id)
+    record = rig.client.get(job.job_id)
+    assert (record.status, record.error_code) == (JobStatus.FAILED, "InvalidModelOutput")
+
+
+def test_a_rerun_adopts_the_image_an_earlier_attempt_uploaded(rig: Rig) -> None:
+    """A worker died after the upload but before recording: no second Bedrock call."""
+    job = rig.submit()
+    rig.answer(bedrock_payload(seed=31))
+    rig.run(job.job_id)
+    key = rig.client.get(job.job_id).s3_key
+    # Pretend the record never saw the result: back to running with an expired lease.
+    rig.redis.hset(
+        f"imagegen:job:{job.job_id}",
+        mapping={
+            "status": "running",
+            "lease_until_ms": 0,
+            "s3_key": "",
+        },
+    )
+    rig.run(job.job_id)  # the stub has no answer queued: calling Bedrock would fail the test
+    record = rig.client.get(job.job_id)
+    assert (record.status, record.seed, record.s3_key) == (JobStatus.SUCCEEDED, 31, key)
+    assert rig.objects() == [key]
+
+
+def test_an_upload_failure_parks_the_image_and_the_retry_does_not_buy_it_again(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = rig.submit()
+    rig.answer(bedrock_payload(seed=55))
+    real_put = rig.s3.put_object
+    monkeypatch.setattr(rig.s3, "put_object", _raise_s3_error)
+    monkeypatch.setattr("worker.storage._UPLOAD_BACKOFF_S", 0.0)
+    with pytest.raises(RetryLaterError) as caught:
+        rig.run(job.job_id)
+    assert caught.value.code == "StorageError"
+    monkeypatch.setattr(rig.s3, "put_object", real_put)
+    rig.run(job.job_id)  # no Bedrock answer queued: the parked image is uploaded
+    record = rig.client.get(job.job_id)
+    assert (record.status, record.seed) == (JobStatus.SUCCEEDED, 55)
+    assert rig.services.store.parked_image(job.job_id) is None
+    body = rig.s3.get_object(Bucket="test-bucket", Key=record.s3_key)["Body"].read()
+    assert body == image_bytes("png")
+
+
+def test_a_cancel_requested_during_generation_skips_the_upload(rig: Rig) -> None:
+    job = rig.submit()
+    rig.answer(bedrock_payload())
+    original = rig.services.store.cancel_requested
+    rig.redis.hset(f"imagegen:job:{job.job_id}", "cancel_requested", "0")
+
+    def cancel_arrives(job_id: str) -> bool:
+        rig.redis.hset(f"imagegen:job:{job_id}", "cancel_requested", "1")
+        return original(job_id)
+
+    rig.services.store.cancel_requested = cancel_arrives  # type: ignore[method-assign]
+    rig.run(job.job_id)
+    assert rig.client.get(job.job_id).status is JobStatus.CANCELED
+    assert rig.objects() == []
+
+
+def test_a_final_job_is_skipped_without_calling_bedrock(rig: Rig) -> None:
+    job = rig.submit()
+    rig.answer(bedrock_payload())
+    rig.run(job.job_id)
+    outcome = rig.run(job.job_id)
+    assert outcome.status == "terminal"
+    assert rig.client.get(job.job_id).attempts == 1
+
+
+def _raise_s3_error(**_: Any) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    raise EndpointConnectionError(endpoint_url="http://s3.invalid")

@@ -1,0 +1,70 @@
+"""Settings: environment prefix, eager checks that name the setting, and the README's table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from producer.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg,arg-type]
+
+
+def test_defaults_run_locally_and_target_stable_image_core() -> None:
+    settings = make()
+    assert settings.model_id == "stability.stable-image-core-v1:0"
+    assert settings.aws_region == "us-west-2"
+    assert settings.bedrock_endpoint_url is None
+    assert settings.worker_pool == "threads"
+
+
+def test_environment_variables_use_the_imagegen_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEGEN_S3_BUCKET", "from-env")
+    monkeypatch.setenv("IMAGEGEN_ALLOWED_MODEL_IDS", '["stability.stable-image-core-v1:0"]')
+    settings = make()
+    assert settings.s3_bucket == "from-env"
+    assert settings.allowed_model_ids == ("stability.stable-image-core-v1:0",)
+
+
+def test_a_visibility_timeout_below_task_plus_retry_is_refused() -> None:
+    with pytest.raises(ValidationError, match="visibility_timeout_s"):
+        make(visibility_timeout_s=300, task_time_limit_s=300, retry_cap_s=60)
+
+
+def test_a_hard_limit_shorter_than_one_call_is_refused() -> None:
+    with pytest.raises(ValidationError, match="task_time_limit_s"):
+        make(bedrock_read_timeout_s=400)
+
+
+def test_the_default_model_must_be_allowed() -> None:
+    with pytest.raises(ValidationError, match="allowed_model_ids"):
+        make(model_id="stability.sd3-5-large-v1:0")
+
+
+def test_bad_values_name_the_setting() -> None:
+    with pytest.raises(ValidationError) as caught:
+        make(worker_pool="processes", max_attempts=0)
+    fields = {error["loc"][0] for error in caught.value.errors()}
+    assert fields == {"worker_pool", "max_attempts"}
+
+
+def test_the_readme_documents_every_setting_with_its_default() -> None:
+    readme = (ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `IMAGEGEN_([A-Z0-9_]+)` \| ([^|]+) \|", readme, re.MULTILINE))
+    fields = Settings.model_fields
+    assert set(rows) == {name.upper() for name in fields}
+    defaults = make()
+    for name in fields:
+        value = getattr(defaults, name)
+        documented = rows[name.upper()].strip()
+        if value is None:
+            assert documented == "(unset)", name
+        elif not isinstance(value, tuple):
+            assert documented == f"`{value}`", name

@@ -43,6 +43,10 @@ class StackOptions:
     redis_url: str | None = None  # None: the settings' URL if it answers, else a private server
     force_private_redis: bool = False
     emulator_args: Sequence[str] = ()
+    # The emulated account's quota, and the limiter set to the same rate (0: neither limits).
+    # The limiter paces calls evenly (burst 1) so the emulator's burst absorbs timing jitter.
+    quota_rpm: float = 600.0
+    quota_burst: float = 10.0
     worker_concurrency: int = 8
     workers: Sequence[tuple[str, str]] = (("worker", "interactive,batch"),)
     flower_port: int | None = None  # None: no Flower
@@ -84,6 +88,7 @@ class Stack:
         emulator_url = self._start_emulator()
         base = Settings()
         self.env = {
+            "IMAGEGEN_RATE_LIMIT_RPM": f"{self.options.quota_rpm:g}",
             **os.environ,
             **LOCAL_AWS_ENV,
             "IMAGEGEN_REDIS_URL": redis_url,
@@ -110,6 +115,7 @@ class Stack:
     def settings(self) -> Settings:
         """Settings for a client in this process, pointed at the stack."""
         return Settings(
+            rate_limit_rpm=float(self.env["IMAGEGEN_RATE_LIMIT_RPM"]),
             redis_url=self.env["IMAGEGEN_REDIS_URL"],
             bedrock_endpoint_url=self.env["IMAGEGEN_BEDROCK_ENDPOINT_URL"],
             s3_endpoint_url=self.env["IMAGEGEN_S3_ENDPOINT_URL"],
@@ -182,7 +188,16 @@ class Stack:
         self.processes.spawn(
             "emulator",
             python_module(
-                "emulator", "--host", HOST, "--port", str(port), *self.options.emulator_args
+                "emulator",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--quota-rpm",
+                f"{self.options.quota_rpm:g}",
+                "--quota-burst",
+                f"{self.options.quota_burst:g}",
+                *self.options.emulator_args,
             ),
             env=os.environ,
             ready=lambda: http_ok(url + "/_emulator/health"),

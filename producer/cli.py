@@ -8,6 +8,7 @@ Errors go to stderr; ``--json`` prints exactly one JSON document on stdout.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -67,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     wait = commands.add_parser("wait", help="wait until a job is final")
     wait.add_argument("job_id")
     _add_wait_options(wait, with_wait_flag=False)
+
+    quota = commands.add_parser("quota", help="show the shared Bedrock quota per model")
+    quota.add_argument("--model-id", action="append", help="only this model (repeatable)")
+    quota.add_argument("--json", action="store_true")
+
+    dlq = commands.add_parser("dlq", help="failed jobs: list them, replay them")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_list = dlq_commands.add_parser("list", help="list failed jobs, oldest first")
+    dlq_list.add_argument("--json", action="store_true")
+    replay = dlq_commands.add_parser("replay", help="queue failed jobs again")
+    replay.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    replay.add_argument("--all", action="store_true", help="every job in the dead-letter set")
 
     worker = commands.add_parser(
         "worker", help="run a Celery worker (extra arguments go to `celery worker`)"
@@ -227,7 +240,73 @@ def _error(message: str) -> None:
     print(f"imagegen: {message}", file=sys.stderr)
 
 
-_COMMANDS = {"submit": _submit, "status": _status, "wait": _wait}
+def _quota(client: Client, args: argparse.Namespace) -> int:
+    statuses = client.quota(args.model_id)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(s) for s in statuses]))
+        return EXIT_OK
+    rows = [("model", "configured/min", "effective/min", "tokens", "calls 1m", "throttles 1m")]
+    rows += [
+        (
+            s.model_id,
+            f"{s.configured_rpm:g}",
+            f"{s.effective_rpm:.1f}",
+            f"{s.tokens:.2f}",
+            str(s.calls_last_minute),
+            str(s.throttles_last_minute),
+        )
+        for s in statuses
+    ]
+    _print_table(rows)
+    return EXIT_OK
+
+
+def _dlq(client: Client, args: argparse.Namespace) -> int:
+    if args.dlq_command == "list":
+        records = client.dead_letters.records()
+        if args.json:
+            print(json.dumps([r.model_dump(mode="json") for r in records]))
+            return EXIT_OK
+        rows = [("job id", "failed at", "attempts", "error")]
+        rows += [
+            (
+                r.job_id,
+                r.finished_at.isoformat(timespec="seconds") if r.finished_at else "-",
+                str(r.attempts),
+                f"{r.error_code}: {(r.error_message or '')[:60]}",
+            )
+            for r in records
+        ]
+        _print_table(rows)
+        return EXIT_OK
+    if not args.all and not args.job_ids:
+        _error("dlq replay: name JOB_IDs or pass --all")
+        return EXIT_BAD_INPUT
+    wanted = client.dead_letters.job_ids() if args.all else args.job_ids
+    replayed = client.dead_letters.replay(wanted)
+    for job_id in replayed:
+        print(job_id)
+    skipped = sorted(set(wanted) - set(replayed))
+    for job_id in skipped:
+        _error(f"{job_id} is not a failed job; not replayed")
+    return EXIT_OK if not skipped else EXIT_NOT_FOUND
+
+
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+_COMMANDS = {
+    "submit": _submit,
+    "status": _status,
+    "wait": _wait,
+    "quota": _quota,
+    "dlq": _dlq,
+}
 
 
 if __name__ == "__main__":

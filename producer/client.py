@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from producer.contract import GenerationRequest, JobSpec, Priority
+from producer.dlq import DeadLetters
 from producer.errors import ImagegenError, JobConflictError
 from producer.ids import new_job_id
 from producer.jobs import JobRecord, JobStatus, ms_to_datetime
+from producer.quota import QuotaStatus, read_quota
 from producer.s3 import make_s3_client
 from producer.settings import Settings, get_settings
 from producer.store import JobStore, NewJob
@@ -41,6 +43,7 @@ class Client:
             self.settings.redis_url, decode_responses=True
         )
         self._store = JobStore(self._redis, self.settings.job_retention_s)
+        self.dead_letters = DeadLetters(self._redis, self.settings.job_retention_s)
         self._s3: S3Client | None = None
 
     def close(self) -> None:
@@ -117,6 +120,13 @@ class Client:
     def wait(self, job_id: str, timeout_s: float = DEFAULT_WAIT_S) -> JobRecord:
         """Block until the job is final; raises ``JobTimeoutError`` after ``timeout_s``."""
         return self._store.wait(job_id, timeout_s)
+
+    def quota(self, model_ids: Iterable[str] | None = None) -> list[QuotaStatus]:
+        """The shared Bedrock quota of each model (default: every allowed model)."""
+        return [
+            read_quota(self._redis, self.settings, model_id)
+            for model_id in (model_ids or self.settings.allowed_model_ids)
+        ]
 
     def download(self, record: JobRecord, path: str | Path) -> Path:
         """Save a succeeded job's image to ``path``."""

@@ -1,7 +1,8 @@
 """The job record: what the results store keeps for each job, and how it maps onto a Redis hash.
 
 Status only moves forward: ``queued`` -> ``running`` -> one terminal status. A retry keeps the
-job ``running`` (with ``next_attempt_at`` set); a terminal status is final.
+job ``running`` (with ``next_attempt_at`` set); a terminal status is final, except that an
+operator may replay a ``failed`` job from the dead-letter set (``producer.dlq``).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class JobRecord(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     attempts: int = 0
+    replays: int = 0
     attempt_log: list[AttemptEntry] = Field(default_factory=list)
     next_attempt_at: datetime | None = None
     cancel_requested: bool = False
@@ -95,7 +97,7 @@ class JobRecord(BaseModel):
 
 
 # Hash fields holding integers, and the record fields holding datetimes stored as Unix ms.
-_INT_FIELDS = ("attempts", "seed", "width", "height", "bytes", "bedrock_latency_ms")
+_INT_FIELDS = ("attempts", "replays", "seed", "width", "height", "bytes", "bedrock_latency_ms")
 _TIME_FIELDS = ("created_at", "started_at", "finished_at", "next_attempt_at")
 _TEXT_FIELDS = (
     "job_id",

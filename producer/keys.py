@@ -11,22 +11,37 @@ key                                    type    what it holds
 ``imagegen:jobs``                      zset    job ids scored by creation time (ms), for listing;
                                                trimmed past the retention
 ``imagegen:events``                    pubsub  one JSON message per job status change
+``imagegen:dlq``                       zset    failed job ids scored by failure time (ms)
+``imagegen:limiter:{region}:{model}``  hash    the shared token bucket of one Bedrock quota:
+                                               ``tokens``, ``updated_ms``, ``rate_rpm``
+                                               (effective), ``configured_rpm``,
+                                               ``last_decrease_ms``, ``throttles_total``
+``...:{model}:calls``                  zset    Bedrock calls granted, scored by time (ms), one
+                                               minute kept
+``...:{model}:throttles``              zset    ThrottlingExceptions seen, one minute kept
+``...:{model}:inflight``               zset    concurrency-cap leases, scored by expiry (ms)
 ``interactive``, ``batch``             list    Celery queues (kombu's Redis transport owns them)
 =====================================  ======  =================================================
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 __all__ = [
+    "DLQ_KEY",
     "EVENTS_CHANNEL",
     "JOB_INDEX_KEY",
+    "LimiterKeys",
     "job_key",
+    "limiter_keys",
     "parked_image_key",
 ]
 
 PREFIX = "imagegen"
 JOB_INDEX_KEY = f"{PREFIX}:jobs"
 EVENTS_CHANNEL = f"{PREFIX}:events"
+DLQ_KEY = f"{PREFIX}:dlq"
 
 
 def job_key(job_id: str) -> str:
@@ -37,3 +52,17 @@ def job_key(job_id: str) -> str:
 def parked_image_key(job_id: str) -> str:
     """Image bytes waiting for a successful S3 upload."""
     return f"{PREFIX}:job:{job_id}:parked-image"
+
+
+class LimiterKeys(NamedTuple):
+    """The keys of one quota (one region and model id)."""
+
+    bucket: str
+    calls: str
+    throttles: str
+    inflight: str
+
+
+def limiter_keys(region: str, model_id: str) -> LimiterKeys:
+    base = f"{PREFIX}:limiter:{region}:{model_id}"
+    return LimiterKeys(base, f"{base}:calls", f"{base}:throttles", f"{base}:inflight")

@@ -10,12 +10,12 @@ chain. The README's settings table is checked against this model by the tests.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_MODEL_ID", "Settings", "get_settings"]
+__all__ = ["DEFAULT_MODEL_ID", "ModelLimit", "Settings", "get_settings"]
 
 DEFAULT_MODEL_ID = "stability.stable-image-core-v1:0"
 STABILITY_IMAGE_MODEL_IDS = (
@@ -27,6 +27,16 @@ STABILITY_IMAGE_MODEL_IDS = (
 SECONDS_PER_DAY = 86_400
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class ModelLimit(BaseModel):
+    """The Bedrock quota of one model in one region, as the fleet should use it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rpm: float = Field(ge=0, description="requests per minute; 0 = no limit")
+    burst: float = Field(default=1.0, ge=1, description="calls that may start at once")
+    max_concurrency: int = Field(default=0, ge=0, description="calls in flight; 0 = no cap")
 
 
 class Settings(BaseSettings):
@@ -139,6 +149,67 @@ class Settings(BaseSettings):
         "(left by a worker that died) and puts them back on their queue.",
     )
 
+    # The shared rate limiter (one token bucket per region and model, in Redis).
+    rate_limit_rpm: float = Field(
+        default=60.0,
+        ge=0,
+        description="Bedrock requests per minute the whole fleet may make per model; set it to "
+        "your account's quota. 0 turns the limiter off.",
+    )
+    rate_limit_burst: float = Field(
+        default=1.0, ge=1, description="Calls that may start at once after a quiet spell."
+    )
+    max_concurrency: int = Field(
+        default=0,
+        ge=0,
+        description="Bedrock calls in flight across the fleet per model; 0 = no cap.",
+    )
+    model_limits: dict[str, ModelLimit] = Field(
+        default_factory=dict,
+        description='Per-model overrides, JSON: {"model id": {"rpm": 30, "burst": 2, '
+        '"max_concurrency": 8}}.',
+    )
+    rate_floor_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="After throttling, the shared rate never drops below this part of the quota.",
+    )
+    rate_decrease_factor: float = Field(
+        default=0.7,
+        gt=0,
+        lt=1,
+        description="On a ThrottlingException the shared rate is multiplied by this.",
+    )
+    rate_increase_fraction: float = Field(
+        default=0.001,
+        gt=0,
+        le=1,
+        description="Each successful call raises the shared rate by this part of the quota.",
+    )
+    rate_decrease_cooldown_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="Throttles within this long of a decrease count as the same event.",
+    )
+    limiter_max_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Longest wait for a token in place; a longer one puts the job back on its "
+        "queue with a countdown.",
+    )
+    celery_rate_limit: str | None = Field(
+        default=None,
+        pattern=r"^\d+(\.\d+)?/[smh]$",
+        description="Celery's own per-process rate_limit on the generate task (for "
+        "comparisons; it cannot share a quota across processes).",
+    )
+    bedrock_botocore_retries: Literal["off", "standard", "adaptive"] = Field(
+        default="off",
+        description="botocore's own retry mode for Bedrock (for comparisons; off lets our "
+        "policy own retries and never re-runs a billed generation behind its back).",
+    )
+
     # Logging.
     log_level: str = Field(
         default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level."
@@ -147,14 +218,15 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_timing(self) -> Self:
         single_call_s = (
-            self.bedrock_connect_timeout_s
+            self.limiter_max_wait_s
+            + self.bedrock_connect_timeout_s
             + self.bedrock_read_timeout_s
             + self.s3_upload_attempts * (self.s3_connect_timeout_s + self.s3_read_timeout_s)
         )
         if self.task_time_limit_s < single_call_s:
             msg = (
-                f"task_time_limit_s ({self.task_time_limit_s:g}) must cover one Bedrock call "
-                f"and the S3 uploads ({single_call_s:g} s with the configured timeouts)"
+                f"task_time_limit_s ({self.task_time_limit_s:g}) must cover a limiter wait, one "
+                f"Bedrock call and the S3 uploads ({single_call_s:g} s with these settings)"
             )
             raise ValueError(msg)
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
@@ -172,6 +244,14 @@ class Settings(BaseSettings):
             msg = f"model_id {self.model_id!r} is not in allowed_model_ids"
             raise ValueError(msg)
         return self
+
+    def limit_for(self, model_id: str) -> ModelLimit:
+        """The quota the fleet uses for ``model_id``."""
+        return self.model_limits.get(model_id) or ModelLimit(
+            rpm=self.rate_limit_rpm,
+            burst=self.rate_limit_burst,
+            max_concurrency=self.max_concurrency,
+        )
 
 
 @lru_cache(maxsize=1)

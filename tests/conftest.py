@@ -74,6 +74,7 @@ def settings() -> Settings:
         s3_prefix="images",
         retry_base_s=0.01,
         retry_cap_s=0.1,
+        rate_limit_rpm=60_000,  # the limiter is on, but never the thing a unit test waits for
         _env_file=None,  # type: ignore[call-arg]
     )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from producer.messages import QUEUES
+from producer.messages import GENERATE_TASK, QUEUES
 from producer.settings import Settings, get_settings
 
 __all__ = ["app", "make_app"]
@@ -57,6 +57,9 @@ def make_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_enable_remote_control=True,
     )
+    if settings.celery_rate_limit:
+        # Celery's limit is per worker process; the shared limiter is worker.limiter.
+        celery.conf.task_annotations = {GENERATE_TASK: {"rate_limit": settings.celery_rate_limit}}
     return celery
 
 

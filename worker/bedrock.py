@@ -45,11 +45,15 @@ _MAX_ERROR_MESSAGE_CHARS = 500
 
 def make_bedrock_client(settings: Settings, max_pool_connections: int) -> BedrockRuntimeClient:
     """One client per process, shared by its threads (botocore clients are thread-safe)."""
+    if settings.bedrock_botocore_retries == "off":
+        retries: dict[str, Any] = {"mode": "standard", "total_max_attempts": 1}
+    else:  # only for comparisons: botocore then re-runs calls our policy cannot see
+        retries = {"mode": settings.bedrock_botocore_retries}
     config = Config(
         region_name=settings.aws_region,
         connect_timeout=settings.bedrock_connect_timeout_s,
         read_timeout=settings.bedrock_read_timeout_s,
-        retries={"mode": "standard", "total_max_attempts": 1},
+        retries=retries,  # type: ignore[arg-type]
         max_pool_connections=max_pool_connections,
     )
     return boto3.session.Session().client(

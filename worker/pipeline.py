@@ -15,14 +15,15 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from producer.jobs import JobRecord, JobStatus
 from producer.s3 import s3_uri
 from producer.settings import Settings
-from worker.bedrock import Filtered, Generated, interpret, invoke_model
-from worker.errors import JobError
+from worker.bedrock import BedrockAnswer, Filtered, Generated, interpret, invoke_model
+from worker.errors import BedrockCallError, JobError
 from worker.images import ImageInfo, inspect_image
+from worker.limiter import Limiter, LimiterWaitTooLongError
 from worker.results import ClaimState, ResultStore, attempt_log_line
 from worker.retry import RetryPolicy
 from worker.storage import find_stored_image, image_key, upload_image
@@ -45,6 +46,7 @@ class Services:
     bedrock: BedrockRuntimeClient
     s3: S3Client
     policy: RetryPolicy
+    limiter: Limiter
 
 
 class RetryLaterError(Exception):
@@ -98,6 +100,8 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
         return attempt.run()
     except JobError as e:
         return attempt.fail_or_retry(e)
+    except LimiterWaitTooLongError as e:
+        attempt.defer(e.delay_s)
     except Exception as e:  # a bug or an outage must not strand the job as "running"
         log.exception("job attempt crashed job_id=%s attempt=%d", job_id, claim.attempt)
         return attempt.fail_or_retry(JobError(f"{type(e).__name__}: {e}", code="InternalError"))
@@ -136,9 +140,9 @@ class _Attempt:
                 return self.succeed(stored.seed, stored.info, latency_ms=None)
             generated = self.take_parked()
         if generated is None:
-            answer = invoke_model(
-                self.services.bedrock, self.record.model_id, self.record.request.to_bedrock_body()
-            )
+            answer = self.call_bedrock()
+            if answer is None:
+                return self.finish(JobStatus.CANCELED, {})
             latency_ms = answer.latency_ms
             result = interpret(answer.payload)
             if isinstance(result, Filtered):
@@ -157,6 +161,34 @@ class _Attempt:
             return self.finish(JobStatus.CANCELED, {"seed": generated.seed}, seed=generated.seed)
         self.upload(generated, info)
         return self.succeed(generated.seed, info, latency_ms)
+
+    def call_bedrock(self) -> BedrockAnswer | None:
+        """InvokeModel within the shared quota; None when the job was canceled meanwhile."""
+        limiter, settings = self.services.limiter, self.services.settings
+        model_id = self.record.model_id
+        call_lease_s = settings.bedrock_connect_timeout_s + settings.bedrock_read_timeout_s
+        with limiter.concurrency_slot(model_id, lease_s=call_lease_s):
+            waited_s = limiter.wait_for_token(model_id)
+            if waited_s and self.services.store.cancel_requested(self.job_id):
+                return None
+            try:
+                answer = invoke_model(
+                    self.services.bedrock, model_id, self.record.request.to_bedrock_body()
+                )
+            except BedrockCallError as e:
+                if e.code == "ThrottlingException" and limiter.enabled(model_id):
+                    limiter.report(model_id, throttled=True)
+                raise
+            if limiter.enabled(model_id):
+                limiter.report(model_id, throttled=False)
+        return answer
+
+    def defer(self, delay_s: float) -> NoReturn:
+        """No quota soon enough: back on the queue, without using up an attempt."""
+        delay_s = min(delay_s, self.services.settings.retry_cap_s)
+        self.services.store.defer(self.job_id, self.owner, delay_s)
+        log.info("job deferred for quota job_id=%s delay_s=%.2f", self.job_id, delay_s)
+        raise RetryLaterError(self.job_id, delay_s, "QuotaWait")
 
     def take_parked(self) -> Generated | None:
         parked = self.services.store.parked_image(self.job_id)

@@ -84,13 +84,31 @@ return 1
 """
 )
 
-# KEYS: job hash. ARGV: job_id, final status, retention_s, attempt-log line ('' for none),
-# then field/value pairs. Returns 1, or 0 when the job was already final (nothing changes).
+# KEYS: job hash. ARGV: lease owner, delay ms. Gives the lease back without using up an attempt
+# (the quota had no room). Returns 1, or 0 if not ours.
+_DEFER_LUA = (
+    _LUA_PRELUDE
+    + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running'
+   or redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then
+  return 0
+end
+redis.call('HINCRBY', KEYS[1], 'attempts', -1)
+redis.call('HSET', KEYS[1], 'lease_owner', '', 'lease_until_ms', 0,
+           'next_attempt_ms', now_ms() + tonumber(ARGV[2]))
+return 1
+"""
+)
+
+# KEYS: job hash, dead-letter zset. ARGV: job_id, final status, retention_s, attempt-log line
+# ('' for none), then field/value pairs. A failed job also goes to the dead-letter set.
+# Returns 1, or 0 when the job was already final (nothing changes).
 _FINISH_LUA = (
     _LUA_PRELUDE
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or terminal[status] then return 0 end
+local now = now_ms()
 for i = 5, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
@@ -98,9 +116,10 @@ if ARGV[4] ~= '' then
   local log = redis.call('HGET', KEYS[1], 'attempt_log') or ''
   redis.call('HSET', KEYS[1], 'attempt_log', log .. ARGV[4] .. '\\n')
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_ms', now_ms(),
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_ms', now,
            'lease_owner', '', 'lease_until_ms', 0, 'next_attempt_ms', '')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+if ARGV[2] == 'failed' then redis.call('ZADD', KEYS[2], now, ARGV[1]) end
 announce(ARGV[1], ARGV[2])
 return 1
 """
@@ -141,6 +160,7 @@ class ResultStore:
         self._claim = redis.register_script(_CLAIM_LUA)
         self._release = redis.register_script(_RELEASE_LUA)
         self._finish = redis.register_script(_FINISH_LUA)
+        self._defer = redis.register_script(_DEFER_LUA)
 
     def get(self, job_id: str) -> JobRecord | None:
         fields = self._redis.hgetall(keys.job_key(job_id))
@@ -172,6 +192,10 @@ class ResultStore:
         )
         return bool(released)
 
+    def defer(self, job_id: str, owner: str, delay_s: float) -> bool:
+        """Give the job back for ``delay_s`` without counting this run as an attempt."""
+        return bool(self._defer(keys=[keys.job_key(job_id)], args=[owner, round(delay_s * 1000)]))
+
     def finish(
         self,
         job_id: str,
@@ -186,7 +210,7 @@ class ResultStore:
         argv: list[str | int] = [job_id, status.value, self._retention_s, log_line]
         for name, value in fields.items():
             argv += [name, "" if value is None else value]
-        return bool(self._finish(keys=[keys.job_key(job_id)], args=argv))
+        return bool(self._finish(keys=[keys.job_key(job_id), keys.DLQ_KEY], args=argv))
 
     def park_image(self, job_id: str, image_base64: str) -> None:
         """Keep a bought image whose upload failed, for the next attempt to upload."""

@@ -13,6 +13,7 @@ from celery.signals import worker_process_init
 from producer.s3 import make_s3_client
 from producer.settings import Settings, get_settings
 from worker.bedrock import make_bedrock_client
+from worker.limiter import Limiter
 from worker.pipeline import Services
 from worker.results import ResultStore
 from worker.retry import RetryPolicy
@@ -27,15 +28,14 @@ _SPARE_CONNECTIONS = 4
 
 def build_services(settings: Settings) -> Services:
     pool_size = settings.worker_concurrency + _SPARE_CONNECTIONS
-    redis_client = redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, max_connections=pool_size
-    )
+    redis_client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     return Services(
         settings=settings,
         store=ResultStore(redis_client, settings.job_retention_s),
         bedrock=make_bedrock_client(settings, max_pool_connections=pool_size),
         s3=make_s3_client(settings, attempts=1, max_pool_connections=pool_size),
         policy=RetryPolicy.from_settings(settings),
+        limiter=Limiter(redis_client, settings),
     )
 
 

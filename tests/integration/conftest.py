@@ -56,6 +56,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         MAIN_STACK_DB,
         worker_concurrency=8,
         extra_env=FAST_RETRIES,
+        quota_rpm=6000,
+        quota_burst=50,
     )
     yield running
     running.stop()

@@ -15,10 +15,12 @@ from devstack.stack import Stack
 pytestmark = pytest.mark.integration
 
 
-def imagegen(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+def imagegen(
+    stack: Stack, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "producer.cli", *args],
-        env=stack.env,
+        env={**stack.env, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -90,14 +92,52 @@ def test_unknown_job_exits_4(stack: Stack) -> None:
 
 
 def test_unreachable_redis_is_a_clear_error(stack: Stack) -> None:
-    env = {**stack.env, "IMAGEGEN_REDIS_URL": "redis://127.0.0.1:9/0"}
-    done = subprocess.run(
-        [sys.executable, "-m", "producer.cli", "status", "x"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = imagegen(stack, "status", "x", env={"IMAGEGEN_REDIS_URL": "redis://127.0.0.1:9/0"})
     assert done.returncode == 5
     assert "redis://127.0.0.1:9/0" in done.stderr
+
+
+def test_quota_shows_the_shared_rate_and_recent_calls(stack: Stack) -> None:
+    assert imagegen(stack, "submit", "a quota check", "--wait").returncode == 0
+    done = imagegen(stack, "quota", "--json")
+    assert done.returncode == 0, done.stderr
+    core = next(
+        q for q in json.loads(done.stdout) if q["model_id"] == "stability.stable-image-core-v1:0"
+    )
+    assert core["configured_rpm"] == 6000
+    assert core["effective_rpm"] == 6000
+    assert core["calls_last_minute"] >= 1
+    table = imagegen(stack, "quota")
+    assert "stability.stable-image-core-v1:0" in table.stdout
+    assert "effective/min" in table.stdout
+
+
+def test_a_failed_job_is_listed_in_the_dlq_and_replayed(stack: Stack) -> None:
+    unknown_model = "stability.sd3-5-large-v1:0"  # allowed here, unknown to the emulator
+    env_models = json.dumps(["stability.stable-image-core-v1:0", unknown_model])
+    failed = imagegen(
+        stack,
+        "submit",
+        "a doomed job",
+        "--model-id",
+        unknown_model,
+        "--wait",
+        "--json",
+        env={"IMAGEGEN_ALLOWED_MODEL_IDS": env_models},
+    )
+    assert failed.returncode == 1
+    record = json.loads(failed.stdout)
+    assert (record["status"], record["error_code"]) == ("failed", "ResourceNotFoundException")
+
+    listed = json.loads(imagegen(stack, "dlq", "list", "--json").stdout)
+    assert record["job_id"] in [r["job_id"] for r in listed]
+
+    replayed = imagegen(stack, "dlq", "replay", record["job_id"])
+    assert replayed.returncode == 0
+    assert replayed.stdout.split() == [record["job_id"]]
+    again = json.loads(imagegen(stack, "wait", record["job_id"], "--json").stdout)
+    assert (again["status"], again["replays"]) == ("failed", 1)
+
+    nothing = imagegen(stack, "dlq", "replay", "01NOTFAILED")
+    assert nothing.returncode == 4
+    assert "not a failed job" in nothing.stderr

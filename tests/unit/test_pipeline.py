@@ -19,6 +19,7 @@ from producer.client import Client
 from producer.jobs import JobRecord, JobStatus
 from producer.settings import Settings
 from tests.support import bedrock_payload, image_bytes
+from worker.limiter import Limiter
 from worker.pipeline import RetryLaterError, Services, run_job
 from worker.results import ResultStore
 from worker.retry import RetryPolicy
@@ -69,6 +70,7 @@ def rig(settings: Settings) -> Iterator[Rig]:
                 bedrock=bedrock,
                 s3=s3,
                 policy=RetryPolicy.from_settings(settings),
+                limiter=Limiter(redis, settings),
             )
             yield Rig(Client(settings, redis_client=redis), services, stubber, s3, redis)
             stubber.assert_no_pending_responses()
@@ -226,3 +228,59 @@ def _raise_s3_error(**_: Any) -> None:
     from botocore.exceptions import EndpointConnectionError
 
     raise EndpointConnectionError(endpoint_url="http://s3.invalid")
+
+
+def test_a_failed_job_lands_in_the_dead_letter_set_and_replays(rig: Rig) -> None:
+    job = rig.submit()
+    rig.fail("AccessDeniedException", 403)
+    rig.run(job.job_id)
+    dead = rig.client.dead_letters
+    assert dead.job_ids() == [job.job_id]
+    assert [r.error_code for r in dead.records()] == ["AccessDeniedException"]
+
+    assert dead.replay([job.job_id, "not-failed"]) == [job.job_id]
+    assert dead.job_ids() == []
+    replayed = rig.client.get(job.job_id)
+    assert (replayed.status, replayed.attempts, replayed.replays) == (JobStatus.QUEUED, 0, 1)
+    assert replayed.error_code is None
+    assert rig.redis.llen("interactive") == 2  # the first message, and the replay's
+
+    rig.answer(bedrock_payload())
+    rig.run(job.job_id)
+    record = rig.client.get(job.job_id)
+    assert (record.status, record.attempts, record.replays) == (JobStatus.SUCCEEDED, 1, 1)
+    assert [e.error_code for e in record.attempt_log] == ["AccessDeniedException"]
+
+
+def test_no_quota_soon_defers_the_job_without_using_an_attempt(
+    rig: Rig, settings: Settings
+) -> None:
+    slow = settings.model_copy(update={"rate_limit_rpm": 6.0, "limiter_max_wait_s": 0.5})
+    services = Services(
+        settings=slow,
+        store=rig.services.store,
+        bedrock=rig.services.bedrock,
+        s3=rig.s3,
+        policy=rig.services.policy,
+        limiter=Limiter(rig.redis, slow),
+    )
+    first, second = rig.submit(), rig.submit()
+    rig.answer(bedrock_payload())
+    run_job(first.job_id, services, owner="a")
+    with pytest.raises(RetryLaterError) as caught:
+        run_job(second.job_id, services, owner="b")
+    assert caught.value.code == "QuotaWait"
+    assert caught.value.delay_s == pytest.approx(slow.retry_cap_s)
+    record = rig.client.get(second.job_id)
+    assert (record.status, record.attempts) == (JobStatus.RUNNING, 0)
+    assert record.next_attempt_at is not None
+
+
+def test_a_throttle_from_bedrock_slows_the_shared_rate(rig: Rig) -> None:
+    job = rig.submit()
+    rig.fail("ThrottlingException", 429)
+    with pytest.raises(RetryLaterError):
+        rig.run(job.job_id)
+    status = rig.services.limiter.status(rig.client.get(job.job_id).model_id)
+    assert status.throttles_total == 1
+    assert status.effective_rpm < status.configured_rpm

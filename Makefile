@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint format demo dev bench-emulator clean
+.PHONY: install test lint format demo dev bench-emulator bench-quota clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ demo: install
 ## dev: the embedded stack in the foreground (with Flower) until Ctrl-C
 dev: install
 	$(BIN)/python -m devstack dev
+
+## bench-quota: our shared limiter against Celery rate_limit and botocore adaptive retries (minutes)
+bench-quota: install
+	$(BIN)/python -m tests.bench.quota
 
 ## bench-emulator: requests per second the Bedrock emulator serves (1:1 PNG, no latency)
 bench-emulator: install

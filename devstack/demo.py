@@ -8,13 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devstack.receiver import Receiver
 from devstack.stack import Stack, StackOptions
 from producer.client import Client
 from producer.jobs import JobRecord, JobStatus
+from producer.tables import format_table
+from producer.webhooks import WebhookVerificationError, verify
 
 __all__ = ["DEMO_JOBS", "run_demo"]
 
 DEMO_TIMEOUT_S = 120.0
+WEBHOOK_WAIT_S = 15.0
+WEBHOOK_PATH = "/webhooks"
 _POLL_S = 0.2
 
 
@@ -68,37 +73,60 @@ DEMO_JOBS = (
 )
 
 
-def run_demo(out_dir: Path = Path("out"), options: StackOptions | None = None) -> int:
+def run_demo(out_dir: Path = Path("out")) -> int:
     """Start the stack, run the demo jobs, save images and records, stop. 0 when all went
     as expected."""
     started = time.monotonic()
     print("Starting the local stack (Redis, Bedrock emulator, S3, worker)...", flush=True)
-    with Stack(options) as stack:
-        print(
-            f"  up in {time.monotonic() - started:.1f} s: "
-            + ", ".join(f"{name} {url}" for name, url in stack.urls.items()),
-            flush=True,
-        )
-        with Client(stack.settings()) as client:
-            records = _run_jobs(client, started)
-            _save(client, records, out_dir)
-    _print_table([job.label for job in DEMO_JOBS], records)
+    receiver = Receiver()
+    options = StackOptions(
+        extra_env={
+            "IMAGEGEN_WEBHOOK_ALLOW_HTTP": "true",
+            "IMAGEGEN_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
+        }
+    )
+    try:
+        with Stack(options) as stack:
+            print(
+                f"  up in {time.monotonic() - started:.1f} s: "
+                + ", ".join(f"{name} {url}" for name, url in stack.urls.items())
+                + f", webhook receiver {receiver.url(WEBHOOK_PATH)}",
+                flush=True,
+            )
+            with Client(stack.settings()) as client:
+                records = _run_jobs(client, receiver.url(WEBHOOK_PATH), started)
+                _save(client, records, out_dir)
+                events = _collect_webhooks(client, receiver, len(records))
+    finally:
+        receiver.stop()
+    labels = [job.label for job in DEMO_JOBS]
+    _print_table(labels, records)
+    _print_webhooks(events, dict(zip((r.job_id for r in records), labels, strict=True)))
+    (out_dir / "webhooks.json").write_text(json.dumps(events, indent=2) + "\n")
     failures = [
         f"{job.label}: {record.status.value} (expected {job.expected.value})"
         for job, record in zip(DEMO_JOBS, records, strict=True)
         if record.status is not job.expected
     ]
+    if len(events) != len(records) or not all(e["verified"] for e in events):
+        failures.append(
+            f"webhooks: {len(events)} received for {len(records)} jobs, "
+            f"{sum(e['verified'] for e in events)} verified"
+        )
     print(
-        f"\nImages in {out_dir}/, records in {out_dir}/results.json. "
-        f"Everything stopped after {time.monotonic() - started:.1f} s."
+        f"\nImages in {out_dir}/, records in {out_dir}/results.json, webhooks in "
+        f"{out_dir}/webhooks.json. Everything stopped after {time.monotonic() - started:.1f} s."
     )
     for failure in failures:
         print(f"UNEXPECTED {failure}")
     return 1 if failures else 0
 
 
-def _run_jobs(client: Client, started: float) -> list[JobRecord]:
-    specs = [client.spec(job.request, metadata={"demo": job.label}) for job in DEMO_JOBS]
+def _run_jobs(client: Client, webhook_url: str, started: float) -> list[JobRecord]:
+    specs = [
+        client.spec(job.request, metadata={"demo": job.label}, webhook_url=webhook_url)
+        for job in DEMO_JOBS
+    ]
     submitted = client.submit_many(specs)
     print(f"Submitted {len(submitted)} jobs.", flush=True)
     labels = {record.job_id: job.label for record, job in zip(submitted, DEMO_JOBS, strict=True)}
@@ -131,6 +159,42 @@ def _save(client: Client, records: list[JobRecord], out_dir: Path) -> None:
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
+def _collect_webhooks(client: Client, receiver: Receiver, expected: int) -> list[dict[str, Any]]:
+    """The events the receiver got, each checked with ``producer.webhooks.verify``."""
+    deadline = time.monotonic() + WEBHOOK_WAIT_S
+    while len(receiver.received(WEBHOOK_PATH)) < expected and time.monotonic() < deadline:
+        time.sleep(_POLL_S)
+    secrets = client.signing_secrets.active()
+    events = []
+    for request in receiver.received(WEBHOOK_PATH):
+        try:
+            event = verify(request["headers"], request["body"], secrets)
+            verified = True
+        except WebhookVerificationError:
+            event, verified = json.loads(request["body"]), False
+        headers = {k.lower(): v for k, v in request["headers"].items()}
+        events.append(
+            {"webhook_id": headers.get("webhook-id"), "verified": verified, "event": event}
+        )
+    return events
+
+
+def _print_webhooks(events: list[dict[str, Any]], labels: dict[str, str]) -> None:
+    print("\nWebhooks the local receiver got (Standard Webhooks signatures checked):")
+    rows = [("example", "type", "webhook-id", "signature")]
+    for item in events:
+        job_id = item["event"]["data"]["job_id"]
+        rows.append(
+            (
+                labels.get(job_id, "?"),
+                item["event"]["type"],
+                str(item["webhook_id"]),
+                "verified" if item["verified"] else "BAD",
+            )
+        )
+    print(format_table(rows))
+
+
 def _print_table(labels: list[str], records: list[JobRecord]) -> None:
     rows = [("example", "job id", "status", "seed", "size", "S3 key / reason")]
     for label, record in zip(labels, records, strict=False):
@@ -139,10 +203,5 @@ def _print_table(labels: list[str], records: list[JobRecord]) -> None:
         rows.append(
             (label, record.job_id, record.status.value, str(record.seed or "-"), size, where)
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print()
-    for index, row in enumerate(rows):
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        print("  ".join(cells).rstrip())
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
+    print(format_table(rows))

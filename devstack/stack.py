@@ -48,7 +48,7 @@ class StackOptions:
     quota_rpm: float = 600.0
     quota_burst: float = 10.0
     worker_concurrency: int = 8
-    workers: Sequence[tuple[str, str]] = (("worker", "interactive,batch"),)
+    workers: Sequence[tuple[str, str]] = (("worker", "interactive,batch,webhooks"),)
     flower_port: int | None = None  # None: no Flower
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -113,15 +113,18 @@ class Stack:
     # -- what a caller needs -----------------------------------------------------------------
 
     def settings(self) -> Settings:
-        """Settings for a client in this process, pointed at the stack."""
-        return Settings(
-            rate_limit_rpm=float(self.env["IMAGEGEN_RATE_LIMIT_RPM"]),
-            redis_url=self.env["IMAGEGEN_REDIS_URL"],
-            bedrock_endpoint_url=self.env["IMAGEGEN_BEDROCK_ENDPOINT_URL"],
-            s3_endpoint_url=self.env["IMAGEGEN_S3_ENDPOINT_URL"],
-            s3_bucket=self.env["IMAGEGEN_S3_BUCKET"],
-            aws_region=self.env["IMAGEGEN_AWS_REGION"],
-        )
+        """The settings the stack's processes run with, for a client in this process."""
+        ours = {k: v for k, v in self.env.items() if k.startswith("IMAGEGEN_")}
+        saved = {k: os.environ.get(k) for k in ours}
+        os.environ.update(ours)
+        try:
+            return Settings(_env_file=None)  # type: ignore[call-arg]
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     def exports(self) -> dict[str, str]:
         """The variables another shell needs to use this stack (``imagegen submit ...``)."""

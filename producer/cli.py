@@ -12,7 +12,9 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import redis
@@ -29,8 +31,10 @@ from producer.errors import (
     JobTimeoutError,
 )
 from producer.jobs import JobRecord, JobStatus
-from producer.messages import QUEUES
+from producer.messages import JOB_QUEUES, QUEUES
 from producer.settings import Settings, get_settings
+from producer.tables import format_table
+from producer.webhooks import DEFAULT_EVENTS, EVENT_TYPES
 
 __all__ = ["main"]
 
@@ -57,8 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--seed", type=int, default=0, help="0 = random (default)")
     submit.add_argument("--model-id", help="Bedrock model id (default: the configured one)")
     submit.add_argument("--job-id", help="your own job id; resubmitting it is a no-op")
-    submit.add_argument("--priority", choices=QUEUES, default="interactive")
+    submit.add_argument("--priority", choices=JOB_QUEUES, default="interactive")
     submit.add_argument("--metadata", help="JSON object echoed back on the job")
+    submit.add_argument("--webhook", metavar="URL", help="POST the job's events here")
+    submit.add_argument(
+        "--webhook-event",
+        action="append",
+        choices=EVENT_TYPES,
+        metavar="EVENT",
+        help=f"event to send (repeatable; default: {', '.join(DEFAULT_EVENTS)})",
+    )
     _add_wait_options(submit, with_wait_flag=True)
 
     status = commands.add_parser("status", help="show a job's record")
@@ -80,6 +92,32 @@ def build_parser() -> argparse.ArgumentParser:
     replay = dlq_commands.add_parser("replay", help="queue failed jobs again")
     replay.add_argument("job_ids", nargs="*", metavar="JOB_ID")
     replay.add_argument("--all", action="store_true", help="every job in the dead-letter set")
+
+    secret = commands.add_parser("webhook-secret", help="show or rotate the signing secret")
+    secret.add_argument(
+        "--rotate",
+        action="store_true",
+        help="new primary secret; the old one keeps signing for the overlap",
+    )
+
+    webhooks = commands.add_parser("webhooks", help="webhook deliveries: log, redeliver, recover")
+    webhook_commands = webhooks.add_subparsers(
+        dest="webhooks_command", required=True, metavar="ACTION"
+    )
+    webhook_log = webhook_commands.add_parser("log", help="a job's deliveries and attempts")
+    webhook_log.add_argument("job_id")
+    webhook_log.add_argument("--json", action="store_true")
+    redeliver = webhook_commands.add_parser("redeliver", help="send a job's webhooks again")
+    redeliver.add_argument("job_id")
+    recover = webhook_commands.add_parser(
+        "recover", help="send again every delivery that ran out of retries since TIME"
+    )
+    recover.add_argument(
+        "--since",
+        required=True,
+        type=_parse_time,
+        help="ISO 8601 time (2026-11-25T10:00:00Z) or a duration ago (90m, 2h, 3d)",
+    )
 
     worker = commands.add_parser(
         "worker", help="run a Celery worker (extra arguments go to `celery worker`)"
@@ -155,6 +193,8 @@ def _submit(client: Client, args: argparse.Namespace) -> int:
         model_id=args.model_id,
         metadata=metadata,
         priority=args.priority,
+        webhook_url=args.webhook,
+        webhook_events=args.webhook_event,
     )
     if args.wait or args.output:
         record = client.wait(record.job_id, args.timeout)
@@ -292,12 +332,66 @@ def _dlq(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK if not skipped else EXIT_NOT_FOUND
 
 
+def _webhook_secret(client: Client, args: argparse.Namespace) -> int:
+    secrets = client.signing_secrets
+    if args.rotate:
+        print(secrets.rotate())
+        others = secrets.active()[1:]
+        if others:
+            overlap_s = client.settings.webhook_secret_overlap_s
+            print(f"the previous secret keeps signing for {overlap_s} s", file=sys.stderr)
+        return EXIT_OK
+    print(secrets.current())
+    return EXIT_OK
+
+
+def _webhooks(client: Client, args: argparse.Namespace) -> int:
+    deliveries = client.webhook_deliveries
+    if args.webhooks_command == "log":
+        client.get(args.job_id)  # a clear "not found" for an unknown job
+        found = deliveries.for_job(args.job_id)
+        if args.json:
+            print(json.dumps([d.model_dump(mode="json") for d in found]))
+            return EXIT_OK
+        for delivery in found:
+            print(f"{delivery.delivery_id}  {delivery.state}  {delivery.url}")
+            for entry in delivery.log:
+                status = entry.status if entry.status is not None else "-"
+                print(
+                    f"  #{entry.attempt} {entry.at.isoformat(timespec='seconds')} "
+                    f"status={status} {entry.latency_ms or 0} ms {entry.error or ''}".rstrip()
+                )
+        return EXIT_OK
+    if args.webhooks_command == "redeliver":
+        client.get(args.job_id)
+        sent = deliveries.redeliver_job(args.job_id)
+        if not sent:
+            _error(f"job {args.job_id} has no webhook deliveries")
+            return EXIT_NOT_FOUND
+    else:
+        sent = deliveries.recover(args.since)
+    for delivery_id in sent:
+        print(delivery_id)
+    return EXIT_OK
+
+
+def _parse_time(text: str) -> int:
+    """Unix ms from an ISO 8601 time or from a duration ago such as 90m, 2h, 3d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return int((time.time() - int(text[:-1]) * units[text[-1]]) * 1000)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as e:
+        msg = f"not an ISO 8601 time or a duration like 2h: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from e
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    print(format_table(rows))
 
 
 _COMMANDS = {
@@ -306,6 +400,8 @@ _COMMANDS = {
     "wait": _wait,
     "quota": _quota,
     "dlq": _dlq,
+    "webhook-secret": _webhook_secret,
+    "webhooks": _webhooks,
 }
 
 

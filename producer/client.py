@@ -14,6 +14,7 @@ from producer.dlq import DeadLetters
 from producer.errors import ImagegenError, JobConflictError
 from producer.ids import new_job_id
 from producer.jobs import JobRecord, JobStatus, ms_to_datetime
+from producer.outbox import Deliveries, SigningSecrets
 from producer.quota import QuotaStatus, read_quota
 from producer.s3 import make_s3_client
 from producer.settings import Settings, get_settings
@@ -44,6 +45,8 @@ class Client:
         )
         self._store = JobStore(self._redis, self.settings.job_retention_s)
         self.dead_letters = DeadLetters(self._redis, self.settings.job_retention_s)
+        self.webhook_deliveries = Deliveries(self._redis)
+        self.signing_secrets = SigningSecrets(self._redis, self.settings.webhook_secret_overlap_s)
         self._s3: S3Client | None = None
 
     def close(self) -> None:
@@ -65,6 +68,8 @@ class Client:
         model_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         priority: Priority = "interactive",
+        webhook_url: str | None = None,
+        webhook_events: Iterable[str] | None = None,
         **request_fields: Any,
     ) -> JobSpec:
         """Validate one job; raises ``InvalidRequestError`` naming every bad field."""
@@ -81,6 +86,10 @@ class Client:
             data["model_id"] = model_id
         if metadata is not None:
             data["metadata"] = dict(metadata)
+        if webhook_url is not None:
+            data["webhook_url"] = webhook_url
+        if webhook_events is not None:
+            data["webhook_events"] = list(webhook_events)
         return self._parse(data)
 
     def submit(self, request: RequestLike, **options: Any) -> JobRecord:
@@ -93,7 +102,7 @@ class Client:
         now_ms = int(time.time() * 1000)
         jobs = []
         for item in specs:
-            spec = item if isinstance(item, JobSpec) else self._parse(item)
+            spec = item if isinstance(item, JobSpec) else self._parse(dict(item))
             jobs.append(
                 NewJob(
                     job_id=spec.job_id or new_job_id(now_ms),
@@ -142,10 +151,15 @@ class Client:
     # -- internals ---------------------------------------------------------------------------
 
     def _parse(self, data: Any) -> JobSpec:
+        settings = self.settings
+        if settings.webhook_default_url and isinstance(data, dict) and not data.get("webhook_url"):
+            data = {**data, "webhook_url": settings.webhook_default_url}
         return JobSpec.parse(
             data,
-            allowed_model_ids=self.settings.allowed_model_ids,
-            metadata_max_bytes=self.settings.metadata_max_bytes,
+            allowed_model_ids=settings.allowed_model_ids,
+            metadata_max_bytes=settings.metadata_max_bytes,
+            webhook_allow_http=settings.webhook_allow_http,
+            webhook_allowed_hosts=settings.webhook_allowed_hosts,
         )
 
     def _existing(self, job: NewJob) -> JobRecord:
@@ -169,4 +183,6 @@ def _queued_record(job: NewJob) -> JobRecord:
         request=job.spec.request,
         metadata=job.spec.metadata,
         created_at=ms_to_datetime(job.created_ms),
+        webhook_url=job.spec.webhook_url,
+        webhook_events=list(job.spec.events) if job.spec.webhook_url else [],
     )

@@ -26,6 +26,8 @@ from pydantic import (
 
 from producer.errors import FieldError, InvalidRequestError
 from producer.ids import JOB_ID_PATTERN
+from producer.ssrf import vet_webhook_url
+from producer.webhooks import DEFAULT_EVENTS, EventType
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -132,8 +134,9 @@ class GenerationRequest(BaseModel):
 class JobSpec(BaseModel):
     """What a caller submits: the request plus the envelope the service keeps around it.
 
-    Validate with ``JobSpec.model_validate(data, context={...})``; the context may carry
-    ``allowed_model_ids`` and ``metadata_max_bytes`` from the settings.
+    Validate with ``JobSpec.parse(data, **context)``; the context may carry
+    ``allowed_model_ids``, ``metadata_max_bytes``, ``webhook_allow_http`` and
+    ``webhook_allowed_hosts`` from the settings.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -143,6 +146,26 @@ class JobSpec(BaseModel):
     model_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = "interactive"
+    webhook_url: str | None = None
+    webhook_events: list[EventType] | None = Field(default=None, min_length=1)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _safe_webhook(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        context = info.context or {}
+        vet_webhook_url(
+            value,
+            allow_http=context.get("webhook_allow_http", False),
+            allowed_hosts=tuple(context.get("webhook_allowed_hosts", ())),
+        )
+        return value
+
+    @property
+    def events(self) -> tuple[str, ...]:
+        """The events this job's webhook receives."""
+        return tuple(self.webhook_events) if self.webhook_events else DEFAULT_EVENTS
 
     @field_validator("model_id")
     @classmethod

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from producer.contract import GenerationRequest, Priority
+from producer.webhooks import WebhookDelivery
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -90,6 +91,9 @@ class JobRecord(BaseModel):
     bedrock_latency_ms: int | None = None
     error_code: str | None = None
     error_message: str | None = None
+    webhook_url: str | None = None
+    webhook_events: list[str] = Field(default_factory=list)
+    webhooks: list[WebhookDelivery] = Field(default_factory=list)
 
     @property
     def is_terminal(self) -> bool:
@@ -112,6 +116,7 @@ _TEXT_FIELDS = (
     "sha256",
     "error_code",
     "error_message",
+    "webhook_url",
 )
 
 
@@ -135,6 +140,7 @@ def record_from_hash(fields: dict[str, str]) -> JobRecord:
     data["request"] = json.loads(fields["request"])
     data["metadata"] = json.loads(fields.get("metadata") or "{}")
     data["cancel_requested"] = fields.get("cancel_requested") == "1"
+    data["webhook_events"] = [e for e in (fields.get("webhook_events") or "").split(",") if e]
     data["attempt_log"] = [
         json.loads(line) for line in (fields.get("attempt_log") or "").splitlines() if line
     ]

@@ -20,7 +20,17 @@ key                                    type    what it holds
                                                minute kept
 ``...:{model}:throttles``              zset    ThrottlingExceptions seen, one minute kept
 ``...:{model}:inflight``               zset    concurrency-cap leases, scored by expiry (ms)
-``interactive``, ``batch``             list    Celery queues (kombu's Redis transport owns them)
+``imagegen:webhook:{delivery_id}``     hash    one webhook delivery (``{job_id}:{event}``, with
+                                               ``:{n}`` after the n-th replay): url, state,
+                                               attempts, log (JSON lines), webhook_id
+``imagegen:webhooks:due``              zset    the outbox: undelivered deliveries scored by
+                                               when they are due (ms)
+``imagegen:webhooks:dlq``              zset    deliveries whose retries ran out, by time (ms)
+``imagegen:webhooks:disabled``         set     endpoint URLs that answered 410 Gone
+``imagegen:webhooks:secrets``          string  signing secrets, JSON, newest first
+``imagegen:webhooks:sweep-lock``       string  held by the one sweeper running at a time
+``interactive``, ``batch``,            list    Celery queues (kombu's Redis transport owns them)
+``webhooks``
 =====================================  ======  =================================================
 """
 
@@ -32,21 +42,39 @@ __all__ = [
     "DLQ_KEY",
     "EVENTS_CHANNEL",
     "JOB_INDEX_KEY",
+    "WEBHOOKS_DISABLED_KEY",
+    "WEBHOOKS_DLQ_KEY",
+    "WEBHOOKS_DUE_KEY",
+    "WEBHOOK_KEY_PREFIX",
+    "WEBHOOK_SECRETS_KEY",
+    "WEBHOOK_SWEEP_LOCK_KEY",
     "LimiterKeys",
     "job_key",
     "limiter_keys",
     "parked_image_key",
+    "webhook_key",
 ]
 
 PREFIX = "imagegen"
 JOB_INDEX_KEY = f"{PREFIX}:jobs"
 EVENTS_CHANNEL = f"{PREFIX}:events"
 DLQ_KEY = f"{PREFIX}:dlq"
+WEBHOOK_KEY_PREFIX = f"{PREFIX}:webhook:"
+WEBHOOKS_DUE_KEY = f"{PREFIX}:webhooks:due"
+WEBHOOKS_DLQ_KEY = f"{PREFIX}:webhooks:dlq"
+WEBHOOKS_DISABLED_KEY = f"{PREFIX}:webhooks:disabled"
+WEBHOOK_SECRETS_KEY = f"{PREFIX}:webhooks:secrets"
+WEBHOOK_SWEEP_LOCK_KEY = f"{PREFIX}:webhooks:sweep-lock"
 
 
 def job_key(job_id: str) -> str:
     """The hash holding one job's record."""
     return f"{PREFIX}:job:{job_id}"
+
+
+def webhook_key(delivery_id: str) -> str:
+    """The hash holding one webhook delivery."""
+    return f"{WEBHOOK_KEY_PREFIX}{delivery_id}"
 
 
 def parked_image_key(job_id: str) -> str:

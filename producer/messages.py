@@ -3,23 +3,37 @@
 The producer writes a job record and the message that runs it in one Redis transaction, so a
 job is never recorded without being queued, nor queued without a record. That needs the message
 as kombu's Redis transport stores it: a JSON envelope pushed with LPUSH onto the list named after
-the queue, holding a Celery protocol-2 message (base64 body). Backends in other languages can
-push the same envelope themselves; the README shows one.
+the queue, holding a Celery protocol-2 message. The body is plain JSON (``body_encoding``
+``utf-8``, which kombu reads as is), so backends in other languages can push the same envelope
+themselves; the README shows one.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import socket
 import uuid
 from typing import Any
 
-__all__ = ["GENERATE_TASK", "QUEUES", "task_message"]
+__all__ = [
+    "DELIVERY_ID_PLACEHOLDER",
+    "DELIVER_TASK",
+    "GENERATE_TASK",
+    "JOB_QUEUES",
+    "QUEUES",
+    "WEBHOOK_QUEUE",
+    "delivery_message_template",
+    "task_message",
+]
 
 GENERATE_TASK = "imagegen.generate"
-QUEUES = ("interactive", "batch")
+DELIVER_TASK = "imagegen.deliver_webhook"
+JOB_QUEUES = ("interactive", "batch")
+WEBHOOK_QUEUE = "webhooks"
+QUEUES = (*JOB_QUEUES, WEBHOOK_QUEUE)
+# Lua scripts that create a delivery put its id where this stands in a message template.
+DELIVERY_ID_PLACEHOLDER = "__DELIVERY_ID__"
 _ORIGIN = f"imagegen-producer@{socket.gethostname()}:{os.getpid()}"
 
 
@@ -28,7 +42,9 @@ def task_message(
     task_id: str,
     args: list[Any],
     queue: str,
+    *,
     kwargs: dict[str, Any] | None = None,
+    delivery_tag: str | None = None,
 ) -> str:
     """The raw message kombu's Redis transport expects to find on ``queue``'s list."""
     kwargs = kwargs or {}
@@ -36,7 +52,7 @@ def task_message(
         [args, kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
     )
     envelope = {
-        "body": base64.b64encode(body.encode()).decode(),
+        "body": body,
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": {
@@ -66,8 +82,21 @@ def task_message(
             "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,
-            "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
+            "body_encoding": "utf-8",
+            "delivery_tag": delivery_tag or str(uuid.uuid4()),
         },
     }
     return json.dumps(envelope, separators=(",", ":"))
+
+
+def delivery_message_template() -> str:
+    """A webhook-delivery message whose id and argument are ``DELIVERY_ID_PLACEHOLDER``, for a
+    Lua script to fill in once it knows the delivery id. The delivery tag holds the id too, so
+    messages made from one template for several deliveries still have tags of their own."""
+    return task_message(
+        DELIVER_TASK,
+        DELIVERY_ID_PLACEHOLDER,
+        [DELIVERY_ID_PLACEHOLDER],
+        WEBHOOK_QUEUE,
+        delivery_tag=f"{DELIVERY_ID_PLACEHOLDER}.{uuid.uuid4()}",
+    )

@@ -28,6 +28,8 @@ def make_s3_client(
         read_timeout=settings.s3_read_timeout_s,
         retries={"mode": "standard", "total_max_attempts": attempts},
         max_pool_connections=max_pool_connections,
+        # SigV4 for every request and every presigned URL (SigV2 is retired in newer regions).
+        signature_version="s3v4",
         # A local S3 (moto) on 127.0.0.1 cannot serve virtual-hosted bucket names.
         s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
     )

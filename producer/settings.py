@@ -210,6 +210,54 @@ class Settings(BaseSettings):
         "policy own retries and never re-runs a billed generation behind its back).",
     )
 
+    # Webhooks.
+    webhook_default_url: str | None = Field(
+        default=None,
+        description="Webhook endpoint for jobs that name none (a tenant's default wins).",
+    )
+    webhook_allow_http: bool = Field(
+        default=False, description="Allow plain-http webhook URLs (https only otherwise)."
+    )
+    webhook_allowed_hosts: tuple[str, ...] = Field(
+        default=(),
+        description="Hosts a webhook may reach even on private or loopback addresses "
+        '(JSON list, e.g. ["127.0.0.1"] for a local receiver).',
+    )
+    webhook_timeout_s: PositiveSeconds = Field(
+        default=15.0, description="Time a receiver has to answer one delivery."
+    )
+    webhook_retry_schedule_s: tuple[float, ...] = Field(
+        default=(0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400),
+        min_length=1,
+        description="Delay before each delivery attempt, the first included (JSON list).",
+    )
+    webhook_jitter_fraction: float = Field(
+        default=0.1, ge=0, le=1, description="Random spread added to each retry delay."
+    )
+    webhook_presign_expiry_s: int = Field(
+        default=3600,
+        gt=0,
+        le=7 * SECONDS_PER_DAY,
+        description="Lifetime of the presigned image URL in a webhook.",
+    )
+    webhook_max_response_bytes: int = Field(
+        default=4096, gt=0, description="Most of a receiver's answer that is read and logged."
+    )
+    webhook_handoff_grace_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="An outbox entry no delivery task picked up within this long is sent again "
+        "by the sweeper.",
+    )
+    webhook_sweep_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the outbox sweeper looks for due deliveries."
+    )
+    webhook_secret_overlap_s: int = Field(
+        default=SECONDS_PER_DAY,
+        ge=0,
+        description="After a rotation, the old signing secret also signs for this long.",
+    )
+
     # Logging.
     log_level: str = Field(
         default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level."

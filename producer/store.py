@@ -16,6 +16,7 @@ from producer.contract import JobSpec
 from producer.errors import JobNotFoundError, JobTimeoutError
 from producer.jobs import JobRecord, JobStatus, record_from_hash
 from producer.messages import GENERATE_TASK, task_message
+from producer.outbox import Deliveries
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -52,7 +53,14 @@ class NewJob:
     created_ms: int
 
     def hash_fields(self) -> dict[str, str]:
+        webhook = {}
+        if self.spec.webhook_url:
+            webhook = {
+                "webhook_url": self.spec.webhook_url,
+                "webhook_events": ",".join(self.spec.events),
+            }
         return {
+            **webhook,
             "job_id": self.job_id,
             "status": JobStatus.QUEUED.value,
             "model_id": self.model_id,
@@ -71,6 +79,7 @@ class JobStore:
         self._redis = redis
         self._retention_s = retention_s
         self._submit = redis.register_script(_SUBMIT_LUA)
+        self._deliveries = Deliveries(redis)
 
     def create(self, jobs: Sequence[NewJob]) -> list[bool]:
         """Store and enqueue each job in one round trip; False where the id already existed."""
@@ -88,18 +97,31 @@ class JobStore:
         return [bool(created) for created in pipe.execute()]
 
     def get(self, job_id: str) -> JobRecord:
-        fields = self._redis.hgetall(keys.job_key(job_id))
-        if not fields:
+        record = self.get_many([job_id])[0]
+        if record is None:
             raise JobNotFoundError(job_id)
-        return record_from_hash(cast("dict[str, str]", fields))
+        return record
 
     def get_many(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
+        """Records in the order asked (None where there is none), with their webhook
+        deliveries: two round trips at most."""
         pipe = self._redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(keys.job_key(job_id))
+        found = [cast("dict[str, str]", fields) for fields in pipe.execute()]
+        wanted = [
+            [d for d in fields.get("webhook_deliveries", "").split(",") if d] for fields in found
+        ]
+        deliveries = (
+            self._deliveries.get_many(d for ids in wanted for d in ids) if any(wanted) else {}
+        )
         return [
-            record_from_hash(cast("dict[str, str]", fields)) if fields else None
-            for fields in pipe.execute()
+            record_from_hash(fields).model_copy(
+                update={"webhooks": [deliveries[d] for d in ids if d in deliveries]}
+            )
+            if fields
+            else None
+            for fields, ids in zip(found, wanted, strict=True)
         ]
 
     def wait(self, job_id: str, timeout_s: float) -> JobRecord:

@@ -15,43 +15,28 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, cast
 
 from producer import keys
-from producer.jobs import TERMINAL_STATUSES, JobRecord, JobStatus, record_from_hash
+from producer.jobs import JobRecord, JobStatus, record_from_hash
+from producer.lua import JOB_LUA
+from producer.messages import delivery_message_template
 
 if TYPE_CHECKING:
     from redis import Redis
 
 __all__ = ["Claim", "ClaimState", "ResultStore"]
 
-_TERMINAL_LUA_SET = "{" + ", ".join(f"['{s.value}'] = true" for s in TERMINAL_STATUSES) + "}"
-
-# Shared Lua helpers: the server clock in ms, and a status event on the pub/sub channel.
-_LUA_PRELUDE = f"""
-local terminal = {_TERMINAL_LUA_SET}
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function announce(job_id, status)
-  redis.call('PUBLISH', '{keys.EVENTS_CHANNEL}',
-    '{{"job_id":"' .. job_id .. '","status":"' .. status .. '"}}')
-end
-"""
-
-# KEYS: job hash. ARGV: job_id, lease owner, lease_ms, retention_s.
-# Returns {state, attempts}: state is claimed | missing | terminal | busy | canceled.
+# KEYS: job hash. ARGV: job_id, lease owner, lease_ms, retention_s, webhook grace ms, delivery
+# message template. Returns {state, attempts}: claimed | missing | terminal | busy | canceled.
 _CLAIM_LUA = (
-    _LUA_PRELUDE
+    JOB_LUA
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', 0} end
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
 if terminal[status] then return {'terminal', attempts} end
 local now = now_ms()
+local retention, grace = tonumber(ARGV[4]), tonumber(ARGV[5])
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
-  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_ms', now,
-             'lease_owner', '', 'lease_until_ms', 0)
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-  announce(ARGV[1], 'canceled')
+  finalize(KEYS[1], ARGV[1], 'canceled', now, retention, grace, ARGV[6])
   return {'canceled', attempts}
 end
 local lease_until = tonumber(redis.call('HGET', KEYS[1], 'lease_until_ms') or '0')
@@ -60,8 +45,11 @@ attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', ARGV[2],
            'lease_until_ms', now + tonumber(ARGV[3]), 'next_attempt_ms', '')
 redis.call('HSETNX', KEYS[1], 'started_ms', now)
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-if status ~= 'running' then announce(ARGV[1], 'running') end
+redis.call('EXPIRE', KEYS[1], retention)
+if status ~= 'running' then
+  announce(ARGV[1], 'running')
+  add_delivery(KEYS[1], ARGV[1], 'job.started', now, grace, retention, ARGV[6])
+end
 return {'claimed', attempts}
 """
 )
@@ -69,7 +57,7 @@ return {'claimed', attempts}
 # KEYS: job hash. ARGV: lease owner, attempt-log line, retry delay ms, error code, error message.
 # Gives the lease back so the retry message can claim the job. Returns 1, or 0 if not ours.
 _RELEASE_LUA = (
-    _LUA_PRELUDE
+    JOB_LUA
     + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running'
    or redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then
@@ -87,7 +75,7 @@ return 1
 # KEYS: job hash. ARGV: lease owner, delay ms. Gives the lease back without using up an attempt
 # (the quota had no room). Returns 1, or 0 if not ours.
 _DEFER_LUA = (
-    _LUA_PRELUDE
+    JOB_LUA
     + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running'
    or redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then
@@ -100,28 +88,24 @@ return 1
 """
 )
 
-# KEYS: job hash, dead-letter zset. ARGV: job_id, final status, retention_s, attempt-log line
-# ('' for none), then field/value pairs. A failed job also goes to the dead-letter set.
-# Returns 1, or 0 when the job was already final (nothing changes).
+# KEYS: job hash. ARGV: job_id, final status, retention_s, attempt-log line ('' for none),
+# webhook grace ms, delivery message template, then field/value pairs.
+# Returns {1, delivery id or ''}, or {0, ''} when the job was already final (nothing changes).
 _FINISH_LUA = (
-    _LUA_PRELUDE
+    JOB_LUA
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status or terminal[status] then return 0 end
-local now = now_ms()
-for i = 5, #ARGV, 2 do
+if not status or terminal[status] then return {0, ''} end
+for i = 7, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 if ARGV[4] ~= '' then
   local log = redis.call('HGET', KEYS[1], 'attempt_log') or ''
   redis.call('HSET', KEYS[1], 'attempt_log', log .. ARGV[4] .. '\\n')
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_ms', now,
-           'lease_owner', '', 'lease_until_ms', 0, 'next_attempt_ms', '')
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-if ARGV[2] == 'failed' then redis.call('ZADD', KEYS[2], now, ARGV[1]) end
-announce(ARGV[1], ARGV[2])
-return 1
+local delivery = finalize(KEYS[1], ARGV[1], ARGV[2], now_ms(), tonumber(ARGV[3]),
+                          tonumber(ARGV[5]), ARGV[6])
+return {1, delivery}
 """
 )
 
@@ -154,13 +138,18 @@ def attempt_log_line(attempt: int, error_code: str, message: str, retry_in_s: fl
 class ResultStore:
     """Job-record transitions for the worker (a Redis client with ``decode_responses=True``)."""
 
-    def __init__(self, redis: Redis, retention_s: int) -> None:
+    def __init__(self, redis: Redis, retention_s: int, webhook_grace_s: float = 30.0) -> None:
         self._redis = redis
         self._retention_s = retention_s
+        self._webhook_grace_ms = round(webhook_grace_s * 1000)
         self._claim = redis.register_script(_CLAIM_LUA)
         self._release = redis.register_script(_RELEASE_LUA)
         self._finish = redis.register_script(_FINISH_LUA)
         self._defer = redis.register_script(_DEFER_LUA)
+
+    @property
+    def redis(self) -> Redis:
+        return self._redis
 
     def get(self, job_id: str) -> JobRecord | None:
         fields = self._redis.hgetall(keys.job_key(job_id))
@@ -168,7 +157,15 @@ class ResultStore:
 
     def claim(self, job_id: str, owner: str, lease_ms: int) -> Claim:
         state, attempts = self._claim(
-            keys=[keys.job_key(job_id)], args=[job_id, owner, lease_ms, self._retention_s]
+            keys=[keys.job_key(job_id)],
+            args=[
+                job_id,
+                owner,
+                lease_ms,
+                self._retention_s,
+                self._webhook_grace_ms,
+                delivery_message_template(),
+            ],
         )
         return Claim(ClaimState(state), int(attempts))
 
@@ -207,10 +204,18 @@ class ResultStore:
         if not status.is_terminal:
             msg = f"{status} is not a final status"
             raise ValueError(msg)
-        argv: list[str | int] = [job_id, status.value, self._retention_s, log_line]
+        argv: list[str | int] = [
+            job_id,
+            status.value,
+            self._retention_s,
+            log_line,
+            self._webhook_grace_ms,
+            delivery_message_template(),
+        ]
         for name, value in fields.items():
             argv += [name, "" if value is None else value]
-        return bool(self._finish(keys=[keys.job_key(job_id), keys.DLQ_KEY], args=argv))
+        changed, _delivery = self._finish(keys=[keys.job_key(job_id)], args=argv)
+        return bool(changed)
 
     def park_image(self, job_id: str, image_base64: str) -> None:
         """Keep a bought image whose upload failed, for the next attempt to upload."""

@@ -17,11 +17,15 @@ from worker.limiter import Limiter
 from worker.pipeline import Services
 from worker.results import ResultStore
 from worker.retry import RetryPolicy
+from worker.sweeper import OutboxSweeper
+from worker.webhooks import WebhookSender
 
-__all__ = ["build_services", "execution_owner", "services"]
+__all__ = ["build_services", "execution_owner", "outbox_sweeper", "services", "webhook_sender"]
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _services: Services | None = None
+_sender: WebhookSender | None = None
+_sweeper: OutboxSweeper | None = None
 # Connections beyond the thread count, for the occasional HEAD or parked-image read.
 _SPARE_CONNECTIONS = 4
 
@@ -31,7 +35,7 @@ def build_services(settings: Settings) -> Services:
     redis_client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     return Services(
         settings=settings,
-        store=ResultStore(redis_client, settings.job_retention_s),
+        store=ResultStore(redis_client, settings.job_retention_s, settings.webhook_handoff_grace_s),
         bedrock=make_bedrock_client(settings, max_pool_connections=pool_size),
         s3=make_s3_client(settings, attempts=1, max_pool_connections=pool_size),
         policy=RetryPolicy.from_settings(settings),
@@ -49,11 +53,33 @@ def services() -> Services:
     return _services
 
 
+def webhook_sender() -> WebhookSender:
+    """This process's webhook sender, built on first use."""
+    global _sender  # noqa: PLW0603
+    if _sender is None:
+        with _lock:
+            if _sender is None:
+                shared = services()
+                _sender = WebhookSender(shared.store.redis, shared.settings, shared.s3)
+    return _sender
+
+
+def outbox_sweeper() -> OutboxSweeper:
+    global _sweeper  # noqa: PLW0603
+    if _sweeper is None:
+        with _lock:
+            if _sweeper is None:
+                shared = services()
+                _sweeper = OutboxSweeper(shared.store.redis, shared.settings)
+    return _sweeper
+
+
 @worker_process_init.connect
 def _fresh_after_fork(**_: object) -> None:
     # A forked pool child must not share its parent's sockets.
-    global _services  # noqa: PLW0603
+    global _services, _sender  # noqa: PLW0603
     _services = None
+    _sender = None
 
 
 def execution_owner() -> str:

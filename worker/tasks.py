@@ -1,15 +1,18 @@
-"""Celery tasks. Thin: messaging and retries here, the work in ``worker.pipeline``."""
+"""Celery tasks. Thin: messaging and retries here, the work in ``worker.pipeline`` and
+``worker.webhooks``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from producer.messages import GENERATE_TASK
+from celery.signals import worker_ready, worker_shutdown
+
+from producer.messages import DELIVER_TASK, GENERATE_TASK
 from worker.app import app
 from worker.pipeline import RetryLaterError, run_job
-from worker.runtime import execution_owner, services
+from worker.runtime import execution_owner, outbox_sweeper, services, webhook_sender
 
-__all__ = ["generate"]
+__all__ = ["deliver_webhook", "generate"]
 
 
 @app.task(name=GENERATE_TASK, bind=True, max_retries=None)
@@ -21,3 +24,19 @@ def generate(self: Any, job_id: str) -> dict[str, Any]:
         # Countdowns stay below retry_cap_s, well under the visibility timeout.
         raise self.retry(exc=e, countdown=e.delay_s, max_retries=None) from e
     return outcome.summary()
+
+
+@app.task(name=DELIVER_TASK)
+def deliver_webhook(delivery_id: str) -> dict[str, Any]:
+    """One try at one webhook delivery; its retries wait in the outbox, not in Celery."""
+    return webhook_sender().deliver(delivery_id).summary()
+
+
+@worker_ready.connect
+def _start_sweeper(**_: object) -> None:
+    outbox_sweeper().start()
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_: object) -> None:
+    outbox_sweeper().stop()

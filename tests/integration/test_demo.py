@@ -41,6 +41,11 @@ def check_outputs(out: Path, stdout: str) -> None:
             assert image.size == (record["width"], record["height"])
         assert record["job_id"] in stdout
     assert "Everything stopped" in stdout
+    webhooks = json.loads((out / "webhooks.json").read_text())
+    assert sorted(w["event"]["data"]["job_id"] for w in webhooks) == sorted(
+        r["job_id"] for r in records
+    )
+    assert all(w["verified"] for w in webhooks)
 
 
 def test_demo_starts_a_private_redis_when_the_port_is_busy(tmp_path: Path) -> None:

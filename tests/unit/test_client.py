@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -38,7 +37,7 @@ def test_submit_records_and_queues_the_job(client: Client, redis: Any) -> None:
     [message] = queued_messages(redis, "interactive")
     assert message["headers"]["task"] == GENERATE_TASK
     assert message["headers"]["id"] == job.job_id
-    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    args, kwargs, _ = json.loads(message["body"])
     assert (args, kwargs) == ([job.job_id], {})
     # The prompt stays out of the message: Flower shows only the job id.
     assert "lighthouse" not in json.dumps(message)

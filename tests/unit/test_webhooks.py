@@ -1,0 +1,331 @@
+"""Webhook deliveries against a real HTTP receiver on 127.0.0.1, without Celery (fakeredis)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fakeredis
+import pytest
+
+from producer import keys
+from producer.client import Client
+from producer.jobs import JobStatus
+from producer.outbox import SigningSecrets
+from producer.s3 import make_s3_client
+from producer.settings import Settings
+from producer.webhooks import WebhookVerificationError, verify
+from tests.support import Receiver, independent_signature_check
+from worker.results import ResultStore
+from worker.sweeper import OutboxSweeper
+from worker.webhooks import WebhookSender
+
+SCHEDULE = (0.0, 0.5, 0.5, 0.5)
+
+
+@dataclass
+class Hooks:
+    client: Client
+    store: ResultStore
+    sender: WebhookSender
+    receiver: Receiver
+    redis: Any
+    settings: Settings
+
+    def job(self, path: str, *, status: JobStatus = JobStatus.SUCCEEDED, **options: Any) -> str:
+        """A job with a webhook to ``path``, taken to ``status``; returns the delivery id."""
+        record = self.client.submit(
+            "a lighthouse", webhook_url=self.receiver.url(path), metadata={"order": 42}, **options
+        )
+        self.store.claim(record.job_id, "worker", 60_000)
+        fields: dict[str, Any] = {"seed": 7}
+        if status is JobStatus.SUCCEEDED:
+            fields |= {
+                "s3_bucket": "test-bucket",
+                "s3_key": f"images/{record.job_id}.png",
+                "s3_uri": f"s3://test-bucket/images/{record.job_id}.png",
+                "width": 64,
+                "height": 48,
+                "content_type": "image/png",
+            }
+        if status is JobStatus.FAILED:
+            fields |= {"error_code": "AccessDeniedException", "error_message": "no access"}
+        self.store.finish(record.job_id, status, fields)
+        return f"{record.job_id}:job.{status.value}"
+
+    def delivery(self, delivery_id: str) -> dict[str, str]:
+        return self.redis.hgetall(keys.webhook_key(delivery_id))  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def hooks(settings: Settings) -> Iterator[Hooks]:
+    settings = settings.model_copy(
+        update={
+            "webhook_allow_http": True,
+            "webhook_allowed_hosts": ("127.0.0.1",),
+            "webhook_retry_schedule_s": SCHEDULE,
+            "webhook_jitter_fraction": 0.0,
+            "webhook_timeout_s": 1.0,
+            "webhook_handoff_grace_s": 0.2,
+        }
+    )
+    redis = fakeredis.FakeRedis(decode_responses=True)
+    s3 = make_s3_client(settings)
+    receiver = Receiver()
+    yield Hooks(
+        client=Client(settings, redis_client=redis),
+        store=ResultStore(redis, settings.job_retention_s, settings.webhook_handoff_grace_s),
+        sender=WebhookSender(redis, settings, s3),
+        receiver=receiver,
+        redis=redis,
+        settings=settings,
+    )
+    receiver.stop()
+
+
+def test_a_delivery_is_signed_to_the_spec_and_carries_no_image(hooks: Hooks) -> None:
+    delivery_id = hooks.job("/hook")
+    assert hooks.sender.deliver(delivery_id).outcome == "delivered"
+    [request] = hooks.receiver.received("/hook")
+    secret = hooks.client.signing_secrets.current()
+    assert independent_signature_check(secret, request["headers"], request["body"])
+    headers = {k.lower(): v for k, v in request["headers"].items()}
+    job_id = delivery_id.split(":")[0]
+    assert headers["webhook-id"] == f"msg_{job_id}_succeeded"
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 5
+    assert headers["content-type"] == "application/json"
+    event = json.loads(request["body"])
+    assert event["type"] == "job.succeeded"
+    data = event["data"]
+    assert (data["job_id"], data["status"], data["seed"]) == (job_id, "succeeded", 7)
+    assert data["s3_uri"] == f"s3://test-bucket/images/{job_id}.png"
+    assert data["image_url"].startswith("https://")
+    assert "X-Amz-Signature" in data["image_url"]
+    assert (data["width"], data["height"], data["metadata"]) == (64, 48, {"order": 42})
+    assert data["error"] is None
+    assert len(request["body"]) < 20_000
+    assert verify(request["headers"], request["body"], secret)["data"]["job_id"] == job_id
+
+
+def test_the_record_shows_the_delivery_log(hooks: Hooks) -> None:
+    delivery_id = hooks.job("/hook")
+    hooks.sender.deliver(delivery_id)
+    [delivery] = hooks.client.get(delivery_id.split(":")[0]).webhooks
+    assert (delivery.state, delivery.attempts) == ("delivered", 1)
+    [entry] = delivery.log
+    assert entry.status == 200
+    assert entry.latency_ms is not None
+    assert delivery.delivered_at is not None
+
+
+def test_a_failed_job_reports_its_error(hooks: Hooks) -> None:
+    delivery_id = hooks.job("/hook", status=JobStatus.FAILED)
+    hooks.sender.deliver(delivery_id)
+    data = json.loads(hooks.receiver.received("/hook")[0]["body"])["data"]
+    assert data["status"] == "failed"
+    assert data["error"] == {"code": "AccessDeniedException", "message": "no access"}
+    assert data["image_url"] is None
+
+
+def test_a_receiver_failing_three_times_gets_one_success(hooks: Hooks) -> None:
+    hooks.receiver.script("/flaky", [(500, {}, 0), (500, {}, 0), (500, {}, 0), (200, {}, 0)])
+    delivery_id = hooks.job("/flaky")
+    outcomes = [hooks.sender.deliver(delivery_id).outcome for _ in range(4)]
+    assert outcomes == ["retry", "retry", "retry", "delivered"]
+    assert hooks.sender.deliver(delivery_id).outcome == "final"  # nothing more is sent
+    requests = hooks.receiver.received("/flaky")
+    assert len(requests) == 4
+    assert len({r["headers"]["webhook-id"] for r in requests}) == 1
+    [delivery] = hooks.client.get(delivery_id.split(":")[0]).webhooks
+    assert [e.status for e in delivery.log] == [500, 500, 500, 200]
+    assert delivery.state == "delivered"
+
+
+def test_retries_run_out_into_the_dead_letter_set(hooks: Hooks) -> None:
+    hooks.receiver.script("/down", [(500, {}, 0)])
+    delivery_id = hooks.job("/down")
+    outcomes = [hooks.sender.deliver(delivery_id).outcome for _ in SCHEDULE]
+    assert outcomes == ["retry"] * (len(SCHEDULE) - 1) + ["exhausted"]
+    assert hooks.redis.zscore(keys.WEBHOOKS_DLQ_KEY, delivery_id) is not None
+    assert hooks.redis.zscore(keys.WEBHOOKS_DUE_KEY, delivery_id) is None
+    # An operator sends it again once the receiver is back.
+    hooks.receiver.script("/down", [(200, {}, 0)])
+    assert hooks.client.webhook_deliveries.recover(since_ms=0) == [delivery_id]
+    assert hooks.sender.deliver(delivery_id).outcome == "delivered"
+
+
+def test_retry_delays_follow_the_schedule(hooks: Hooks) -> None:
+    hooks.receiver.script("/down", [(500, {}, 0)])
+    delivery_id = hooks.job("/down")
+    before = time.time() * 1000
+    hooks.sender.deliver(delivery_id)
+    due = hooks.redis.zscore(keys.WEBHOOKS_DUE_KEY, delivery_id)
+    assert SCHEDULE[1] * 1000 - 50 <= due - before <= SCHEDULE[1] * 1000 + 200
+
+
+def test_410_disables_the_endpoint(hooks: Hooks) -> None:
+    hooks.receiver.script("/gone", [(410, {}, 0)])
+    first = hooks.job("/gone")
+    assert hooks.sender.deliver(first).outcome == "disabled"
+    second = hooks.job("/gone")
+    assert hooks.sender.deliver(second).outcome == "disabled"
+    assert len(hooks.receiver.received("/gone")) == 1  # the second was never sent
+    # Redelivering re-enables the endpoint.
+    hooks.receiver.script("/gone", [(200, {}, 0)])
+    hooks.client.webhook_deliveries.redeliver([second])
+    assert hooks.sender.deliver(second).outcome == "delivered"
+
+
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_slow_down_answers_honour_retry_after(hooks: Hooks, status: int) -> None:
+    hooks.receiver.script("/busy", [(status, {"Retry-After": "30"}, 0), (200, {}, 0)])
+    delivery_id = hooks.job("/busy")
+    before = time.time() * 1000
+    assert hooks.sender.deliver(delivery_id).outcome == "retry"
+    due = hooks.redis.zscore(keys.WEBHOOKS_DUE_KEY, delivery_id)
+    assert due - before >= 29_000
+    assert json.loads(hooks.delivery(delivery_id)["log"].splitlines()[0])["retry_in_s"] >= 30
+
+
+def test_redirects_are_not_followed(hooks: Hooks) -> None:
+    target = hooks.receiver.url("/elsewhere")
+    hooks.receiver.script("/moved", [(302, {"Location": target}, 0)])
+    delivery_id = hooks.job("/moved")
+    assert hooks.sender.deliver(delivery_id).outcome == "retry"
+    assert hooks.receiver.received("/elsewhere") == []
+    entry = json.loads(hooks.delivery(delivery_id)["log"].splitlines()[0])
+    assert entry["status"] == 302
+
+
+def test_a_slow_receiver_times_out(hooks: Hooks) -> None:
+    hooks.receiver.script("/slow", [(200, {}, 3.0)])
+    delivery_id = hooks.job("/slow")
+    started = time.monotonic()
+    assert hooks.sender.deliver(delivery_id).outcome == "retry"
+    assert time.monotonic() - started < 2.5
+    entry = json.loads(hooks.delivery(delivery_id)["log"].splitlines()[0])
+    assert entry["status"] is None
+    assert "timeout" in entry["error"].lower()
+
+
+def test_a_url_refused_at_send_time_is_not_called(hooks: Hooks) -> None:
+    delivery_id = hooks.job("/hook")
+    strict = hooks.settings.model_copy(update={"webhook_allowed_hosts": ()})
+    sender = WebhookSender(hooks.redis, strict, make_s3_client(strict))
+    assert sender.deliver(delivery_id).outcome == "refused"
+    assert hooks.receiver.received("/hook") == []
+    assert "loopback" in hooks.delivery(delivery_id)["log"]
+
+
+def test_only_the_chosen_events_are_sent(hooks: Hooks) -> None:
+    record = hooks.client.submit(
+        "a", webhook_url=hooks.receiver.url("/hook"), webhook_events=["job.started", "job.failed"]
+    )
+    hooks.store.claim(record.job_id, "worker", 60_000)
+    hooks.store.finish(record.job_id, JobStatus.SUCCEEDED, {})
+    assert [d.event for d in hooks.client.get(record.job_id).webhooks] == ["job.started"]
+
+
+def test_the_status_change_and_its_outbox_entry_are_written_together(hooks: Hooks) -> None:
+    """The finish script queues the delivery's message itself; if that message is lost (a worker
+    died, Redis was restored from an older snapshot), the sweeper sends it again."""
+    delivery_id = hooks.job("/hook")
+    [message] = [json.loads(m) for m in hooks.redis.lrange("webhooks", 0, -1)]
+    assert message["headers"]["task"] == "imagegen.deliver_webhook"
+    assert json.loads(message["body"])[0] == [delivery_id]
+    hooks.redis.delete("webhooks")  # the message is lost
+
+    sweeper = OutboxSweeper(hooks.redis, hooks.settings)
+    assert sweeper.sweep_once() == []  # not due before the hand-off grace
+    time.sleep(hooks.settings.webhook_handoff_grace_s + 0.05)
+    assert sweeper.sweep_once() == [delivery_id]
+    [again] = [json.loads(m) for m in hooks.redis.lrange("webhooks", 0, -1)]
+    assert json.loads(again["body"])[0] == [delivery_id]
+    assert again["properties"]["delivery_tag"] != message["properties"]["delivery_tag"]
+    assert sweeper.sweep_once() == []  # moved ahead: not queued twice
+    assert hooks.sender.deliver(delivery_id).outcome == "delivered"
+
+
+def test_one_sweeper_at_a_time(hooks: Hooks) -> None:
+    first = OutboxSweeper(hooks.redis, hooks.settings)
+    second = OutboxSweeper(hooks.redis, hooks.settings)
+    hooks.job("/hook")
+    time.sleep(hooks.settings.webhook_handoff_grace_s + 0.05)
+    assert len(first.sweep_once()) == 1
+    hooks.job("/hook")
+    time.sleep(hooks.settings.webhook_handoff_grace_s + 0.05)
+    assert second.sweep_once() == []  # the first one holds the lock
+
+
+def test_a_replayed_job_gets_new_webhook_ids(hooks: Hooks) -> None:
+    delivery_id = hooks.job("/hook", status=JobStatus.FAILED)
+    job_id = delivery_id.split(":")[0]
+    hooks.client.dead_letters.replay([job_id])
+    hooks.store.claim(job_id, "worker", 60_000)
+    hooks.store.finish(job_id, JobStatus.FAILED, {"error_code": "X"})
+    ids = [d.webhook_id for d in hooks.client.get(job_id).webhooks]
+    assert ids == [f"msg_{job_id}_failed", f"msg_{job_id}_failed_1"]
+
+
+def test_secret_rotation_signs_with_both_during_the_overlap(hooks: Hooks) -> None:
+    old = hooks.client.signing_secrets.current()
+    new = hooks.client.signing_secrets.rotate()
+    assert new != old
+    assert new.startswith("whsec_")
+    delivery_id = hooks.job("/hook")
+    hooks.sender.deliver(delivery_id)
+    [request] = hooks.receiver.received("/hook")
+    assert len(request["headers"]["webhook-signature"].split(" ")) == 2
+    assert independent_signature_check(old, request["headers"], request["body"])
+    assert independent_signature_check(new, request["headers"], request["body"])
+
+
+def test_retired_secrets_stop_signing(settings: Settings) -> None:
+    secrets = SigningSecrets(fakeredis.FakeRedis(decode_responses=True), overlap_s=0)
+    old = secrets.current()
+    new = secrets.rotate()
+    assert secrets.active() == [new]
+    assert old != new
+
+
+class TestVerify:
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = '{"type":"job.succeeded","data":{"job_id":"J1"}}'
+
+    def headers(self, secret: str | None = None, at: float | None = None) -> dict[str, str]:
+        from datetime import UTC, datetime
+
+        from standardwebhooks.webhooks import Webhook
+
+        sent = datetime.fromtimestamp(at or time.time(), tz=UTC)
+        return {
+            "webhook-id": "msg_1",
+            "webhook-timestamp": str(int(sent.timestamp())),
+            "webhook-signature": Webhook(secret or self.secret).sign("msg_1", sent, self.body),
+        }
+
+    def test_a_good_delivery_verifies(self) -> None:
+        assert verify(self.headers(), self.body, self.secret)["data"]["job_id"] == "J1"
+
+    def test_a_changed_body_does_not(self) -> None:
+        with pytest.raises(WebhookVerificationError, match="no signature matches"):
+            verify(self.headers(), self.body.replace("J1", "J2"), self.secret)
+
+    def test_a_stale_timestamp_does_not(self) -> None:
+        with pytest.raises(WebhookVerificationError, match="in the past"):
+            verify(self.headers(at=time.time() - 600), self.body, self.secret)
+
+    def test_a_missing_header_is_named(self) -> None:
+        headers = self.headers()
+        del headers["webhook-signature"]
+        with pytest.raises(WebhookVerificationError, match="missing webhook-signature"):
+            verify(headers, self.body, self.secret)
+
+    def test_any_of_several_secrets_may_match(self) -> None:
+        other = "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB"
+        assert verify(self.headers(), self.body, [other, self.secret])
+        with pytest.raises(WebhookVerificationError):
+            verify(self.headers(), self.body, other)

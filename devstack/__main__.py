@@ -8,10 +8,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from devstack.demo import run_demo
-from devstack.processes import StackError, free_port
+from devstack.processes import StackError, free_port, interrupt_on_signal
 from devstack.stack import Stack, StackOptions
 
 FLOWER_PORT = 5555
@@ -23,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("command", choices=("demo", "dev"))
     parser.add_argument("--out", default="out", help="where the demo saves images and records")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt_on_signal)
     try:
         if args.command == "demo":
             return run_demo(Path(args.out))
@@ -66,10 +65,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import redis
 
@@ -22,6 +23,7 @@ __all__ = [
     "StackError",
     "free_port",
     "http_ok",
+    "interrupt_on_signal",
     "redis_answers",
     "redis_server_binary",
 ]
@@ -161,6 +163,12 @@ def tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def interrupt_on_signal(signum: int, frame: FrameType | None) -> None:
+    """A signal handler that turns SIGTERM into KeyboardInterrupt, so ``with Stack(...)``
+    blocks stop their children on the way out."""
+    raise KeyboardInterrupt
 
 
 def python_module(module: str, *args: str) -> list[str]:

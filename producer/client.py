@@ -2,28 +2,42 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis
+from pydantic import BaseModel
 
+from producer import keys
+from producer.apikeys import ApiKeys
 from producer.contract import GenerationRequest, JobSpec, Priority
 from producer.dlq import DeadLetters
-from producer.errors import ImagegenError, JobConflictError
+from producer.errors import (
+    FieldError,
+    IdempotencyConflictError,
+    ImagegenError,
+    InvalidRequestError,
+    JobConflictError,
+    JobNotFoundError,
+    QueueFullError,
+)
 from producer.ids import new_job_id
 from producer.jobs import JobRecord, JobStatus, ms_to_datetime
 from producer.outbox import Deliveries, SigningSecrets
 from producer.quota import QuotaStatus, read_quota
 from producer.s3 import make_s3_client
 from producer.settings import Settings, get_settings
-from producer.store import JobStore, NewJob
+from producer.store import CancelOutcome, CreateOutcome, JobPage, JobStore, NewJob
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["Client"]
+__all__ = ["BatchStatus", "Client", "Submitted"]
 
 DEFAULT_WAIT_S = 300.0
 RequestLike = GenerationRequest | Mapping[str, Any] | str
@@ -43,10 +57,13 @@ class Client:
         self._redis = redis_client or redis.Redis.from_url(
             self.settings.redis_url, decode_responses=True
         )
-        self._store = JobStore(self._redis, self.settings.job_retention_s)
+        self._store = JobStore(
+            self._redis, self.settings.job_retention_s, self.settings.webhook_handoff_grace_s
+        )
         self.dead_letters = DeadLetters(self._redis, self.settings.job_retention_s)
         self.webhook_deliveries = Deliveries(self._redis)
         self.signing_secrets = SigningSecrets(self._redis, self.settings.webhook_secret_overlap_s)
+        self.api_keys = ApiKeys(self._redis)
         self._s3: S3Client | None = None
 
     def close(self) -> None:
@@ -67,9 +84,10 @@ class Client:
         job_id: str | None = None,
         model_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-        priority: Priority = "interactive",
+        priority: Priority | None = None,
         webhook_url: str | None = None,
         webhook_events: Iterable[str] | None = None,
+        expires_at: datetime | None = None,
         **request_fields: Any,
     ) -> JobSpec:
         """Validate one job; raises ``InvalidRequestError`` naming every bad field."""
@@ -79,43 +97,123 @@ class Client:
             msg = "pass request fields either in the request or as keywords, not both"
             raise TypeError(msg)
         body = request.model_dump() if isinstance(request, GenerationRequest) else dict(request)
-        data: dict[str, Any] = {"request": body, "priority": priority}
-        if job_id is not None:
-            data["job_id"] = job_id
-        if model_id is not None:
-            data["model_id"] = model_id
-        if metadata is not None:
-            data["metadata"] = dict(metadata)
-        if webhook_url is not None:
-            data["webhook_url"] = webhook_url
-        if webhook_events is not None:
-            data["webhook_events"] = list(webhook_events)
+        envelope = {
+            "job_id": job_id,
+            "model_id": model_id,
+            "metadata": dict(metadata) if metadata is not None else None,
+            "priority": priority,
+            "webhook_url": webhook_url,
+            "webhook_events": list(webhook_events) if webhook_events is not None else None,
+            "expires_at": expires_at,
+        }
+        data = {"request": body, **{k: v for k, v in envelope.items() if v is not None}}
         return self._parse(data)
 
-    def submit(self, request: RequestLike, **options: Any) -> JobRecord:
-        """Validate, store and enqueue one job. Resubmitting a job id returns the stored job."""
-        return self.submit_many([self.spec(request, **options)])[0]
+    def submit(
+        self,
+        request: RequestLike,
+        *,
+        tenant: str | None = None,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> JobRecord:
+        """Validate, store and enqueue one job.
 
-    def submit_many(self, specs: Iterable[JobSpec | Mapping[str, Any]]) -> list[JobRecord]:
+        Resubmitting a job id, or an ``idempotency_key`` with the same request within 24 h,
+        returns the stored job instead of a new one."""
+        spec = self.spec(request, **options)
+        [submitted] = self.create_jobs([spec], tenant=tenant, idempotency_key=idempotency_key)
+        return submitted.record
+
+    def submit_many(
+        self, specs: Iterable[JobSpec | Mapping[str, Any]], *, tenant: str | None = None
+    ) -> list[JobRecord]:
         """Validate every job first (nothing is queued if one is bad), then store and enqueue
         them all in one pipelined round trip."""
-        now_ms = int(time.time() * 1000)
-        jobs = []
-        for item in specs:
-            spec = item if isinstance(item, JobSpec) else self._parse(dict(item))
-            jobs.append(
-                NewJob(
-                    job_id=spec.job_id or new_job_id(now_ms),
-                    model_id=spec.model_id or self.settings.model_id,
-                    spec=spec,
-                    created_ms=now_ms,
-                )
-            )
-        created = self._store.create(jobs)
-        return [
-            _queued_record(job) if was_created else self._existing(job)
-            for job, was_created in zip(jobs, created, strict=True)
+        return [s.record for s in self.create_jobs(specs, tenant=tenant)]
+
+    def submit_batch(
+        self, specs: Iterable[JobSpec | Mapping[str, Any]], *, tenant: str | None = None
+    ) -> tuple[str, list[JobRecord]]:
+        """Submit jobs as one batch (priority ``batch`` unless a job says otherwise); returns
+        the batch id and the jobs."""
+        parsed = [self._as_spec(item) for item in specs]
+        if not parsed:
+            raise InvalidRequestError([FieldError("body", "a batch needs at least one job")])
+        if len(parsed) > self.settings.max_batch_size:
+            msg = f"a batch holds at most {self.settings.max_batch_size} jobs, not {len(parsed)}"
+            raise InvalidRequestError([FieldError("body", msg)])
+        parsed = [
+            spec
+            if "priority" in spec.model_fields_set
+            else spec.model_copy(update={"priority": "batch"})
+            for spec in parsed
         ]
+        batch_id = new_job_id()
+        submitted = self.create_jobs(parsed, tenant=tenant, batch_id=batch_id)
+        self._store.create_batch(batch_id, tenant, len(parsed), int(time.time() * 1000))
+        return batch_id, [s.record for s in submitted]
+
+    def create_jobs(
+        self,
+        specs: Iterable[JobSpec | Mapping[str, Any]],
+        *,
+        tenant: str | None = None,
+        batch_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[Submitted]:
+        """The one way jobs are created: validate all, check the queue caps, store and enqueue
+        in one round trip. Each result says whether the job is new."""
+        parsed = [self._with_default_webhook(self._as_spec(item), tenant) for item in specs]
+        if idempotency_key is not None and len(parsed) != 1:
+            msg = "an idempotency key covers exactly one job"
+            raise ValueError(msg)
+        self._check_room(tenant, len(parsed))
+        now_ms = int(time.time() * 1000)
+        jobs = [
+            NewJob(
+                job_id=spec.job_id or new_job_id(now_ms),
+                model_id=spec.model_id or self.settings.model_id,
+                spec=spec,
+                created_ms=now_ms,
+                tenant=tenant,
+                batch_id=batch_id,
+                idempotency_key=idempotency_key,
+            )
+            for spec in parsed
+        ]
+        results = []
+        for job, (outcome, detail) in zip(jobs, self._store.create(jobs), strict=True):
+            if outcome is CreateOutcome.CREATED:
+                results.append(Submitted(_queued_record(job), created=True))
+            elif outcome is CreateOutcome.EXISTS:
+                results.append(Submitted(self._existing(job), created=False))
+            else:
+                request_sha256, first_job_id = detail.split(" ", 1)
+                if request_sha256 != job.request_sha256:
+                    raise IdempotencyConflictError(str(idempotency_key), first_job_id)
+                results.append(Submitted(self._store.get(first_job_id), created=False))
+        return results
+
+    def cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel a job: a queued one ends ``canceled`` now; a running one stops before its
+        Bedrock call or its upload. ``TERMINAL`` when it had already ended."""
+        outcome = self._store.cancel(job_id)
+        if outcome is CancelOutcome.MISSING:
+            raise JobNotFoundError(job_id)
+        return outcome
+
+    def tenant_webhook(self, tenant: str) -> str | None:
+        url = self._redis.hget(keys.tenant_key(tenant), "webhook_url")
+        return str(url) if url else None
+
+    def set_tenant_webhook(self, tenant: str, url: str | None) -> None:
+        """A tenant's default webhook endpoint (None removes it)."""
+        if url is None:
+            self._redis.hdel(keys.tenant_key(tenant), "webhook_url")
+            return
+        self._parse({"request": {"prompt": "-"}, "webhook_url": url})  # vetted like a job's
+        self._redis.hset(keys.tenant_key(tenant), "webhook_url", url)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -125,6 +223,36 @@ class Client:
 
     def get_many(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
         return self._store.get_many(job_ids)
+
+    def list_jobs(
+        self,
+        *,
+        tenant: str | None = None,
+        status: JobStatus | None = None,
+        batch_id: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> JobPage:
+        """A page of jobs, newest first: a tenant's (or, without one, everybody's)."""
+        return self._store.list(
+            tenant=tenant, status=status, batch_id=batch_id, cursor=cursor, limit=limit
+        )
+
+    def batch(self, batch_id: str) -> BatchStatus:
+        """How far a batch got: counts by status and its job ids."""
+        found = self._store.batch(batch_id)
+        if found is None:
+            raise JobNotFoundError(batch_id)
+        fields, job_ids = found
+        counts = Counter(status or "expired" for status in self._store.statuses(job_ids))
+        return BatchStatus(
+            batch_id=batch_id,
+            tenant=fields.get("tenant") or None,
+            created_at=ms_to_datetime(int(fields["created_ms"])),
+            size=len(job_ids),
+            counts=dict(sorted(counts.items())),
+            job_ids=job_ids,
+        )
 
     def wait(self, job_id: str, timeout_s: float = DEFAULT_WAIT_S) -> JobRecord:
         """Block until the job is final; raises ``JobTimeoutError`` after ``timeout_s``."""
@@ -150,10 +278,35 @@ class Client:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _as_spec(self, item: JobSpec | Mapping[str, Any]) -> JobSpec:
+        return item if isinstance(item, JobSpec) else self._parse(dict(item))
+
+    def _with_default_webhook(self, spec: JobSpec, tenant: str | None) -> JobSpec:
+        if spec.webhook_url:
+            return spec
+        url = self._redis.hget(keys.tenant_key(tenant), "webhook_url") if tenant else None
+        url = url or self.settings.webhook_default_url
+        if not url:
+            return spec
+        return self._parse({**spec.model_dump(exclude_unset=True), "webhook_url": url})
+
+    def _check_room(self, tenant: str | None, adding: int) -> None:
+        """Refuse work the queue cannot take soon (QueueFullError with a Retry-After)."""
+        settings = self.settings
+        total, own = self._store.queued_counts(tenant)
+        rate_per_s = max(settings.limit_for(settings.model_id).rpm / 60, 1.0)
+        for scope, queued, limit in (
+            ("the service", total, settings.max_queued_total),
+            (f"tenant {tenant}", own, settings.max_queued_per_tenant),
+        ):
+            if tenant is None and scope != "the service":
+                continue
+            if queued + adding > limit:
+                retry_after_s = max(1, math.ceil((queued + adding - limit) / rate_per_s))
+                raise QueueFullError(scope, queued, limit, retry_after_s)
+
     def _parse(self, data: Any) -> JobSpec:
         settings = self.settings
-        if settings.webhook_default_url and isinstance(data, dict) and not data.get("webhook_url"):
-            data = {**data, "webhook_url": settings.webhook_default_url}
         return JobSpec.parse(
             data,
             allowed_model_ids=settings.allowed_model_ids,
@@ -174,6 +327,22 @@ class Client:
         return record
 
 
+class Submitted(NamedTuple):
+    record: JobRecord
+    created: bool
+
+
+class BatchStatus(BaseModel):
+    """A batch as the API reports it."""
+
+    batch_id: str
+    tenant: str | None
+    created_at: datetime
+    size: int
+    counts: dict[str, int]
+    job_ids: list[str]
+
+
 def _queued_record(job: NewJob) -> JobRecord:
     return JobRecord(
         job_id=job.job_id,
@@ -185,4 +354,7 @@ def _queued_record(job: NewJob) -> JobRecord:
         created_at=ms_to_datetime(job.created_ms),
         webhook_url=job.spec.webhook_url,
         webhook_events=list(job.spec.events) if job.spec.webhook_url else [],
+        expires_at=job.spec.expires_at,
+        tenant=job.tenant,
+        batch_id=job.batch_id,
     )

@@ -11,9 +11,11 @@ prompt, negative weights the negative prompt.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -148,6 +150,15 @@ class JobSpec(BaseModel):
     priority: Priority = "interactive"
     webhook_url: str | None = None
     webhook_events: list[EventType] | None = Field(default=None, min_length=1)
+    expires_at: AwareDatetime | None = None
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_the_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value <= datetime.now(UTC):
+            msg = "is in the past"
+            raise ValueError(msg)
+        return value
 
     @field_validator("webhook_url")
     @classmethod

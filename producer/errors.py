@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 __all__ = [
     "FieldError",
+    "IdempotencyConflictError",
     "ImagegenError",
     "InvalidRequestError",
     "JobConflictError",
     "JobNotFoundError",
     "JobTimeoutError",
+    "QueueFullError",
 ]
 
 
@@ -61,3 +63,23 @@ class JobConflictError(ImagegenError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"job {job_id} already exists with a different request")
+
+
+class QueueFullError(ImagegenError):
+    """Too many jobs are waiting; try again after ``retry_after_s``."""
+
+    def __init__(self, scope: str, queued: int, limit: int, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"{scope} has {queued} jobs waiting (limit {limit}); retry in {retry_after_s} s"
+        )
+
+
+class IdempotencyConflictError(ImagegenError):
+    """An Idempotency-Key was used before for a different request."""
+
+    def __init__(self, key: str, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(
+            f"Idempotency-Key {key!r} was used for job {job_id} with a different request"
+        )

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from producer.contract import GenerationRequest, Priority
 from producer.webhooks import WebhookDelivery
@@ -36,6 +36,7 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     FILTERED = "filtered"
     CANCELED = "canceled"
+    EXPIRED = "expired"
 
     @property
     def is_terminal(self) -> bool:
@@ -43,7 +44,13 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset(
-    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.FILTERED, JobStatus.CANCELED}
+    {
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.FILTERED,
+        JobStatus.CANCELED,
+        JobStatus.EXPIRED,
+    }
 )
 
 
@@ -68,7 +75,8 @@ class JobRecord(BaseModel):
     status: JobStatus
     model_id: str
     priority: Priority
-    request: GenerationRequest
+    # None only for a job refused on arrival (a raw message whose request broke the rules).
+    request: GenerationRequest | None
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     started_at: datetime | None = None
@@ -77,6 +85,9 @@ class JobRecord(BaseModel):
     replays: int = 0
     attempt_log: list[AttemptEntry] = Field(default_factory=list)
     next_attempt_at: datetime | None = None
+    expires_at: datetime | None = None
+    tenant: str | None = None
+    batch_id: str | None = None
     cancel_requested: bool = False
     seed: int | None = None
     finish_reason: str | None = None
@@ -102,7 +113,7 @@ class JobRecord(BaseModel):
 
 # Hash fields holding integers, and the record fields holding datetimes stored as Unix ms.
 _INT_FIELDS = ("attempts", "replays", "seed", "width", "height", "bytes", "bedrock_latency_ms")
-_TIME_FIELDS = ("created_at", "started_at", "finished_at", "next_attempt_at")
+_TIME_FIELDS = ("created_at", "started_at", "finished_at", "next_attempt_at", "expires_at")
 _TEXT_FIELDS = (
     "job_id",
     "status",
@@ -117,6 +128,8 @@ _TEXT_FIELDS = (
     "error_code",
     "error_message",
     "webhook_url",
+    "tenant",
+    "batch_id",
 )
 
 
@@ -137,7 +150,7 @@ def record_from_hash(fields: dict[str, str]) -> JobRecord:
         raw = fields.get(f"{name.removesuffix('_at')}_ms")
         if raw:
             data[name] = ms_to_datetime(int(raw))
-    data["request"] = json.loads(fields["request"])
+    data["request"] = _request_or_none(fields.get("request"))
     data["metadata"] = json.loads(fields.get("metadata") or "{}")
     data["cancel_requested"] = fields.get("cancel_requested") == "1"
     data["webhook_events"] = [e for e in (fields.get("webhook_events") or "").split(",") if e]
@@ -145,3 +158,12 @@ def record_from_hash(fields: dict[str, str]) -> JobRecord:
         json.loads(line) for line in (fields.get("attempt_log") or "").splitlines() if line
     ]
     return JobRecord.model_validate(data)
+
+
+def _request_or_none(raw: str | None) -> GenerationRequest | None:
+    if not raw:
+        return None
+    try:
+        return GenerationRequest.model_validate_json(raw)
+    except ValidationError:
+        return None

@@ -10,6 +10,18 @@ key                                    type    what it holds
                                                paying for a new one (expires with the record)
 ``imagegen:jobs``                      zset    job ids scored by creation time (ms), for listing;
                                                trimmed past the retention
+``imagegen:queued``                    zset    jobs not yet started (backpressure), by creation
+``imagegen:deadlines``                 zset    queued jobs with an ``expires_at``, by deadline (ms)
+``imagegen:tenant:{tenant}``           hash    a tenant's settings (``webhook_url``)
+``imagegen:tenant:{tenant}:jobs``      zset    the tenant's job ids by creation time (ms)
+``imagegen:tenant:{tenant}:queued``    zset    the tenant's jobs not yet started
+``imagegen:batch:{batch_id}``          hash    a batch: tenant, size, created_ms
+``imagegen:batch:{batch_id}:jobs``     list    the batch's job ids, in submission order
+``imagegen:idem:{tenant}:{key}``       string  ``{request sha256} {job_id}`` for an
+                                               Idempotency-Key, kept 24 h
+``imagegen:apikey:{sha256}``           hash    an API key (stored hashed): key_id, tenant
+``imagegen:apikeys``                   hash    key_id -> sha256 of the key, for list and revoke
+``imagegen:authfail:{client}``         string  failed authentications from one client (1 min)
 ``imagegen:events``                    pubsub  one JSON message per job status change
 ``imagegen:dlq``                       zset    failed job ids scored by failure time (ms)
 ``imagegen:limiter:{region}:{model}``  hash    the shared token bucket of one Bedrock quota:
@@ -39,9 +51,15 @@ from __future__ import annotations
 from typing import NamedTuple
 
 __all__ = [
+    "APIKEYS_KEY",
+    "DEADLINES_KEY",
     "DLQ_KEY",
     "EVENTS_CHANNEL",
     "JOB_INDEX_KEY",
+    "JOB_KEY_PREFIX",
+    "QUEUED_KEY",
+    "TENANT_KEY_PREFIX",
+    "UNUSED_KEY",
     "WEBHOOKS_DISABLED_KEY",
     "WEBHOOKS_DLQ_KEY",
     "WEBHOOKS_DUE_KEY",
@@ -49,9 +67,17 @@ __all__ = [
     "WEBHOOK_SECRETS_KEY",
     "WEBHOOK_SWEEP_LOCK_KEY",
     "LimiterKeys",
+    "apikey_key",
+    "auth_failures_key",
+    "batch_jobs_key",
+    "batch_key",
+    "idempotency_key",
     "job_key",
     "limiter_keys",
     "parked_image_key",
+    "tenant_jobs_key",
+    "tenant_key",
+    "tenant_queued_key",
     "webhook_key",
 ]
 
@@ -59,6 +85,13 @@ PREFIX = "imagegen"
 JOB_INDEX_KEY = f"{PREFIX}:jobs"
 EVENTS_CHANNEL = f"{PREFIX}:events"
 DLQ_KEY = f"{PREFIX}:dlq"
+QUEUED_KEY = f"{PREFIX}:queued"
+DEADLINES_KEY = f"{PREFIX}:deadlines"
+APIKEYS_KEY = f"{PREFIX}:apikeys"
+JOB_KEY_PREFIX = f"{PREFIX}:job:"
+TENANT_KEY_PREFIX = f"{PREFIX}:tenant:"
+# Stands in for a key a script is given but does not touch (a job without a tenant, say).
+UNUSED_KEY = f"{PREFIX}:unused"
 WEBHOOK_KEY_PREFIX = f"{PREFIX}:webhook:"
 WEBHOOKS_DUE_KEY = f"{PREFIX}:webhooks:due"
 WEBHOOKS_DLQ_KEY = f"{PREFIX}:webhooks:dlq"
@@ -69,7 +102,39 @@ WEBHOOK_SWEEP_LOCK_KEY = f"{PREFIX}:webhooks:sweep-lock"
 
 def job_key(job_id: str) -> str:
     """The hash holding one job's record."""
-    return f"{PREFIX}:job:{job_id}"
+    return f"{JOB_KEY_PREFIX}{job_id}"
+
+
+def tenant_key(tenant: str) -> str:
+    return f"{TENANT_KEY_PREFIX}{tenant}"
+
+
+def tenant_jobs_key(tenant: str) -> str:
+    return f"{TENANT_KEY_PREFIX}{tenant}:jobs"
+
+
+def tenant_queued_key(tenant: str) -> str:
+    return f"{TENANT_KEY_PREFIX}{tenant}:queued"
+
+
+def batch_key(batch_id: str) -> str:
+    return f"{PREFIX}:batch:{batch_id}"
+
+
+def batch_jobs_key(batch_id: str) -> str:
+    return f"{PREFIX}:batch:{batch_id}:jobs"
+
+
+def idempotency_key(tenant: str | None, key: str) -> str:
+    return f"{PREFIX}:idem:{tenant or '-'}:{key}"
+
+
+def apikey_key(key_sha256: str) -> str:
+    return f"{PREFIX}:apikey:{key_sha256}"
+
+
+def auth_failures_key(client: str) -> str:
+    return f"{PREFIX}:authfail:{client}"
 
 
 def webhook_key(delivery_id: str) -> str:

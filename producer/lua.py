@@ -10,6 +10,8 @@
   push its delivery message, made from ``template`` (``producer.messages``). A delivery's id is
   ``{job_id}:{event}`` (``:{n}`` after the n-th replay) and its ``webhook-id`` header
   ``msg_{job_id}_{event}[_{n}]``: both stay the same on every retry.
+- ``unqueue(job_key, job_id)``: the job is no longer waiting: out of the queued and deadline
+  sets (backpressure counts and expiry).
 - ``finalize(job_key, job_id, status, now, retention, grace_ms, template)``: the final status:
   fields, expiry, the dead-letter set for ``failed``, the event, the webhook. Returns the new
   delivery id or ''.
@@ -69,7 +71,17 @@ local function add_delivery(job_key, job_id, event, now, grace_ms, retention, te
   return id
 end
 
+local function unqueue(job_key, job_id)
+  redis.call('ZREM', '{keys.QUEUED_KEY}', job_id)
+  redis.call('ZREM', '{keys.DEADLINES_KEY}', job_id)
+  local tenant = redis.call('HGET', job_key, 'tenant')
+  if tenant and tenant ~= '' then
+    redis.call('ZREM', '{keys.TENANT_KEY_PREFIX}' .. tenant .. ':queued', job_id)
+  end
+end
+
 local function finalize(job_key, job_id, status, now, retention, grace_ms, template)
+  unqueue(job_key, job_id)
   redis.call('HSET', job_key, 'status', status, 'finished_ms', now, 'lease_owner', '',
              'lease_until_ms', 0, 'next_attempt_ms', '')
   redis.call('EXPIRE', job_key, retention)

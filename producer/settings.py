@@ -210,6 +210,23 @@ class Settings(BaseSettings):
         "policy own retries and never re-runs a billed generation behind its back).",
     )
 
+    # Submitting (the HTTP API and the client).
+    max_queued_total: int = Field(
+        default=100_000, gt=0, description="Jobs waiting to start, all tenants; beyond, 429."
+    )
+    max_queued_per_tenant: int = Field(
+        default=10_000, gt=0, description="Jobs waiting to start for one tenant; beyond, 429."
+    )
+    max_batch_size: int = Field(default=10_000, gt=0, description="Most jobs in one batch.")
+    api_max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, gt=0, description="Largest request body the API reads; 413."
+    )
+    api_auth_failures_per_minute: int = Field(
+        default=10,
+        gt=0,
+        description="Failed authentications one client may make in a minute before 429.",
+    )
+
     # Webhooks.
     webhook_default_url: str | None = Field(
         default=None,

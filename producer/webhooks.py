@@ -42,15 +42,24 @@ __all__ = [
     "verify",
 ]
 
-EventType = Literal["job.started", "job.succeeded", "job.failed", "job.filtered", "job.canceled"]
+EventType = Literal[
+    "job.started", "job.succeeded", "job.failed", "job.filtered", "job.canceled", "job.expired"
+]
 EVENT_TYPES: tuple[str, ...] = (
     "job.started",
     "job.succeeded",
     "job.failed",
     "job.filtered",
     "job.canceled",
+    "job.expired",
 )
-DEFAULT_EVENTS: tuple[str, ...] = ("job.succeeded", "job.failed", "job.filtered", "job.canceled")
+DEFAULT_EVENTS: tuple[str, ...] = (
+    "job.succeeded",
+    "job.failed",
+    "job.filtered",
+    "job.canceled",
+    "job.expired",
+)
 DEFAULT_TOLERANCE_S = 300
 
 

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from producer.contract import GenerationRequest
 from producer.jobs import JobRecord, JobStatus
 from producer.s3 import s3_uri
 from producer.settings import Settings
@@ -85,7 +86,7 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
         log.info("job skipped job_id=%s reason=%s attempts=%d", job_id, claim.state, claim.attempt)
         return JobOutcome(job_id, claim.state.value)
     record = services.store.get(job_id)
-    if record is None:  # expired between the claim and this read
+    if record is None or record.request is None:  # expired meanwhile, or refused on arrival
         return JobOutcome(job_id, ClaimState.MISSING.value)
     log.info(
         "job running job_id=%s attempt=%d model=%s queue=%s prompt_chars=%d",
@@ -95,7 +96,14 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
         record.priority,
         len(record.request.prompt),
     )
-    attempt = _Attempt(record, claim.attempt, owner, services, started)
+    attempt = _Attempt(
+        record,
+        record.request,
+        number=claim.attempt,
+        owner=owner,
+        services=services,
+        started=started,
+    )
     try:
         return attempt.run()
     except JobError as e:
@@ -109,9 +117,17 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
 
 class _Attempt:
     def __init__(
-        self, record: JobRecord, number: int, owner: str, services: Services, started: float
+        self,
+        record: JobRecord,
+        request: GenerationRequest,
+        *,
+        number: int,
+        owner: str,
+        services: Services,
+        started: float,
     ) -> None:
         self.record = record
+        self.request = request
         self.number = number
         self.owner = owner
         self.services = services
@@ -119,7 +135,7 @@ class _Attempt:
         settings = services.settings
         self.bucket = settings.s3_bucket
         self.key = image_key(
-            settings.s3_prefix, record.job_id, record.created_at, record.request.output_format
+            settings.s3_prefix, record.job_id, record.created_at, request.output_format
         )
 
     @property
@@ -156,7 +172,7 @@ class _Attempt:
                     seed=result.seed,
                 )
             generated = result
-        info = inspect_image(generated.image, self.record.request.output_format)
+        info = inspect_image(generated.image, self.request.output_format)
         if store.cancel_requested(self.job_id):
             return self.finish(JobStatus.CANCELED, {"seed": generated.seed}, seed=generated.seed)
         self.upload(generated, info)
@@ -168,12 +184,12 @@ class _Attempt:
         model_id = self.record.model_id
         call_lease_s = settings.bedrock_connect_timeout_s + settings.bedrock_read_timeout_s
         with limiter.concurrency_slot(model_id, lease_s=call_lease_s):
-            waited_s = limiter.wait_for_token(model_id)
-            if waited_s and self.services.store.cancel_requested(self.job_id):
+            limiter.wait_for_token(model_id)
+            if self.services.store.cancel_requested(self.job_id):
                 return None
             try:
                 answer = invoke_model(
-                    self.services.bedrock, model_id, self.record.request.to_bedrock_body()
+                    self.services.bedrock, model_id, self.request.to_bedrock_body()
                 )
             except BedrockCallError as e:
                 if e.code == "ThrottlingException" and limiter.enabled(model_id):

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["Claim", "ClaimState", "ResultStore"]
 
 # KEYS: job hash. ARGV: job_id, lease owner, lease_ms, retention_s, webhook grace ms, delivery
-# message template. Returns {state, attempts}: claimed | missing | terminal | busy | canceled.
+# message template. Returns {state, attempts}: claimed | missing | terminal | busy | canceled |
+# expired (a deadline passed before the job started).
 _CLAIM_LUA = (
     JOB_LUA
     + """
@@ -39,6 +40,11 @@ if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
   finalize(KEYS[1], ARGV[1], 'canceled', now, retention, grace, ARGV[6])
   return {'canceled', attempts}
 end
+local expires = tonumber(redis.call('HGET', KEYS[1], 'expires_ms') or '')
+if status == 'queued' and expires and now >= expires then
+  finalize(KEYS[1], ARGV[1], 'expired', now, retention, grace, ARGV[6])
+  return {'expired', attempts}
+end
 local lease_until = tonumber(redis.call('HGET', KEYS[1], 'lease_until_ms') or '0')
 if status == 'running' and lease_until > now then return {'busy', attempts} end
 attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -47,6 +53,7 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', ARGV[2],
 redis.call('HSETNX', KEYS[1], 'started_ms', now)
 redis.call('EXPIRE', KEYS[1], retention)
 if status ~= 'running' then
+  unqueue(KEYS[1], ARGV[1])
   announce(ARGV[1], 'running')
   add_delivery(KEYS[1], ARGV[1], 'job.started', now, grace, retention, ARGV[6])
 end
@@ -116,6 +123,7 @@ class ClaimState(StrEnum):
     TERMINAL = "terminal"
     BUSY = "busy"
     CANCELED = "canceled"
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True)

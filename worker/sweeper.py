@@ -1,4 +1,5 @@
-"""The outbox sweeper: sends every webhook delivery that is due and that no task has taken.
+"""The sweeper: sends every webhook delivery that is due and that no task has taken, and ends
+jobs whose deadline (``expires_at``) passed before they started.
 
 Retries wait in the outbox sorted set, so a delay of hours is a score, not a Celery countdown
 held by a worker (which the Redis visibility timeout would redeliver). Each worker process runs a
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 import redis as redis_lib
 
 from producer import keys
+from producer.lua import JOB_LUA
 from producer.messages import DELIVERY_ID_PLACEHOLDER, WEBHOOK_QUEUE, delivery_message_template
 from producer.settings import Settings
 
@@ -44,6 +46,26 @@ end
 return due
 """
 
+# KEYS: deadlines zset. ARGV: batch size, retention_s, webhook grace ms, delivery template.
+# Ends every job whose deadline passed before it started as `expired`. Returns the ids.
+_EXPIRE_LUA = (
+    JOB_LUA
+    + """
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local expired = {}
+for _, id in ipairs(due) do
+  local key = '__JOB_KEY_PREFIX__' .. id
+  if redis.call('HGET', key, 'status') == 'queued' then
+    finalize(key, id, 'expired', now, tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
+    table.insert(expired, id)
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+return expired
+""".replace("__JOB_KEY_PREFIX__", keys.JOB_KEY_PREFIX)
+)
+
 # KEYS: lock. ARGV: token, ttl ms. Take the lock, or keep it when it is ours.
 _LOCK_LUA = """
 local holder = redis.call('GET', KEYS[1])
@@ -60,17 +82,26 @@ class OutboxSweeper:
         self._redis = redis
         self._interval_s = settings.webhook_sweep_interval_s
         self._grace_ms = round(settings.webhook_handoff_grace_s * 1000)
+        self._retention_s = settings.job_retention_s
         self._token = uuid.uuid4().hex
         self._sweep = redis.register_script(_SWEEP_LUA)
+        self._expire = redis.register_script(_EXPIRE_LUA)
         self._lock = redis.register_script(_LOCK_LUA)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def sweep_once(self) -> list[str]:
-        """Queue every due delivery now (if this sweeper holds the lock)."""
+        """End jobs past their deadline and queue every due delivery, if this sweeper holds the
+        lock; returns the ids of the deliveries queued."""
         lock_ms = round(self._interval_s * _LOCK_INTERVALS * 1000)
         if not self._lock(keys=[keys.WEBHOOK_SWEEP_LOCK_KEY], args=[self._token, lock_ms]):
             return []
+        expired = self._expire(
+            keys=[keys.DEADLINES_KEY],
+            args=[_BATCH, self._retention_s, self._grace_ms, delivery_message_template()],
+        )
+        if expired:
+            log.info("sweeper expired %d jobs past their deadline", len(expired))
         due = self._sweep(
             keys=[keys.WEBHOOKS_DUE_KEY], args=[_BATCH, self._grace_ms, delivery_message_template()]
         )

@@ -9,6 +9,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 from producer.messages import DELIVER_TASK, GENERATE_TASK
 from worker.app import app
+from worker.intake import accept_raw_job
 from worker.pipeline import RetryLaterError, run_job
 from worker.runtime import execution_owner, outbox_sweeper, services, webhook_sender
 
@@ -16,10 +17,15 @@ __all__ = ["deliver_webhook", "generate"]
 
 
 @app.task(name=GENERATE_TASK, bind=True, max_retries=None)
-def generate(self: Any, job_id: str) -> dict[str, Any]:
-    """Run one attempt of a job; on a retryable failure, come back after the chosen delay."""
+def generate(self: Any, job_id: str, job: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one attempt of a job; on a retryable failure, come back after the chosen delay.
+
+    ``job`` carries the job itself when a backend pushed a raw message instead of submitting."""
+    shared = services()
+    if job is not None:
+        accept_raw_job(job_id, job, shared.store.redis, shared.settings)
     try:
-        outcome = run_job(job_id, services(), execution_owner())
+        outcome = run_job(job_id, shared, execution_owner())
     except RetryLaterError as e:
         # Countdowns stay below retry_cap_s, well under the visibility timeout.
         raise self.retry(exc=e, countdown=e.delay_s, max_retries=None) from e

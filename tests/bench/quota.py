@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from typing import Any
 
 import redis
 
-from devstack.processes import redis_answers
+from devstack.processes import interrupt_on_signal, redis_answers
 from devstack.stack import Stack, StackOptions
 from producer.client import Client
 from producer.jobs import JobRecord, JobStatus
@@ -232,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=[s.name for s in SCENARIOS])
     parser.add_argument("--out", default="out/bench-quota.json")
     args = parser.parse_args(argv)
+    # A terminated benchmark still stops the stack it started.
+    signal.signal(signal.SIGTERM, interrupt_on_signal)
 
     results = []
     for scenario in SCENARIOS:

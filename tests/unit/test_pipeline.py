@@ -202,17 +202,34 @@ def test_an_upload_failure_parks_the_image_and_the_retry_does_not_buy_it_again(
 def test_a_cancel_requested_during_generation_skips_the_upload(rig: Rig) -> None:
     job = rig.submit()
     rig.answer(bedrock_payload())
+    checks = {"count": 0}
     original = rig.services.store.cancel_requested
-    rig.redis.hset(f"imagegen:job:{job.job_id}", "cancel_requested", "0")
 
-    def cancel_arrives(job_id: str) -> bool:
-        rig.redis.hset(f"imagegen:job:{job_id}", "cancel_requested", "1")
+    def cancel_arrives_after_the_call(job_id: str) -> bool:
+        checks["count"] += 1
+        if checks["count"] == 2:  # the check before the upload
+            rig.redis.hset(f"imagegen:job:{job_id}", "cancel_requested", "1")
         return original(job_id)
 
-    rig.services.store.cancel_requested = cancel_arrives  # type: ignore[method-assign]
+    rig.services.store.cancel_requested = cancel_arrives_after_the_call  # type: ignore[method-assign]
     rig.run(job.job_id)
     assert rig.client.get(job.job_id).status is JobStatus.CANCELED
     assert rig.objects() == []
+
+
+def test_a_cancel_while_waiting_for_quota_stops_before_the_bedrock_call(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = rig.submit()
+
+    def cancel_arrives(model_id: str) -> float:
+        rig.client.cancel(job.job_id)  # the job is running: the cancel is only requested
+        return 0.0
+
+    monkeypatch.setattr(rig.services.limiter, "wait_for_token", cancel_arrives)
+    rig.run(job.job_id)  # no Bedrock answer is queued: a call would fail the test
+    record = rig.client.get(job.job_id)
+    assert (record.status, record.cancel_requested) == (JobStatus.CANCELED, True)
 
 
 def test_a_final_job_is_skipped_without_calling_bedrock(rig: Rig) -> None:

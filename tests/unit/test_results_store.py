@@ -10,7 +10,7 @@ import pytest
 from producer import keys
 from producer.contract import JobSpec
 from producer.jobs import JobStatus
-from producer.store import JobStore, NewJob
+from producer.store import CreateOutcome, JobStore, NewJob
 from worker.results import ClaimState, ResultStore
 
 RETENTION_S = 3600
@@ -23,7 +23,7 @@ def new_job(redis: Any, job_id: str = "J1") -> JobStore:
     created = store.create(
         [NewJob(job_id, "stability.stable-image-core-v1:0", spec, int(time.time() * 1000))]
     )
-    assert created == [True]
+    assert created == [(CreateOutcome.CREATED, "")]
     return store
 
 
@@ -36,7 +36,7 @@ def test_submit_writes_a_queued_record_and_one_message(any_redis: Any) -> None:
     assert 0 < any_redis.ttl(keys.job_key("J1")) <= RETENTION_S
     # Same id again: nothing new is written or queued.
     spec = JobSpec.parse({"request": {"prompt": "other"}})
-    assert store.create([NewJob("J1", "m", spec, 0)]) == [False]
+    assert store.create([NewJob("J1", "m", spec, 0)]) == [(CreateOutcome.EXISTS, "")]
     assert any_redis.llen("interactive") == 1
     assert store.get("J1").request.prompt == "a lighthouse"
 

@@ -1,0 +1,96 @@
+"""API keys: one tenant each, stored hashed in Redis, shown once when created.
+
+A key reads ``igk_<key id>_<secret>``; the key id (also in ``imagegen keys list``) names it for
+revoking, and only the key's SHA-256 is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from producer import keys
+from producer.errors import ImagegenError
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+__all__ = ["TENANT_PATTERN", "ApiKey", "ApiKeys"]
+
+KEY_PREFIX = "igk_"
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_TENANT_RE = re.compile(TENANT_PATTERN)
+_KEY_ID_BYTES = 6
+_SECRET_BYTES = 24
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    tenant: str
+    created_ms: int
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKeys:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    def create(self, tenant: str) -> tuple[ApiKey, str]:
+        """A new key for ``tenant``: its record, and the key itself (shown only now)."""
+        if not _TENANT_RE.match(tenant):
+            msg = f"tenant {tenant!r} must match {TENANT_PATTERN}"
+            raise ImagegenError(msg)
+        key_id = secrets.token_hex(_KEY_ID_BYTES)
+        key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(_SECRET_BYTES)}"
+        record = ApiKey(key_id=key_id, tenant=tenant, created_ms=int(time.time() * 1000))
+        digest = _digest(key)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(
+            keys.apikey_key(digest),
+            mapping={
+                "key_id": key_id,
+                "tenant": tenant,
+                "created_ms": record.created_ms,
+            },
+        )
+        pipe.hset(keys.APIKEYS_KEY, key_id, digest)
+        pipe.execute()
+        return record, key
+
+    def authenticate(self, key: str) -> ApiKey | None:
+        """The key's record, or None for an unknown or revoked key."""
+        if not key.startswith(KEY_PREFIX):
+            return None
+        fields = cast("dict[str, str]", self._redis.hgetall(keys.apikey_key(_digest(key))))
+        if not fields:
+            return None
+        return ApiKey(fields["key_id"], fields["tenant"], int(fields["created_ms"]))
+
+    def revoke(self, key_id: str) -> bool:
+        digest = self._redis.hget(keys.APIKEYS_KEY, key_id)
+        if not digest:
+            return False
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(keys.apikey_key(str(digest)))
+        pipe.hdel(keys.APIKEYS_KEY, key_id)
+        pipe.execute()
+        return True
+
+    def list(self) -> list[ApiKey]:
+        digests = cast("dict[str, str]", self._redis.hgetall(keys.APIKEYS_KEY))
+        pipe = self._redis.pipeline(transaction=False)
+        for digest in digests.values():
+            pipe.hgetall(keys.apikey_key(digest))
+        found = [cast("dict[str, str]", f) for f in pipe.execute() if f]
+        return sorted(
+            (ApiKey(f["key_id"], f["tenant"], int(f["created_ms"])) for f in found),
+            key=lambda k: k.created_ms,
+        )

@@ -1,0 +1,107 @@
+"""What every ``imagegen`` command shares: exit statuses, printing, argument helpers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from producer.client import DEFAULT_WAIT_S
+from producer.jobs import JobRecord
+from producer.tables import format_table
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_JOB_UNSUCCESSFUL",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_UNAVAILABLE",
+    "add_wait_options",
+    "error",
+    "json_object",
+    "parse_time_ms",
+    "print_record",
+    "print_table",
+]
+
+EXIT_OK = 0
+EXIT_JOB_UNSUCCESSFUL = 1
+EXIT_BAD_INPUT = 2
+EXIT_TIMEOUT = 3
+EXIT_NOT_FOUND = 4
+EXIT_UNAVAILABLE = 5
+
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def error(message: str) -> None:
+    print(f"imagegen: {message}", file=sys.stderr)
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    print(format_table(rows))
+
+
+def print_record(record: JobRecord, *, as_json: bool) -> None:
+    if as_json:
+        print(record.model_dump_json())
+        return
+    parts = [record.job_id, record.status.value]
+    if record.seed is not None:
+        parts.append(f"seed={record.seed}")
+    if record.width and record.height:
+        parts.append(f"{record.width}x{record.height}")
+    if record.s3_uri:
+        parts.append(record.s3_uri)
+    if record.finish_reason:
+        parts.append(f"reason={record.finish_reason!r}")
+    if record.error_code:
+        parts.append(f"error={record.error_code}: {record.error_message}")
+    print("  ".join(parts))
+
+
+def add_wait_options(parser: argparse.ArgumentParser, *, with_wait_flag: bool) -> None:
+    if with_wait_flag:
+        parser.add_argument("--wait", action="store_true", help="wait until the job is final")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_WAIT_S, help="seconds to wait")
+    parser.add_argument("--output", help="save the image here once it succeeded")
+    parser.add_argument("--json", action="store_true", help="print the record as JSON")
+
+
+def json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        msg = f"{option} is not valid JSON: {e}"
+        raise ValueError(msg) from e
+    if not isinstance(value, dict):
+        msg = f"{option} must be a JSON object"
+        raise ValueError(msg)
+    return value
+
+
+def duration_s(text: str) -> float:
+    """Seconds from 90s, 10m, 2h, 3d (argparse type)."""
+    if text[:-1].replace(".", "", 1).isdigit() and text[-1:] in _UNITS_S:
+        return float(text[:-1]) * _UNITS_S[text[-1]]
+    msg = f"not a duration like 10m or 2h: {text!r}"
+    raise argparse.ArgumentTypeError(msg)
+
+
+def parse_time_ms(text: str) -> int:
+    """Unix ms from an ISO 8601 time or from a duration ago such as 90m, 2h, 3d."""
+    if text[-1:] in _UNITS_S and text[:-1].isdigit():
+        return int((time.time() - duration_s(text)) * 1000)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as e:
+        msg = f"not an ISO 8601 time or a duration like 2h: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from e
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)

@@ -1,0 +1,213 @@
+"""``imagegen quota | dlq | webhook-secret | webhooks | keys | tenant-webhook``: operating."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from datetime import UTC, datetime
+
+from producer.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    error,
+    parse_time_ms,
+    print_table,
+)
+from producer.client import Client
+
+__all__ = ["register"]
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    quota = commands.add_parser("quota", help="show the shared Bedrock quota per model")
+    quota.add_argument("--model-id", action="append", help="only this model (repeatable)")
+    quota.add_argument("--json", action="store_true")
+    quota.set_defaults(handler=_quota)
+
+    dlq = commands.add_parser("dlq", help="failed jobs: list them, replay them")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_list = dlq_commands.add_parser("list", help="list failed jobs, oldest first")
+    dlq_list.add_argument("--json", action="store_true")
+    replay = dlq_commands.add_parser("replay", help="queue failed jobs again")
+    replay.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    replay.add_argument("--all", action="store_true", help="every job in the dead-letter set")
+    dlq.set_defaults(handler=_dlq)
+
+    secret = commands.add_parser("webhook-secret", help="show or rotate the signing secret")
+    secret.add_argument(
+        "--rotate",
+        action="store_true",
+        help="new primary secret; the old one keeps signing for the overlap",
+    )
+    secret.set_defaults(handler=_webhook_secret)
+
+    webhooks = commands.add_parser("webhooks", help="webhook deliveries: log, redeliver, recover")
+    webhook_commands = webhooks.add_subparsers(
+        dest="webhooks_command", required=True, metavar="ACTION"
+    )
+    webhook_log = webhook_commands.add_parser("log", help="a job's deliveries and attempts")
+    webhook_log.add_argument("job_id")
+    webhook_log.add_argument("--json", action="store_true")
+    redeliver = webhook_commands.add_parser("redeliver", help="send a job's webhooks again")
+    redeliver.add_argument("job_id")
+    recover = webhook_commands.add_parser(
+        "recover", help="send again every delivery that ran out of retries since TIME"
+    )
+    recover.add_argument(
+        "--since",
+        required=True,
+        type=parse_time_ms,
+        help="ISO 8601 time (2026-11-25T10:00:00Z) or a duration ago (90m, 2h)",
+    )
+    webhooks.set_defaults(handler=_webhooks)
+
+    api_keys = commands.add_parser("keys", help="API keys: create, list, revoke")
+    key_commands = api_keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", help="a new key for a tenant (shown once)")
+    create.add_argument("--tenant", required=True)
+    key_commands.add_parser("list", help="every key: id, tenant, created")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    api_keys.set_defaults(handler=_keys)
+
+    tenant_webhook = commands.add_parser(
+        "tenant-webhook", help="a tenant's default webhook endpoint"
+    )
+    tenant_webhook.add_argument("tenant")
+    tenant_webhook.add_argument("url", nargs="?", help="omit to show it")
+    tenant_webhook.add_argument("--clear", action="store_true", help="remove it")
+    tenant_webhook.set_defaults(handler=_tenant_webhook)
+
+
+def _quota(client: Client, args: argparse.Namespace) -> int:
+    statuses = client.quota(args.model_id)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(s) for s in statuses]))
+        return EXIT_OK
+    rows = [("model", "configured/min", "effective/min", "tokens", "calls 1m", "throttles 1m")]
+    rows += [
+        (
+            s.model_id,
+            f"{s.configured_rpm:g}",
+            f"{s.effective_rpm:.1f}",
+            f"{s.tokens:.2f}",
+            str(s.calls_last_minute),
+            str(s.throttles_last_minute),
+        )
+        for s in statuses
+    ]
+    print_table(rows)
+    return EXIT_OK
+
+
+def _dlq(client: Client, args: argparse.Namespace) -> int:
+    if args.dlq_command == "list":
+        records = client.dead_letters.records()
+        if args.json:
+            print(json.dumps([r.model_dump(mode="json") for r in records]))
+            return EXIT_OK
+        rows = [("job id", "failed at", "attempts", "error")]
+        rows += [
+            (
+                r.job_id,
+                r.finished_at.isoformat(timespec="seconds") if r.finished_at else "-",
+                str(r.attempts),
+                f"{r.error_code}: {(r.error_message or '')[:60]}",
+            )
+            for r in records
+        ]
+        print_table(rows)
+        return EXIT_OK
+    if not args.all and not args.job_ids:
+        error("dlq replay: name JOB_IDs or pass --all")
+        return EXIT_BAD_INPUT
+    wanted = client.dead_letters.job_ids() if args.all else args.job_ids
+    replayed = client.dead_letters.replay(wanted)
+    for job_id in replayed:
+        print(job_id)
+    skipped = sorted(set(wanted) - set(replayed))
+    for job_id in skipped:
+        error(f"{job_id} is not a failed job; not replayed")
+    return EXIT_OK if not skipped else EXIT_NOT_FOUND
+
+
+def _webhook_secret(client: Client, args: argparse.Namespace) -> int:
+    secrets = client.signing_secrets
+    if args.rotate:
+        print(secrets.rotate())
+        others = secrets.active()[1:]
+        if others:
+            overlap_s = client.settings.webhook_secret_overlap_s
+            print(f"the previous secret keeps signing for {overlap_s} s", file=sys.stderr)
+        return EXIT_OK
+    print(secrets.current())
+    return EXIT_OK
+
+
+def _webhooks(client: Client, args: argparse.Namespace) -> int:
+    deliveries = client.webhook_deliveries
+    if args.webhooks_command == "log":
+        client.get(args.job_id)  # a clear "not found" for an unknown job
+        found = deliveries.for_job(args.job_id)
+        if args.json:
+            print(json.dumps([d.model_dump(mode="json") for d in found]))
+            return EXIT_OK
+        for delivery in found:
+            print(f"{delivery.delivery_id}  {delivery.state}  {delivery.url}")
+            for entry in delivery.log:
+                status = entry.status if entry.status is not None else "-"
+                print(
+                    f"  #{entry.attempt} {entry.at.isoformat(timespec='seconds')} "
+                    f"status={status} {entry.latency_ms or 0} ms {entry.error or ''}".rstrip()
+                )
+        return EXIT_OK
+    if args.webhooks_command == "redeliver":
+        client.get(args.job_id)
+        sent = deliveries.redeliver_job(args.job_id)
+        if not sent:
+            error(f"job {args.job_id} has no webhook deliveries")
+            return EXIT_NOT_FOUND
+    else:
+        sent = deliveries.recover(args.since)
+    for delivery_id in sent:
+        print(delivery_id)
+    return EXIT_OK
+
+
+def _keys(client: Client, args: argparse.Namespace) -> int:
+    api_keys = client.api_keys
+    if args.keys_command == "create":
+        record, key = api_keys.create(args.tenant)
+        print(key)
+        print(
+            f"key id {record.key_id} for tenant {record.tenant}; the key is shown only now",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    if args.keys_command == "revoke":
+        if not api_keys.revoke(args.key_id):
+            error(f"no key {args.key_id}")
+            return EXIT_NOT_FOUND
+        print(f"revoked {args.key_id}")
+        return EXIT_OK
+    rows = [("key id", "tenant", "created")]
+    rows += [
+        (
+            k.key_id,
+            k.tenant,
+            datetime.fromtimestamp(k.created_ms / 1000, tz=UTC).isoformat(timespec="seconds"),
+        )
+        for k in api_keys.list()
+    ]
+    print_table(rows)
+    return EXIT_OK
+
+
+def _tenant_webhook(client: Client, args: argparse.Namespace) -> int:
+    if args.clear or args.url:
+        client.set_tenant_webhook(args.tenant, None if args.clear else args.url)
+    print(client.tenant_webhook(args.tenant) or "(none)")
+    return EXIT_OK

@@ -14,6 +14,7 @@ from devstack.processes import StackError, free_port, interrupt_on_signal
 from devstack.stack import Stack, StackOptions
 
 FLOWER_PORT = 5555
+API_PORT = 8000
 _WATCH_S = 0.5
 
 
@@ -36,7 +37,8 @@ def run_dev() -> int:
     """The stack in the foreground, with Flower, until Ctrl-C."""
     flower_port = FLOWER_PORT if _port_free(FLOWER_PORT) else free_port()
     print("Starting the local stack...", flush=True)
-    with Stack(StackOptions(flower_port=flower_port)) as stack:
+    api_port = API_PORT if _port_free(API_PORT) else free_port()
+    with Stack(StackOptions(flower_port=flower_port, api_port=api_port)) as stack:
         print("\nUp:")
         for name, url in stack.urls.items():
             print(f"  {name:<8} {url}")
@@ -45,6 +47,11 @@ def run_dev() -> int:
         for name, value in stack.exports().items():
             print(f"  export {name}={value}")
         print('  .venv/bin/imagegen submit "a lighthouse at dawn" --wait --output lighthouse.png')
+        print("  KEY=$(.venv/bin/imagegen keys create --tenant me)   # then, for the HTTP API:")
+        print(
+            f'  curl -H "Authorization: Bearer $KEY" {stack.urls["api"]}/v1/jobs '
+            """-d '{"request": {"prompt": "a lighthouse"}}'"""
+        )
         print("\nCtrl-C stops everything.", flush=True)
         try:
             while not (failed := stack.processes.failed()):

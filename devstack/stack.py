@@ -50,6 +50,7 @@ class StackOptions:
     worker_concurrency: int = 8
     workers: Sequence[tuple[str, str]] = (("worker", "interactive,batch,webhooks"),)
     flower_port: int | None = None  # None: no Flower
+    api_port: int | None = None  # None: no HTTP API
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -104,6 +105,8 @@ class Stack:
         self._create_bucket()
         for name, queues in self.options.workers:
             self.start_worker(name, queues)
+        if self.options.api_port is not None:
+            self.start_api(self.options.api_port)
         if self.options.flower_port is not None:
             self._start_flower(self.options.flower_port)
 
@@ -263,6 +266,29 @@ class Stack:
             ready=lambda: worker_answers(env["IMAGEGEN_REDIS_URL"], name),
             timeout_s=60,
         )
+
+    def start_api(self, port: int = 0, extra_env: Mapping[str, str] | None = None) -> str:
+        """Serve the HTTP API with uvicorn (port 0: a free one); returns its URL."""
+        port = port or free_port()
+        url = f"http://{HOST}:{port}"
+        self.processes.spawn(
+            "api",
+            python_module(
+                "uvicorn",
+                "producer.api:app_from_env",
+                "--factory",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--no-access-log",
+            ),
+            env={**self.env, **(extra_env or {})},
+            ready=lambda: http_ok(url + "/healthz"),
+            timeout_s=60,
+        )
+        self.urls["api"] = url
+        return url
 
     def _start_flower(self, port: int) -> None:
         url = f"http://{HOST}:{port}"

@@ -49,7 +49,6 @@ from producer.store import CancelOutcome
 
 __all__ = ["JobList", "JobResource", "create_app"]
 
-MAX_WAIT_S = 30
 EVENTS_HEARTBEAT_S = 15.0
 # Threads for blocking endpoints (Prefer: wait, event streams) beyond anyio's default 40.
 API_THREADS = 200
@@ -99,6 +98,15 @@ def _resource(record: JobRecord) -> JobResource:
     return JobResource(**record.model_dump(), url=f"/v1/jobs/{record.job_id}")
 
 
+# Each event of the stream (before Open API 3.2, `schema` describes one event).
+_SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["status"]},
+        "data": {"type": "string", "description": "the job, as GET /v1/jobs/{job_id} shows it"},
+    },
+    "required": ["event", "data"],
+}
 _JOB_BODY_SCHEMA = {
     "required": True,
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
@@ -114,9 +122,12 @@ _BATCH_BODY_SCHEMA = {
 }
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:  # noqa: PLR0915
+def create_app(  # noqa: PLR0915
+    settings: Settings | None = None, *, redis_client: Any = None
+) -> FastAPI:
+    """The API; ``redis_client`` (decode_responses=True) replaces the one from the settings."""
     settings = settings or get_settings()
-    redis_client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    redis_client = redis_client or redis.Redis.from_url(settings.redis_url, decode_responses=True)
     client = Client(settings, redis_client=redis_client)
     api_keys = ApiKeys(redis_client)
 
@@ -186,7 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:  # noqa: PLR0915
                 )
             seconds = parse_duration_s(cancel_after, "Cancel-After")
             data["expires_at"] = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
-        wait_s = parse_prefer_wait_s(prefer, MAX_WAIT_S)
+        wait_s = parse_prefer_wait_s(prefer, settings.api_max_wait_s)
         try:
             [submitted] = client.create_jobs(
                 [data], tenant=tenant_id, idempotency_key=idempotency_key
@@ -285,7 +296,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:  # noqa: PLR0915
         tags=["jobs"],
         responses={
             200: {
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "content": {"text/event-stream": {"schema": _SSE_EVENT_SCHEMA}},
                 "description": "Server-sent events: one per status change",
             },
             **PROBLEM_RESPONSES,

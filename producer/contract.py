@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -71,6 +72,13 @@ IMAGE_SIZES: dict[str, tuple[int, int]] = {
 PromptText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)]
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON has one number type: 42.0 is the integer 42 (but true is not 1, nor "42" 42)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class TextPrompt(BaseModel):
     """One entry of the SDXL-style ``text_prompts`` list."""
 
@@ -89,7 +97,7 @@ class GenerationRequest(BaseModel):
     negative_prompt: Annotated[str, StringConstraints(max_length=MAX_PROMPT_CHARS)] | None = None
     aspect_ratio: AspectRatio = "1:1"
     output_format: OutputFormat = "png"
-    seed: Annotated[int, Field(ge=0, le=MAX_SEED, strict=True)] = 0
+    seed: Annotated[int, BeforeValidator(_whole_number), Field(ge=0, le=MAX_SEED, strict=True)] = 0
     mode: Literal["text-to-image"] = "text-to-image"
 
     @model_validator(mode="before")

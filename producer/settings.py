@@ -221,6 +221,9 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         default=16 * 1024 * 1024, gt=0, description="Largest request body the API reads; 413."
     )
+    api_max_wait_s: float = Field(
+        default=30.0, ge=0, le=300, description="Longest `Prefer: wait=N` the API honours."
+    )
     api_auth_failures_per_minute: int = Field(
         default=10,
         gt=0,

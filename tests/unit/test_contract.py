@@ -69,6 +69,10 @@ def test_seed_range(seed: int) -> None:
     assert JobSpec.parse(request(seed=seed)).request.seed == seed
 
 
+def test_a_whole_number_written_as_a_float_is_a_seed() -> None:
+    assert JobSpec.parse(request(seed=42.0)).request.seed == 42
+
+
 @pytest.mark.parametrize("seed", [-1, MAX_SEED + 1, "5", 1.5, True])
 def test_seed_out_of_range_or_not_an_integer_is_refused(seed: Any) -> None:
     assert "request.seed" in refused(request(seed=seed))

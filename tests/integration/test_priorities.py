@@ -1,0 +1,69 @@
+"""Interactive jobs overtake a big batch; deadlines end jobs that waited too long."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from devstack.stack import Stack
+from producer.client import Client
+from producer.jobs import JobStatus
+from tests.integration.conftest import FAST_RETRIES, start_stack
+from tests.integration.test_end_to_end import wait_all
+
+pytestmark = pytest.mark.integration
+
+BUSY_STACK_DB = 9
+BATCH_SIZE = 500
+
+
+@pytest.fixture(scope="module")
+def busy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = start_stack(
+        tmp_path_factory.mktemp("busy"),
+        BUSY_STACK_DB,
+        worker_concurrency=4,
+        extra_env={**FAST_RETRIES, "IMAGEGEN_WEBHOOK_SWEEP_INTERVAL_S": "0.2"},
+        emulator_args=("--latency-ms", "40"),
+        quota_rpm=0,
+    )
+    yield running
+    running.stop()
+
+
+def test_interactive_jobs_finish_before_a_500_job_batch_ahead_of_them(
+    busy_stack: Stack,
+) -> None:
+    with Client(busy_stack.settings()) as client:
+        _, batch = client.submit_batch(
+            [client.spec(f"batch picture {i}") for i in range(BATCH_SIZE)]
+        )
+        time.sleep(0.5)  # the batch is being worked on
+        interactive = [client.submit(f"urgent picture {i}") for i in range(5)]
+        urgent = wait_all(client, [j.job_id for j in interactive], timeout_s=30)
+        batch_records = wait_all(client, [j.job_id for j in batch], timeout_s=120)
+    assert {r.status for r in urgent} == {JobStatus.SUCCEEDED}
+    last_urgent = max(r.finished_at for r in urgent if r.finished_at)
+    batch_done = sorted(r.finished_at for r in batch_records if r.finished_at)
+    assert len(batch_done) == BATCH_SIZE
+    finished_before = sum(1 for t in batch_done if t <= last_urgent)
+    # Only what was in flight or already done when they arrived ran ahead of them.
+    assert finished_before < BATCH_SIZE * 0.2, finished_before
+
+
+def test_a_job_not_started_by_its_deadline_expires_without_calling_bedrock(
+    busy_stack: Stack,
+) -> None:
+    with Client(busy_stack.settings()) as client:
+        client.submit_batch([client.spec(f"filler {i}") for i in range(300)])
+        deadline = datetime.now(UTC) + timedelta(seconds=1)
+        late = client.submit("too late", priority="batch", expires_at=deadline)
+        record = client.wait(late.job_id, timeout_s=60)
+    assert record.status is JobStatus.EXPIRED
+    assert record.started_at is None
+    assert record.finished_at is not None
+    assert record.finished_at < deadline + timedelta(seconds=3)  # the sweeper, not the queue
+    assert record.attempts == 0  # never claimed, so never sent to Bedrock

@@ -1,0 +1,242 @@
+"""The HTTP API's rules, in process (FastAPI's test client, fakeredis, no worker)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fakeredis
+import pytest
+from fastapi.testclient import TestClient
+
+from producer import keys
+from producer.api import create_app
+from producer.client import Client
+from producer.settings import Settings
+
+JOB = {"request": {"prompt": "a lighthouse", "aspect_ratio": "16:9"}}
+
+
+@dataclass
+class Api:
+    http: TestClient
+    client: Client
+    redis: Any
+
+    def key(self, tenant: str) -> dict[str, str]:
+        _, key = self.client.api_keys.create(tenant)
+        return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[Api]:
+    settings = settings.model_copy(
+        update={
+            "max_queued_per_tenant": 5,
+            "api_max_body_bytes": 20_000,
+            "rate_limit_rpm": 60,
+            "api_auth_failures_per_minute": 3,
+        }
+    )
+    redis = fakeredis.FakeRedis(decode_responses=True)
+    with TestClient(create_app(settings, redis_client=redis)) as http:
+        yield Api(http, Client(settings, redis_client=redis), redis)
+
+
+def problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    return body
+
+
+def test_submit_answers_202_with_the_job_and_where_it_lives(api: Api) -> None:
+    response = api.http.post("/v1/jobs", json=JOB, headers=api.key("acme"))
+    assert response.status_code == 202
+    job = response.json()
+    assert job["status"] == "queued"
+    assert job["tenant"] == "acme"
+    assert response.headers["location"] == job["url"] == f"/v1/jobs/{job['job_id']}"
+    assert api.http.get(job["url"], headers=api.key("acme")).json()["job_id"] == job["job_id"]
+
+
+def test_bad_jobs_are_problems_naming_each_field(api: Api) -> None:
+    body = {"request": {"prompt": "", "aspect_ratio": "4:3", "colour": "red"}, "priority": "x"}
+    found = problem(api.http.post("/v1/jobs", json=body, headers=api.key("acme")), 422)
+    assert {e["field"] for e in found["errors"]} == {
+        "request.prompt",
+        "request.aspect_ratio",
+        "request.colour",
+        "priority",
+    }
+    assert api.redis.llen("interactive") == 0
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'"a string"'])
+def test_a_body_that_is_not_a_job_object_is_a_400(api: Api, body: bytes) -> None:
+    problem(api.http.post("/v1/jobs", content=body, headers=api.key("acme")), 400)
+
+
+def test_an_oversized_body_is_a_413(api: Api) -> None:
+    big = {"request": {"prompt": "x" * 9_000}, "metadata": {"pad": "y" * 15_000}}
+    problem(api.http.post("/v1/jobs", json=big, headers=api.key("acme")), 413)
+
+
+def test_missing_and_unknown_keys_are_401(api: Api) -> None:
+    problem(api.http.get("/v1/jobs"), 401)
+    problem(api.http.get("/v1/jobs", headers={"Authorization": "Bearer igk_nope_nope"}), 401)
+    problem(api.http.get("/v1/jobs", headers={"Authorization": "Basic abc"}), 401)
+
+
+def test_repeated_bad_keys_are_slowed_down(api: Api) -> None:
+    for _ in range(3):
+        problem(api.http.get("/v1/jobs", headers={"Authorization": "Bearer bad"}), 401)
+    found = problem(api.http.get("/v1/jobs", headers={"Authorization": "Bearer bad"}), 429)
+    assert "bad API keys" in found["detail"]
+    refused = api.http.get("/v1/jobs", headers=api.key("acme"))
+    assert refused.status_code == 429  # even a good key, from the same client, for a minute
+    assert 0 < int(refused.headers["retry-after"]) <= 60
+
+
+def test_a_revoked_key_stops_working(api: Api) -> None:
+    record, key = api.client.api_keys.create("acme")
+    headers = {"Authorization": f"Bearer {key}"}
+    assert api.http.get("/v1/jobs", headers=headers).status_code == 200
+    assert api.client.api_keys.revoke(record.key_id)
+    problem(api.http.get("/v1/jobs", headers=headers), 401)
+    assert api.redis.hgetall(keys.APIKEYS_KEY) == {}
+
+
+def test_a_tenant_sees_only_its_own_jobs(api: Api) -> None:
+    job = api.http.post("/v1/jobs", json=JOB, headers=api.key("acme")).json()
+    other = api.key("globex")
+    problem(api.http.get(job["url"], headers=other), 404)
+    problem(api.http.post(job["url"] + "/cancel", headers=other), 404)
+    assert api.http.get("/v1/jobs", headers=other).json()["jobs"] == []
+    taken = api.http.post("/v1/jobs", json={**JOB, "job_id": job["job_id"]}, headers=other)
+    problem(taken, 409)
+
+
+def test_an_idempotency_key_returns_the_original_job(api: Api) -> None:
+    headers = {**api.key("acme"), "Idempotency-Key": "order-17"}
+    first = api.http.post("/v1/jobs", json=JOB, headers=headers)
+    again = api.http.post("/v1/jobs", json=JOB, headers=headers)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["job_id"] == first.json()["job_id"]
+    assert api.redis.llen("interactive") == 1
+    different = {"request": {"prompt": "a windmill"}}
+    problem(api.http.post("/v1/jobs", json=different, headers=headers), 409)
+
+
+def test_a_full_queue_answers_429_with_retry_after(api: Api) -> None:
+    headers = api.key("acme")
+    for _ in range(5):
+        assert api.http.post("/v1/jobs", json=JOB, headers=headers).status_code == 202
+    full = api.http.post("/v1/jobs", json=JOB, headers=headers)
+    problem(full, 429)
+    assert int(full.headers["retry-after"]) >= 1
+    # Another tenant still has room.
+    assert api.http.post("/v1/jobs", json=JOB, headers=api.key("globex")).status_code == 202
+
+
+def test_cancel_a_queued_job_then_it_is_final(api: Api) -> None:
+    headers = api.key("acme")
+    job = api.http.post("/v1/jobs", json=JOB, headers=headers).json()
+    canceled = api.http.post(job["url"] + "/cancel", headers=headers)
+    assert canceled.status_code == 200
+    assert canceled.json()["status"] == "canceled"
+    problem(api.http.post(job["url"] + "/cancel", headers=headers), 409)
+    # A canceled job no longer counts against the queue cap.
+    assert api.client.list_jobs(tenant="acme").jobs[0].status.value == "canceled"
+    assert api.redis.zcard(keys.tenant_queued_key("acme")) == 0
+
+
+def test_cancel_after_sets_a_deadline(api: Api) -> None:
+    headers = {**api.key("acme"), "Cancel-After": "10m"}
+    job = api.http.post("/v1/jobs", json=JOB, headers=headers).json()
+    expires = job["expires_at"]
+    assert expires is not None
+    both = {**JOB, "expires_at": expires}
+    problem(api.http.post("/v1/jobs", json=both, headers=headers), 400)
+    problem(api.http.post("/v1/jobs", json=JOB, headers={**headers, "Cancel-After": "soon"}), 400)
+
+
+def test_a_deadline_in_the_past_is_refused(api: Api) -> None:
+    body = {**JOB, "expires_at": "2020-01-01T00:00:00Z"}
+    found = problem(api.http.post("/v1/jobs", json=body, headers=api.key("acme")), 422)
+    assert found["errors"][0]["field"] == "expires_at"
+
+
+def test_prefer_wait_answers_202_when_the_job_is_not_done_in_time(api: Api) -> None:
+    headers = {**api.key("acme"), "Prefer": "wait=1"}
+    started = time.monotonic()
+    response = api.http.post("/v1/jobs", json=JOB, headers=headers)
+    assert response.status_code == 202
+    assert response.headers["preference-applied"] == "wait=1"
+    assert 0.9 <= time.monotonic() - started < 5
+
+
+def test_listing_pages_newest_first_without_overlap(api: Api) -> None:
+    headers = api.key("acme")
+    ids = [api.http.post("/v1/jobs", json=JOB, headers=headers).json()["job_id"] for _ in range(5)]
+    first = api.http.get("/v1/jobs?limit=2", headers=headers).json()
+    assert [j["job_id"] for j in first["jobs"]] == ids[::-1][:2]
+    seen = [j["job_id"] for j in first["jobs"]]
+    page = first
+    while page["next"]:
+        page = api.http.get(page["next"], headers=headers).json()
+        seen += [j["job_id"] for j in page["jobs"]]
+    assert seen == ids[::-1]
+    canceled = api.http.post(f"/v1/jobs/{ids[2]}/cancel", headers=headers).json()
+    only = api.http.get("/v1/jobs?status=canceled", headers=headers).json()
+    assert [j["job_id"] for j in only["jobs"]] == [canceled["job_id"]]
+
+
+@pytest.mark.parametrize("as_lines", [False, True])
+def test_batches_fan_out_and_report_counts(api: Api, as_lines: bool) -> None:
+    headers = api.key("acme")
+    jobs = [{"request": {"prompt": f"picture {i}"}} for i in range(3)]
+    if as_lines:
+        body = "\n".join(json.dumps(j) for j in jobs).encode()
+        response = api.http.post(
+            "/v1/batches", content=body, headers={**headers, "Content-Type": "application/x-ndjson"}
+        )
+    else:
+        response = api.http.post("/v1/batches", json=jobs, headers=headers)
+    assert response.status_code == 202, response.text
+    batch = response.json()
+    assert batch["size"] == 3
+    assert api.redis.llen("batch") == 3  # batches go to the batch queue
+    status = api.http.get(batch["url"], headers=headers).json()
+    assert status["counts"] == {"queued": 3}
+    assert status["job_ids"] == batch["job_ids"]
+    listed = api.http.get(f"/v1/jobs?batch={batch['batch_id']}", headers=headers).json()
+    assert [j["job_id"] for j in listed["jobs"]] == batch["job_ids"]
+    problem(api.http.get(batch["url"], headers=api.key("globex")), 404)
+
+
+def test_one_bad_job_refuses_the_whole_batch(api: Api) -> None:
+    jobs = [{"request": {"prompt": "fine"}}, {"request": {"prompt": "x", "seed": -1}}]
+    found = problem(api.http.post("/v1/batches", json=jobs, headers=api.key("acme")), 422)
+    assert found["errors"][0]["field"] == "request.seed"
+    assert api.redis.llen("batch") == 0
+
+
+def test_readyz_says_what_is_missing(api: Api) -> None:
+    response = api.http.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["queue interactive"] == "not declared by any worker"
+    assert api.http.get("/healthz").json() == {"status": "ok", "checks": {}}
+
+
+def test_the_openapi_document_describes_jobs_and_problems(api: Api) -> None:
+    schema = api.http.get("/openapi.json").json()
+    assert "/v1/jobs" in schema["paths"]
+    post = schema["paths"]["/v1/jobs"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/JobSpec")
+    assert "application/problem+json" in post["responses"]["422"]["content"]
+    assert "GenerationRequest" in schema["components"]["schemas"]

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint format demo dev bench-emulator bench-quota clean
+.PHONY: install test lint format demo dev bench-emulator bench-quota bench-submit clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ dev: install
 ## bench-quota: our shared limiter against Celery rate_limit and botocore adaptive retries (minutes)
 bench-quota: install
 	$(BIN)/python -m tests.bench.quota
+
+## bench-submit: jobs per second onto the queue (client, API) against a plain Celery loop
+bench-submit: install
+	$(BIN)/python -m tests.bench.submit
 
 ## bench-emulator: requests per second the Bedrock emulator serves (1:1 PNG, no latency)
 bench-emulator: install

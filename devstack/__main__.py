@@ -42,6 +42,7 @@ def run_dev() -> int:
         print("\nUp:")
         for name, url in stack.urls.items():
             print(f"  {name:<8} {url}")
+        print(f"  Flower login: {stack.flower_auth}")
         print(f"  logs     {stack.processes.log_dir}")
         print("\nTo use it from another shell:")
         for name, value in stack.exports().items():

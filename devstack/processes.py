@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ def http_ok(url: str, timeout_s: float = 1.0) -> bool:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
             status: int = response.status
             return 200 <= status < 500
+    except urllib.error.HTTPError as e:  # it answered: 401 behind a password is up, too
+        return e.code < 500
     except OSError:
         return False
 

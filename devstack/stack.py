@@ -8,6 +8,7 @@ free ports, with dummy AWS credentials: the stack never talks to AWS.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from devstack.processes import (
     redis_answers,
     redis_server_binary,
 )
+from producer.health import worker_answers
 from producer.settings import Settings
 
 __all__ = ["Stack", "StackOptions"]
@@ -50,6 +52,7 @@ class StackOptions:
     worker_concurrency: int = 8
     workers: Sequence[tuple[str, str]] = (("worker", "interactive,batch,webhooks"),)
     flower_port: int | None = None  # None: no Flower
+    flower_basic_auth: str | None = None  # user:password; None: a random password
     api_port: int | None = None  # None: no HTTP API
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -64,6 +67,7 @@ class Stack:
         self.env: dict[str, str] = {}
         self.urls: dict[str, str] = {}
         self.private_redis = False
+        self.flower_auth: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -108,7 +112,7 @@ class Stack:
         if self.options.api_port is not None:
             self.start_api(self.options.api_port)
         if self.options.flower_port is not None:
-            self._start_flower(self.options.flower_port)
+            self.start_flower(self.options.flower_port)
 
     def stop(self) -> None:
         self.processes.stop_all()
@@ -238,7 +242,6 @@ class Stack:
     ) -> None:
         """Start one worker process and wait until it answers a ping."""
         env = {**self.env, **(extra_env or {})}
-        from devstack.control import worker_answers  # noqa: PLC0415  (imports Celery)
 
         self.processes.spawn(
             name,
@@ -290,15 +293,24 @@ class Stack:
         self.urls["api"] = url
         return url
 
-    def _start_flower(self, port: int) -> None:
+    def start_flower(self, port: int = 0) -> str:
+        """Run Flower behind basic auth (``flower_auth``); returns its URL."""
+        port = port or free_port()
         url = f"http://{HOST}:{port}"
+        auth = self.options.flower_basic_auth or f"admin:{secrets.token_urlsafe(12)}"
         self.processes.spawn(
             "flower",
             python_module(
-                "celery", "-A", "worker.app", "flower", f"--address={HOST}", f"--port={port}"
+                "producer.cli",
+                "flower",
+                f"--address={HOST}",
+                f"--port={port}",
+                f"--db={self.run_dir / 'flower.db'}",
             ),
-            env=self.env,
+            env={**self.env, "IMAGEGEN_FLOWER_BASIC_AUTH": auth},
             ready=lambda: http_ok(url + "/healthcheck"),
             timeout_s=60,
         )
         self.urls["flower"] = url
+        self.flower_auth = auth
+        return url

@@ -18,6 +18,7 @@ import anyio.to_thread
 import redis
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from producer import keys
@@ -43,7 +44,9 @@ from producer.errors import (
     QueueFullError,
 )
 from producer.jobs import JobRecord, JobStatus
+from producer.logs import configure_logging
 from producer.messages import JOB_QUEUES
+from producer.metrics import FleetCollector
 from producer.settings import Settings, get_settings
 from producer.store import CancelOutcome
 
@@ -371,6 +374,13 @@ def create_app(  # noqa: PLR0915
         batch = owned_batch(batch_id, tenant_id)
         return BatchResource(**batch.model_dump(), url=f"/v1/batches/{batch_id}")
 
+    registry = CollectorRegistry()
+    registry.register(FleetCollector(redis_client, settings))
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     # -- health ------------------------------------------------------------------------------
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")
@@ -501,7 +511,9 @@ def _event_stream(client: Client, redis_client: Any, job_id: str) -> Iterator[st
 def app_from_env() -> FastAPI:
     """The app for ``uvicorn producer.api:app_from_env --factory``."""
     try:
-        return create_app()
+        settings = get_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        return create_app(settings)
     except ValidationError as e:
         details = "; ".join(str(error) for error in validation_errors(e))
         msg = f"bad settings: {details}"

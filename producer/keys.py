@@ -24,6 +24,9 @@ key                                    type    what it holds
 ``imagegen:authfail:{client}``         string  failed authentications from one client (1 min)
 ``imagegen:events``                    pubsub  one JSON message per job status change
 ``imagegen:dlq``                       zset    failed job ids scored by failure time (ms)
+``imagegen:stats``                     hash    fleet-wide counters for /metrics:
+                                               ``jobs|{model}|{status}``, ``images|{model}``,
+                                               ``retries|{code}``, ``webhooks|{outcome}``
 ``imagegen:limiter:{region}:{model}``  hash    the shared token bucket of one Bedrock quota:
                                                ``tokens``, ``updated_ms``, ``rate_rpm``
                                                (effective), ``configured_rpm``,
@@ -58,6 +61,7 @@ __all__ = [
     "JOB_INDEX_KEY",
     "JOB_KEY_PREFIX",
     "QUEUED_KEY",
+    "STATS_KEY",
     "TENANT_KEY_PREFIX",
     "UNUSED_KEY",
     "WEBHOOKS_DISABLED_KEY",
@@ -85,6 +89,7 @@ PREFIX = "imagegen"
 JOB_INDEX_KEY = f"{PREFIX}:jobs"
 EVENTS_CHANNEL = f"{PREFIX}:events"
 DLQ_KEY = f"{PREFIX}:dlq"
+STATS_KEY = f"{PREFIX}:stats"
 QUEUED_KEY = f"{PREFIX}:queued"
 DEADLINES_KEY = f"{PREFIX}:deadlines"
 APIKEYS_KEY = f"{PREFIX}:apikeys"

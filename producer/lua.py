@@ -86,6 +86,8 @@ local function finalize(job_key, job_id, status, now, retention, grace_ms, templ
              'lease_until_ms', 0, 'next_attempt_ms', '')
   redis.call('EXPIRE', job_key, retention)
   if status == 'failed' then redis.call('ZADD', '{keys.DLQ_KEY}', now, job_id) end
+  local model = redis.call('HGET', job_key, 'model_id') or '?'
+  redis.call('HINCRBY', '{keys.STATS_KEY}', 'jobs|' .. model .. '|' .. status, 1)
   announce(job_id, status)
   return add_delivery(job_key, job_id, 'job.' .. status, now, grace_ms, retention, template)
 end

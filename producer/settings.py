@@ -24,7 +24,15 @@ STABILITY_IMAGE_MODEL_IDS = (
     "stability.stable-image-ultra-v1:0",
     "stability.stable-image-ultra-v1:1",
 )
+# On-demand Bedrock prices per generated image (us-west-2); billed only for images returned.
+STABILITY_IMAGE_PRICES_USD = {
+    "stability.stable-image-core-v1:0": 0.04,
+    "stability.stable-image-core-v1:1": 0.04,
+    "stability.stable-image-ultra-v1:0": 0.14,
+    "stability.stable-image-ultra-v1:1": 0.14,
+}
 SECONDS_PER_DAY = 86_400
+MIN_PASSWORD_CHARS = 12
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -278,9 +286,30 @@ class Settings(BaseSettings):
         description="After a rotation, the old signing secret also signs for this long.",
     )
 
-    # Logging.
+    # Operating: logs, metrics, Flower.
     log_level: str = Field(
         default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level."
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="JSON lines for log pipelines, or key=value text."
+    )
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port a worker serves its Prometheus /metrics on (0: none).",
+    )
+    model_prices_usd: dict[str, float] = Field(
+        default_factory=lambda: dict(STABILITY_IMAGE_PRICES_USD),
+        description="Price of one generated image per model, for the spend estimate (JSON).",
+    )
+    flower_basic_auth: str | None = Field(
+        default=None,
+        pattern=r"^[^:]+:.+$",
+        description="user:password for Flower; required unless flower_allow_no_auth.",
+    )
+    flower_allow_no_auth: bool = Field(
+        default=False, description="Let Flower run without a password (only on localhost)."
     )
 
     @model_validator(mode="after")
@@ -308,6 +337,14 @@ class Settings(BaseSettings):
                 "messages that are still being worked on"
             )
             raise ValueError(msg)
+        if self.flower_basic_auth:
+            password = self.flower_basic_auth.split(":", 1)[1]
+            if len(password) < MIN_PASSWORD_CHARS or "change-me" in password.lower():
+                msg = (
+                    f"flower_basic_auth needs a real password ({MIN_PASSWORD_CHARS}+ "
+                    "characters, not the example's)"
+                )
+                raise ValueError(msg)
         if self.model_id not in self.allowed_model_ids:
             msg = f"model_id {self.model_id!r} is not in allowed_model_ids"
             raise ValueError(msg)

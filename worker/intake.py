@@ -52,7 +52,7 @@ def accept_raw_job(job_id: str, payload: Any, redis: Redis, settings: Settings) 
         job_id=job_id, model_id=spec.model_id or settings.model_id, spec=spec, created_ms=now_ms
     )
     JobStore(redis, settings.job_retention_s).create([job], enqueue=False)
-    log.info("job accepted from a raw message job_id=%s", job_id)
+    log.info("job accepted from a raw message", extra={"job_id": job_id})
 
 
 def _refuse(
@@ -81,4 +81,4 @@ def _refuse(
     )
     redis.expire(key, settings.job_retention_s)
     redis.publish(keys.EVENTS_CHANNEL, json.dumps({"job_id": job_id, "status": "failed"}))
-    log.warning("job refused on arrival job_id=%s problems=%s", job_id, problems)
+    log.warning("job refused on arrival", extra={"job_id": job_id, "problems": problems})

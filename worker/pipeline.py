@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from producer.contract import GenerationRequest
 from producer.jobs import JobRecord, JobStatus
+from producer.logs import prompt_facts
 from producer.s3 import s3_uri
 from producer.settings import Settings
+from worker import metrics
 from worker.bedrock import BedrockAnswer, Filtered, Generated, interpret, invoke_model
 from worker.errors import BedrockCallError, JobError
 from worker.images import ImageInfo, inspect_image
@@ -83,18 +85,24 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
     lease_ms = round(services.settings.task_time_limit_s * 1000)
     claim = services.store.claim(job_id, owner, lease_ms)
     if claim.state is not ClaimState.CLAIMED:
-        log.info("job skipped job_id=%s reason=%s attempts=%d", job_id, claim.state, claim.attempt)
+        log.info(
+            "job skipped",
+            extra={"job_id": job_id, "reason": claim.state.value, "attempt": claim.attempt},
+        )
         return JobOutcome(job_id, claim.state.value)
     record = services.store.get(job_id)
     if record is None or record.request is None:  # expired meanwhile, or refused on arrival
         return JobOutcome(job_id, ClaimState.MISSING.value)
     log.info(
-        "job running job_id=%s attempt=%d model=%s queue=%s prompt_chars=%d",
-        job_id,
-        claim.attempt,
-        record.model_id,
-        record.priority,
-        len(record.request.prompt),
+        "job running",
+        extra={
+            "job_id": job_id,
+            "attempt": claim.attempt,
+            "model_id": record.model_id,
+            "queue": record.priority,
+            "tenant": record.tenant,
+            **prompt_facts(record.request.prompt),
+        },
     )
     attempt = _Attempt(
         record,
@@ -111,7 +119,7 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
     except LimiterWaitTooLongError as e:
         attempt.defer(e.delay_s)
     except Exception as e:  # a bug or an outage must not strand the job as "running"
-        log.exception("job attempt crashed job_id=%s attempt=%d", job_id, claim.attempt)
+        log.exception("job attempt crashed", extra={"job_id": job_id, "attempt": claim.attempt})
         return attempt.fail_or_retry(JobError(f"{type(e).__name__}: {e}", code="InternalError"))
 
 
@@ -132,6 +140,7 @@ class _Attempt:
         self.owner = owner
         self.services = services
         self.started = started
+        self.limiter_wait_ms: int | None = None
         settings = services.settings
         self.bucket = settings.s3_bucket
         self.key = image_key(
@@ -152,7 +161,7 @@ class _Attempt:
         if self.number > 1:
             stored = find_stored_image(s3, self.bucket, self.key, self.job_id)
             if stored is not None:
-                log.info("job image found in S3 job_id=%s attempt=%d", self.job_id, self.number)
+                log.info("job image found in S3", extra=self.facts())
                 return self.succeed(stored.seed, stored.info, latency_ms=None)
             generated = self.take_parked()
         if generated is None:
@@ -161,6 +170,9 @@ class _Attempt:
                 return self.finish(JobStatus.CANCELED, {})
             latency_ms = answer.latency_ms
             result = interpret(answer.payload)
+            self.observe_call(
+                "filtered" if isinstance(result, Filtered) else "image", answer.latency_ms
+            )
             if isinstance(result, Filtered):
                 return self.finish(
                     JobStatus.FILTERED,
@@ -172,6 +184,7 @@ class _Attempt:
                     seed=result.seed,
                 )
             generated = result
+            store.count_generated_image(self.record.model_id)
         info = inspect_image(generated.image, self.request.output_format)
         if store.cancel_requested(self.job_id):
             return self.finish(JobStatus.CANCELED, {"seed": generated.seed}, seed=generated.seed)
@@ -183,8 +196,11 @@ class _Attempt:
         limiter, settings = self.services.limiter, self.services.settings
         model_id = self.record.model_id
         call_lease_s = settings.bedrock_connect_timeout_s + settings.bedrock_read_timeout_s
+        waiting_since = time.perf_counter()
         with limiter.concurrency_slot(model_id, lease_s=call_lease_s):
             limiter.wait_for_token(model_id)
+            self.limiter_wait_ms = round((time.perf_counter() - waiting_since) * 1000)
+            metrics.LIMITER_WAIT.labels(model_id).observe(self.limiter_wait_ms / 1000)
             if self.services.store.cancel_requested(self.job_id):
                 return None
             try:
@@ -192,6 +208,7 @@ class _Attempt:
                     self.services.bedrock, model_id, self.request.to_bedrock_body()
                 )
             except BedrockCallError as e:
+                metrics.BEDROCK_CALLS.labels(model_id, e.code).inc()
                 if e.code == "ThrottlingException" and limiter.enabled(model_id):
                     limiter.report(model_id, throttled=True)
                 raise
@@ -199,11 +216,27 @@ class _Attempt:
                 limiter.report(model_id, throttled=False)
         return answer
 
+    def observe_call(self, outcome: str, latency_ms: int) -> None:
+        model_id = self.record.model_id
+        metrics.BEDROCK_CALLS.labels(model_id, outcome).inc()
+        metrics.BEDROCK_LATENCY.labels(model_id).observe(latency_ms / 1000)
+
+    def facts(self, **more: Any) -> dict[str, Any]:
+        """What every log line of this attempt says."""
+        return {
+            "job_id": self.job_id,
+            "attempt": self.number,
+            "model_id": self.record.model_id,
+            "queue": self.record.priority,
+            "tenant": self.record.tenant,
+            **more,
+        }
+
     def defer(self, delay_s: float) -> NoReturn:
         """No quota soon enough: back on the queue, without using up an attempt."""
         delay_s = min(delay_s, self.services.settings.retry_cap_s)
         self.services.store.defer(self.job_id, self.owner, delay_s)
-        log.info("job deferred for quota job_id=%s delay_s=%.2f", self.job_id, delay_s)
+        log.info("job deferred for quota", extra=self.facts(delay_s=round(delay_s, 3)))
         raise RetryLaterError(self.job_id, delay_s, "QuotaWait")
 
     def take_parked(self) -> Generated | None:
@@ -211,7 +244,7 @@ class _Attempt:
         if parked is None:
             return None
         data = json.loads(parked)
-        log.info("job uses parked image job_id=%s attempt=%d", self.job_id, self.number)
+        log.info("job uses parked image", extra=self.facts())
         return Generated(image=base64.b64decode(data["image"]), seed=data["seed"])
 
     def upload(self, generated: Generated, info: ImageInfo) -> None:
@@ -263,13 +296,16 @@ class _Attempt:
         log_line: str = "",
     ) -> JobOutcome:
         changed = self.services.store.finish(self.job_id, status, fields, log_line)
+        if changed:
+            metrics.JOBS_FINISHED.labels(self.record.model_id, status.value).inc()
         log.info(
-            "job %s job_id=%s attempt=%d elapsed_ms=%d%s",
-            status.value,
-            self.job_id,
-            self.number,
-            self.elapsed_ms(),
-            "" if changed else " (already final; nothing changed)",
+            f"job {status.value}",
+            extra=self.facts(
+                elapsed_ms=self.elapsed_ms(),
+                limiter_wait_ms=self.limiter_wait_ms,
+                bedrock_latency_ms=fields.get("bedrock_latency_ms"),
+                already_final=not changed,
+            ),
         )
         return JobOutcome(self.job_id, status.value, s3_key, seed)
 
@@ -285,21 +321,18 @@ class _Attempt:
                 message=error.message,
                 delay_s=decision.delay_s,
             )
+            metrics.RETRIES.labels(error.code).inc()
             log.warning(
-                "job retry scheduled job_id=%s attempt=%d error=%s delay_s=%.2f elapsed_ms=%d",
-                self.job_id,
-                self.number,
-                error.code,
-                decision.delay_s,
-                self.elapsed_ms(),
+                "job retry scheduled",
+                extra=self.facts(
+                    error_code=error.code,
+                    delay_s=round(decision.delay_s, 3),
+                    elapsed_ms=self.elapsed_ms(),
+                ),
             )
             raise RetryLaterError(self.job_id, decision.delay_s, error.code)
         log.warning(
-            "job giving up job_id=%s attempt=%d error=%s reason=%s",
-            self.job_id,
-            self.number,
-            error.code,
-            decision.reason,
+            "job giving up", extra=self.facts(error_code=error.code, reason=decision.reason)
         )
         return self.finish(
             JobStatus.FAILED,

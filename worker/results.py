@@ -75,8 +75,9 @@ redis.call('HSET', KEYS[1], 'lease_owner', '', 'lease_until_ms', 0,
            'attempt_log', log .. ARGV[2] .. '\\n',
            'next_attempt_ms', now_ms() + tonumber(ARGV[3]),
            'error_code', ARGV[4], 'error_message', ARGV[5])
+redis.call('HINCRBY', '__STATS_KEY__', 'retries|' .. ARGV[4], 1)
 return 1
-"""
+""".replace("__STATS_KEY__", keys.STATS_KEY)
 )
 
 # KEYS: job hash. ARGV: lease owner, delay ms. Gives the lease back without using up an attempt
@@ -224,6 +225,10 @@ class ResultStore:
             argv += [name, "" if value is None else value]
         changed, _delivery = self._finish(keys=[keys.job_key(job_id)], args=argv)
         return bool(changed)
+
+    def count_generated_image(self, model_id: str) -> None:
+        """One more image Bedrock returned (and billed), for the fleet's spend estimate."""
+        self._redis.hincrby(keys.STATS_KEY, f"images|{model_id}", 1)
 
     def park_image(self, job_id: str, image_base64: str) -> None:
         """Keep a bought image whose upload failed, for the next attempt to upload."""

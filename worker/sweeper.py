@@ -101,13 +101,13 @@ class OutboxSweeper:
             args=[_BATCH, self._retention_s, self._grace_ms, delivery_message_template()],
         )
         if expired:
-            log.info("sweeper expired %d jobs past their deadline", len(expired))
+            log.info("jobs expired past their deadline", extra={"jobs": len(expired)})
         due = self._sweep(
             keys=[keys.WEBHOOKS_DUE_KEY], args=[_BATCH, self._grace_ms, delivery_message_template()]
         )
         ids = [str(item) for item in due]
         if ids:
-            log.info("webhook sweeper queued %d due deliveries", len(ids))
+            log.info("due webhook deliveries queued", extra={"deliveries": len(ids)})
         return ids
 
     def start(self) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import setup_logging, worker_ready, worker_shutdown
 
+from producer.logs import configure_logging
 from producer.messages import DELIVER_TASK, GENERATE_TASK
+from producer.settings import get_settings
 from worker.app import app
 from worker.intake import accept_raw_job
+from worker.metrics import serve_metrics
 from worker.pipeline import RetryLaterError, run_job
 from worker.runtime import execution_owner, outbox_sweeper, services, webhook_sender
 
@@ -38,9 +41,16 @@ def deliver_webhook(delivery_id: str) -> dict[str, Any]:
     return webhook_sender().deliver(delivery_id).summary()
 
 
+@setup_logging.connect
+def _logging(**_: object) -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
 @worker_ready.connect
-def _start_sweeper(**_: object) -> None:
+def _start_sweeper_and_metrics(**_: object) -> None:
     outbox_sweeper().start()
+    serve_metrics(get_settings().worker_metrics_port)
 
 
 @worker_shutdown.connect

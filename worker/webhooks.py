@@ -29,6 +29,7 @@ from producer.jobs import JobRecord, JobStatus
 from producer.outbox import SigningSecrets
 from producer.settings import Settings
 from producer.ssrf import VettedTarget, WebhookUrlError, vet_webhook_url
+from worker import metrics
 from worker.results import ResultStore
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local log = redis.call('HGET', KEYS[1], 'log') or ''
 redis.call('HSET', KEYS[1], 'log', log .. ARGV[3] .. '\\n', 'lease_until_ms', 0)
 local outcome = ARGV[2]
+redis.call('HINCRBY', '{keys.STATS_KEY}', 'webhooks|' .. outcome, 1)
 if outcome == 'retry' then
   local due = now + tonumber(ARGV[4])
   redis.call('HSET', KEYS[1], 'state', 'pending', 'next_ms', due)
@@ -312,13 +314,15 @@ class WebhookSender:
                 round((delay_s or 0) * 1000),
             ],
         )
+        metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
         log.info(
-            "webhook %s delivery_id=%s attempt=%d status=%s%s",
-            outcome,
-            delivery_id,
-            attempt,
-            entry["status"],
-            f" error={error}" if error else "",
+            f"webhook {outcome}",
+            extra={
+                "delivery_id": delivery_id,
+                "attempt": attempt,
+                "status": entry["status"],
+                "error": error,
+            },
         )
         return DeliveryResult(delivery_id, outcome, response.status if response else None)
 

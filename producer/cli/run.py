@@ -1,4 +1,5 @@
-"""``imagegen worker | api``: start a service in this process (exec)."""
+"""``imagegen worker | api | flower``: start a service in this process (exec); ``imagegen
+health``: probe one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import os
 import sys
 from typing import NoReturn
 
+from producer.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNAVAILABLE, error
 from producer.client import Client
+from producer.health import answering_workers
 from producer.messages import QUEUES
 
 __all__ = ["register"]
@@ -22,6 +25,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     worker.add_argument("-n", "--hostname", help="worker name, e.g. worker-interactive@%%h")
     worker.add_argument("celery_args", nargs=argparse.REMAINDER)
     worker.set_defaults(handler=_worker)
+
+    flower = commands.add_parser("flower", help="run the Flower dashboard (needs a password)")
+    flower.add_argument("--address", default="127.0.0.1")
+    flower.add_argument("--port", type=int, default=5555)
+    flower.add_argument("--db", default=".imagegen/flower.db", help="persistent state file")
+    flower.set_defaults(handler=_flower)
+
+    health = commands.add_parser("health", help="exit 0 when the named part is alive")
+    parts = health.add_subparsers(dest="part", required=True, metavar="PART")
+    worker_health = parts.add_parser("worker", help="a worker answers a ping")
+    worker_health.add_argument(
+        "--destination", help="worker name, e.g. worker@host (default: any worker)"
+    )
+    worker_health.add_argument("--timeout", type=float, default=5.0)
+    health.set_defaults(handler=_health)
 
     api = commands.add_parser("api", help="serve the HTTP API (uvicorn)")
     api.add_argument("--host", default="127.0.0.1")
@@ -52,7 +70,46 @@ def _worker(client: Client, args: argparse.Namespace) -> NoReturn:
     if args.hostname:
         command += ["--hostname", args.hostname]
     command += [arg for arg in args.celery_args if arg != "--"]
-    os.execv(sys.executable, command)  # noqa: S606  (a fixed argv, replacing this process)
+    _exec(command)
+
+
+def _flower(client: Client, args: argparse.Namespace) -> int:
+    settings = client.settings
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "flower",
+        f"--address={args.address}",
+        f"--port={args.port}",
+        "--persistent=True",
+        f"--db={args.db}",
+        "--purge_offline_workers=600",
+    ]
+    if settings.flower_basic_auth:
+        command.append(f"--basic-auth={settings.flower_basic_auth}")
+    elif not settings.flower_allow_no_auth:
+        error(
+            "Flower needs IMAGEGEN_FLOWER_BASIC_AUTH=user:password (or, on a machine of "
+            "your own, IMAGEGEN_FLOWER_ALLOW_NO_AUTH=true)"
+        )
+        return EXIT_BAD_INPUT
+    return _exec(command)
+
+
+def _health(client: Client, args: argparse.Namespace) -> int:
+    names = answering_workers(client.settings.redis_url, args.destination, args.timeout)
+    if not names:
+        error(
+            f"no worker answered{f' as {args.destination}' if args.destination else ''} "
+            f"within {args.timeout:g} s"
+        )
+        return EXIT_UNAVAILABLE
+    for name in names:
+        print(f"{name} ok")
+    return EXIT_OK
 
 
 def _api(client: Client, args: argparse.Namespace) -> NoReturn:
@@ -70,4 +127,9 @@ def _api(client: Client, args: argparse.Namespace) -> NoReturn:
         str(args.workers),
         "--no-access-log",
     ]
-    os.execv(sys.executable, command)  # noqa: S606  (a fixed argv, replacing this process)
+    _exec(command)
+
+
+def _exec(command: list[str]) -> NoReturn:
+    """Become ``command`` (a fixed argv): signals then reach the service, not a wrapper."""
+    os.execv(command[0], command)  # noqa: S606

@@ -1,17 +1,38 @@
-"""docker-compose.yml and ops/Dockerfile, checked without a Docker engine."""
+"""docker-compose.yml, ops/Dockerfile, ops/k8s, Prometheus, Grafana and IAM files, checked
+without a Docker engine or a cluster: they parse, and every reference in them resolves."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import fakeredis
 import pytest
 import yaml
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+import worker.metrics  # noqa: F401  (registers the worker's metrics)
+from producer.metrics import FleetCollector
+from producer.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-PYTHON_SERVICES = {"emulator", "s3", "s3-bucket", "worker", "flower"}
-LONG_RUNNING = {"redis", "emulator", "s3", "worker", "flower"}
+OPS = ROOT / "ops"
+PYTHON_SERVICES = {
+    "emulator",
+    "s3",
+    "s3-bucket",
+    "api",
+    "worker-interactive",
+    "worker-webhooks",
+    "flower",
+}
+LONG_RUNNING = PYTHON_SERVICES - {"s3-bucket"} | {"redis", "prometheus", "grafana"}
+ON_CI = __import__("os").environ.get("CI", "").lower() == "true"
 
 
 @pytest.fixture(scope="module")
@@ -19,21 +40,53 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())  # type: ignore[no-any-return]
 
 
-def test_every_service_of_the_stack_is_there(compose: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def k8s() -> list[dict[str, Any]]:
+    documents = []
+    for path in sorted((OPS / "k8s").glob("*.yaml")):
+        documents += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return documents
+
+
+@pytest.fixture(scope="module")
+def metric_names() -> set[str]:
+    """Every sample name the API and the workers export."""
+    registry = CollectorRegistry()
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    redis = fakeredis.FakeRedis(decode_responses=True)
+    redis.hset(
+        "imagegen:stats",
+        mapping={"jobs|m|succeeded": 1, "images|m": 1, "retries|X": 1, "webhooks|delivered": 1},
+    )
+    registry.register(FleetCollector(redis, settings))
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    names = set()
+    for text in (generate_latest(registry), generate_latest(REGISTRY)):
+        for family in text_string_to_metric_families(text.decode()):
+            names |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
+    return names
+
+
+def referenced_metrics(expression: str) -> set[str]:
+    return set(re.findall(r"\bimagegen_[a-z0-9_]+", expression))
+
+
+# -- compose ----------------------------------------------------------------------------------
+
+
+def test_the_full_stack_is_in_compose(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == LONG_RUNNING | {"s3-bucket"}
 
 
 def test_python_services_share_one_image(compose: dict[str, Any]) -> None:
-    images = {compose["services"][name]["image"] for name in PYTHON_SERVICES}
-    assert images == {"bedrock-imagegen:local"}
-    builds = {compose["services"][name]["build"]["dockerfile"] for name in PYTHON_SERVICES}
-    assert builds == {"ops/Dockerfile"}
+    services = compose["services"]
+    assert {services[name]["image"] for name in PYTHON_SERVICES} == {"bedrock-imagegen:local"}
+    assert {services[name]["build"]["dockerfile"] for name in PYTHON_SERVICES} == {"ops/Dockerfile"}
 
 
 def test_long_running_services_have_healthchecks(compose: dict[str, Any]) -> None:
     for name in LONG_RUNNING:
-        check = compose["services"][name].get("healthcheck", {})
-        assert check.get("test"), f"{name} has no healthcheck"
+        assert compose["services"][name].get("healthcheck", {}).get("test"), name
 
 
 def test_dependencies_exist_and_wait_for_health(compose: dict[str, Any]) -> None:
@@ -45,31 +98,45 @@ def test_dependencies_exist_and_wait_for_health(compose: dict[str, Any]) -> None
                 "service_completed_successfully" if dependency == "s3-bucket" else "service_healthy"
             )
             assert rule["condition"] == expected, f"{name} -> {dependency}"
-            if expected == "service_healthy":
-                assert "healthcheck" in services[dependency]
-    assert set(services["worker"]["depends_on"]) == {"redis", "emulator", "s3-bucket"}
+    assert set(services["worker-interactive"]["depends_on"]) == {"redis", "emulator", "s3-bucket"}
+
+
+def test_workers_serve_their_queues_with_names(compose: dict[str, Any]) -> None:
+    commands = {
+        name: " ".join(compose["services"][name]["command"])
+        for name in ("worker-interactive", "worker-webhooks")
+    }
+    assert "-Q interactive,batch" in commands["worker-interactive"]
+    assert "-n worker-interactive@%h" in commands["worker-interactive"]
+    assert "-Q webhooks" in commands["worker-webhooks"]
+    grace = compose["services"]["worker-interactive"]["stop_grace_period"]
+    assert int(grace.rstrip("s")) > Settings(_env_file=None).task_time_limit_s  # type: ignore[call-arg]
 
 
 def test_redis_keeps_an_append_only_file(compose: dict[str, Any]) -> None:
     command = compose["services"]["redis"]["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
-    assert compose["services"]["redis"]["volumes"]
 
 
-def test_flower_requires_its_credentials(compose: dict[str, Any]) -> None:
-    command = " ".join(compose["services"]["flower"]["command"])
-    assert re.search(r"--basic-auth=\$\{FLOWER_BASIC_AUTH:\?", command)
+def test_secrets_are_required_not_defaulted(compose: dict[str, Any]) -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "${FLOWER_BASIC_AUTH:?" in text
+    assert "${GRAFANA_ADMIN_PASSWORD:?" in text
+    example = (ROOT / ".env.example").read_text()
+    assert "FLOWER_BASIC_AUTH=" in example
+    assert "GRAFANA_ADMIN_PASSWORD=" in example
 
 
-def test_workers_point_at_the_services_by_name(compose: dict[str, Any]) -> None:
-    env = compose["services"]["worker"]["environment"]
-    assert env["IMAGEGEN_REDIS_URL"] == "redis://redis:6379/0"
-    assert "emulator:4566" in env["IMAGEGEN_BEDROCK_ENDPOINT_URL"]
-    assert "s3:5000" in env["IMAGEGEN_S3_ENDPOINT_URL"]
+def test_mounted_ops_files_exist(compose: dict[str, Any]) -> None:
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), source
 
 
 def test_dockerfile_copies_what_exists() -> None:
-    dockerfile = (ROOT / "ops" / "Dockerfile").read_text()
+    dockerfile = (OPS / "Dockerfile").read_text()
     sources = [
         part
         for line in dockerfile.splitlines()
@@ -79,3 +146,143 @@ def test_dockerfile_copies_what_exists() -> None:
     assert sources
     for source in sources:
         assert (ROOT / source).exists(), f"COPY {source}: no such file"
+
+
+# -- kubernetes -------------------------------------------------------------------------------
+
+
+def by_kind(documents: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in documents if d["kind"] == kind}
+
+
+def test_k8s_has_the_deployments_keda_and_disruption_budgets(k8s: list[dict[str, Any]]) -> None:
+    deployments = by_kind(k8s, "Deployment")
+    assert set(deployments) == {
+        "imagegen-api",
+        "imagegen-worker",
+        "imagegen-webhooks",
+        "imagegen-flower",
+    }
+    scaled = by_kind(k8s, "ScaledObject")["imagegen-worker"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] in deployments
+    assert {t["metadata"]["listName"] for t in scaled["spec"]["triggers"]} == {
+        "interactive",
+        "batch",
+    }
+    for budget in by_kind(k8s, "PodDisruptionBudget").values():
+        labels = budget["spec"]["selector"]["matchLabels"]
+        assert any(
+            d["spec"]["template"]["metadata"]["labels"].items() >= labels.items()
+            for d in deployments.values()
+        ), budget["metadata"]["name"]
+
+
+def test_k8s_selectors_and_references_resolve(k8s: list[dict[str, Any]]) -> None:
+    deployments = by_kind(k8s, "Deployment")
+    config_maps = by_kind(k8s, "ConfigMap")
+    accounts = by_kind(k8s, "ServiceAccount")
+    for name, deployment in deployments.items():
+        template = deployment["spec"]["template"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= (
+            template["metadata"]["labels"].items()
+        ), name
+        assert template["spec"]["serviceAccountName"] in accounts
+        for container in template["spec"]["containers"]:
+            for source in container.get("envFrom", []):
+                assert source["configMapRef"]["name"] in config_maps
+    for service in by_kind(k8s, "Service").values():
+        selector = service["spec"]["selector"]
+        assert any(
+            d["spec"]["template"]["metadata"]["labels"].items() >= selector.items()
+            for d in deployments.values()
+        )
+
+
+def test_image_workers_get_a_grace_period_longer_than_a_job(k8s: list[dict[str, Any]]) -> None:
+    worker = by_kind(k8s, "Deployment")["imagegen-worker"]["spec"]["template"]["spec"]
+    limit_s = float(
+        by_kind(k8s, "ConfigMap")["imagegen-settings"]["data"]["IMAGEGEN_TASK_TIME_LIMIT_S"]
+    )
+    assert worker["terminationGracePeriodSeconds"] >= limit_s
+    probe = worker["containers"][0]["livenessProbe"]["exec"]["command"]
+    assert "imagegen health worker" in " ".join(probe)
+
+
+def test_k8s_settings_are_real_settings(k8s: list[dict[str, Any]]) -> None:
+    data = by_kind(k8s, "ConfigMap")["imagegen-settings"]["data"]
+    known = {f"IMAGEGEN_{name.upper()}" for name in Settings.model_fields}
+    assert set(data) <= known
+
+
+# -- prometheus, grafana, iam -----------------------------------------------------------------
+
+
+def test_alert_rules_pass_promtool_or_the_schema(metric_names: set[str]) -> None:
+    rules = yaml.safe_load((OPS / "prometheus" / "alerts.yml").read_text())
+    alerts = [rule for group in rules["groups"] for rule in group["rules"]]
+    names = {rule["alert"] for rule in alerts}
+    for expected in (
+        "Backlog",
+        "Throttle",
+        "DeadLetters",
+        "WebhooksExhausted",
+        "WorkerDown",
+        "SpendRate",
+    ):
+        assert any(expected in name for name in names), expected
+    for rule in alerts:
+        assert rule["expr"]
+        assert rule["labels"]["severity"] in {"page", "ticket"}
+        assert rule["annotations"]["summary"]
+        assert referenced_metrics(rule["expr"]) <= metric_names, rule["alert"]
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        return  # the schema checks above stand in for it
+    for args in (["check", "rules", "alerts.yml"], ["check", "config", "prometheus.yml"]):
+        done = subprocess.run(
+            [promtool, *args], cwd=OPS / "prometheus", capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_dashboard_graphs_metrics_that_exist(metric_names: set[str]) -> None:
+    dashboard = json.loads((OPS / "grafana" / "dashboard.json").read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    assert len(dashboard["panels"]) >= 8
+    used = set().union(*(referenced_metrics(e) for e in expressions))
+    assert used <= metric_names, used - metric_names
+    for needed in (
+        "imagegen_jobs_total",
+        "imagegen_queue_depth",
+        "imagegen_estimated_spend_usd_total",
+        "imagegen_rate_limit_effective_rpm",
+        "imagegen_webhook_deliveries_total",
+        "imagegen_worker_bedrock_latency_seconds_bucket",
+    ):
+        assert needed in used, needed
+    provisioning = OPS / "grafana" / "provisioning"
+    datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    uids = {d["uid"] for d in datasource["datasources"]}
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} <= uids
+
+
+def test_iam_policy_is_least_privilege() -> None:
+    policy = json.loads((OPS / "iam-policy.json").read_text())
+    actions: dict[str, list[str]] = {}
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        for action in (
+            [statement["Action"]] if isinstance(statement["Action"], str) else (statement["Action"])
+        ):
+            resources = statement["Resource"]
+            actions[action] = [resources] if isinstance(resources, str) else resources
+    assert set(actions) == {"bedrock:InvokeModel", "s3:PutObject", "s3:GetObject"}
+    assert all(":foundation-model/stability." in arn for arn in actions["bedrock:InvokeModel"])
+    for action in ("s3:PutObject", "s3:GetObject"):
+        assert all(arn.endswith("/images/*") for arn in actions[action])
+    assert "*" not in json.dumps(policy).replace("/images/*", "")
+
+
+def test_promtool_is_present_on_ci() -> None:
+    if ON_CI:
+        assert shutil.which("promtool"), ".ci/run installs Debian's prometheus for promtool"

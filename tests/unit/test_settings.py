@@ -43,6 +43,13 @@ def test_a_hard_limit_shorter_than_one_call_is_refused() -> None:
         make(bedrock_read_timeout_s=400)
 
 
+@pytest.mark.parametrize("auth", ["admin:short", "admin:change-me-to-a-long-password"])
+def test_flower_refuses_weak_or_example_passwords(auth: str) -> None:
+    with pytest.raises(ValidationError, match="flower_basic_auth"):
+        make(flower_basic_auth=auth)
+    assert make(flower_basic_auth="admin:a-long-random-password").flower_basic_auth
+
+
 def test_the_default_model_must_be_allowed() -> None:
     with pytest.raises(ValidationError, match="allowed_model_ids"):
         make(model_id="stability.sd3-5-large-v1:0")
@@ -66,5 +73,5 @@ def test_the_readme_documents_every_setting_with_its_default() -> None:
         documented = rows[name.upper()].strip()
         if value is None:
             assert documented == "(unset)", name
-        elif not isinstance(value, tuple):
+        elif not isinstance(value, tuple | dict):  # lists and maps are described in words
             assert documented == f"`{value}`", name

@@ -1,0 +1,39 @@
+"""Is a worker alive? A ping over Celery's remote control (Redis pub/sub), by worker name.
+
+Used by ``imagegen health worker`` (compose and Kubernetes probes) and by the local stack.
+"""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+
+__all__ = ["answering_workers", "worker_answers"]
+
+_PING_TIMEOUT_S = 0.5
+
+
+@lru_cache(maxsize=8)
+def _control_app(redis_url: str) -> Any:
+    app = Celery("imagegen-control", broker=redis_url)
+    app.conf.update(accept_content=["json"], broker_connection_retry_on_startup=True)
+    return app
+
+
+def answering_workers(
+    redis_url: str, destination: str | None = None, timeout_s: float = _PING_TIMEOUT_S
+) -> list[str]:
+    """Names of the workers that answered a ping (only ``destination`` when given)."""
+    replies = _control_app(redis_url).control.ping(
+        destination=[destination] if destination else None, timeout=timeout_s
+    )
+    return sorted(name for reply in replies or [] for name in reply)
+
+
+def worker_answers(redis_url: str, name: str) -> bool:
+    """True when the worker ``{name}@{this host}`` replies to a ping."""
+    destination = f"{name}@{socket.gethostname()}"
+    return destination in answering_workers(redis_url, destination)

@@ -1,0 +1,64 @@
+"""Prometheus metrics of one worker process, served on ``worker_metrics_port``.
+
+Fleet-wide figures (jobs by status, queue depth, spend, the shared rate) come from Redis and are
+served by the API's ``/metrics`` (``producer.metrics``); these are what one process saw.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+__all__ = [
+    "BEDROCK_CALLS",
+    "BEDROCK_LATENCY",
+    "JOBS_FINISHED",
+    "LIMITER_WAIT",
+    "RETRIES",
+    "WEBHOOK_DELIVERIES",
+    "serve_metrics",
+]
+
+log = logging.getLogger("imagegen.metrics")
+
+BEDROCK_LATENCY = Histogram(
+    "imagegen_worker_bedrock_latency_seconds",
+    "InvokeModel latency, successful calls",
+    ["model"],
+    buckets=(0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+)
+BEDROCK_CALLS = Counter(
+    "imagegen_worker_bedrock_calls_total",
+    "InvokeModel calls by outcome (image, filtered, or the error code)",
+    ["model", "outcome"],
+)
+LIMITER_WAIT = Histogram(
+    "imagegen_worker_limiter_wait_seconds",
+    "Time spent waiting for the shared quota",
+    ["model"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
+JOBS_FINISHED = Counter(
+    "imagegen_worker_jobs_total",
+    "Jobs this process took to a final status",
+    ["model", "status"],
+)
+RETRIES = Counter("imagegen_worker_retries_total", "Retries scheduled, by error code", ["code"])
+WEBHOOK_DELIVERIES = Counter(
+    "imagegen_worker_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome",
+    ["outcome"],
+)
+
+
+def serve_metrics(port: int) -> None:
+    """Serve /metrics on ``port`` (0: not at all); a port already taken is logged, not fatal."""
+    if not port:
+        return
+    try:
+        start_http_server(port)
+    except OSError as e:
+        log.warning("worker metrics not served", extra={"port": port, "error": str(e)})
+    else:
+        log.info("worker metrics served", extra={"port": port})

@@ -33,13 +33,19 @@ def prompt_facts(prompt: str) -> dict[str, Any]:
 
 
 def _facts(record: logging.LogRecord) -> dict[str, Any]:
-    return {
+    facts = {
         name: value
         for name, value in vars(record).items()
         if name not in _STANDARD
         and not name.startswith("_")
         and not any(word in name.lower() for word in _SECRET_WORDS)
     }
+    celery_task = facts.get("data")
+    if isinstance(celery_task, dict) and "kwargs" in celery_task:
+        # Celery logs a task's keyword arguments; a raw message carries its job (and prompt)
+        # there.
+        facts["data"] = {**celery_task, "kwargs": "(not logged)"}
+    return facts
 
 
 class JsonFormatter(logging.Formatter):

@@ -75,3 +75,29 @@ def test_the_readme_documents_every_setting_with_its_default() -> None:
             assert documented == "(unset)", name
         elif not isinstance(value, tuple | dict):  # lists and maps are described in words
             assert documented == f"`{value}`", name
+
+
+def test_logs_never_carry_a_prompt_or_a_secret() -> None:
+    import json
+    import logging
+
+    from producer.logs import JsonFormatter, prompt_facts
+
+    record = logging.makeLogRecord(
+        {
+            "msg": "job running",
+            "levelname": "INFO",
+            "job_id": "J1",
+            **prompt_facts("a very private prompt"),
+            "api_key": "igk_secret",
+            "authorization": "Bearer x",
+            "data": {"id": "J1", "kwargs": "{'job': {'request': {'prompt': 'a very private'}}}"},
+        }
+    )
+    line = JsonFormatter().format(record)
+    entry = json.loads(line)
+    assert entry["job_id"] == "J1"
+    assert entry["prompt_chars"] == len("a very private prompt")
+    assert "private" not in line
+    assert "igk_secret" not in line
+    assert "Bearer" not in line

@@ -31,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StackError as e:
         print(f"devstack: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # interrupted while starting: what had started is stopped
+        return 130
 
 
 def run_dev() -> int:
@@ -60,6 +62,8 @@ def run_dev() -> int:
             print(f"devstack: {', '.join(failed)} exited; stopping.", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
+            for sig in (signal.SIGINT, signal.SIGTERM):  # one stop is enough
+                signal.signal(sig, signal.SIG_IGN)
             print("\nStopping...", flush=True)
     return 0
 

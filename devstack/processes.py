@@ -9,10 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -142,9 +143,25 @@ class ProcessGroup:
                 _stop(child, sig, grace_s)
 
     def stop_all(self, grace_s: float = _STOP_GRACE_S) -> None:
-        for child in reversed(self._children):
-            _stop(child, signal.SIGTERM, grace_s)
-        self._children.clear()
+        """Stop every child, newest first. A second Ctrl-C or SIGTERM meanwhile is ignored, so
+        an impatient stop never leaves children behind."""
+        with _interrupts_ignored():
+            for child in reversed(self._children):
+                _stop(child, signal.SIGTERM, grace_s)
+            self._children.clear()
+
+
+@contextlib.contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _stop(child: _Child, sig: int, grace_s: float) -> None:

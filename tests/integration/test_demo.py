@@ -66,3 +66,51 @@ def test_demo_runs_twice_in_a_row(tmp_path: Path, real_redis_url: str) -> None:
         done = run_demo(tmp_path / f"out{run}", real_redis_url)
         assert done.returncode == 0, done.stdout + done.stderr
         check_outputs(tmp_path / f"out{run}", done.stdout)
+
+
+def test_make_dev_serves_the_stack_until_ctrl_c_and_then_stops_everything(
+    real_redis_url: str,
+) -> None:
+    import re
+    import signal
+    import time
+    import urllib.request
+
+    env = {**os.environ, "IMAGEGEN_REDIS_URL": real_redis_url}
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "dev"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert dev.stdout is not None
+    banner = []
+    deadline = time.monotonic() + 90
+    for line in dev.stdout:
+        banner.append(line)
+        if "Ctrl-C stops everything" in line or time.monotonic() > deadline:
+            break
+    text = "".join(banner)
+    api = re.search(r"api\s+(http://\S+)", text)
+    flower = re.search(r"flower\s+(http://\S+)", text)
+    assert api, text
+    assert flower, text
+    assert "export IMAGEGEN_REDIS_URL=" in text
+    assert re.search(r"Flower login: admin:\S{12,}", text)
+    with urllib.request.urlopen(api[1] + "/healthz", timeout=5) as response:
+        assert response.status == 200
+    dev.send_signal(signal.SIGINT)
+    assert dev.wait(timeout=60) == 0
+    rest = dev.stdout.read()
+    dev.stdout.close()
+    assert "Stopping" in rest
+    api_port = api[1].rsplit(":", 1)[1]
+    left = subprocess.run(
+        ["pgrep", "-f", f"uvicorn .*--port {api_port} "],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert left.stdout.strip() == "", "the API process outlived make dev"

@@ -31,17 +31,14 @@ from producer.api_support import (
     install_problem_handlers,
     parse_duration_s,
     parse_prefer_wait_s,
+    submission_problems,
 )
 from producer.apikeys import ApiKeys
 from producer.client import BatchStatus, Client
 from producer.contract import JobSpec, validation_errors
 from producer.errors import (
     FieldError,
-    IdempotencyConflictError,
-    InvalidRequestError,
-    JobConflictError,
     JobNotFoundError,
-    QueueFullError,
 )
 from producer.jobs import JobRecord, JobStatus
 from producer.logs import configure_logging
@@ -201,20 +198,10 @@ def create_app(  # noqa: PLR0915
             seconds = parse_duration_s(cancel_after, "Cancel-After")
             data["expires_at"] = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
         wait_s = parse_prefer_wait_s(prefer, settings.api_max_wait_s)
-        try:
+        with submission_problems("Invalid job", "the job was refused; see errors"):
             [submitted] = client.create_jobs(
                 [data], tenant=tenant_id, idempotency_key=idempotency_key
             )
-        except InvalidRequestError as e:
-            raise ProblemError(
-                422, "Invalid job", "the job was refused; see errors", list(e.errors)
-            ) from e
-        except (JobConflictError, IdempotencyConflictError) as e:
-            raise ProblemError(409, "Conflict", str(e)) from e
-        except QueueFullError as e:
-            raise ProblemError(
-                429, "Too many jobs waiting", str(e), headers={"Retry-After": str(e.retry_after_s)}
-            ) from e
         record = submitted.record
         if record.tenant != tenant_id:  # someone else's job id
             raise ProblemError(409, "Conflict", f"job id {record.job_id} is taken")
@@ -343,18 +330,8 @@ def create_app(  # noqa: PLR0915
         response: Response,
     ) -> BatchCreated:
         items = _batch_items(request_body, request.headers.get("content-type", ""))
-        try:
+        with submission_problems("Invalid batch", "no job was queued; see errors"):
             batch_id, records = client.submit_batch(items, tenant=tenant_id)
-        except InvalidRequestError as e:
-            raise ProblemError(
-                422, "Invalid batch", "no job was queued; see errors", list(e.errors)
-            ) from e
-        except QueueFullError as e:
-            raise ProblemError(
-                429, "Too many jobs waiting", str(e), headers={"Retry-After": str(e.retry_after_s)}
-            ) from e
-        except (JobConflictError, IdempotencyConflictError) as e:
-            raise ProblemError(409, "Conflict", str(e)) from e
         response.headers["Location"] = f"/v1/batches/{batch_id}"
         return BatchCreated(
             batch_id=batch_id,

@@ -4,7 +4,8 @@ on repeated bad keys, a body-size limit, and header parsing."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -16,7 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer import keys
 from producer.apikeys import ApiKeys
-from producer.errors import FieldError
+from producer.errors import (
+    FieldError,
+    IdempotencyConflictError,
+    InvalidRequestError,
+    JobConflictError,
+    QueueFullError,
+)
 from producer.settings import Settings
 
 if TYPE_CHECKING:
@@ -31,6 +38,7 @@ __all__ = [
     "install_problem_handlers",
     "parse_duration_s",
     "parse_prefer_wait_s",
+    "submission_problems",
 ]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -194,6 +202,21 @@ def authenticate_client(
             401, "Unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="imagegen"'}
         )
     return found.tenant
+
+
+@contextmanager
+def submission_problems(invalid_title: str, invalid_detail: str) -> Iterator[None]:
+    """Submitting errors as problems: 422 invalid, 409 conflict, 429 queue full."""
+    try:
+        yield
+    except InvalidRequestError as e:
+        raise ProblemError(422, invalid_title, invalid_detail, list(e.errors)) from e
+    except (JobConflictError, IdempotencyConflictError) as e:
+        raise ProblemError(409, "Conflict", str(e)) from e
+    except QueueFullError as e:
+        raise ProblemError(
+            429, "Too many jobs waiting", str(e), headers={"Retry-After": str(e.retry_after_s)}
+        ) from e
 
 
 def parse_duration_s(text: str, header: str) -> float:

@@ -3,6 +3,7 @@
 ``JOB_LUA`` defines:
 
 - ``now_ms()``: the Redis server's clock.
+- ``held_by(job_key, owner)``: the job is running under this lease owner.
 - ``announce(job_id, status)``: one message on ``imagegen:events``.
 - ``add_delivery(job_key, job_id, event, now, grace_ms, retention, template)``: when the job has
   a webhook for ``event``, write the delivery record, put it in the outbox
@@ -36,6 +37,11 @@ local terminal = {_TERMINAL_SET}
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function held_by(job_key, owner)
+  return redis.call('HGET', job_key, 'status') == 'running'
+     and redis.call('HGET', job_key, 'lease_owner') == owner
 end
 
 local function announce(job_id, status)

@@ -66,10 +66,7 @@ return {'claimed', attempts}
 _RELEASE_LUA = (
     JOB_LUA
     + """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running'
-   or redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then
-  return 0
-end
+if not held_by(KEYS[1], ARGV[1]) then return 0 end
 local log = redis.call('HGET', KEYS[1], 'attempt_log') or ''
 redis.call('HSET', KEYS[1], 'lease_owner', '', 'lease_until_ms', 0,
            'attempt_log', log .. ARGV[2] .. '\\n',
@@ -85,10 +82,7 @@ return 1
 _DEFER_LUA = (
     JOB_LUA
     + """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running'
-   or redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then
-  return 0
-end
+if not held_by(KEYS[1], ARGV[1]) then return 0 end
 redis.call('HINCRBY', KEYS[1], 'attempts', -1)
 redis.call('HSET', KEYS[1], 'lease_owner', '', 'lease_until_ms', 0,
            'next_attempt_ms', now_ms() + tonumber(ARGV[2]))

@@ -15,6 +15,9 @@ from producer.messages import QUEUES
 
 __all__ = ["register"]
 
+# The Celery command line, pointed at our app (the producer names it, never imports it).
+_CELERY = (sys.executable, "-m", "celery", "-A", "worker.app")
+
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = commands.add_parser(
@@ -51,11 +54,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _worker(client: Client, args: argparse.Namespace) -> NoReturn:
     settings = client.settings
     command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.app",
+        *_CELERY,
         "worker",
         "--queues",
         args.queues,
@@ -76,11 +75,7 @@ def _worker(client: Client, args: argparse.Namespace) -> NoReturn:
 def _flower(client: Client, args: argparse.Namespace) -> int:
     settings = client.settings
     command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.app",
+        *_CELERY,
         "flower",
         f"--address={args.address}",
         f"--port={args.port}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -69,7 +70,6 @@ def run_dev() -> int:
 
 
 def _port_free(port: int) -> bool:
-    import socket  # noqa: PLC0415
 
     with socket.socket() as s:
         try:

@@ -36,10 +36,7 @@ from producer.api_support import (
 from producer.apikeys import ApiKeys
 from producer.client import BatchStatus, Client
 from producer.contract import JobSpec, validation_errors
-from producer.errors import (
-    FieldError,
-    JobNotFoundError,
-)
+from producer.errors import FieldError, JobNotFoundError, JobTimeoutError
 from producer.jobs import JobRecord, JobStatus
 from producer.logs import configure_logging
 from producer.messages import JOB_QUEUES
@@ -459,9 +456,10 @@ def _batch_items(body: bytes, content_type: str) -> list[dict[str, Any]]:
 
 
 def _wait_quietly(client: Client, record: JobRecord, wait_s: float) -> JobRecord:
+    """The job after up to ``wait_s`` (Prefer: wait); as it was when it is not final by then."""
     try:
         return client.wait(record.job_id, wait_s)
-    except Exception:
+    except (JobTimeoutError, JobNotFoundError):
         return record
 
 

@@ -120,3 +120,22 @@ def test_job_ids_sort_by_submission_time(client: Client) -> None:
     time.sleep(0.002)
     second = client.submit("b").job_id
     assert first < second
+
+
+def test_a_tenant_default_webhook_applies_unless_the_job_names_one(
+    settings: Settings, redis: Any
+) -> None:
+    client = Client(
+        settings.model_copy(update={"webhook_default_url": "https://8.8.8.8/all"}),
+        redis_client=redis,
+    )
+    client.set_tenant_webhook("acme", "https://8.8.4.4/acme")
+    assert client.tenant_webhook("acme") == "https://8.8.4.4/acme"
+    assert client.submit("a", tenant="acme").webhook_url == "https://8.8.4.4/acme"
+    assert client.submit("a", tenant="globex").webhook_url == "https://8.8.8.8/all"
+    own = client.submit("a", tenant="acme", webhook_url="https://1.1.1.1/mine")
+    assert own.webhook_url == "https://1.1.1.1/mine"
+    with pytest.raises(InvalidRequestError, match="webhook_url"):
+        client.set_tenant_webhook("acme", "https://169.254.169.254/latest")
+    client.set_tenant_webhook("acme", None)
+    assert client.tenant_webhook("acme") is None

@@ -25,6 +25,7 @@ from botocore.exceptions import (
 
 from producer.settings import Settings
 from worker.errors import BedrockCallError, InvalidModelOutputError
+from worker.retry import retry_after_s
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
@@ -104,17 +105,11 @@ def _from_client_error(error: ClientError) -> BedrockCallError:
     details = error.response.get("Error", {})
     metadata = error.response.get("ResponseMetadata", {})
     headers = metadata.get("HTTPHeaders", {})
-    retry_after_s = None
-    if "retry-after" in headers:
-        try:
-            retry_after_s = max(0.0, float(headers["retry-after"]))
-        except ValueError:
-            retry_after_s = None
     return BedrockCallError(
         details.get("Code", "Unknown"),
         details.get("Message", str(error))[:_MAX_ERROR_MESSAGE_CHARS],
         http_status=metadata.get("HTTPStatusCode"),
-        retry_after_s=retry_after_s,
+        retry_after_s=retry_after_s(headers.get("retry-after")),
     )
 
 

@@ -8,13 +8,15 @@ random time in ``[0, min(cap, base * 2 ** (n - 1))]``; an explicit hint from the
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
 from producer.settings import Settings
 from worker.errors import JobError
 
-__all__ = ["Decision", "Disposition", "RetryPolicy", "disposition_of"]
+__all__ = ["Decision", "Disposition", "RetryPolicy", "disposition_of", "retry_after_s"]
 
 
 class Disposition(StrEnum):
@@ -57,6 +59,20 @@ def disposition_of(error: JobError) -> Disposition:
     if status is not None and (status >= _SERVER_ERROR_MIN or status == _TOO_MANY_REQUESTS):
         return Disposition.RETRY
     return Disposition.FAIL
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (a number or an HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)

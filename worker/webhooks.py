@@ -18,7 +18,6 @@ import ssl
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 import urllib3
@@ -31,6 +30,7 @@ from producer.settings import Settings
 from producer.ssrf import VettedTarget, WebhookUrlError, vet_webhook_url
 from worker import metrics
 from worker.results import ResultStore
+from worker.retry import retry_after_s
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -263,7 +263,7 @@ class WebhookSender:
             response.status,
             _elapsed_ms(started),
             excerpt,
-            _retry_after_s(response.headers.get("retry-after")),
+            retry_after_s(response.headers.get("retry-after")),
             None,
         )
 
@@ -337,19 +337,6 @@ def _read_capped(response: Any, max_bytes: int, deadline: float) -> str:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks).decode("utf-8", errors="replace")
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 def _describe(error: Exception) -> str:

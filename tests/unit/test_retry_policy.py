@@ -55,3 +55,17 @@ def test_a_retry_hint_is_a_floor_but_never_beyond_the_cap() -> None:
     assert all(POLICY.decide(error, 1).delay_s >= 3.0 for _ in range(50))
     huge = BedrockCallError("ThrottlingException", "x", http_status=429, retry_after_s=999.0)
     assert POLICY.decide(huge, 1).delay_s == 8.0
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    from email.utils import formatdate
+
+    from worker.retry import retry_after_s
+
+    assert retry_after_s("7") == 7.0
+    assert retry_after_s("-3") == 0.0
+    in_a_minute = retry_after_s(formatdate(__import__("time").time() + 60, usegmt=True))
+    assert in_a_minute is not None
+    assert 55 <= in_a_minute <= 61
+    assert retry_after_s("soon") is None
+    assert retry_after_s(None) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import socket
 import sys
@@ -45,11 +46,13 @@ def run_dev() -> int:
         print("\nUp:")
         for name, url in stack.urls.items():
             print(f"  {name:<8} {url}")
+        print(f"  docs     {stack.urls['api']}/docs")
+        print(f"  metrics  {stack.urls['api']}/metrics")
         print(f"  Flower login: {stack.flower_auth}")
         print(f"  logs     {stack.processes.log_dir}")
         print("\nTo use it from another shell:")
         for name, value in stack.exports().items():
-            print(f"  export {name}={value}")
+            print(f"  export {name}={shlex.quote(value)}")
         print('  .venv/bin/imagegen submit "a lighthouse at dawn" --wait --output lighthouse.png')
         print("  KEY=$(.venv/bin/imagegen keys create --tenant me)   # then, for the HTTP API:")
         print(

@@ -10,8 +10,8 @@ from typing import Any
 
 from devstack.receiver import Receiver
 from devstack.stack import Stack, StackOptions
+from imagegen.records import JobRecord, JobStatus
 from producer.client import Client
-from producer.jobs import JobRecord, JobStatus
 from producer.tables import format_table
 from producer.webhooks import WebhookVerificationError, verify
 

@@ -26,8 +26,9 @@ from devstack.processes import (
     redis_answers,
     redis_server_binary,
 )
-from producer.health import worker_answers
-from producer.settings import Settings
+from imagegen.health import worker_answers
+from imagegen.launcher import api_launch, flower_launch, worker_launch
+from imagegen.settings import Settings
 
 __all__ = ["Stack", "StackOptions"]
 
@@ -243,28 +244,18 @@ class Stack:
         """Start one worker process and wait until it answers a ping."""
         env = {**self.env, **(extra_env or {})}
 
+        launch = worker_launch(
+            pool="threads",
+            concurrency=self.options.worker_concurrency,
+            loglevel="INFO",
+            queues=queues.split(","),
+            hostname=f"{name}@%h",
+            extra_args=["--without-mingle", "--without-gossip", *extra_args],
+        )
+        env = {**env, **launch.env}
         self.processes.spawn(
             name,
-            python_module(
-                "celery",
-                "-A",
-                "worker.app",
-                "worker",
-                "--queues",
-                queues,
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(self.options.worker_concurrency),
-                "--hostname",
-                f"{name}@%h",
-                "--loglevel",
-                "INFO",
-                "--events",
-                "--without-mingle",
-                "--without-gossip",
-                *extra_args,
-            ),
+            launch.argv,
             env=env,
             ready=lambda: worker_answers(env["IMAGEGEN_REDIS_URL"], name),
             timeout_s=60,
@@ -276,16 +267,7 @@ class Stack:
         url = f"http://{HOST}:{port}"
         self.processes.spawn(
             "api",
-            python_module(
-                "uvicorn",
-                "producer.api:app_from_env",
-                "--factory",
-                "--host",
-                HOST,
-                "--port",
-                str(port),
-                "--no-access-log",
-            ),
+            api_launch(host=HOST, port=port).argv,
             env={**self.env, **(extra_env or {})},
             ready=lambda: http_ok(url + "/healthz"),
             timeout_s=60,
@@ -298,16 +280,13 @@ class Stack:
         port = port or free_port()
         url = f"http://{HOST}:{port}"
         auth = self.options.flower_basic_auth or f"admin:{secrets.token_urlsafe(12)}"
+        launch = flower_launch(
+            address=HOST, port=port, db=str(self.run_dir / "flower.db"), basic_auth=auth
+        )
         self.processes.spawn(
             "flower",
-            python_module(
-                "producer.cli",
-                "flower",
-                f"--address={HOST}",
-                f"--port={port}",
-                f"--db={self.run_dir / 'flower.db'}",
-            ),
-            env={**self.env, "IMAGEGEN_FLOWER_BASIC_AUTH": auth},
+            launch.argv,
+            env={**self.env, **launch.env},
             ready=lambda: http_ok(url + "/healthcheck"),
             timeout_s=60,
         )

@@ -5,9 +5,8 @@ This package never imports ``worker``: it writes job records and sends tasks by 
 
 from __future__ import annotations
 
-from producer.client import BatchStatus, Client, Submitted
-from producer.contract import GenerationRequest, JobSpec, Priority
-from producer.errors import (
+from imagegen.contract import GenerationRequest, JobSpec, Priority
+from imagegen.errors import (
     FieldError,
     IdempotencyConflictError,
     ImagegenError,
@@ -17,9 +16,11 @@ from producer.errors import (
     JobTimeoutError,
     QueueFullError,
 )
-from producer.jobs import JobRecord, JobStatus
-from producer.settings import Settings, get_settings
-from producer.store import CancelOutcome, JobPage
+from imagegen.records import JobRecord, JobStatus
+from imagegen.settings import Settings, get_settings
+from imagegen.store.job_reads import JobPage
+from imagegen.store.jobs import CancelOutcome
+from producer.client import BatchStatus, Client, Submitted
 from producer.webhooks import WebhookVerificationError, verify
 
 __all__ = [

@@ -10,14 +10,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import redis
 from pydantic import BaseModel
 
-from producer import keys
-from producer.apikeys import ApiKeys
-from producer.contract import GenerationRequest, JobSpec, Priority
-from producer.dlq import DeadLetters
-from producer.errors import (
+from imagegen.contract import GenerationRequest, JobSpec, Priority
+from imagegen.errors import (
     FieldError,
     IdempotencyConflictError,
     ImagegenError,
@@ -26,13 +22,17 @@ from producer.errors import (
     JobNotFoundError,
     QueueFullError,
 )
-from producer.ids import new_job_id
-from producer.jobs import JobRecord, JobStatus, ms_to_datetime
-from producer.outbox import Deliveries, SigningSecrets
-from producer.quota import QuotaStatus, read_quota
-from producer.s3 import make_s3_client
-from producer.settings import Settings, get_settings
-from producer.store import CancelOutcome, CreateOutcome, JobPage, JobStore, NewJob
+from imagegen.ids import new_job_id
+from imagegen.records import JobRecord, JobStatus, NewJob, ms_to_datetime
+from imagegen.redis.connection import connect
+from imagegen.s3 import make_s3_client
+from imagegen.settings import Settings, get_settings
+from imagegen.ssrf import WebhookUrlError, vet_webhook_url
+from imagegen.store.deliveries import Deliveries, SigningSecrets
+from imagegen.store.job_reads import JobPage, JobReads
+from imagegen.store.jobs import CancelOutcome, CreateOutcome, JobStore
+from imagegen.store.quota import QuotaStatus, QuotaStore
+from imagegen.store.tenants import ApiKeys, Tenants
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -41,6 +41,9 @@ __all__ = ["BatchStatus", "Client", "Submitted"]
 
 DEFAULT_WAIT_S = 300.0
 RequestLike = GenerationRequest | Mapping[str, Any] | str
+# What submit, submit_many and submit_batch take for one job: a prompt, a request, or a whole
+# job (a JobSpec, or a mapping with a "request" key and the envelope fields beside it).
+JobLike = JobSpec | RequestLike
 
 
 class Client:
@@ -54,16 +57,16 @@ class Client:
 
     def __init__(self, settings: Settings | None = None, *, redis_client: Any = None) -> None:
         self.settings = settings or get_settings()
-        self._redis = redis_client or redis.Redis.from_url(
-            self.settings.redis_url, decode_responses=True
-        )
-        self._store = JobStore(
+        self._redis = redis_client or connect(self.settings)
+        self.jobs = JobStore(
             self._redis, self.settings.job_retention_s, self.settings.webhook_handoff_grace_s
         )
-        self.dead_letters = DeadLetters(self._redis, self.settings.job_retention_s)
+        self.reads = JobReads(self._redis)
         self.webhook_deliveries = Deliveries(self._redis)
         self.signing_secrets = SigningSecrets(self._redis, self.settings.webhook_secret_overlap_s)
         self.api_keys = ApiKeys(self._redis)
+        self.tenants = Tenants(self._redis)
+        self.quota_store = QuotaStore(self._redis, self.settings)
         self._s3: S3Client | None = None
 
     def close(self) -> None:
@@ -111,29 +114,38 @@ class Client:
 
     def submit(
         self,
-        request: RequestLike,
+        request: JobLike,
         *,
         tenant: str | None = None,
         idempotency_key: str | None = None,
         **options: Any,
     ) -> JobRecord:
-        """Validate, store and enqueue one job.
+        """Validate, store and enqueue one job: a prompt, a request (with the envelope as
+        keywords), or a whole job as ``submit_many`` takes it.
 
         Resubmitting a job id, or an ``idempotency_key`` with the same request within 24 h,
         returns the stored job instead of a new one."""
-        spec = self.spec(request, **options)
+        whole_job = isinstance(request, Mapping) and "request" in request
+        if options and whole_job:
+            msg = "a whole job (with a request key) takes no further keywords"
+            raise TypeError(msg)
+        spec = (
+            self.spec(request, **options)
+            if options and not isinstance(request, JobSpec)
+            else self._as_spec(request)
+        )
         [submitted] = self.create_jobs([spec], tenant=tenant, idempotency_key=idempotency_key)
         return submitted.record
 
     def submit_many(
-        self, specs: Iterable[JobSpec | Mapping[str, Any]], *, tenant: str | None = None
+        self, specs: Iterable[JobLike], *, tenant: str | None = None
     ) -> list[JobRecord]:
         """Validate every job first (nothing is queued if one is bad), then store and enqueue
         them all in one pipelined round trip."""
         return [s.record for s in self.create_jobs(specs, tenant=tenant)]
 
     def submit_batch(
-        self, specs: Iterable[JobSpec | Mapping[str, Any]], *, tenant: str | None = None
+        self, specs: Iterable[JobLike], *, tenant: str | None = None
     ) -> tuple[str, list[JobRecord]]:
         """Submit jobs as one batch (priority ``batch`` unless a job says otherwise); returns
         the batch id and the jobs."""
@@ -151,20 +163,21 @@ class Client:
         ]
         batch_id = new_job_id()
         submitted = self.create_jobs(parsed, tenant=tenant, batch_id=batch_id)
-        self._store.create_batch(batch_id, tenant, len(parsed), int(time.time() * 1000))
         return batch_id, [s.record for s in submitted]
 
     def create_jobs(
         self,
-        specs: Iterable[JobSpec | Mapping[str, Any]],
+        specs: Iterable[JobLike],
         *,
         tenant: str | None = None,
         batch_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> list[Submitted]:
-        """The one way jobs are created: validate all, check the queue caps, store and enqueue
-        in one round trip. Each result says whether the job is new."""
-        parsed = [self._with_default_webhook(self._as_spec(item), tenant) for item in specs]
+        """The one way jobs are created: validate all, vet each distinct webhook URL once, check
+        the queue caps, store and enqueue in one round trip (with ``batch_id``, one transaction
+        that also writes the batch). Each result says whether the job is new."""
+        parsed = self._with_default_webhook([self._as_spec(item) for item in specs], tenant)
+        self._vet_webhooks(parsed)
         if idempotency_key is not None and len(parsed) != 1:
             msg = "an idempotency key covers exactly one job"
             raise ValueError(msg)
@@ -182,47 +195,53 @@ class Client:
             )
             for spec in parsed
         ]
+        batch = (batch_id, now_ms) if batch_id is not None else None
         results = []
-        for job, (outcome, detail) in zip(jobs, self._store.create(jobs), strict=True):
+        for job, (outcome, detail) in zip(jobs, self.jobs.create(jobs, batch=batch), strict=True):
             if outcome is CreateOutcome.CREATED:
-                results.append(Submitted(_queued_record(job), created=True))
+                results.append(Submitted(job.queued_record(), created=True))
             elif outcome is CreateOutcome.EXISTS:
                 results.append(Submitted(self._existing(job), created=False))
             else:
                 request_sha256, first_job_id = detail.split(" ", 1)
                 if request_sha256 != job.request_sha256:
                     raise IdempotencyConflictError(str(idempotency_key), first_job_id)
-                results.append(Submitted(self._store.get(first_job_id), created=False))
+                results.append(Submitted(self.reads.get(first_job_id), created=False))
         return results
 
     def cancel(self, job_id: str) -> CancelOutcome:
         """Cancel a job: a queued one ends ``canceled`` now; a running one stops before its
         Bedrock call or its upload. ``TERMINAL`` when it had already ended."""
-        outcome = self._store.cancel(job_id)
+        outcome = self.jobs.cancel(job_id)
         if outcome is CancelOutcome.MISSING:
             raise JobNotFoundError(job_id)
         return outcome
 
     def tenant_webhook(self, tenant: str) -> str | None:
-        url = self._redis.hget(keys.tenant_key(tenant), "webhook_url")
-        return str(url) if url else None
+        return self.tenants.webhook_url(tenant)
 
     def set_tenant_webhook(self, tenant: str, url: str | None) -> None:
-        """A tenant's default webhook endpoint (None removes it)."""
-        if url is None:
-            self._redis.hdel(keys.tenant_key(tenant), "webhook_url")
-            return
-        self._parse({"request": {"prompt": "-"}, "webhook_url": url})  # vetted like a job's
-        self._redis.hset(keys.tenant_key(tenant), "webhook_url", url)
+        """A tenant's default webhook endpoint (None removes it); vetted like a job's."""
+        if url is not None:
+            self._vet_webhooks([self._parse({"request": {"prompt": "-"}, "webhook_url": url})])
+        self.tenants.set_webhook_url(tenant, url)
+
+    def replay(self, job_ids: Iterable[str]) -> list[str]:
+        """Queue failed jobs from the dead-letter set again; returns those replayed."""
+        return self.jobs.replay(job_ids)
+
+    def dead_letters(self, limit: int = 1000) -> list[JobRecord]:
+        """Failed jobs, oldest failure first."""
+        return self.jobs.dead_letters(limit)
 
     # -- reading -----------------------------------------------------------------------------
 
     def get(self, job_id: str) -> JobRecord:
         """The job's record; raises ``JobNotFoundError``."""
-        return self._store.get(job_id)
+        return self.reads.get(job_id)
 
     def get_many(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
-        return self._store.get_many(job_ids)
+        return self.reads.get_many(job_ids)
 
     def list_jobs(
         self,
@@ -234,34 +253,33 @@ class Client:
         limit: int = 50,
     ) -> JobPage:
         """A page of jobs, newest first: a tenant's (or, without one, everybody's)."""
-        return self._store.list(
+        return self.reads.page(
             tenant=tenant, status=status, batch_id=batch_id, cursor=cursor, limit=limit
         )
 
     def batch(self, batch_id: str) -> BatchStatus:
         """How far a batch got: counts by status and its job ids."""
-        found = self._store.batch(batch_id)
+        found = self.reads.batch(batch_id)
         if found is None:
             raise JobNotFoundError(batch_id)
-        fields, job_ids = found
-        counts = Counter(status or "expired" for status in self._store.statuses(job_ids))
+        counts = Counter(status or "expired" for status in self.reads.statuses(found.job_ids))
         return BatchStatus(
             batch_id=batch_id,
-            tenant=fields.get("tenant") or None,
-            created_at=ms_to_datetime(int(fields["created_ms"])),
-            size=len(job_ids),
+            tenant=found.tenant,
+            created_at=ms_to_datetime(found.created_ms),
+            size=len(found.job_ids),
             counts=dict(sorted(counts.items())),
-            job_ids=job_ids,
+            job_ids=found.job_ids,
         )
 
     def wait(self, job_id: str, timeout_s: float = DEFAULT_WAIT_S) -> JobRecord:
         """Block until the job is final; raises ``JobTimeoutError`` after ``timeout_s``."""
-        return self._store.wait(job_id, timeout_s)
+        return self.reads.wait(job_id, timeout_s)
 
     def quota(self, model_ids: Iterable[str] | None = None) -> list[QuotaStatus]:
         """The shared Bedrock quota of each model (default: every allowed model)."""
         return [
-            read_quota(self._redis, self.settings, model_id)
+            self.quota_store.status(model_id)
             for model_id in (model_ids or self.settings.allowed_model_ids)
         ]
 
@@ -278,22 +296,56 @@ class Client:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _as_spec(self, item: JobSpec | Mapping[str, Any]) -> JobSpec:
-        return item if isinstance(item, JobSpec) else self._parse(dict(item))
+    def _as_spec(self, item: JobLike) -> JobSpec:
+        if isinstance(item, JobSpec):
+            return item
+        if isinstance(item, Mapping) and "request" in item:
+            return self._parse(dict(item))
+        return self.spec(item)
 
-    def _with_default_webhook(self, spec: JobSpec, tenant: str | None) -> JobSpec:
-        if spec.webhook_url:
-            return spec
-        url = self._redis.hget(keys.tenant_key(tenant), "webhook_url") if tenant else None
-        url = url or self.settings.webhook_default_url
+    def _with_default_webhook(self, specs: list[JobSpec], tenant: str | None) -> list[JobSpec]:
+        if all(spec.webhook_url for spec in specs):
+            return specs
+        url = (self.tenants.webhook_url(tenant) if tenant else None) or (
+            self.settings.webhook_default_url
+        )
         if not url:
-            return spec
-        return self._parse({**spec.model_dump(exclude_unset=True), "webhook_url": url})
+            return specs
+        return [
+            spec
+            if spec.webhook_url
+            else self._parse({**spec.model_dump(exclude_unset=True), "webhook_url": url})
+            for spec in specs
+        ]
+
+    def _vet_webhooks(self, specs: list[JobSpec]) -> None:
+        """Resolve and check each distinct webhook URL once; name every job that uses a
+        refused one."""
+        settings = self.settings
+        refused: dict[str, str] = {}
+        for url in {spec.webhook_url for spec in specs if spec.webhook_url}:
+            try:
+                vet_webhook_url(
+                    url,
+                    allow_http=settings.webhook_allow_http,
+                    allowed_hosts=settings.webhook_allowed_hosts,
+                )
+            except WebhookUrlError as e:
+                refused[url] = str(e)
+        if not refused:
+            return
+        raise InvalidRequestError(
+            [
+                FieldError(_job_field(index, len(specs), "webhook_url"), refused[spec.webhook_url])
+                for index, spec in enumerate(specs)
+                if spec.webhook_url in refused
+            ]
+        )
 
     def _check_room(self, tenant: str | None, adding: int) -> None:
         """Refuse work the queue cannot take soon (QueueFullError with a Retry-After)."""
         settings = self.settings
-        total, own = self._store.queued_counts(tenant)
+        total, own = self.reads.queued_counts(tenant)
         rate_per_s = max(settings.limit_for(settings.model_id).rpm / 60, 1.0)
         for scope, queued, limit in (
             ("the service", total, settings.max_queued_total),
@@ -306,17 +358,10 @@ class Client:
                 raise QueueFullError(scope, queued, limit, retry_after_s)
 
     def _parse(self, data: Any) -> JobSpec:
-        settings = self.settings
-        return JobSpec.parse(
-            data,
-            allowed_model_ids=settings.allowed_model_ids,
-            metadata_max_bytes=settings.metadata_max_bytes,
-            webhook_allow_http=settings.webhook_allow_http,
-            webhook_allowed_hosts=settings.webhook_allowed_hosts,
-        )
+        return JobSpec.parse(data, **self.settings.contract_context())
 
     def _existing(self, job: NewJob) -> JobRecord:
-        record = self._store.get(job.job_id)
+        record = self.reads.get(job.job_id)
         same = (
             record.request == job.spec.request
             and record.model_id == job.model_id
@@ -343,18 +388,6 @@ class BatchStatus(BaseModel):
     job_ids: list[str]
 
 
-def _queued_record(job: NewJob) -> JobRecord:
-    return JobRecord(
-        job_id=job.job_id,
-        status=JobStatus.QUEUED,
-        model_id=job.model_id,
-        priority=job.spec.priority,
-        request=job.spec.request,
-        metadata=job.spec.metadata,
-        created_at=ms_to_datetime(job.created_ms),
-        webhook_url=job.spec.webhook_url,
-        webhook_events=list(job.spec.events) if job.spec.webhook_url else [],
-        expires_at=job.spec.expires_at,
-        tenant=job.tenant,
-        batch_id=job.batch_id,
-    )
+def _job_field(index: int, jobs: int, field: str) -> str:
+    """A field's name in an error: ``{index}.{field}`` when several jobs were submitted."""
+    return f"{index}.{field}" if jobs > 1 else field

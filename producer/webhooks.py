@@ -21,80 +21,19 @@ from __future__ import annotations
 
 import binascii
 import hmac
-import json
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from standardwebhooks.webhooks import Webhook
 
-from producer.errors import ImagegenError
+from imagegen.errors import WebhookVerificationError
+from imagegen.text import parse_json_object
 
-__all__ = [
-    "DEFAULT_EVENTS",
-    "EVENT_TYPES",
-    "DeliveryAttempt",
-    "EventType",
-    "WebhookDelivery",
-    "WebhookVerificationError",
-    "verify",
-]
+__all__ = ["DEFAULT_TOLERANCE_S", "WebhookVerificationError", "verify"]
 
-EventType = Literal[
-    "job.started", "job.succeeded", "job.failed", "job.filtered", "job.canceled", "job.expired"
-]
-EVENT_TYPES: tuple[str, ...] = (
-    "job.started",
-    "job.succeeded",
-    "job.failed",
-    "job.filtered",
-    "job.canceled",
-    "job.expired",
-)
-DEFAULT_EVENTS: tuple[str, ...] = (
-    "job.succeeded",
-    "job.failed",
-    "job.filtered",
-    "job.canceled",
-    "job.expired",
-)
 DEFAULT_TOLERANCE_S = 300
-
-
-class WebhookVerificationError(ImagegenError):
-    """A webhook did not verify: missing header, stale timestamp or no matching signature."""
-
-
-class DeliveryAttempt(BaseModel):
-    """One try at delivering a webhook."""
-
-    model_config = ConfigDict(frozen=True)
-
-    attempt: int
-    at: datetime
-    status: int | None = None
-    latency_ms: int | None = None
-    error: str | None = None
-    retry_in_s: float | None = None
-
-
-class WebhookDelivery(BaseModel):
-    """One event of one job, on its way to one endpoint."""
-
-    model_config = ConfigDict(frozen=True)
-
-    delivery_id: str
-    webhook_id: str
-    job_id: str
-    event: str
-    url: str
-    state: Literal["pending", "sending", "delivered", "exhausted", "disabled", "refused"]
-    attempts: int = 0
-    next_attempt_at: datetime | None = None
-    delivered_at: datetime | None = None
-    log: list[DeliveryAttempt] = Field(default_factory=list)
 
 
 def verify(
@@ -127,7 +66,11 @@ def verify(
             f"{'past' if age_s > 0 else 'future'} (tolerance {tolerance_s} s)"
         )
         raise WebhookVerificationError(msg)
-    text = body.decode() if isinstance(body, bytes) else body
+    try:
+        text = body.decode() if isinstance(body, bytes) else body
+    except UnicodeDecodeError as e:
+        msg = f"body is not UTF-8: {e}"
+        raise WebhookVerificationError(msg) from e
     secrets = [secret] if isinstance(secret, str) else list(secret)
     signed_at = datetime.fromtimestamp(sent_at, tz=UTC)
     offered = lowered["webhook-signature"].split(" ")
@@ -145,11 +88,6 @@ def verify(
 
 def _parse(text: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        return parse_json_object(text, "body")
     except ValueError as e:
-        msg = f"body is not JSON: {e}"
-        raise WebhookVerificationError(msg) from e
-    if not isinstance(value, dict):
-        msg = "body is not a JSON object"
-        raise WebhookVerificationError(msg)
-    return value
+        raise WebhookVerificationError(str(e)) from e

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from emulator import EmulatorConfig, EmulatorServer
-from producer.settings import Settings
+from imagegen.settings import Settings
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
 TEST_REDIS_URL = os.environ.get("IMAGEGEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -8,8 +8,9 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from producer.messages import GENERATE_TASK, QUEUES
-from producer.settings import Settings, get_settings
+from imagegen.messages import GENERATE_TASK, QUEUES
+from imagegen.redis.connection import broker_transport_options
+from imagegen.settings import Settings, get_settings
 
 __all__ = ["app", "make_app"]
 
@@ -26,6 +27,7 @@ def make_app(settings: Settings) -> Celery:
         "unacked_restore_throttle": 1,
         # Workers listening on "interactive,batch" always empty interactive first.
         "queue_order_strategy": "priority",
+        **broker_transport_options(settings),
     }
     celery.conf.update(
         # JSON only: a pickle message is refused, never loaded.
@@ -43,7 +45,6 @@ def make_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_transport_options=transport_options,
-        result_backend_transport_options=transport_options,
         # Our job records are the results store; Celery keeps no results of its own.
         task_ignore_result=True,
         # Flower follows the fleet through task events.

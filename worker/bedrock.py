@@ -23,8 +23,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from producer.settings import Settings
-from worker.errors import BedrockCallError, InvalidModelOutputError
+from imagegen.errors import BedrockCallError, InvalidModelOutputError
+from imagegen.settings import Settings
 from worker.retry import retry_after_s
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from worker.errors import InvalidModelOutputError
+from imagegen.errors import InvalidModelOutputError
 
 __all__ = ["CONTENT_TYPES", "ImageInfo", "inspect_image"]
 

@@ -1,7 +1,7 @@
 """Prometheus metrics of one worker process, served on ``worker_metrics_port``.
 
 Fleet-wide figures (jobs by status, queue depth, spend, the shared rate) come from Redis and are
-served by the API's ``/metrics`` (``producer.metrics``); these are what one process saw.
+served by the API's ``/metrics`` (``producer.api.metrics``); these are what one process saw.
 """
 
 from __future__ import annotations

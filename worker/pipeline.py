@@ -11,23 +11,23 @@ attempt already uploaded (deterministic key), then for one it bought but could n
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from producer.contract import GenerationRequest
-from producer.jobs import JobRecord, JobStatus
-from producer.logs import prompt_facts
-from producer.s3 import s3_uri
-from producer.settings import Settings
+from imagegen.contract import GenerationRequest
+from imagegen.errors import BedrockCallError, JobError, JobNotFoundError
+from imagegen.logs import prompt_facts
+from imagegen.records import JobRecord, JobStatus
+from imagegen.s3 import s3_uri
+from imagegen.settings import Settings
+from imagegen.store.job_reads import JobReads
+from imagegen.store.jobs import ClaimState, FinishOutcome, JobStore
 from worker import metrics
 from worker.bedrock import BedrockAnswer, Filtered, Generated, interpret, invoke_model
-from worker.errors import BedrockCallError, JobError
 from worker.images import ImageInfo, inspect_image
 from worker.limiter import Limiter, LimiterWaitTooLongError
-from worker.results import ClaimState, ResultStore, attempt_log_line
 from worker.retry import RetryPolicy
 from worker.storage import find_stored_image, image_key, upload_image
 
@@ -45,7 +45,8 @@ class Services:
     """What an attempt needs; one per worker process, shared by its threads."""
 
     settings: Settings
-    store: ResultStore
+    store: JobStore
+    reads: JobReads
     bedrock: BedrockRuntimeClient
     s3: S3Client
     policy: RetryPolicy
@@ -90,8 +91,11 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
             extra={"job_id": job_id, "reason": claim.state.value, "attempt": claim.attempt},
         )
         return JobOutcome(job_id, claim.state.value)
-    record = services.store.get(job_id)
-    if record is None or record.request is None:  # expired meanwhile, or refused on arrival
+    try:
+        record = services.reads.get(job_id)
+    except JobNotFoundError:  # expired meanwhile
+        return JobOutcome(job_id, ClaimState.MISSING.value)
+    if record.request is None:  # refused on arrival
         return JobOutcome(job_id, ClaimState.MISSING.value)
     log.info(
         "job running",
@@ -243,9 +247,9 @@ class _Attempt:
         parked = self.services.store.parked_image(self.job_id)
         if parked is None:
             return None
-        data = json.loads(parked)
+        seed, image_base64 = parked
         log.info("job uses parked image", extra=self.facts())
-        return Generated(image=base64.b64decode(data["image"]), seed=data["seed"])
+        return Generated(image=base64.b64decode(image_base64), seed=seed)
 
     def upload(self, generated: Generated, info: ImageInfo) -> None:
         settings = self.services.settings
@@ -262,8 +266,9 @@ class _Attempt:
                 attempts=settings.s3_upload_attempts,
             )
         except JobError:
-            parked = {"seed": generated.seed, "image": base64.b64encode(generated.image).decode()}
-            self.services.store.park_image(self.job_id, json.dumps(parked))
+            self.services.store.park_image(
+                self.job_id, generated.seed, base64.b64encode(generated.image).decode()
+            )
             raise
 
     def succeed(self, seed: int | None, info: ImageInfo, latency_ms: int | None) -> JobOutcome:
@@ -293,9 +298,12 @@ class _Attempt:
         *,
         seed: int | None = None,
         s3_key: str | None = None,
-        log_line: str = "",
+        attempt_log: tuple[int, str, str] | None = None,
     ) -> JobOutcome:
-        changed = self.services.store.finish(self.job_id, status, fields, log_line)
+        outcome = self.services.store.finish(
+            self.job_id, self.owner, status, fields, attempt_log=attempt_log
+        )
+        changed = outcome is FinishOutcome.FINISHED
         if changed:
             metrics.JOBS_FINISHED.labels(self.record.model_id, status.value).inc()
         log.info(
@@ -305,6 +313,7 @@ class _Attempt:
                 limiter_wait_ms=self.limiter_wait_ms,
                 bedrock_latency_ms=fields.get("bedrock_latency_ms"),
                 already_final=not changed,
+                finish=outcome.value,
             ),
         )
         return JobOutcome(self.job_id, status.value, s3_key, seed)
@@ -337,5 +346,5 @@ class _Attempt:
         return self.finish(
             JobStatus.FAILED,
             {"error_code": error.code, "error_message": error.message[:1000]},
-            log_line=attempt_log_line(self.number, error.code, error.message, None),
+            attempt_log=(self.number, error.code, error.message),
         )

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
-from producer.settings import Settings
-from worker.errors import JobError
+from imagegen.errors import JobError
+from imagegen.settings import Settings
 
 __all__ = ["Decision", "Disposition", "RetryPolicy", "disposition_of", "retry_after_s"]
 

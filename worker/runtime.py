@@ -7,15 +7,16 @@ import socket
 import threading
 import uuid
 
-import redis
 from celery.signals import worker_process_init
 
-from producer.s3 import make_s3_client
-from producer.settings import Settings, get_settings
+from imagegen.redis.connection import connect
+from imagegen.s3 import make_s3_client
+from imagegen.settings import Settings, get_settings
+from imagegen.store.job_reads import JobReads
+from imagegen.store.jobs import JobStore
 from worker.bedrock import make_bedrock_client
 from worker.limiter import Limiter
 from worker.pipeline import Services
-from worker.results import ResultStore
 from worker.retry import RetryPolicy
 from worker.sweeper import OutboxSweeper
 from worker.webhooks import WebhookSender
@@ -28,14 +29,17 @@ _sender: WebhookSender | None = None
 _sweeper: OutboxSweeper | None = None
 # Connections beyond the thread count, for the occasional HEAD or parked-image read.
 _SPARE_CONNECTIONS = 4
+# The sweeper thread and the webhook sender beside the job threads.
+_SWEEPER_CONNECTIONS = 2
 
 
 def build_services(settings: Settings) -> Services:
     pool_size = settings.worker_concurrency + _SPARE_CONNECTIONS
-    redis_client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    redis_client = connect(settings, max_connections=pool_size + _SWEEPER_CONNECTIONS)
     return Services(
         settings=settings,
-        store=ResultStore(redis_client, settings.job_retention_s, settings.webhook_handoff_grace_s),
+        store=JobStore(redis_client, settings.job_retention_s, settings.webhook_handoff_grace_s),
+        reads=JobReads(redis_client),
         bedrock=make_bedrock_client(settings, max_pool_connections=pool_size),
         s3=make_s3_client(settings, attempts=1, max_pool_connections=pool_size),
         policy=RetryPolicy.from_settings(settings),

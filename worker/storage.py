@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from worker.errors import StorageError
+from imagegen.errors import StorageError
 from worker.images import CONTENT_TYPES, ImageInfo
 
 if TYPE_CHECKING:

@@ -7,9 +7,9 @@ from typing import Any
 
 from celery.signals import setup_logging, worker_ready, worker_shutdown
 
-from producer.logs import configure_logging
-from producer.messages import DELIVER_TASK, GENERATE_TASK
-from producer.settings import get_settings
+from imagegen.logs import configure_logging
+from imagegen.messages import DELIVER_TASK, GENERATE_TASK
+from imagegen.settings import get_settings
 from worker.app import app
 from worker.intake import accept_raw_job
 from worker.metrics import serve_metrics
@@ -26,7 +26,7 @@ def generate(self: Any, job_id: str, job: dict[str, Any] | None = None) -> dict[
     ``job`` carries the job itself when a backend pushed a raw message instead of submitting."""
     shared = services()
     if job is not None:
-        accept_raw_job(job_id, job, shared.store.redis, shared.settings)
+        accept_raw_job(job_id, job, shared.store, shared.settings)
     try:
         outcome = run_job(job_id, shared, execution_owner())
     except RetryLaterError as e:

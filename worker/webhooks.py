@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 import urllib3
 from standardwebhooks.webhooks import Webhook
 
-from producer import keys
-from producer.jobs import JobRecord, JobStatus
-from producer.outbox import SigningSecrets
-from producer.settings import Settings
-from producer.ssrf import VettedTarget, WebhookUrlError, vet_webhook_url
+from imagegen.errors import JobNotFoundError
+from imagegen.records import JobRecord, JobStatus
+from imagegen.settings import Settings
+from imagegen.ssrf import VettedTarget, WebhookUrlError, vet_webhook_url
+from imagegen.store.deliveries import Deliveries, SigningSecrets
+from imagegen.store.job_reads import JobReads
 from worker import metrics
-from worker.results import ResultStore
 from worker.retry import retry_after_s
 
 if TYPE_CHECKING:
@@ -45,56 +45,6 @@ _SLOW_DOWN = frozenset({429, 502, 503, 504})
 _GONE = 410
 _CLAIM_MARGIN_S = 30.0
 _READ_CHUNK_BYTES = 1024
-
-# KEYS: delivery hash. ARGV: delivery id, lease ms. Returns {state, attempts}: claimed | missing |
-# final | busy | disabled.
-_CLAIM_LUA = f"""
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return {{'missing', 0}} end
-if state ~= 'pending' and state ~= 'sending' then return {{'final', 0}} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease_until = tonumber(redis.call('HGET', KEYS[1], 'lease_until_ms') or '0')
-if state == 'sending' and lease_until > now then return {{'busy', 0}} end
-local url = redis.call('HGET', KEYS[1], 'url')
-if redis.call('SISMEMBER', '{keys.WEBHOOKS_DISABLED_KEY}', url) == 1 then
-  redis.call('HSET', KEYS[1], 'state', 'disabled')
-  redis.call('ZREM', '{keys.WEBHOOKS_DUE_KEY}', ARGV[1])
-  return {{'disabled', 0}}
-end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'state', 'sending', 'lease_until_ms', now + tonumber(ARGV[2]))
-redis.call('ZADD', '{keys.WEBHOOKS_DUE_KEY}', now + tonumber(ARGV[2]), ARGV[1])
-return {{'claimed', attempts}}
-"""
-
-# KEYS: delivery hash. ARGV: delivery id, outcome, log line, retry delay ms.
-# outcome: delivered | retry | exhausted | refused | disabled.
-_RECORD_LUA = f"""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local log = redis.call('HGET', KEYS[1], 'log') or ''
-redis.call('HSET', KEYS[1], 'log', log .. ARGV[3] .. '\\n', 'lease_until_ms', 0)
-local outcome = ARGV[2]
-redis.call('HINCRBY', '{keys.STATS_KEY}', 'webhooks|' .. outcome, 1)
-if outcome == 'retry' then
-  local due = now + tonumber(ARGV[4])
-  redis.call('HSET', KEYS[1], 'state', 'pending', 'next_ms', due)
-  redis.call('ZADD', '{keys.WEBHOOKS_DUE_KEY}', due, ARGV[1])
-  return 1
-end
-redis.call('ZREM', '{keys.WEBHOOKS_DUE_KEY}', ARGV[1])
-redis.call('HSET', KEYS[1], 'state', outcome)
-if outcome == 'delivered' then
-  redis.call('HSET', KEYS[1], 'delivered_ms', now)
-elseif outcome == 'disabled' then
-  redis.call('SADD', '{keys.WEBHOOKS_DISABLED_KEY}',
-             redis.call('HGET', KEYS[1], 'url'))
-else
-  redis.call('ZADD', '{keys.WEBHOOKS_DLQ_KEY}', now, ARGV[1])
-end
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -154,39 +104,37 @@ class WebhookSender:
     """Sends deliveries for one worker process (thread-safe)."""
 
     def __init__(self, redis: Redis, settings: Settings, s3: S3Client) -> None:
-        self._redis = redis
         self._settings = settings
         self._s3 = s3
-        self._store = ResultStore(redis, settings.job_retention_s)
+        self._jobs = JobReads(redis)
+        self._deliveries = Deliveries(redis)
         self.secrets = SigningSecrets(redis, settings.webhook_secret_overlap_s)
-        self._claim = redis.register_script(_CLAIM_LUA)
-        self._record = redis.register_script(_RECORD_LUA)
         self._tls = ssl.create_default_context()
 
     def deliver(self, delivery_id: str) -> DeliveryResult:
         settings = self._settings
-        key = keys.webhook_key(delivery_id)
         lease_ms = round((settings.webhook_timeout_s + _CLAIM_MARGIN_S) * 1000)
-        state, attempt = self._claim(keys=[key], args=[delivery_id, lease_ms])
-        if state != "claimed":
-            return DeliveryResult(delivery_id, str(state))
-        fields: dict[str, str] = self._redis.hgetall(key)  # type: ignore[assignment]
-        record = self._store.get(fields["job_id"])
-        if record is None:
+        claim = self._deliveries.claim(delivery_id, lease_ms)
+        if claim.state != "claimed":
+            return DeliveryResult(delivery_id, claim.state)
+        attempt = claim.attempt
+        try:
+            record = self._jobs.get(claim.job_id)
+        except JobNotFoundError:
             return self._finish(
-                delivery_id, int(attempt), "exhausted", None, error="the job record has expired"
+                delivery_id, attempt, "exhausted", None, error="the job record has expired"
             )
         try:
             target = vet_webhook_url(
-                fields["url"],
+                claim.url,
                 allow_http=settings.webhook_allow_http,
                 allowed_hosts=settings.webhook_allowed_hosts,
             )
         except WebhookUrlError as e:
-            return self._finish(delivery_id, int(attempt), "refused", None, error=str(e))
-        body = json.dumps(self._payload(record, fields["event"]), separators=(",", ":"))
-        response = self._post(target, body, self._headers(fields["webhook_id"], body))
-        return self._judge(delivery_id, int(attempt), response)
+            return self._finish(delivery_id, attempt, "refused", None, error=str(e))
+        body = json.dumps(self._payload(record, claim.event), separators=(",", ":"))
+        response = self._post(target, body, self._headers(claim.webhook_id, body))
+        return self._judge(delivery_id, attempt, response)
 
     # -- building the request ----------------------------------------------------------------
 
@@ -297,22 +245,15 @@ class WebhookSender:
         error: str | None = None,
         delay_s: float | None = None,
     ) -> DeliveryResult:
-        entry = {
-            "attempt": attempt,
-            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "status": response.status if response else None,
-            "latency_ms": response.latency_ms if response else None,
-            "error": error[:300] if error else None,
-            "retry_in_s": round(delay_s, 3) if delay_s is not None else None,
-        }
-        self._record(
-            keys=[keys.webhook_key(delivery_id)],
-            args=[
-                delivery_id,
-                outcome,
-                json.dumps(entry, separators=(",", ":")),
-                round((delay_s or 0) * 1000),
-            ],
+        status = response.status if response else None
+        self._deliveries.record(
+            delivery_id,
+            outcome,
+            attempt=attempt,
+            status=status,
+            latency_ms=response.latency_ms if response else None,
+            error=error,
+            delay_s=delay_s,
         )
         metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
         log.info(
@@ -320,11 +261,11 @@ class WebhookSender:
             extra={
                 "delivery_id": delivery_id,
                 "attempt": attempt,
-                "status": entry["status"],
+                "status": status,
                 "error": error,
             },
         )
-        return DeliveryResult(delivery_id, outcome, response.status if response else None)
+        return DeliveryResult(delivery_id, outcome, status)
 
 
 def _read_capped(response: Any, max_bytes: int, deadline: float) -> str:

@@ -1,7 +1,8 @@
 """``imagegen``: submit and follow jobs from a shell, operate the service, start its processes.
 
 Exit status: 0 success; 1 a job ended without an image (failed, filtered, canceled, expired);
-2 bad input; 3 timed out waiting; 4 no such job; 5 Redis or S3 unreachable.
+2 bad input; 3 timed out waiting; 4 no such job; 5 Redis or S3 unreachable; 6 too many jobs
+waiting (try again later).
 Errors go to stderr; ``--json`` prints exactly one JSON document on stdout.
 """
 
@@ -14,18 +15,8 @@ import redis
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from producer.cli import jobs, ops, run
-from producer.cli.common import (
-    EXIT_BAD_INPUT,
-    EXIT_JOB_UNSUCCESSFUL,
-    EXIT_NOT_FOUND,
-    EXIT_TIMEOUT,
-    EXIT_UNAVAILABLE,
-    error,
-)
-from producer.client import Client
-from producer.contract import validation_errors
-from producer.errors import (
+from imagegen.contract import validation_errors
+from imagegen.errors import (
     IdempotencyConflictError,
     ImagegenError,
     InvalidRequestError,
@@ -34,7 +25,18 @@ from producer.errors import (
     JobTimeoutError,
     QueueFullError,
 )
-from producer.settings import get_settings
+from imagegen.settings import get_settings
+from producer.cli import jobs, ops, run
+from producer.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_BUSY,
+    EXIT_JOB_UNSUCCESSFUL,
+    EXIT_NOT_FOUND,
+    EXIT_TIMEOUT,
+    EXIT_UNAVAILABLE,
+    error,
+)
+from producer.client import Client
 
 __all__ = ["build_parser", "main"]
 
@@ -42,7 +44,8 @@ _EXIT_STATUSES: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int],
     ((JobConflictError, IdempotencyConflictError, ValueError), EXIT_BAD_INPUT),
     (JobNotFoundError, EXIT_NOT_FOUND),
     (JobTimeoutError, EXIT_TIMEOUT),
-    ((BotoCoreError, ClientError, QueueFullError), EXIT_UNAVAILABLE),
+    (QueueFullError, EXIT_BUSY),
+    ((BotoCoreError, ClientError), EXIT_UNAVAILABLE),
 )
 
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
+from imagegen.records import JobRecord
+from imagegen.text import parse_duration_s
 from producer.client import DEFAULT_WAIT_S
-from producer.jobs import JobRecord
 from producer.tables import format_table
 
 __all__ = [
     "EXIT_BAD_INPUT",
+    "EXIT_BUSY",
     "EXIT_JOB_UNSUCCESSFUL",
     "EXIT_NOT_FOUND",
     "EXIT_OK",
@@ -23,7 +23,6 @@ __all__ = [
     "EXIT_UNAVAILABLE",
     "add_wait_options",
     "error",
-    "json_object",
     "parse_time_ms",
     "print_record",
     "print_table",
@@ -35,8 +34,7 @@ EXIT_BAD_INPUT = 2
 EXIT_TIMEOUT = 3
 EXIT_NOT_FOUND = 4
 EXIT_UNAVAILABLE = 5
-
-_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+EXIT_BUSY = 6
 
 
 def error(message: str) -> None:
@@ -73,30 +71,20 @@ def add_wait_options(parser: argparse.ArgumentParser, *, with_wait_flag: bool) -
     parser.add_argument("--json", action="store_true", help="print the record as JSON")
 
 
-def json_object(text: str, option: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError as e:
-        msg = f"{option} is not valid JSON: {e}"
-        raise ValueError(msg) from e
-    if not isinstance(value, dict):
-        msg = f"{option} must be a JSON object"
-        raise ValueError(msg)
-    return value
-
-
 def duration_s(text: str) -> float:
     """Seconds from 90s, 10m, 2h, 3d (argparse type)."""
-    if text[:-1].replace(".", "", 1).isdigit() and text[-1:] in _UNITS_S:
-        return float(text[:-1]) * _UNITS_S[text[-1]]
-    msg = f"not a duration like 10m or 2h: {text!r}"
-    raise argparse.ArgumentTypeError(msg)
+    try:
+        return parse_duration_s(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def parse_time_ms(text: str) -> int:
     """Unix ms from an ISO 8601 time or from a duration ago such as 90m, 2h, 3d."""
-    if text[-1:] in _UNITS_S and text[:-1].isdigit():
-        return int((time.time() - duration_s(text)) * 1000)
+    try:
+        return int((time.time() - parse_duration_s(text)) * 1000)
+    except ValueError:
+        pass
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as e:

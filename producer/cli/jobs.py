@@ -10,6 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from imagegen.contract import ASPECT_RATIOS, DEFAULT_EVENTS, EVENT_TYPES, OUTPUT_FORMATS
+from imagegen.errors import FieldError, InvalidRequestError
+from imagegen.messages import JOB_QUEUES
+from imagegen.records import JobRecord, JobStatus
+from imagegen.store.jobs import CancelOutcome
+from imagegen.text import parse_json_object
 from producer.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_JOB_UNSUCCESSFUL,
@@ -18,17 +24,10 @@ from producer.cli.common import (
     add_wait_options,
     duration_s,
     error,
-    json_object,
     print_record,
     print_table,
 )
 from producer.client import DEFAULT_WAIT_S, Client
-from producer.contract import ASPECT_RATIOS, OUTPUT_FORMATS
-from producer.errors import FieldError, InvalidRequestError
-from producer.jobs import JobRecord, JobStatus
-from producer.messages import JOB_QUEUES
-from producer.store import CancelOutcome
-from producer.webhooks import DEFAULT_EVENTS, EVENT_TYPES
 
 __all__ = ["register"]
 
@@ -105,7 +104,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _submit(client: Client, args: argparse.Namespace) -> int:
-    metadata = json_object(args.metadata, "--metadata") if args.metadata else None
+    metadata = parse_json_object(args.metadata, "--metadata") if args.metadata else None
     request: dict[str, Any] = {
         "prompt": args.prompt,
         "aspect_ratio": args.aspect_ratio,

@@ -105,7 +105,7 @@ def _quota(client: Client, args: argparse.Namespace) -> int:
 
 def _dlq(client: Client, args: argparse.Namespace) -> int:
     if args.dlq_command == "list":
-        records = client.dead_letters.records()
+        records = client.dead_letters()
         if args.json:
             print(json.dumps([r.model_dump(mode="json") for r in records]))
             return EXIT_OK
@@ -124,8 +124,8 @@ def _dlq(client: Client, args: argparse.Namespace) -> int:
     if not args.all and not args.job_ids:
         error("dlq replay: name JOB_IDs or pass --all")
         return EXIT_BAD_INPUT
-    wanted = client.dead_letters.job_ids() if args.all else args.job_ids
-    replayed = client.dead_letters.replay(wanted)
+    wanted = client.jobs.dead_letter_ids() if args.all else args.job_ids
+    replayed = client.replay(wanted)
     for job_id in replayed:
         print(job_id)
     skipped = sorted(set(wanted) - set(replayed))

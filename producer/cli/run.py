@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import NoReturn
 
+from imagegen.health import answering_workers
+from imagegen.launcher import Launch, api_launch, flower_launch, worker_launch
+from imagegen.messages import QUEUES
 from producer.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNAVAILABLE, error
 from producer.client import Client
-from producer.health import answering_workers
-from producer.messages import QUEUES
 
 __all__ = ["register"]
-
-# The Celery command line, pointed at our app (the producer names it, never imports it).
-_CELERY = (sys.executable, "-m", "celery", "-A", "worker.app")
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,45 +50,34 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _worker(client: Client, args: argparse.Namespace) -> NoReturn:
     settings = client.settings
-    command = [
-        *_CELERY,
-        "worker",
-        "--queues",
-        args.queues,
-        "--pool",
-        settings.worker_pool,
-        "--concurrency",
-        str(args.concurrency or settings.worker_concurrency),
-        "--loglevel",
-        settings.log_level,
-        "--events",
-    ]
-    if args.hostname:
-        command += ["--hostname", args.hostname]
-    command += [arg for arg in args.celery_args if arg != "--"]
-    _exec(command)
+    _exec(
+        worker_launch(
+            pool=settings.worker_pool,
+            concurrency=args.concurrency or settings.worker_concurrency,
+            loglevel=settings.log_level,
+            queues=args.queues.split(","),
+            hostname=args.hostname,
+            extra_args=args.celery_args,
+        )
+    )
 
 
 def _flower(client: Client, args: argparse.Namespace) -> int:
     settings = client.settings
-    command = [
-        *_CELERY,
-        "flower",
-        f"--address={args.address}",
-        f"--port={args.port}",
-        "--persistent=True",
-        f"--db={args.db}",
-        "--purge_offline_workers=600",
-    ]
-    if settings.flower_basic_auth:
-        command.append(f"--basic-auth={settings.flower_basic_auth}")
-    elif not settings.flower_allow_no_auth:
+    if not settings.flower_basic_auth and not settings.flower_allow_no_auth:
         error(
             "Flower needs IMAGEGEN_FLOWER_BASIC_AUTH=user:password (or, on a machine of "
             "your own, IMAGEGEN_FLOWER_ALLOW_NO_AUTH=true)"
         )
         return EXIT_BAD_INPUT
-    return _exec(command)
+    return _exec(
+        flower_launch(
+            address=args.address,
+            port=args.port,
+            db=args.db,
+            basic_auth=settings.flower_basic_auth,
+        )
+    )
 
 
 def _health(client: Client, args: argparse.Namespace) -> int:
@@ -108,23 +94,9 @@ def _health(client: Client, args: argparse.Namespace) -> int:
 
 
 def _api(client: Client, args: argparse.Namespace) -> NoReturn:
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "producer.api:app_from_env",
-        "--factory",
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-        "--workers",
-        str(args.workers),
-        "--no-access-log",
-    ]
-    _exec(command)
+    _exec(api_launch(host=args.host, port=args.port, workers=args.workers))
 
 
-def _exec(command: list[str]) -> NoReturn:
-    """Become ``command`` (a fixed argv): signals then reach the service, not a wrapper."""
-    os.execv(command[0], command)  # noqa: S606
+def _exec(launch: Launch) -> NoReturn:
+    """Become the service (a fixed argv): signals then reach it, not a wrapper."""
+    os.execve(launch.argv[0], launch.argv, {**os.environ, **launch.env})  # noqa: S606

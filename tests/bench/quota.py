@@ -35,8 +35,8 @@ import redis
 
 from devstack.processes import interrupt_on_signal, redis_answers
 from devstack.stack import Stack, StackOptions
+from imagegen.records import JobRecord, JobStatus
 from producer.client import Client
-from producer.jobs import JobRecord, JobStatus
 from tests.support import emulator_stats
 
 WORKER_PROCESSES = 2

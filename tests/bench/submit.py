@@ -30,8 +30,8 @@ from celery import Celery
 
 from devstack.processes import interrupt_on_signal, redis_answers
 from devstack.stack import Stack, StackOptions
+from imagegen.messages import GENERATE_TASK
 from producer.client import Client
-from producer.messages import GENERATE_TASK
 
 BENCH_REDIS = "redis://127.0.0.1:6379/8"
 GOALS = {"submit_many": 5000.0, "batches": 1000.0, "single_p50_ms": 5.0}

@@ -11,8 +11,8 @@ import httpx2 as httpx
 import pytest
 
 from devstack.stack import Stack
+from imagegen.errors import JobNotFoundError
 from producer.client import Client
-from producer.errors import JobNotFoundError
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +144,7 @@ def test_a_raw_celery_message_from_another_language_runs_a_job(stack: Stack) -> 
 def test_a_raw_message_with_a_bad_job_fails_it_naming_the_fields(stack: Stack) -> None:
     import redis
 
-    from producer.messages import task_message
+    from imagegen.messages import task_message
 
     job_id = f"rawbad-{int(time.time() * 1000)}"
     message = task_message(

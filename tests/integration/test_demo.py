@@ -98,6 +98,20 @@ def test_make_dev_serves_the_stack_until_ctrl_c_and_then_stops_everything(
     assert api, text
     assert flower, text
     assert "export IMAGEGEN_REDIS_URL=" in text
+    assert f"docs     {api[1]}/docs" in text
+    assert f"metrics  {api[1]}/metrics" in text
+    # The export lines work when pasted into a shell, JSON values included.
+    exports = [line.strip() for line in banner if line.strip().startswith("export ")]
+    pasted = subprocess.run(
+        ["bash", "-c", "\n".join([*exports, "env"])],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": os.environ["PATH"]},
+    ).stdout
+    seen = dict(line.split("=", 1) for line in pasted.splitlines() if line.startswith("IMAGEGEN_"))
+    assert seen["IMAGEGEN_WEBHOOK_ALLOWED_HOSTS"] == '["127.0.0.1"]'
+    assert len(seen) == len([e for e in exports if e.startswith("export IMAGEGEN_")])
     assert re.search(r"Flower login: admin:\S{12,}", text)
     with urllib.request.urlopen(api[1] + "/healthz", timeout=5) as response:
         assert response.status == 200

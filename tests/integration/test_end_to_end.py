@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from imagegen.contract import ASPECT_RATIOS, IMAGE_SIZES
+from imagegen.records import JobRecord, JobStatus
 from producer.client import Client
-from producer.contract import ASPECT_RATIOS, IMAGE_SIZES
-from producer.jobs import JobRecord, JobStatus
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 import redis
 
-from producer.settings import Settings
+from imagegen.settings import Settings
 from worker.limiter import Limiter
 
 pytestmark = pytest.mark.integration

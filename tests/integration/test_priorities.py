@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devstack.stack import Stack
+from imagegen.records import JobStatus
 from producer.client import Client
-from producer.jobs import JobStatus
 from tests.integration.conftest import FAST_RETRIES, start_stack
 from tests.integration.test_end_to_end import wait_all
 

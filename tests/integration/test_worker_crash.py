@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import Stack
+from imagegen.records import JobStatus
 from producer.client import Client
-from producer.jobs import JobStatus
 from tests.integration.conftest import FAST_RETRIES, start_stack
 from tests.support import emulator_stats
 

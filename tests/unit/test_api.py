@@ -12,10 +12,10 @@ import fakeredis
 import pytest
 from fastapi.testclient import TestClient
 
-from producer import keys
+from imagegen.redis import keys
+from imagegen.settings import Settings
 from producer.api import create_app
 from producer.client import Client
-from producer.settings import Settings
 
 JOB = {"request": {"prompt": "a lighthouse", "aspect_ratio": "16:9"}}
 

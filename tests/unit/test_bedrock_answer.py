@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from imagegen.errors import BedrockCallError, InvalidModelOutputError
 from tests.support import bedrock_payload, image_bytes
 from worker.bedrock import Filtered, Generated, interpret
-from worker.errors import BedrockCallError, InvalidModelOutputError
 from worker.images import inspect_image
 from worker.retry import Disposition, disposition_of
 

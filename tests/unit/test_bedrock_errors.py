@@ -11,10 +11,10 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from producer.settings import Settings
+from imagegen.errors import BedrockCallError
+from imagegen.settings import Settings
 from tests.support import bedrock_payload, emulator_stats
 from worker.bedrock import invoke_model, make_bedrock_client
-from worker.errors import BedrockCallError
 from worker.retry import Disposition, RetryPolicy, disposition_of
 
 MODEL = "stability.stable-image-core-v1:0"

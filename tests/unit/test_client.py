@@ -8,11 +8,11 @@ from typing import Any
 import fakeredis
 import pytest
 
+from imagegen.errors import InvalidRequestError, JobConflictError, JobNotFoundError
+from imagegen.messages import GENERATE_TASK
+from imagegen.records import JobStatus
+from imagegen.settings import Settings
 from producer.client import Client
-from producer.errors import InvalidRequestError, JobConflictError, JobNotFoundError
-from producer.jobs import JobStatus
-from producer.messages import GENERATE_TASK
-from producer.settings import Settings
 from worker.app import make_app
 
 
@@ -45,7 +45,7 @@ def test_submit_records_and_queues_the_job(client: Client, redis: Any) -> None:
 
 def test_message_carries_every_header_celery_itself_sends(settings: Settings) -> None:
     """A hand-built protocol-2 message must look like Celery's own to a worker."""
-    from producer.messages import task_message
+    from imagegen.messages import task_message
 
     celery_message = make_app(settings).amqp.as_task_v2("id-1", GENERATE_TASK, args=["J"])
     ours = json.loads(task_message(GENERATE_TASK, "id-1", ["J"], "batch"))
@@ -139,3 +139,62 @@ def test_a_tenant_default_webhook_applies_unless_the_job_names_one(
         client.set_tenant_webhook("acme", "https://169.254.169.254/latest")
     client.set_tenant_webhook("acme", None)
     assert client.tenant_webhook("acme") is None
+
+
+def test_submit_and_submit_many_take_the_same_shapes(client: Client) -> None:
+    shapes: list[Any] = [
+        "a prompt",
+        {"prompt": "a request"},
+        {"request": {"prompt": "a whole job"}, "metadata": {"n": 1}},
+        client.spec("a spec"),
+    ]
+    one_by_one = [client.submit(shape).request for shape in shapes]
+    together = [record.request for record in client.submit_many(shapes)]
+    assert (
+        [r.prompt for r in one_by_one if r]
+        == [r.prompt for r in together if r]
+        == [
+            "a prompt",
+            "a request",
+            "a whole job",
+            "a spec",
+        ]
+    )
+    with pytest.raises(TypeError, match="whole job"):
+        client.submit({"request": {"prompt": "x"}}, priority="batch")
+
+
+def test_a_webhook_url_is_resolved_once_per_submission_not_in_the_contract(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    lookups: list[str] = []
+    real = socket.getaddrinfo
+
+    def counting(host: str, *args: Any, **kwargs: Any) -> Any:
+        lookups.append(host)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    from imagegen.contract import JobSpec
+
+    JobSpec.parse({"request": {"prompt": "p"}, "webhook_url": "https://hooks.example.com/x"})
+    assert lookups == []  # the contract is pure
+
+    url = "https://93.184.215.14/hook"
+    client.submit_many([{"request": {"prompt": f"p{i}"}, "webhook_url": url} for i in range(5)])
+    assert lookups == ["93.184.215.14"]
+
+
+def test_every_job_with_a_refused_webhook_is_named(client: Client, redis: Any) -> None:
+    jobs = [
+        {"request": {"prompt": "fine"}},
+        {"request": {"prompt": "bad"}, "webhook_url": "https://127.0.0.1/hook"},
+        {"request": {"prompt": "bad too"}, "webhook_url": "https://127.0.0.1/hook"},
+    ]
+    with pytest.raises(InvalidRequestError) as caught:
+        client.submit_many(jobs)
+    assert [e.field for e in caught.value.errors] == ["1.webhook_url", "2.webhook_url"]
+    assert "loopback" in caught.value.errors[0].message
+    assert redis.llen("interactive") == 0

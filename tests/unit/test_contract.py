@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from producer.contract import ASPECT_RATIOS, MAX_SEED, GenerationRequest, JobSpec
-from producer.errors import InvalidRequestError
+from imagegen.contract import ASPECT_RATIOS, MAX_SEED, GenerationRequest, JobSpec
+from imagegen.errors import InvalidRequestError
 
 
 def refused(data: dict[str, Any], **context: Any) -> dict[str, str]:

@@ -17,8 +17,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import worker.metrics  # noqa: F401  (registers the worker's metrics)
-from producer.metrics import FleetCollector
-from producer.settings import Settings
+from imagegen.settings import Settings
+from producer.api.metrics import FleetCollector
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops"

@@ -16,7 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from producer.contract import IMAGE_SIZES
+from imagegen.contract import IMAGE_SIZES
 from tests.support import emulator_stats
 
 MODEL = "stability.stable-image-core-v1:0"

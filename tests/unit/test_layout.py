@@ -1,18 +1,33 @@
-"""The rule of direction: producer never imports worker; the emulator imports neither."""
+"""The rules of the layout: who may import whom, and who may know Redis.
+
+``imagegen`` is the shared core; ``producer`` and ``worker`` build on it and never import each
+other; ``emulator`` imports nothing of ours. Only the core knows a Redis key, a hash field or a
+line of Lua.
+"""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
+from imagegen.records import DeliveryAttempt, JobRecord, WebhookDelivery
+from imagegen.redis.scripts import SCRIPT_NAMES, SCRIPTS_DIR, script_source
+
 ROOT = Path(__file__).resolve().parents[2]
+OURS = {"imagegen", "producer", "worker", "emulator", "devstack", "tests"}
+OUTSIDE_THE_CORE = ("producer", "worker", "devstack", "emulator")
+
+
+def sources(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
 
 
 def imported_packages(package: str) -> set[str]:
     found = set()
-    for path in (ROOT / package).rglob("*.py"):
+    for path in sources(package):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 found.update(alias.name.split(".")[0] for alias in node.names)
@@ -21,18 +36,70 @@ def imported_packages(package: str) -> set[str]:
     return found
 
 
+def string_constants(package: str) -> dict[str, set[str]]:
+    """Every string literal of a package, by file."""
+    found: dict[str, set[str]] = {}
+    for path in sources(package):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.setdefault(str(path.relative_to(ROOT)), set()).add(node.value)
+    return found
+
+
 @pytest.mark.parametrize(
-    ("package", "forbidden"),
+    ("package", "allowed"),
     [
-        ("producer", {"worker", "devstack", "emulator"}),
-        ("emulator", {"producer", "worker", "devstack"}),
-        ("worker", {"devstack", "emulator"}),
+        ("imagegen", {"imagegen"}),
+        ("producer", {"imagegen", "producer"}),
+        ("worker", {"imagegen", "worker"}),
+        ("emulator", {"emulator"}),
+        ("devstack", OURS - {"tests"}),
     ],
 )
-def test_imports_follow_the_rule_of_direction(package: str, forbidden: set[str]) -> None:
-    assert imported_packages(package) & forbidden == set()
+def test_imports_follow_the_rule_of_direction(package: str, allowed: set[str]) -> None:
+    assert (imported_packages(package) & OURS) - allowed == set()
 
 
 def test_every_package_is_typed() -> None:
-    for package in ("producer", "worker", "emulator", "devstack"):
+    for package in ("imagegen", "producer", "worker", "emulator", "devstack"):
         assert (ROOT / package / "py.typed").exists()
+
+
+def test_lua_lives_only_in_script_files_of_the_core() -> None:
+    for package in OUTSIDE_THE_CORE:
+        for path in sources(package):
+            text = path.read_text()
+            assert "redis.call(" not in text, path
+            assert "register_script" not in text, path
+    for path in sources("imagegen"):
+        if path.name != "scripts.py":
+            assert "register_script" not in path.read_text(), path
+            assert "redis.call(" not in path.read_text(), path
+
+
+def test_every_script_file_names_its_keys_and_arguments_and_loads() -> None:
+    assert len(SCRIPT_NAMES) >= 15
+    for name in SCRIPT_NAMES:
+        text = (SCRIPTS_DIR / f"{name}.lua").read_text()
+        header = re.match(r"(?:--[^\n]*\n)+", text)
+        assert header, name
+        assert "KEYS" in header[0] or "ARGV" in header[0], name
+        assert "local function now_ms" in script_source(name)
+
+
+def hash_only_field_names() -> set[str]:
+    """Field names the scripts write that are no attribute of a public record: only the core
+    may spell them."""
+    lua = "\n".join(path.read_text() for path in SCRIPTS_DIR.glob("*.lua"))
+    quoted = set(re.findall(r"'([a-z]+(?:_[a-z]+)+)'", lua))
+    public = {*JobRecord.model_fields, *WebhookDelivery.model_fields, *DeliveryAttempt.model_fields}
+    return quoted - public
+
+
+def test_no_hash_field_name_or_key_outside_the_core() -> None:
+    fields = hash_only_field_names()
+    assert {"lease_owner", "webhook_deliveries", "created_ms"} <= fields
+    for package in OUTSIDE_THE_CORE:
+        for path, constants in string_constants(package).items():
+            assert constants & fields == set(), path
+            assert not [c for c in constants if re.match(r"imagegen:[a-z]", c)], path

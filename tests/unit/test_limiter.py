@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from producer.quota import read_quota
-from producer.settings import ModelLimit, Settings
+from imagegen.settings import ModelLimit, Settings
+from imagegen.store.quota import read_quota
 from worker.limiter import Limiter, LimiterWaitTooLongError
 
 RPM = 600.0  # ten a second: a token every 100 ms

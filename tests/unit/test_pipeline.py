@@ -15,13 +15,14 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from moto import mock_aws
 
+from imagegen.records import JobRecord, JobStatus
+from imagegen.settings import Settings
+from imagegen.store.job_reads import JobReads
+from imagegen.store.jobs import JobStore
 from producer.client import Client
-from producer.jobs import JobRecord, JobStatus
-from producer.settings import Settings
 from tests.support import bedrock_payload, image_bytes
 from worker.limiter import Limiter
 from worker.pipeline import RetryLaterError, Services, run_job
-from worker.results import ResultStore
 from worker.retry import RetryPolicy
 
 
@@ -66,7 +67,8 @@ def rig(settings: Settings) -> Iterator[Rig]:
         with Stubber(bedrock) as stubber:
             services = Services(
                 settings=settings,
-                store=ResultStore(redis, settings.job_retention_s),
+                store=JobStore(redis, settings.job_retention_s),
+                reads=JobReads(redis),
                 bedrock=bedrock,
                 s3=s3,
                 policy=RetryPolicy.from_settings(settings),
@@ -251,12 +253,11 @@ def test_a_failed_job_lands_in_the_dead_letter_set_and_replays(rig: Rig) -> None
     job = rig.submit()
     rig.fail("AccessDeniedException", 403)
     rig.run(job.job_id)
-    dead = rig.client.dead_letters
-    assert dead.job_ids() == [job.job_id]
-    assert [r.error_code for r in dead.records()] == ["AccessDeniedException"]
+    assert rig.client.jobs.dead_letter_ids() == [job.job_id]
+    assert [r.error_code for r in rig.client.dead_letters()] == ["AccessDeniedException"]
 
-    assert dead.replay([job.job_id, "not-failed"]) == [job.job_id]
-    assert dead.job_ids() == []
+    assert rig.client.replay([job.job_id, "not-failed"]) == [job.job_id]
+    assert rig.client.jobs.dead_letter_ids() == []
     replayed = rig.client.get(job.job_id)
     assert (replayed.status, replayed.attempts, replayed.replays) == (JobStatus.QUEUED, 0, 1)
     assert replayed.error_code is None
@@ -276,6 +277,7 @@ def test_no_quota_soon_defers_the_job_without_using_an_attempt(
     services = Services(
         settings=slow,
         store=rig.services.store,
+        reads=rig.services.reads,
         bedrock=rig.services.bedrock,
         s3=rig.s3,
         policy=rig.services.policy,

@@ -1,4 +1,5 @@
-"""Job-record transitions, on fakeredis (with Lua) and on a real Redis: same tests, both stores."""
+"""Job-record transitions (``JobStore``) and reads (``JobReads``), on fakeredis (with Lua) and on
+a real Redis: same tests, both servers."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from producer import keys
-from producer.contract import JobSpec
-from producer.jobs import JobStatus
-from producer.store import CreateOutcome, JobStore, NewJob
-from worker.results import ClaimState, ResultStore
+from imagegen.contract import JobSpec
+from imagegen.records import JobStatus, NewJob
+from imagegen.redis import keys
+from imagegen.store.job_reads import JobReads
+from imagegen.store.jobs import ClaimState, CreateOutcome, FinishOutcome, JobStore
 
 RETENTION_S = 3600
 LEASE_MS = 60_000
@@ -29,7 +30,7 @@ def new_job(redis: Any, job_id: str = "J1") -> JobStore:
 
 def test_submit_writes_a_queued_record_and_one_message(any_redis: Any) -> None:
     store = new_job(any_redis)
-    record = store.get("J1")
+    record = JobReads(any_redis).get("J1")
     assert record.status is JobStatus.QUEUED
     assert record.metadata == {"order": 7}
     assert any_redis.llen("interactive") == 1
@@ -38,30 +39,29 @@ def test_submit_writes_a_queued_record_and_one_message(any_redis: Any) -> None:
     spec = JobSpec.parse({"request": {"prompt": "other"}})
     assert store.create([NewJob("J1", "m", spec, 0)]) == [(CreateOutcome.EXISTS, "")]
     assert any_redis.llen("interactive") == 1
-    assert store.get("J1").request.prompt == "a lighthouse"
+    assert JobReads(any_redis).get("J1").request.prompt == "a lighthouse"
 
 
 def test_claim_moves_queued_to_running_and_counts_attempts(any_redis: Any) -> None:
     new_job(any_redis)
-    results = ResultStore(any_redis, RETENTION_S)
+    results = JobStore(any_redis, RETENTION_S)
     claim = results.claim("J1", "owner-a", LEASE_MS)
     assert (claim.state, claim.attempt) == (ClaimState.CLAIMED, 1)
-    record = results.get("J1")
-    assert record is not None
+    record = JobReads(any_redis).get("J1")
     assert record.status is JobStatus.RUNNING
     assert record.started_at is not None
 
 
 def test_a_leased_job_is_busy_for_everyone_else(any_redis: Any) -> None:
     new_job(any_redis)
-    results = ResultStore(any_redis, RETENTION_S)
+    results = JobStore(any_redis, RETENTION_S)
     results.claim("J1", "owner-a", LEASE_MS)
     assert results.claim("J1", "owner-b", LEASE_MS).state is ClaimState.BUSY
 
 
 def test_an_expired_lease_can_be_claimed_again(any_redis: Any) -> None:
     new_job(any_redis)
-    results = ResultStore(any_redis, RETENTION_S)
+    results = JobStore(any_redis, RETENTION_S)
     results.claim("J1", "dead-worker", 1)
     time.sleep(0.01)
     claim = results.claim("J1", "owner-b", LEASE_MS)
@@ -70,7 +70,7 @@ def test_an_expired_lease_can_be_claimed_again(any_redis: Any) -> None:
 
 def test_released_job_can_be_claimed_and_the_attempt_is_logged(any_redis: Any) -> None:
     new_job(any_redis)
-    results = ResultStore(any_redis, RETENTION_S)
+    results = JobStore(any_redis, RETENTION_S)
     results.claim("J1", "owner-a", LEASE_MS)
     assert not results.release_for_retry(
         "J1", "intruder", attempt=1, error_code="X", message="m", delay_s=1
@@ -83,8 +83,7 @@ def test_released_job_can_be_claimed_and_the_attempt_is_logged(any_redis: Any) -
         message="slow down",
         delay_s=2.5,
     )
-    record = results.get("J1")
-    assert record is not None
+    record = JobReads(any_redis).get("J1")
     assert record.status is JobStatus.RUNNING
     assert record.next_attempt_at is not None
     assert [(e.attempt, e.error_code, e.retry_in_s) for e in record.attempt_log] == [
@@ -95,12 +94,15 @@ def test_released_job_can_be_claimed_and_the_attempt_is_logged(any_redis: Any) -
 
 def test_a_final_status_is_final(any_redis: Any) -> None:
     new_job(any_redis)
-    results = ResultStore(any_redis, RETENTION_S)
+    results = JobStore(any_redis, RETENTION_S)
     results.claim("J1", "owner-a", LEASE_MS)
-    assert results.finish("J1", JobStatus.SUCCEEDED, {"seed": 5, "s3_key": "k"})
-    assert not results.finish("J1", JobStatus.FAILED, {"error_code": "Late"})
-    record = results.get("J1")
-    assert record is not None
+    assert results.finish("J1", "owner-a", JobStatus.SUCCEEDED, {"seed": 5, "s3_key": "k"}) is (
+        FinishOutcome.FINISHED
+    )
+    assert results.finish("J1", "owner-a", JobStatus.FAILED, {"error_code": "Late"}) is (
+        FinishOutcome.ALREADY_FINAL
+    )
+    record = JobReads(any_redis).get("J1")
     assert (record.status, record.seed, record.s3_key, record.error_code) == (
         JobStatus.SUCCEEDED,
         5,
@@ -114,48 +116,142 @@ def test_a_final_status_is_final(any_redis: Any) -> None:
 def test_finish_refuses_a_status_that_is_not_final(any_redis: Any) -> None:
     new_job(any_redis)
     with pytest.raises(ValueError, match="not a final status"):
-        ResultStore(any_redis, RETENTION_S).finish("J1", JobStatus.RUNNING, {})
+        JobStore(any_redis, RETENTION_S).finish("J1", "owner-a", JobStatus.RUNNING, {})
 
 
 def test_a_cancel_request_ends_the_job_at_claim(any_redis: Any) -> None:
     new_job(any_redis)
     any_redis.hset(keys.job_key("J1"), "cancel_requested", "1")
-    results = ResultStore(any_redis, RETENTION_S)
+    results = JobStore(any_redis, RETENTION_S)
     assert results.claim("J1", "owner-a", LEASE_MS).state is ClaimState.CANCELED
-    record = results.get("J1")
-    assert record is not None
+    record = JobReads(any_redis).get("J1")
     assert record.status is JobStatus.CANCELED
     assert record.attempts == 0
 
 
 def test_a_missing_job_is_reported_missing(any_redis: Any) -> None:
-    assert ResultStore(any_redis, RETENTION_S).claim("nope", "o", LEASE_MS).state is (
+    assert JobStore(any_redis, RETENTION_S).claim("nope", "o", LEASE_MS).state is (
         ClaimState.MISSING
     )
 
 
-def test_status_changes_are_announced(any_redis: Any) -> None:
+@pytest.mark.parametrize("channel", [keys.EVENTS_CHANNEL, keys.job_events_channel("J1")])
+def test_status_changes_are_announced(any_redis: Any, channel: str) -> None:
     new_job(any_redis)
+    new_job(any_redis, "J2")
     events = any_redis.pubsub(ignore_subscribe_messages=True)
-    events.subscribe(keys.EVENTS_CHANNEL)
+    events.subscribe(channel)
     events.get_message(timeout=0.5)
-    results = ResultStore(any_redis, RETENTION_S)
+    results = JobStore(any_redis, RETENTION_S)
     results.claim("J1", "owner-a", LEASE_MS)
-    results.finish("J1", JobStatus.FILTERED, {"finish_reason": "Filter reason: prompt"})
+    results.finish("J1", "owner-a", JobStatus.FILTERED, {"finish_reason": "Filter reason: prompt"})
+    results.claim("J2", "owner-a", LEASE_MS)
     seen = []
     deadline = time.monotonic() + 2
-    while len(seen) < 2 and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         message = events.get_message(timeout=0.2)
         if message:
             seen.append(message["data"])
     events.close()
-    assert seen == ['{"job_id":"J1","status":"running"}', '{"job_id":"J1","status":"filtered"}']
+    expected = ['{"job_id":"J1","status":"running"}', '{"job_id":"J1","status":"filtered"}']
+    if channel == keys.EVENTS_CHANNEL:  # the fleet's channel hears every job
+        expected.append('{"job_id":"J2","status":"running"}')
+    assert seen == expected
 
 
 def test_a_parked_image_survives_until_dropped(any_redis: Any) -> None:
-    results = ResultStore(any_redis, RETENTION_S)
-    results.park_image("J1", '{"seed": 1, "image": "aGk="}')
-    assert results.parked_image("J1") == '{"seed": 1, "image": "aGk="}'
+    results = JobStore(any_redis, RETENTION_S)
+    results.park_image("J1", 1, "aGk=")
+    assert results.parked_image("J1") == (1, "aGk=")
     assert 0 < any_redis.ttl(keys.parked_image_key("J1")) <= RETENTION_S
     results.drop_parked_image("J1")
     assert results.parked_image("J1") is None
+
+
+def test_only_the_lease_owner_can_finish_a_job(any_redis: Any) -> None:
+    new_job(any_redis)
+    store = JobStore(any_redis, RETENTION_S)
+    store.claim("J1", "owner-a", LEASE_MS)
+    late = store.finish("J1", "owner-b", JobStatus.SUCCEEDED, {"s3_key": "someone-else"})
+    assert late is FinishOutcome.NOT_LEASED
+    record = JobReads(any_redis).get("J1")
+    assert (record.status, record.s3_key) == (JobStatus.RUNNING, None)
+    assert store.finish("J1", "owner-a", JobStatus.SUCCEEDED, {"s3_key": "k"}) is (
+        FinishOutcome.FINISHED
+    )
+
+
+def test_a_replayed_job_runs_even_with_a_past_deadline_or_a_cancel_flag(any_redis: Any) -> None:
+    store = JobStore(any_redis, RETENTION_S)
+    spec = JobSpec.parse({"request": {"prompt": "p"}})
+    now_ms = int(time.time() * 1000)
+    store.create(
+        [
+            NewJob("DEADLINE", "m", spec, now_ms, tenant="acme"),
+            NewJob("CANCELED", "m", spec, now_ms, tenant="acme"),
+        ]
+    )
+    # While they ran, one's deadline passed and the other got a cancel; both then failed.
+    for job_id, field, value in (
+        ("DEADLINE", "expires_ms", now_ms - 1000),
+        ("CANCELED", "cancel_requested", "1"),
+    ):
+        store.claim(job_id, "owner-a", LEASE_MS)
+        any_redis.hset(keys.job_key(job_id), field, value)
+        store.finish(job_id, "owner-a", JobStatus.FAILED, {"error_code": "X"})
+    reads = JobReads(any_redis)
+    assert reads.queued_counts("acme") == (0, 0)
+
+    assert sorted(store.replay(["DEADLINE", "CANCELED"])) == ["CANCELED", "DEADLINE"]
+
+    assert reads.queued_counts("acme") == (2, 2)  # waiting again, so the caps count them
+    for job_id in ("DEADLINE", "CANCELED"):
+        assert store.claim(job_id, "owner-b", LEASE_MS).state is ClaimState.CLAIMED
+        record = reads.get(job_id)
+        assert (record.replays, record.expires_at, record.cancel_requested) == (1, None, False)
+
+
+def test_a_refused_raw_job_is_written_whole_once(any_redis: Any) -> None:
+    store = JobStore(any_redis, RETENTION_S)
+    assert store.refuse(
+        "RAW", model_id="m", request={"prompt": ""}, error_code="InvalidRequest", problems="bad"
+    )
+    record = JobReads(any_redis).get("RAW")
+    assert (record.status, record.error_code, record.error_message) == (
+        JobStatus.FAILED,
+        "InvalidRequest",
+        "bad",
+    )
+    assert record.finished_at is not None
+    assert 0 < any_redis.ttl(keys.job_key("RAW")) <= RETENTION_S
+    assert not store.refuse(
+        "RAW", model_id="m", request=None, error_code="InvalidRequest", problems="again"
+    )
+    assert JobReads(any_redis).get("RAW").error_message == "bad"
+
+
+def test_a_batch_and_its_jobs_are_written_together(any_redis: Any) -> None:
+    store = JobStore(any_redis, RETENTION_S)
+    spec = JobSpec.parse({"request": {"prompt": "p"}})
+    jobs = [NewJob(f"B{i}", "m", spec, 1, tenant="acme", batch_id="BATCH") for i in range(3)]
+    outcomes = store.create(jobs, batch=("BATCH", 1234))
+    assert [state for state, _ in outcomes] == [CreateOutcome.CREATED] * 3
+    batch = JobReads(any_redis).batch("BATCH")
+    assert batch is not None
+    assert (batch.tenant, batch.created_ms, batch.job_ids) == ("acme", 1234, ["B0", "B1", "B2"])
+
+
+def test_paging_goes_on_after_the_cursor_job_left_the_index(any_redis: Any) -> None:
+    store = JobStore(any_redis, RETENTION_S)
+    spec = JobSpec.parse({"request": {"prompt": "p"}})
+    store.create([NewJob(f"J{i}", "m", spec, 1000 + i, tenant="acme") for i in range(6)])
+    reads = JobReads(any_redis)
+    first = reads.page(tenant="acme", limit=2)
+    assert [r.job_id for r in first.jobs] == ["J5", "J4"]
+    # The job the cursor names is trimmed from the index before the next page is read.
+    any_redis.zrem(keys.tenant_jobs_key("acme"), "J4")
+    second = reads.page(tenant="acme", cursor=first.next_cursor, limit=2)
+    assert [r.job_id for r in second.jobs] == ["J3", "J2"]
+    third = reads.page(tenant="acme", cursor=second.next_cursor, limit=2)
+    assert [r.job_id for r in third.jobs] == ["J1", "J0"]
+    assert third.next_cursor is None

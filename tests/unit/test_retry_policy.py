@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from worker.errors import BedrockCallError, JobError
+from imagegen.errors import BedrockCallError, JobError
 from worker.retry import RetryPolicy
 
 POLICY = RetryPolicy(max_attempts=5, base_s=1.0, cap_s=8.0)

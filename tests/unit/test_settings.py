@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from producer.settings import Settings
+from imagegen.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,7 +81,7 @@ def test_logs_never_carry_a_prompt_or_a_secret() -> None:
     import json
     import logging
 
-    from producer.logs import JsonFormatter, prompt_facts
+    from imagegen.logs import JsonFormatter, prompt_facts
 
     record = logging.makeLogRecord(
         {
@@ -101,3 +101,20 @@ def test_logs_never_carry_a_prompt_or_a_secret() -> None:
     assert "private" not in line
     assert "igk_secret" not in line
     assert "Bearer" not in line
+
+
+def test_retention_must_outlive_the_webhook_schedule() -> None:
+    with pytest.raises(ValidationError, match="must outlive the webhook retry schedule"):
+        make(job_retention_s=3600, webhook_retry_schedule_s=[0, 5, 7200])
+
+
+def test_worker_metrics_under_the_prefork_pool_are_refused() -> None:
+    with pytest.raises(ValidationError, match="prefork"):
+        make(worker_pool="prefork", worker_metrics_port=9100)
+    assert make(worker_pool="prefork").worker_pool == "prefork"
+
+
+def test_pools_that_are_not_installed_are_refused() -> None:
+    for pool in ("gevent", "eventlet"):
+        with pytest.raises(ValidationError, match="worker_pool"):
+            make(worker_pool=pool)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producer.ssrf import WebhookUrlError, vet_webhook_url
+from imagegen.ssrf import WebhookUrlError, vet_webhook_url
 
 REFUSED = [
     ("https://127.0.0.1/hook", "loopback"),

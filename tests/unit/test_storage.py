@@ -9,8 +9,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from imagegen.errors import StorageError
 from tests.support import image_bytes
-from worker.errors import StorageError
 from worker.images import inspect_image
 from worker.storage import find_stored_image, image_key, upload_image
 

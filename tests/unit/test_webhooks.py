@@ -11,15 +11,16 @@ from typing import Any
 import fakeredis
 import pytest
 
-from producer import keys
+from imagegen.records import JobStatus
+from imagegen.redis import keys
+from imagegen.s3 import make_s3_client
+from imagegen.settings import Settings
+from imagegen.store.deliveries import SigningSecrets
+from imagegen.store.jobs import JobStore
+from imagegen.store.maintenance import Maintenance
 from producer.client import Client
-from producer.jobs import JobStatus
-from producer.outbox import SigningSecrets
-from producer.s3 import make_s3_client
-from producer.settings import Settings
 from producer.webhooks import WebhookVerificationError, verify
 from tests.support import Receiver, independent_signature_check
-from worker.results import ResultStore
 from worker.sweeper import OutboxSweeper
 from worker.webhooks import WebhookSender
 
@@ -29,7 +30,7 @@ SCHEDULE = (0.0, 0.5, 0.5, 0.5)
 @dataclass
 class Hooks:
     client: Client
-    store: ResultStore
+    store: JobStore
     sender: WebhookSender
     receiver: Receiver
     redis: Any
@@ -53,7 +54,7 @@ class Hooks:
             }
         if status is JobStatus.FAILED:
             fields |= {"error_code": "AccessDeniedException", "error_message": "no access"}
-        self.store.finish(record.job_id, status, fields)
+        self.store.finish(record.job_id, "worker", status, fields)
         return f"{record.job_id}:job.{status.value}"
 
     def delivery(self, delivery_id: str) -> dict[str, str]:
@@ -77,7 +78,7 @@ def hooks(settings: Settings) -> Iterator[Hooks]:
     receiver = Receiver()
     yield Hooks(
         client=Client(settings, redis_client=redis),
-        store=ResultStore(redis, settings.job_retention_s, settings.webhook_handoff_grace_s),
+        store=JobStore(redis, settings.job_retention_s, settings.webhook_handoff_grace_s),
         sender=WebhookSender(redis, settings, s3),
         receiver=receiver,
         redis=redis,
@@ -225,7 +226,7 @@ def test_only_the_chosen_events_are_sent(hooks: Hooks) -> None:
         "a", webhook_url=hooks.receiver.url("/hook"), webhook_events=["job.started", "job.failed"]
     )
     hooks.store.claim(record.job_id, "worker", 60_000)
-    hooks.store.finish(record.job_id, JobStatus.SUCCEEDED, {})
+    hooks.store.finish(record.job_id, "worker", JobStatus.SUCCEEDED, {})
     assert [d.event for d in hooks.client.get(record.job_id).webhooks] == ["job.started"]
 
 
@@ -260,12 +261,35 @@ def test_one_sweeper_at_a_time(hooks: Hooks) -> None:
     assert second.sweep_once() == []  # the first one holds the lock
 
 
+def test_an_outbox_entry_whose_delivery_expired_leaves_the_outbox(hooks: Hooks) -> None:
+    delivery_id = hooks.job("/hook")
+    hooks.redis.delete(keys.webhook_key(delivery_id))  # past its retention
+    time.sleep(hooks.settings.webhook_handoff_grace_s + 0.05)
+    sweeper = OutboxSweeper(hooks.redis, hooks.settings)
+    assert sweeper.sweep_once() == []
+    assert hooks.redis.zscore(keys.WEBHOOKS_DUE_KEY, delivery_id) is None
+
+
+def test_dead_letters_and_disabled_endpoints_are_trimmed_by_age(hooks: Hooks) -> None:
+    now_ms = time.time() * 1000
+    old_ms = now_ms - (hooks.settings.job_retention_s + 60) * 1000
+    for key in (keys.DLQ_KEY, keys.WEBHOOKS_DLQ_KEY, keys.WEBHOOKS_DISABLED_KEY):
+        hooks.redis.zadd(key, {"old": old_ms, "recent": now_ms})
+    maintenance = Maintenance(
+        hooks.redis, hooks.settings.job_retention_s, hooks.settings.webhook_handoff_grace_s
+    )
+    trimmed = maintenance.trim()
+    assert (trimmed.jobs, trimmed.deliveries, trimmed.endpoints) == (1, 1, 1)
+    for key in (keys.DLQ_KEY, keys.WEBHOOKS_DLQ_KEY, keys.WEBHOOKS_DISABLED_KEY):
+        assert hooks.redis.zrange(key, 0, -1) == ["recent"]
+
+
 def test_a_replayed_job_gets_new_webhook_ids(hooks: Hooks) -> None:
     delivery_id = hooks.job("/hook", status=JobStatus.FAILED)
     job_id = delivery_id.split(":")[0]
-    hooks.client.dead_letters.replay([job_id])
+    hooks.client.replay([job_id])
     hooks.store.claim(job_id, "worker", 60_000)
-    hooks.store.finish(job_id, JobStatus.FAILED, {"error_code": "X"})
+    hooks.store.finish(job_id, "worker", JobStatus.FAILED, {"error_code": "X"})
     ids = [d.webhook_id for d in hooks.client.get(job_id).webhooks]
     assert ids == [f"msg_{job_id}_failed", f"msg_{job_id}_failed_1"]
 
@@ -329,3 +353,55 @@ class TestVerify:
         assert verify(self.headers(), self.body, [other, self.secret])
         with pytest.raises(WebhookVerificationError):
             verify(self.headers(), self.body, other)
+
+
+def test_a_body_that_is_not_utf8_fails_verification_cleanly() -> None:
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(int(time.time())),
+        "webhook-signature": "v1,AAAA",
+    }
+    with pytest.raises(WebhookVerificationError, match="not UTF-8"):
+        verify(headers, b"\xff\xfe{}", secret)
+
+
+def test_the_sweeper_thread_survives_an_unexpected_error(
+    hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = hooks.settings.model_copy(update={"webhook_sweep_interval_s": 0.02})
+    sweeper = OutboxSweeper(hooks.redis, settings)
+    calls: list[int] = []
+    real = sweeper.sweep_once
+
+    def flaky() -> list[str]:
+        calls.append(1)
+        if len(calls) == 1:
+            msg = "a bug in one sweep"
+            raise ValueError(msg)
+        return real()
+
+    monkeypatch.setattr(sweeper, "sweep_once", flaky)
+    sweeper.start()
+    try:
+        deadline = time.monotonic() + 5
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sweeper.alive
+        assert len(calls) >= 3
+    finally:
+        sweeper.stop()
+
+
+def test_the_webhooks_queue_reports_the_age_of_its_oldest_message(hooks: Hooks) -> None:
+    from imagegen.store.stats import Stats
+
+    hooks.job("/hook")
+    hooks.redis.hset(
+        keys.webhook_key(hooks.redis.zrange(keys.WEBHOOKS_DUE_KEY, 0, 0)[0]),
+        "created_ms",
+        int(time.time() * 1000) - 90_000,
+    )
+    snapshot = Stats(hooks.redis).queues()
+    assert snapshot.depth["webhooks"] == 1
+    assert 89 < snapshot.oldest_age_s["webhooks"] < 120

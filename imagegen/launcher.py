@@ -1,0 +1,91 @@
+"""The command lines of the service's processes (worker, API, Flower), built in one place for
+``imagegen worker|api|flower`` and for the local stack (``devstack``).
+
+Each is a ``Launch``: the argv to run and the environment it needs on top of the caller's. The
+producer names the worker's Celery app; it never imports it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from imagegen.messages import QUEUES
+
+__all__ = ["CELERY_APP", "Launch", "api_launch", "flower_launch", "worker_launch"]
+
+CELERY_APP = "worker.app"
+API_FACTORY = "producer.api:app_from_env"
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", CELERY_APP, *args]
+
+
+def worker_launch(
+    *,
+    pool: str,
+    concurrency: int,
+    loglevel: str,
+    queues: Sequence[str] = QUEUES,
+    hostname: str | None = None,
+    extra_args: Sequence[str] = (),
+) -> Launch:
+    """A Celery worker. The concurrency also goes to the worker's settings
+    (``IMAGEGEN_WORKER_CONCURRENCY``), which size its Redis and boto3 connection pools."""
+    argv = _celery(
+        "worker",
+        "--queues",
+        ",".join(queues),
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+        "--events",
+    )
+    if hostname:
+        argv += ["--hostname", hostname]
+    argv += [arg for arg in extra_args if arg != "--"]
+    return Launch(argv, {"IMAGEGEN_WORKER_CONCURRENCY": str(concurrency)})
+
+
+def api_launch(*, host: str, port: int, workers: int = 1) -> Launch:
+    """The HTTP API under uvicorn."""
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        API_FACTORY,
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+    ]
+    return Launch(argv)
+
+
+def flower_launch(*, address: str, port: int, db: str, basic_auth: str | None) -> Launch:
+    """Flower with a persistent state file. The password travels in the environment
+    (``FLOWER_BASIC_AUTH``), never on the command line where ``ps`` shows it."""
+    argv = _celery(
+        "flower",
+        f"--address={address}",
+        f"--port={port}",
+        "--persistent=True",
+        f"--db={db}",
+        "--purge_offline_workers=600",
+    )
+    return Launch(argv, {"FLOWER_BASIC_AUTH": basic_auth} if basic_auth else {})

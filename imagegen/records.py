@@ -1,0 +1,194 @@
+"""The records the service keeps: jobs (with their attempt log) and webhook deliveries.
+
+Status only moves forward: ``queued`` -> ``running`` -> one terminal status. A retry keeps the
+job ``running`` (with ``next_attempt_at`` set); a terminal status is final, except that an
+operator may replay a ``failed`` job from the dead-letter set (``JobStore.replay``). How a
+record maps onto a Redis hash is ``imagegen.redis.codecs``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagegen.contract import GenerationRequest, JobSpec, Priority
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "AttemptEntry",
+    "DeliveryAttempt",
+    "DeliveryState",
+    "JobRecord",
+    "JobStatus",
+    "NewJob",
+    "WebhookDelivery",
+    "ms_to_datetime",
+]
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    FILTERED = "filtered"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.FILTERED,
+        JobStatus.CANCELED,
+        JobStatus.EXPIRED,
+    }
+)
+
+
+DeliveryState = Literal["pending", "sending", "delivered", "exhausted", "disabled", "refused"]
+
+
+class DeliveryAttempt(BaseModel):
+    """One try at delivering a webhook."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempt: int
+    at: datetime
+    status: int | None = None
+    latency_ms: int | None = None
+    error: str | None = None
+    retry_in_s: float | None = None
+
+
+class WebhookDelivery(BaseModel):
+    """One event of one job, on its way to one endpoint."""
+
+    model_config = ConfigDict(frozen=True)
+
+    delivery_id: str
+    webhook_id: str
+    job_id: str
+    event: str
+    url: str
+    state: DeliveryState
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    log: list[DeliveryAttempt] = Field(default_factory=list)
+
+
+class AttemptEntry(BaseModel):
+    """One Bedrock attempt that did not end the job: what went wrong and what was decided."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempt: int
+    at: datetime
+    error_code: str
+    message: str = ""
+    retry_in_s: float | None = None
+
+
+class JobRecord(BaseModel):
+    """The job as the results store holds it; this is what callers read and webhooks report."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    status: JobStatus
+    model_id: str
+    priority: Priority
+    # None only for a job refused on arrival (a raw message whose request broke the rules).
+    request: GenerationRequest | None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    replays: int = 0
+    attempt_log: list[AttemptEntry] = Field(default_factory=list)
+    next_attempt_at: datetime | None = None
+    expires_at: datetime | None = None
+    tenant: str | None = None
+    batch_id: str | None = None
+    cancel_requested: bool = False
+    seed: int | None = None
+    finish_reason: str | None = None
+    s3_bucket: str | None = None
+    s3_key: str | None = None
+    s3_uri: str | None = None
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    bedrock_latency_ms: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    webhook_url: str | None = None
+    webhook_events: list[str] = Field(default_factory=list)
+    webhooks: list[WebhookDelivery] = Field(default_factory=list)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+
+def ms_to_datetime(value_ms: int) -> datetime:
+    return datetime.fromtimestamp(value_ms / 1000, tz=UTC)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated job about to be stored: its id, model and owner are settled."""
+
+    job_id: str
+    model_id: str
+    spec: JobSpec
+    created_ms: int
+    tenant: str | None = None
+    batch_id: str | None = None
+    idempotency_key: str | None = None
+
+    @property
+    def request_sha256(self) -> str:
+        """What an idempotency key stands for: the whole submitted job."""
+        canonical = self.spec.model_dump_json(exclude={"job_id"})
+        return hashlib.sha256(f"{self.model_id}\n{canonical}".encode()).hexdigest()
+
+    @property
+    def expires_ms(self) -> int | None:
+        expires_at = self.spec.expires_at
+        return round(expires_at.timestamp() * 1000) if expires_at else None
+
+    def queued_record(self) -> JobRecord:
+        """The record as the submit script writes it."""
+        spec = self.spec
+        return JobRecord(
+            job_id=self.job_id,
+            status=JobStatus.QUEUED,
+            model_id=self.model_id,
+            priority=spec.priority,
+            request=spec.request,
+            metadata=spec.metadata,
+            created_at=ms_to_datetime(self.created_ms),
+            webhook_url=spec.webhook_url,
+            webhook_events=list(spec.events) if spec.webhook_url else [],
+            expires_at=spec.expires_at,
+            tenant=self.tenant,
+            batch_id=self.batch_id,
+        )

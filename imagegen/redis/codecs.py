@@ -1,0 +1,190 @@
+"""Records to and from Redis hashes: the one place in Python that knows a hash field's name.
+
+Every hash value is a string; an absent or empty field means unset. Times are Unix milliseconds
+in fields named ``*_ms``; log fields hold one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from imagegen.contract import GenerationRequest
+from imagegen.records import (
+    AttemptEntry,
+    DeliveryAttempt,
+    JobRecord,
+    JobStatus,
+    NewJob,
+    WebhookDelivery,
+    ms_to_datetime,
+)
+
+__all__ = [
+    "LOG_MESSAGE_MAX_CHARS",
+    "attempt_line",
+    "delivery_attempt_line",
+    "delivery_from_hash",
+    "delivery_ids",
+    "new_job_fields",
+    "record_from_hash",
+    "refused_job_fields",
+]
+
+# The longest error message kept in an attempt-log line.
+LOG_MESSAGE_MAX_CHARS = 300
+
+# Hash fields holding integers, and the record fields holding datetimes stored as Unix ms.
+_INT_FIELDS = ("attempts", "replays", "seed", "width", "height", "bytes", "bedrock_latency_ms")
+_TIME_FIELDS = ("created_at", "started_at", "finished_at", "next_attempt_at", "expires_at")
+_TEXT_FIELDS = (
+    "job_id",
+    "status",
+    "model_id",
+    "priority",
+    "finish_reason",
+    "s3_bucket",
+    "s3_key",
+    "s3_uri",
+    "content_type",
+    "sha256",
+    "error_code",
+    "error_message",
+    "webhook_url",
+    "tenant",
+    "batch_id",
+)
+
+
+def record_from_hash(fields: dict[str, str]) -> JobRecord:
+    """The job record held in a job hash."""
+    data: dict[str, Any] = {}
+    for name in _TEXT_FIELDS:
+        if fields.get(name):
+            data[name] = fields[name]
+    for name in _INT_FIELDS:
+        if fields.get(name):
+            data[name] = int(fields[name])
+    for name in _TIME_FIELDS:
+        raw = fields.get(f"{name.removesuffix('_at')}_ms")
+        if raw:
+            data[name] = ms_to_datetime(int(raw))
+    data["request"] = _request_or_none(fields.get("request"))
+    data["metadata"] = json.loads(fields.get("metadata") or "{}")
+    data["cancel_requested"] = fields.get("cancel_requested") == "1"
+    data["webhook_events"] = [e for e in (fields.get("webhook_events") or "").split(",") if e]
+    data["attempt_log"] = [
+        json.loads(line) for line in (fields.get("attempt_log") or "").splitlines() if line
+    ]
+    return JobRecord.model_validate(data)
+
+
+def new_job_fields(job: NewJob) -> dict[str, str]:
+    """The hash of a job as it is submitted."""
+    spec = job.spec
+    optional: dict[str, str | int | None] = {
+        "webhook_url": spec.webhook_url,
+        "webhook_events": ",".join(spec.events) if spec.webhook_url else None,
+        "tenant": job.tenant,
+        "batch_id": job.batch_id,
+        "expires_ms": job.expires_ms,
+    }
+    return {
+        **{name: str(value) for name, value in optional.items() if value is not None},
+        "job_id": job.job_id,
+        "status": JobStatus.QUEUED.value,
+        "model_id": job.model_id,
+        "priority": spec.priority,
+        "request": spec.request.model_dump_json(),
+        "metadata": json.dumps(spec.metadata, separators=(",", ":")),
+        "created_ms": str(job.created_ms),
+        "attempts": "0",
+    }
+
+
+def delivery_ids(fields: dict[str, str]) -> list[str]:
+    """The webhook deliveries a job hash lists."""
+    return [item for item in (fields.get("webhook_deliveries") or "").split(",") if item]
+
+
+def refused_job_fields(
+    model_id: str, request: Any, error_code: str, error_message: str
+) -> dict[str, str]:
+    """The fields of a job refused on arrival (the script adds id, status and times)."""
+    return {
+        "model_id": model_id,
+        "priority": "interactive",
+        "request": json.dumps(request),
+        "metadata": "{}",
+        "error_code": error_code,
+        "error_message": error_message,
+    }
+
+
+def attempt_line(attempt: int, error_code: str, message: str, retry_in_s: float | None) -> str:
+    """One line of a job's attempt log."""
+    entry = AttemptEntry(
+        attempt=attempt,
+        at=datetime.now(UTC),
+        error_code=error_code,
+        message=message[:LOG_MESSAGE_MAX_CHARS],
+        retry_in_s=None if retry_in_s is None else round(retry_in_s, 3),
+    )
+    return entry.model_dump_json()
+
+
+def delivery_attempt_line(
+    attempt: int,
+    status: int | None,
+    latency_ms: int | None,
+    error: str | None,
+    retry_in_s: float | None,
+) -> str:
+    """One line of a webhook delivery's log."""
+    entry = DeliveryAttempt(
+        attempt=attempt,
+        at=datetime.now(UTC),
+        status=status,
+        latency_ms=latency_ms,
+        error=error[:LOG_MESSAGE_MAX_CHARS] if error else None,
+        retry_in_s=None if retry_in_s is None else round(retry_in_s, 3),
+    )
+    return entry.model_dump_json()
+
+
+def delivery_from_hash(fields: dict[str, str]) -> WebhookDelivery:
+    """The webhook delivery held in a delivery hash."""
+    log = [
+        DeliveryAttempt.model_validate_json(line)
+        for line in (fields.get("log") or "").splitlines()
+        if line
+    ]
+    next_ms = fields.get("next_ms")
+    delivered_ms = fields.get("delivered_ms")
+    state = fields.get("state", "pending")
+    return WebhookDelivery(
+        delivery_id=fields["delivery_id"],
+        webhook_id=fields["webhook_id"],
+        job_id=fields["job_id"],
+        event=fields["event"],
+        url=fields["url"],
+        state=state,  # type: ignore[arg-type]
+        attempts=int(fields.get("attempts") or 0),
+        next_attempt_at=ms_to_datetime(int(float(next_ms)))
+        if next_ms and state == "pending"
+        else None,
+        delivered_at=ms_to_datetime(int(float(delivered_ms))) if delivered_ms else None,
+        log=log,
+    )
+
+
+def _request_or_none(raw: str | None) -> GenerationRequest | None:
+    if not raw:
+        return None
+    try:
+        return GenerationRequest.model_validate_json(raw)
+    except ValidationError:
+        return None

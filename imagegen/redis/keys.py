@@ -1,0 +1,177 @@
+"""The Redis key schema, in one place. Every key the service writes is built here.
+
+=====================================  ======  =================================================
+key                                    type    what it holds
+=====================================  ======  =================================================
+``imagegen:job:{job_id}``              hash    the job record (fields: see ``imagegen.records``);
+                                               expires ``job_retention_s`` after its last change
+``imagegen:job:{job_id}:parked-image`` string  image bytes bought from Bedrock whose S3 upload
+                                               failed, so a retry uploads them instead of
+                                               paying for a new one (expires with the record)
+``imagegen:jobs``                      zset    job ids scored by creation time (ms), for listing;
+                                               trimmed past the retention
+``imagegen:queued``                    zset    jobs not yet started (backpressure), by creation
+``imagegen:deadlines``                 zset    queued jobs with an ``expires_at``, by deadline (ms)
+``imagegen:tenant:{tenant}``           hash    a tenant's settings (``webhook_url``)
+``imagegen:tenant:{tenant}:jobs``      zset    the tenant's job ids by creation time (ms)
+``imagegen:tenant:{tenant}:queued``    zset    the tenant's jobs not yet started
+``imagegen:batch:{batch_id}``          hash    a batch: tenant, size, created_ms
+``imagegen:batch:{batch_id}:jobs``     list    the batch's job ids, in submission order
+``imagegen:idem:{tenant}:{key}``       string  ``{request sha256} {job_id}`` for an
+                                               Idempotency-Key, kept 24 h
+``imagegen:apikey:{sha256}``           hash    an API key (stored hashed): key_id, tenant
+``imagegen:apikeys``                   hash    key_id -> sha256 of the key, for list and revoke
+``imagegen:authfail:{client}``         string  failed authentications from one client (1 min)
+``imagegen:events``                    pubsub  one JSON message per job status change (all jobs)
+``imagegen:job:{job_id}:events``       pubsub  the same messages for one job (what waiters
+                                               and event streams subscribe to)
+``imagegen:dlq``                       zset    failed job ids scored by failure time (ms);
+                                               trimmed past the job retention
+``imagegen:stats``                     hash    fleet-wide counters for /metrics:
+                                               ``jobs|{model}|{status}``, ``images|{model}``,
+                                               ``retries|{code}``, ``webhooks|{outcome}``
+``imagegen:limiter:{region}:{model}``  hash    the shared token bucket of one Bedrock quota:
+                                               ``tokens``, ``updated_ms``, ``rate_rpm``
+                                               (effective), ``configured_rpm``,
+                                               ``last_decrease_ms``, ``throttles_total``
+``...:{model}:calls``                  zset    Bedrock calls granted, scored by time (ms), one
+                                               minute kept
+``...:{model}:throttles``              zset    ThrottlingExceptions seen, one minute kept
+``...:{model}:inflight``               zset    concurrency-cap leases, scored by expiry (ms)
+``imagegen:webhook:{delivery_id}``     hash    one webhook delivery (``{job_id}:{event}``, with
+                                               ``:{n}`` after the n-th replay): url, state,
+                                               attempts, log (JSON lines), webhook_id
+``imagegen:webhooks:due``              zset    the outbox: undelivered deliveries scored by
+                                               when they are due (ms)
+``imagegen:webhooks:dlq``              zset    deliveries whose retries ran out, by time (ms);
+                                               trimmed past the job retention
+``imagegen:webhooks:disabled-urls``    zset    endpoint URLs that answered 410 Gone, scored by
+                                               when (ms); trimmed past the job retention
+``imagegen:webhooks:secrets``          string  signing secrets, JSON, newest first
+``imagegen:webhooks:sweep-lock``       string  held by the one sweeper running at a time
+``interactive``, ``batch``,            list    Celery queues (kombu's Redis transport owns them)
+``webhooks``
+=====================================  ======  =================================================
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = [
+    "APIKEYS_KEY",
+    "DEADLINES_KEY",
+    "DLQ_KEY",
+    "EVENTS_CHANNEL",
+    "JOB_INDEX_KEY",
+    "JOB_KEY_PREFIX",
+    "QUEUED_KEY",
+    "STATS_KEY",
+    "TENANT_KEY_PREFIX",
+    "UNUSED_KEY",
+    "WEBHOOKS_DISABLED_KEY",
+    "WEBHOOKS_DLQ_KEY",
+    "WEBHOOKS_DUE_KEY",
+    "WEBHOOK_KEY_PREFIX",
+    "WEBHOOK_SECRETS_KEY",
+    "WEBHOOK_SWEEP_LOCK_KEY",
+    "LimiterKeys",
+    "apikey_key",
+    "auth_failures_key",
+    "batch_jobs_key",
+    "batch_key",
+    "idempotency_key",
+    "job_events_channel",
+    "job_key",
+    "limiter_keys",
+    "parked_image_key",
+    "tenant_jobs_key",
+    "tenant_key",
+    "tenant_queued_key",
+    "webhook_key",
+]
+
+PREFIX = "imagegen"
+JOB_INDEX_KEY = f"{PREFIX}:jobs"
+EVENTS_CHANNEL = f"{PREFIX}:events"
+DLQ_KEY = f"{PREFIX}:dlq"
+STATS_KEY = f"{PREFIX}:stats"
+QUEUED_KEY = f"{PREFIX}:queued"
+DEADLINES_KEY = f"{PREFIX}:deadlines"
+APIKEYS_KEY = f"{PREFIX}:apikeys"
+JOB_KEY_PREFIX = f"{PREFIX}:job:"
+TENANT_KEY_PREFIX = f"{PREFIX}:tenant:"
+# Stands in for a key a script is given but does not touch (a job without a tenant, say).
+UNUSED_KEY = f"{PREFIX}:unused"
+WEBHOOK_KEY_PREFIX = f"{PREFIX}:webhook:"
+WEBHOOKS_DUE_KEY = f"{PREFIX}:webhooks:due"
+WEBHOOKS_DLQ_KEY = f"{PREFIX}:webhooks:dlq"
+WEBHOOKS_DISABLED_KEY = f"{PREFIX}:webhooks:disabled-urls"
+WEBHOOK_SECRETS_KEY = f"{PREFIX}:webhooks:secrets"
+WEBHOOK_SWEEP_LOCK_KEY = f"{PREFIX}:webhooks:sweep-lock"
+
+
+def job_key(job_id: str) -> str:
+    """The hash holding one job's record."""
+    return f"{JOB_KEY_PREFIX}{job_id}"
+
+
+def job_events_channel(job_id: str) -> str:
+    """The pub/sub channel of one job's status changes."""
+    return f"{JOB_KEY_PREFIX}{job_id}:events"
+
+
+def tenant_key(tenant: str) -> str:
+    return f"{TENANT_KEY_PREFIX}{tenant}"
+
+
+def tenant_jobs_key(tenant: str) -> str:
+    return f"{TENANT_KEY_PREFIX}{tenant}:jobs"
+
+
+def tenant_queued_key(tenant: str) -> str:
+    return f"{TENANT_KEY_PREFIX}{tenant}:queued"
+
+
+def batch_key(batch_id: str) -> str:
+    return f"{PREFIX}:batch:{batch_id}"
+
+
+def batch_jobs_key(batch_id: str) -> str:
+    return f"{PREFIX}:batch:{batch_id}:jobs"
+
+
+def idempotency_key(tenant: str | None, key: str) -> str:
+    return f"{PREFIX}:idem:{tenant or '-'}:{key}"
+
+
+def apikey_key(key_sha256: str) -> str:
+    return f"{PREFIX}:apikey:{key_sha256}"
+
+
+def auth_failures_key(client: str) -> str:
+    return f"{PREFIX}:authfail:{client}"
+
+
+def webhook_key(delivery_id: str) -> str:
+    """The hash holding one webhook delivery."""
+    return f"{WEBHOOK_KEY_PREFIX}{delivery_id}"
+
+
+def parked_image_key(job_id: str) -> str:
+    """Image bytes waiting for a successful S3 upload."""
+    return f"{PREFIX}:job:{job_id}:parked-image"
+
+
+class LimiterKeys(NamedTuple):
+    """The keys of one quota (one region and model id)."""
+
+    bucket: str
+    calls: str
+    throttles: str
+    inflight: str
+
+
+def limiter_keys(region: str, model_id: str) -> LimiterKeys:
+    base = f"{PREFIX}:limiter:{region}:{model_id}"
+    return LimiterKeys(base, f"{base}:calls", f"{base}:throttles", f"{base}:inflight")

@@ -1,0 +1,114 @@
+-- Shared by every script; sent after the generated constants K (key and queue names) and
+-- TERMINAL (the final statuses), before the script itself.
+
+-- The Redis server's clock in whole milliseconds: every process agrees on it.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The same clock with sub-millisecond precision, unless a test passes its own (the token bucket).
+local function clock(override)
+  if override ~= nil and override ~= '' then return tonumber(override) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
+
+local function job_key(job_id) return K.JOB_PREFIX .. job_id end
+
+-- The job is running under this lease owner.
+local function held_by(key, owner)
+  return redis.call('HGET', key, 'status') == 'running'
+     and redis.call('HGET', key, 'lease_owner') == owner
+end
+
+-- One status message, on the fleet's channel and on the job's own.
+local function announce(job_id, status)
+  local message = '{"job_id":"' .. job_id .. '","status":"' .. status .. '"}'
+  redis.call('PUBLISH', K.EVENTS, message)
+  redis.call('PUBLISH', K.JOB_PREFIX .. job_id .. ':events', message)
+end
+
+-- When the job has a webhook for `event`: the delivery record, its outbox entry (due after
+-- grace_ms unless a delivery task takes it first) and its delivery message, made from
+-- `template`. A delivery's id is {job_id}:{event} (:{n} after the n-th replay) and its
+-- webhook-id msg_{job_id}_{event}[_{n}]: both stay the same on every retry. Returns the
+-- delivery id, or ''.
+local function add_delivery(key, job_id, event, now, grace_ms, retention, template)
+  local url = redis.call('HGET', key, 'webhook_url')
+  if not url or url == '' then return '' end
+  local events = redis.call('HGET', key, 'webhook_events') or ''
+  if not string.find(',' .. events .. ',', ',' .. event .. ',', 1, true) then return '' end
+  local suffix = (string.gsub(event, '^job%.', ''))
+  local id = job_id .. ':' .. event
+  local webhook_id = 'msg_' .. job_id .. '_' .. suffix
+  local replays = redis.call('HGET', key, 'replays')
+  if replays and replays ~= '' and replays ~= '0' then
+    id = id .. ':' .. replays
+    webhook_id = webhook_id .. '_' .. replays
+  end
+  local delivery_key = K.WEBHOOK_PREFIX .. id
+  if redis.call('EXISTS', delivery_key) == 1 then return '' end
+  redis.call('HSET', delivery_key, 'delivery_id', id, 'job_id', job_id, 'event', event,
+             'url', url, 'webhook_id', webhook_id, 'state', 'pending', 'attempts', 0,
+             'created_ms', now, 'next_ms', now, 'lease_until_ms', 0)
+  redis.call('EXPIRE', delivery_key, retention)
+  redis.call('ZADD', K.WEBHOOKS_DUE, now + grace_ms, id)
+  local listed = redis.call('HGET', key, 'webhook_deliveries') or ''
+  if listed == '' then listed = id else listed = listed .. ',' .. id end
+  redis.call('HSET', key, 'webhook_deliveries', listed)
+  local message = string.gsub(template, K.DELIVERY_ID, id)
+  redis.call('LPUSH', K.WEBHOOK_QUEUE, message)
+  return id
+end
+
+-- The job no longer waits: out of the queued and deadline sets (backpressure and expiry).
+local function unqueue(key, job_id)
+  redis.call('ZREM', K.QUEUED, job_id)
+  redis.call('ZREM', K.DEADLINES, job_id)
+  local tenant = redis.call('HGET', key, 'tenant')
+  if tenant and tenant ~= '' then
+    redis.call('ZREM', K.TENANT_PREFIX .. tenant .. ':queued', job_id)
+  end
+end
+
+-- The job waits again (a replay): back in the queued sets it was counted in at submit.
+local function requeue(key, job_id, now)
+  redis.call('ZADD', K.QUEUED, now, job_id)
+  local tenant = redis.call('HGET', key, 'tenant')
+  if tenant and tenant ~= '' then
+    redis.call('ZADD', K.TENANT_PREFIX .. tenant .. ':queued', now, job_id)
+  end
+end
+
+-- The final status: fields, expiry, the dead-letter set for `failed`, the counters, the event
+-- and the webhook. Returns the new delivery id or ''.
+local function finalize(key, job_id, status, now, retention, grace_ms, template)
+  unqueue(key, job_id)
+  redis.call('HSET', key, 'status', status, 'finished_ms', now, 'lease_owner', '',
+             'lease_until_ms', 0, 'next_attempt_ms', '')
+  redis.call('EXPIRE', key, retention)
+  if status == 'failed' then redis.call('ZADD', K.DLQ, now, job_id) end
+  local model = redis.call('HGET', key, 'model_id') or '?'
+  redis.call('HINCRBY', K.STATS, 'jobs|' .. model .. '|' .. status, 1)
+  announce(job_id, status)
+  return add_delivery(key, job_id, 'job.' .. status, now, grace_ms, retention, template)
+end
+
+-- The token bucket of one quota as of `now`: tokens, the effective rate and the rest of its
+-- state. The effective rate is reset to the configured one whenever the configuration changes.
+local function load_bucket(key, configured, burst, floor, now)
+  local h = redis.call('HMGET', key, 'tokens', 'updated_ms', 'rate_rpm', 'configured_rpm',
+                       'last_decrease_ms', 'throttles_total')
+  local rate = tonumber(h[3]) or configured
+  if tonumber(h[4]) ~= configured then rate = configured end
+  rate = math.max(floor, math.min(configured, rate))
+  local tokens = tonumber(h[1]) or burst
+  local updated = tonumber(h[2]) or now
+  if now > updated then
+    tokens = math.min(burst, tokens + (now - updated) * rate / 60000)
+    updated = now
+  end
+  return tokens, rate, {updated = updated, last_decrease = tonumber(h[5]) or 0,
+                        throttles_total = tonumber(h[6]) or 0}
+end

@@ -1,0 +1,407 @@
+"""Every setting of the service, in one pydantic-settings model.
+
+Values come from the environment (prefix ``IMAGEGEN_``), then from an optional ``.env`` file,
+then from the defaults below. The defaults run the embedded local stack; pointing at AWS is a
+settings change only: unset ``IMAGEGEN_BEDROCK_ENDPOINT_URL`` and ``IMAGEGEN_S3_ENDPOINT_URL``,
+set ``IMAGEGEN_S3_BUCKET`` and ``IMAGEGEN_AWS_REGION``; credentials come from the standard AWS
+chain. The README's settings table is checked against this model by the tests.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_MODEL_ID", "ModelLimit", "Settings", "get_settings"]
+
+DEFAULT_MODEL_ID = "stability.stable-image-core-v1:0"
+STABILITY_IMAGE_MODEL_IDS = (
+    "stability.stable-image-core-v1:0",
+    "stability.stable-image-core-v1:1",
+    "stability.stable-image-ultra-v1:0",
+    "stability.stable-image-ultra-v1:1",
+)
+# On-demand Bedrock prices per generated image (us-west-2); billed only for images returned.
+STABILITY_IMAGE_PRICES_USD = {
+    "stability.stable-image-core-v1:0": 0.04,
+    "stability.stable-image-core-v1:1": 0.04,
+    "stability.stable-image-ultra-v1:0": 0.14,
+    "stability.stable-image-ultra-v1:1": 0.14,
+}
+SECONDS_PER_DAY = 86_400
+MIN_PASSWORD_CHARS = 12
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class ModelLimit(BaseModel):
+    """The Bedrock quota of one model in one region, as the fleet should use it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rpm: float = Field(ge=0, description="requests per minute; 0 = no limit")
+    burst: float = Field(default=1.0, ge=1, description="calls that may start at once")
+    max_concurrency: int = Field(default=0, ge=0, description="calls in flight; 0 = no cap")
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the producer, the worker and the tools."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IMAGEGEN_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # Redis: broker, job records and every shared counter.
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis for the queues and the job records.",
+    )
+    redis_connect_timeout_s: PositiveSeconds = Field(
+        default=5.0, description="TCP connect timeout for every Redis connection."
+    )
+    redis_socket_timeout_s: PositiveSeconds = Field(
+        default=10.0,
+        description="Read timeout for every Redis command (longer than the broker's 1 s poll).",
+    )
+    redis_health_check_interval_s: int = Field(
+        default=30,
+        ge=0,
+        description="An idle Redis connection is pinged before use after this long (0: never).",
+    )
+    redis_max_connections: int = Field(
+        default=64, ge=2, le=10_000, description="Redis connections one process's pool may open."
+    )
+    redis_pool_timeout_s: PositiveSeconds = Field(
+        default=5.0,
+        description="How long a caller waits for a free pooled Redis connection before an error.",
+    )
+
+    # Bedrock.
+    aws_region: str = Field(default="us-west-2", description="AWS region for Bedrock and S3.")
+    bedrock_endpoint_url: str | None = Field(
+        default=None,
+        description="bedrock-runtime endpoint; unset means AWS itself. The local stack sets it "
+        "to the emulator.",
+    )
+    model_id: str = Field(
+        default=DEFAULT_MODEL_ID, description="Model used when a job does not name one."
+    )
+    allowed_model_ids: tuple[str, ...] = Field(
+        default=STABILITY_IMAGE_MODEL_IDS,
+        description="Model ids a job may ask for (JSON list in the environment).",
+    )
+    bedrock_connect_timeout_s: PositiveSeconds = Field(
+        default=5.0, description="TCP connect timeout for one Bedrock call."
+    )
+    bedrock_read_timeout_s: PositiveSeconds = Field(
+        default=60.0, description="Read timeout for one Bedrock call (a generation takes seconds)."
+    )
+
+    # S3.
+    s3_bucket: str = Field(
+        default="imagegen-images", min_length=3, description="Bucket the images are written to."
+    )
+    s3_prefix: str = Field(
+        default="images", description="Key prefix: keys are {prefix}/{yyyy}/{mm}/{dd}/{job}.{ext}."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint; unset means AWS. The local stack sets moto's."
+    )
+    s3_connect_timeout_s: PositiveSeconds = Field(default=5.0, description="S3 connect timeout.")
+    s3_read_timeout_s: PositiveSeconds = Field(default=30.0, description="S3 read timeout.")
+    s3_upload_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Upload tries inside one job attempt before the "
+        "image is parked in Redis and the attempt is retried (the image is never bought twice).",
+    )
+
+    # Jobs.
+    job_retention_s: int = Field(
+        default=7 * SECONDS_PER_DAY,
+        gt=0,
+        description="How long a job record is kept after its last change.",
+    )
+    metadata_max_bytes: int = Field(
+        default=2048,
+        gt=0,
+        le=65_536,
+        description="Largest caller metadata object (JSON, UTF-8 bytes) echoed back on the job.",
+    )
+    max_attempts: int = Field(
+        default=5, ge=1, le=50, description="Bedrock attempts per job before it fails."
+    )
+    retry_base_s: PositiveSeconds = Field(
+        default=1.0, description="First retry delay ceiling; doubles per attempt (full jitter)."
+    )
+    retry_cap_s: PositiveSeconds = Field(default=60.0, description="Largest retry delay.")
+
+    # Worker.
+    worker_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="Threads per worker process: about (requests per second) x (call latency).",
+    )
+    worker_pool: Literal["threads", "prefork", "solo"] = Field(
+        default="threads",
+        description="Celery pool; threads suits calls that wait on the network.",
+    )
+    task_soft_time_limit_s: PositiveSeconds = Field(
+        default=240.0, description="Soft time limit per task (enforced by the prefork pool)."
+    )
+    task_time_limit_s: PositiveSeconds = Field(
+        default=300.0,
+        description="Hard time limit per task; also the lease a running job holds.",
+    )
+    visibility_timeout_s: int = Field(
+        default=3600,
+        gt=0,
+        description="Seconds before Redis redelivers an unacknowledged message; must exceed "
+        "the hard time limit plus the longest retry delay.",
+    )
+    redelivery_sweep_s: int = Field(
+        default=10,
+        gt=0,
+        description="How often each worker looks for messages past their visibility timeout "
+        "(left by a worker that died) and puts them back on their queue.",
+    )
+
+    # The shared rate limiter (one token bucket per region and model, in Redis).
+    rate_limit_rpm: float = Field(
+        default=60.0,
+        ge=0,
+        description="Bedrock requests per minute the whole fleet may make per model; set it to "
+        "your account's quota. 0 turns the limiter off.",
+    )
+    rate_limit_burst: float = Field(
+        default=1.0, ge=1, description="Calls that may start at once after a quiet spell."
+    )
+    max_concurrency: int = Field(
+        default=0,
+        ge=0,
+        description="Bedrock calls in flight across the fleet per model; 0 = no cap.",
+    )
+    model_limits: dict[str, ModelLimit] = Field(
+        default_factory=dict,
+        description='Per-model overrides, JSON: {"model id": {"rpm": 30, "burst": 2, '
+        '"max_concurrency": 8}}.',
+    )
+    rate_floor_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="After throttling, the shared rate never drops below this part of the quota.",
+    )
+    rate_decrease_factor: float = Field(
+        default=0.7,
+        gt=0,
+        lt=1,
+        description="On a ThrottlingException the shared rate is multiplied by this.",
+    )
+    rate_increase_fraction: float = Field(
+        default=0.001,
+        gt=0,
+        le=1,
+        description="Each successful call raises the shared rate by this part of the quota.",
+    )
+    rate_decrease_cooldown_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="Throttles within this long of a decrease count as the same event.",
+    )
+    limiter_max_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Longest wait for a token in place; a longer one puts the job back on its "
+        "queue with a countdown.",
+    )
+    celery_rate_limit: str | None = Field(
+        default=None,
+        pattern=r"^\d+(\.\d+)?/[smh]$",
+        description="Celery's own per-process rate_limit on the generate task (for "
+        "comparisons; it cannot share a quota across processes).",
+    )
+    bedrock_botocore_retries: Literal["off", "standard", "adaptive"] = Field(
+        default="off",
+        description="botocore's own retry mode for Bedrock (for comparisons; off lets our "
+        "policy own retries and never re-runs a billed generation behind its back).",
+    )
+
+    # Submitting (the HTTP API and the client).
+    max_queued_total: int = Field(
+        default=100_000, gt=0, description="Jobs waiting to start, all tenants; beyond, 429."
+    )
+    max_queued_per_tenant: int = Field(
+        default=10_000, gt=0, description="Jobs waiting to start for one tenant; beyond, 429."
+    )
+    max_batch_size: int = Field(default=10_000, gt=0, description="Most jobs in one batch.")
+    api_max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, gt=0, description="Largest request body the API reads; 413."
+    )
+    api_max_wait_s: float = Field(
+        default=30.0, ge=0, le=300, description="Longest `Prefer: wait=N` the API honours."
+    )
+    api_auth_failures_per_minute: int = Field(
+        default=10,
+        gt=0,
+        description="Failed authentications one client may make in a minute before 429.",
+    )
+
+    # Webhooks.
+    webhook_default_url: str | None = Field(
+        default=None,
+        description="Webhook endpoint for jobs that name none (a tenant's default wins).",
+    )
+    webhook_allow_http: bool = Field(
+        default=False, description="Allow plain-http webhook URLs (https only otherwise)."
+    )
+    webhook_allowed_hosts: tuple[str, ...] = Field(
+        default=(),
+        description="Hosts a webhook may reach even on private or loopback addresses "
+        '(JSON list, e.g. ["127.0.0.1"] for a local receiver).',
+    )
+    webhook_timeout_s: PositiveSeconds = Field(
+        default=15.0, description="Time a receiver has to answer one delivery."
+    )
+    webhook_retry_schedule_s: tuple[float, ...] = Field(
+        default=(0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400),
+        min_length=1,
+        description="Delay before each delivery attempt, the first included (JSON list).",
+    )
+    webhook_jitter_fraction: float = Field(
+        default=0.1, ge=0, le=1, description="Random spread added to each retry delay."
+    )
+    webhook_presign_expiry_s: int = Field(
+        default=3600,
+        gt=0,
+        le=7 * SECONDS_PER_DAY,
+        description="Lifetime of the presigned image URL in a webhook.",
+    )
+    webhook_max_response_bytes: int = Field(
+        default=4096, gt=0, description="Most of a receiver's answer that is read and logged."
+    )
+    webhook_handoff_grace_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="An outbox entry no delivery task picked up within this long is sent again "
+        "by the sweeper.",
+    )
+    webhook_sweep_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the outbox sweeper looks for due deliveries."
+    )
+    webhook_secret_overlap_s: int = Field(
+        default=SECONDS_PER_DAY,
+        ge=0,
+        description="After a rotation, the old signing secret also signs for this long.",
+    )
+
+    # Operating: logs, metrics, Flower.
+    log_level: str = Field(
+        default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level."
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="JSON lines for log pipelines, or key=value text."
+    )
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port a worker serves its Prometheus /metrics on (0: none).",
+    )
+    model_prices_usd: dict[str, float] = Field(
+        default_factory=lambda: dict(STABILITY_IMAGE_PRICES_USD),
+        description="Price of one generated image per model, for the spend estimate (JSON).",
+    )
+    flower_basic_auth: str | None = Field(
+        default=None,
+        pattern=r"^[^:]+:.+$",
+        description="user:password for Flower; required unless flower_allow_no_auth.",
+    )
+    flower_allow_no_auth: bool = Field(
+        default=False, description="Let Flower run without a password (only on localhost)."
+    )
+
+    @model_validator(mode="after")
+    def _check_timing(self) -> Self:
+        single_call_s = (
+            self.limiter_max_wait_s
+            + self.bedrock_connect_timeout_s
+            + self.bedrock_read_timeout_s
+            + self.s3_upload_attempts * (self.s3_connect_timeout_s + self.s3_read_timeout_s)
+        )
+        if self.task_time_limit_s < single_call_s:
+            msg = (
+                f"task_time_limit_s ({self.task_time_limit_s:g}) must cover a limiter wait, one "
+                f"Bedrock call and the S3 uploads ({single_call_s:g} s with these settings)"
+            )
+            raise ValueError(msg)
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            msg = "task_soft_time_limit_s must be below task_time_limit_s"
+            raise ValueError(msg)
+        longest_hold_s = self.task_time_limit_s + self.retry_cap_s
+        if self.visibility_timeout_s <= longest_hold_s:
+            msg = (
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed "
+                f"task_time_limit_s + retry_cap_s ({longest_hold_s:g}), or Redis redelivers "
+                "messages that are still being worked on"
+            )
+            raise ValueError(msg)
+        if self.flower_basic_auth:
+            password = self.flower_basic_auth.split(":", 1)[1]
+            if len(password) < MIN_PASSWORD_CHARS or "change-me" in password.lower():
+                msg = (
+                    f"flower_basic_auth needs a real password ({MIN_PASSWORD_CHARS}+ "
+                    "characters, not the example's)"
+                )
+                raise ValueError(msg)
+        if self.worker_pool == "prefork" and self.worker_metrics_port:
+            msg = (
+                "worker_metrics_port serves one process's metrics, and the prefork pool runs "
+                "the tasks in child processes: use the threads pool, or set the port to 0"
+            )
+            raise ValueError(msg)
+        schedule_s = sum(self.webhook_retry_schedule_s) + self.webhook_handoff_grace_s * len(
+            self.webhook_retry_schedule_s
+        )
+        if self.job_retention_s <= schedule_s:
+            msg = (
+                f"job_retention_s ({self.job_retention_s}) must outlive the webhook retry "
+                f"schedule ({schedule_s:g} s), or deliveries expire before their last try"
+            )
+            raise ValueError(msg)
+        if self.model_id not in self.allowed_model_ids:
+            msg = f"model_id {self.model_id!r} is not in allowed_model_ids"
+            raise ValueError(msg)
+        return self
+
+    def contract_context(self) -> dict[str, Any]:
+        """What ``JobSpec.parse`` checks against: the allowed models, the metadata limit, and
+        whether plain-http webhooks are allowed."""
+        return {
+            "allowed_model_ids": self.allowed_model_ids,
+            "metadata_max_bytes": self.metadata_max_bytes,
+            "webhook_allow_http": self.webhook_allow_http,
+        }
+
+    def limit_for(self, model_id: str) -> ModelLimit:
+        """The quota the fleet uses for ``model_id``."""
+        return self.model_limits.get(model_id) or ModelLimit(
+            rpm=self.rate_limit_rpm,
+            burst=self.rate_limit_burst,
+            max_concurrency=self.max_concurrency,
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,178 @@
+"""The webhook delivery store: reading deliveries, claiming and recording each attempt, sending
+them again, and the signing secrets.
+
+Deliveries are created by the job transitions (``add_delivery`` in the scripts' prelude), in the
+same script as the status they report, so a webhook is never lost between the two.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import redis as redis_lib
+
+from imagegen.records import WebhookDelivery
+from imagegen.redis import codecs, keys
+from imagegen.redis.scripts import Scripts
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+__all__ = ["Deliveries", "DeliveryClaim", "SigningSecrets"]
+
+_SECRET_BYTES = 24
+
+
+@dataclass(frozen=True)
+class DeliveryClaim:
+    """The outcome of taking a delivery: ``claimed`` with the attempt number and the fields to
+    send, or why not (missing, final, busy, disabled)."""
+
+    state: str
+    attempt: int
+    job_id: str = ""
+    event: str = ""
+    url: str = ""
+    webhook_id: str = ""
+
+
+class Deliveries:
+    """Webhook deliveries on one Redis client (``decode_responses=True``)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._scripts = Scripts.of(redis)
+
+    def ids_for_job(self, job_id: str) -> list[str]:
+        fields = cast("dict[str, str]", self._redis.hgetall(keys.job_key(job_id)))
+        return codecs.delivery_ids(fields)
+
+    def claim(self, delivery_id: str, lease_ms: int) -> DeliveryClaim:
+        """Take the delivery for one attempt (a lease: never sent twice at once)."""
+        key = keys.webhook_key(delivery_id)
+        state, attempt = self._scripts["delivery_claim"](keys=[key], args=[delivery_id, lease_ms])
+        if state != "claimed":
+            return DeliveryClaim(str(state), int(attempt))
+        fields = cast("dict[str, str]", self._redis.hgetall(key))
+        return DeliveryClaim(
+            "claimed",
+            int(attempt),
+            job_id=fields["job_id"],
+            event=fields["event"],
+            url=fields["url"],
+            webhook_id=fields["webhook_id"],
+        )
+
+    def record(
+        self,
+        delivery_id: str,
+        outcome: str,
+        *,
+        attempt: int,
+        status: int | None,
+        latency_ms: int | None,
+        error: str | None,
+        delay_s: float | None,
+    ) -> None:
+        """Log one attempt; ``outcome`` (delivered, retry, exhausted, refused, disabled) says
+        what follows: a retry is due after ``delay_s``."""
+        line = codecs.delivery_attempt_line(attempt, status, latency_ms, error, delay_s)
+        self._scripts["delivery_record"](
+            keys=[keys.webhook_key(delivery_id)],
+            args=[delivery_id, outcome, line, round((delay_s or 0) * 1000)],
+        )
+
+    def for_job(self, job_id: str) -> list[WebhookDelivery]:
+        return list(self.get_many(self.ids_for_job(job_id)).values())
+
+    def get_many(self, delivery_ids: Iterable[str]) -> dict[str, WebhookDelivery]:
+        """The deliveries that still exist, by id."""
+        ids = list(delivery_ids)
+        pipe = self._redis.pipeline(transaction=False)
+        for delivery_id in ids:
+            pipe.hgetall(keys.webhook_key(delivery_id))
+        return {
+            delivery_id: codecs.delivery_from_hash(fields)
+            for delivery_id, fields in zip(ids, pipe.execute(), strict=True)
+            if fields
+        }
+
+    def redeliver(self, delivery_ids: Iterable[str]) -> list[str]:
+        """Send these deliveries again (whatever their state); returns those that exist."""
+        return [
+            delivery_id
+            for delivery_id in delivery_ids
+            if self._scripts["delivery_redeliver"](
+                keys=[keys.webhook_key(delivery_id)], args=[delivery_id]
+            )
+        ]
+
+    def redeliver_job(self, job_id: str) -> list[str]:
+        return self.redeliver(self.ids_for_job(job_id))
+
+    def recover(self, since_ms: int) -> list[str]:
+        """Send again every delivery whose retries ran out since ``since_ms``."""
+        ids = self._redis.zrangebyscore(keys.WEBHOOKS_DLQ_KEY, since_ms, "+inf")
+        return self.redeliver(str(delivery_id) for delivery_id in ids)
+
+
+class SigningSecrets:
+    """The signing secrets (``whsec_`` + base64), newest first, kept in Redis.
+
+    After a rotation the previous secret keeps signing, beside the new one, for
+    ``overlap_s`` seconds, so receivers can switch without losing a delivery.
+    """
+
+    def __init__(self, redis: Redis, overlap_s: int) -> None:
+        self._redis = redis
+        self._overlap_s = overlap_s
+
+    def _load(self) -> list[dict[str, Any]]:
+        raw = self._redis.get(keys.WEBHOOK_SECRETS_KEY)
+        return json.loads(raw) if raw else []
+
+    def active(self) -> list[str]:
+        """The secrets to sign with now, newest first (one is created on first use)."""
+        entries = self._load()
+        if not entries:
+            self._redis.set(keys.WEBHOOK_SECRETS_KEY, json.dumps([_new_entry()]), nx=True)
+            entries = self._load()
+        now_ms = time.time() * 1000
+        return [e["secret"] for e in entries if e["retires_ms"] is None or e["retires_ms"] > now_ms]
+
+    def current(self) -> str:
+        return self.active()[0]
+
+    def rotate(self) -> str:
+        """Make a new secret the primary one; the old ones retire after the overlap."""
+        self.active()  # make sure there is something to rotate
+        with self._redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(keys.WEBHOOK_SECRETS_KEY)  # type: ignore[no-untyped-call]
+                    raw = pipe.get(keys.WEBHOOK_SECRETS_KEY)
+                    entries = json.loads(raw) if raw else []
+                    retire_at = time.time() * 1000 + self._overlap_s * 1000
+                    for entry in entries:
+                        if entry["retires_ms"] is None:
+                            entry["retires_ms"] = retire_at
+                    now_ms = time.time() * 1000
+                    kept = [e for e in entries if e["retires_ms"] > now_ms]
+                    fresh = _new_entry()
+                    pipe.multi()
+                    pipe.set(keys.WEBHOOK_SECRETS_KEY, json.dumps([fresh, *kept]))
+                    pipe.execute()
+                    return str(fresh["secret"])
+                except redis_lib.WatchError:
+                    continue
+
+
+def _new_entry() -> dict[str, Any]:
+    secret = "whsec_" + base64.b64encode(os.urandom(_SECRET_BYTES)).decode()
+    return {"secret": secret, "created_ms": int(time.time() * 1000), "retires_ms": None}

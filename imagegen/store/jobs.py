@@ -1,0 +1,327 @@
+"""The job store: every transition of a job record, each one Lua script on the server clock.
+
+submit -> claim -> (release for a retry | defer | finish); cancel and expire end a job that has
+not started; refuse records a raw message that broke the rules; replay reopens a failed job.
+A claim takes a lease: a redelivered message finds the job final (skipped), leased by a live
+attempt (skipped), or free to run again; only the lease owner may release or finish it. Reading
+and listing are ``imagegen.store.job_reads``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, cast
+
+from imagegen.messages import GENERATE_TASK, delivery_message_template, task_message
+from imagegen.records import JobRecord, JobStatus, NewJob
+from imagegen.redis import codecs, keys
+from imagegen.redis.scripts import Scripts
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+__all__ = [
+    "IDEMPOTENCY_TTL_S",
+    "CancelOutcome",
+    "Claim",
+    "ClaimState",
+    "CreateOutcome",
+    "FinishOutcome",
+    "JobStore",
+]
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+EXPIRE_BATCH = 500
+ERROR_MESSAGE_MAX_CHARS = 1000
+
+
+class CreateOutcome(StrEnum):
+    CREATED = "created"
+    EXISTS = "exists"  # the job id was taken
+    IDEMPOTENT = "idempotent"  # the idempotency key was seen before
+
+
+class CancelOutcome(StrEnum):
+    CANCELED = "canceled"
+    REQUESTED = "requested"
+    TERMINAL = "terminal"
+    MISSING = "missing"
+
+
+class ClaimState(StrEnum):
+    CLAIMED = "claimed"
+    MISSING = "missing"
+    TERMINAL = "terminal"
+    BUSY = "busy"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
+class FinishOutcome(StrEnum):
+    FINISHED = "finished"
+    ALREADY_FINAL = "final"
+    NOT_LEASED = "lease"  # another attempt holds the job
+
+
+@dataclass(frozen=True)
+class Claim:
+    state: ClaimState
+    attempt: int
+
+
+class JobStore:
+    """Job transitions on one Redis client (built with ``decode_responses=True``)."""
+
+    def __init__(self, redis: Redis, retention_s: int, webhook_grace_s: float = 30.0) -> None:
+        self.redis = redis
+        self.retention_s = retention_s
+        self._webhook_grace_ms = round(webhook_grace_s * 1000)
+        self._scripts = Scripts.of(redis)
+
+    # -- arriving ----------------------------------------------------------------------------
+
+    def create(
+        self,
+        jobs: Sequence[NewJob],
+        *,
+        enqueue: bool = True,
+        batch: tuple[str, int] | None = None,
+    ) -> list[tuple[CreateOutcome, str]]:
+        """Store (and unless ``enqueue`` is False, queue) each job in one round trip; with
+        ``batch`` (its id and creation time), the batch record too, all in one transaction.
+
+        Returns per job the outcome and, for ``IDEMPOTENT``, ``"<request sha256> <job id>"`` of
+        the job the key was first used for."""
+        pipe = self.redis.pipeline(transaction=batch is not None)
+        submit = self._scripts["job_submit"]
+        for job in jobs:
+            message = (
+                task_message(GENERATE_TASK, job.job_id, [job.job_id], job.spec.priority)
+                if enqueue
+                else ""
+            )
+            idempotency = f"{job.request_sha256} {job.job_id}" if job.idempotency_key else ""
+            expires_ms = job.expires_ms
+            argv = [
+                str(self.retention_s),
+                str(job.created_ms),
+                job.job_id,
+                message,
+                idempotency,
+                "" if expires_ms is None else str(expires_ms),
+                job.tenant or "",
+                job.batch_id or "",
+                str(IDEMPOTENCY_TTL_S),
+            ]
+            for name, value in codecs.new_job_fields(job).items():
+                argv += [name, value]
+            tenant = job.tenant
+            submit(
+                keys=[
+                    keys.job_key(job.job_id),
+                    keys.JOB_INDEX_KEY,
+                    job.spec.priority,
+                    keys.tenant_jobs_key(tenant) if tenant else keys.UNUSED_KEY,
+                    keys.QUEUED_KEY,
+                    keys.tenant_queued_key(tenant) if tenant else keys.UNUSED_KEY,
+                    keys.idempotency_key(tenant, job.idempotency_key)
+                    if job.idempotency_key
+                    else keys.UNUSED_KEY,
+                    keys.DEADLINES_KEY,
+                    keys.batch_jobs_key(job.batch_id) if job.batch_id else keys.UNUSED_KEY,
+                ],
+                args=argv,
+                client=pipe,
+            )
+        if batch is not None:
+            batch_id, created_ms = batch
+            tenant = jobs[0].tenant if jobs else None
+            pipe.hset(
+                keys.batch_key(batch_id),
+                mapping={
+                    "batch_id": batch_id,
+                    "tenant": tenant or "",
+                    "size": len(jobs),
+                    "created_ms": created_ms,
+                },
+            )
+            pipe.expire(keys.batch_key(batch_id), self.retention_s)
+            pipe.expire(keys.batch_jobs_key(batch_id), self.retention_s)
+        results = pipe.execute()[: len(jobs)]
+        return [(CreateOutcome(state), str(detail)) for state, detail in results]
+
+    def refuse(
+        self, job_id: str, *, model_id: str, request: Any, error_code: str, problems: str
+    ) -> bool:
+        """Record a raw-message job that broke the rules as ``failed``, in one step; False when
+        the id already had a record."""
+        fields = codecs.refused_job_fields(
+            model_id, request, error_code, problems[:ERROR_MESSAGE_MAX_CHARS]
+        )
+        argv: list[str | int] = [job_id, self.retention_s]
+        for name, value in fields.items():
+            argv += [name, value]
+        return bool(self._scripts["job_refuse"](keys=[keys.job_key(job_id)], args=argv))
+
+    def exists(self, job_id: str) -> bool:
+        return bool(self.redis.exists(keys.job_key(job_id)))
+
+    # -- ending before a start ---------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> CancelOutcome:
+        outcome = self._scripts["job_cancel"](
+            keys=[keys.job_key(job_id)],
+            args=[job_id, self.retention_s, self._webhook_grace_ms, delivery_message_template()],
+        )
+        return CancelOutcome(outcome)
+
+    def expire_due(self) -> list[str]:
+        """End jobs whose deadline passed before they started; returns their ids."""
+        expired = self._scripts["job_expire_due"](
+            keys=[keys.DEADLINES_KEY],
+            args=[
+                EXPIRE_BATCH,
+                self.retention_s,
+                self._webhook_grace_ms,
+                delivery_message_template(),
+            ],
+        )
+        return [str(job_id) for job_id in expired]
+
+    # -- running -----------------------------------------------------------------------------
+
+    def claim(self, job_id: str, owner: str, lease_ms: int) -> Claim:
+        state, attempts = self._scripts["job_claim"](
+            keys=[keys.job_key(job_id)],
+            args=[
+                job_id,
+                owner,
+                lease_ms,
+                self.retention_s,
+                self._webhook_grace_ms,
+                delivery_message_template(),
+            ],
+        )
+        return Claim(ClaimState(state), int(attempts))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.redis.hget(keys.job_key(job_id), "cancel_requested") == "1"
+
+    def release_for_retry(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        attempt: int,
+        error_code: str,
+        message: str,
+        delay_s: float,
+    ) -> bool:
+        line = codecs.attempt_line(attempt, error_code, message, delay_s)
+        released = self._scripts["job_release"](
+            keys=[keys.job_key(job_id)],
+            args=[
+                owner,
+                line,
+                round(delay_s * 1000),
+                error_code,
+                message[:ERROR_MESSAGE_MAX_CHARS],
+            ],
+        )
+        return bool(released)
+
+    def defer(self, job_id: str, owner: str, delay_s: float) -> bool:
+        """Give the job back for ``delay_s`` without counting this run as an attempt."""
+        return bool(
+            self._scripts["job_defer"](
+                keys=[keys.job_key(job_id)], args=[owner, round(delay_s * 1000)]
+            )
+        )
+
+    def finish(
+        self,
+        job_id: str,
+        owner: str,
+        status: JobStatus,
+        fields: dict[str, str | int | None],
+        *,
+        attempt_log: tuple[int, str, str] | None = None,
+    ) -> FinishOutcome:
+        """Write the final status and its fields, when ``owner`` holds the job's lease.
+
+        ``attempt_log`` (attempt, error code, message) adds the last attempt to the log."""
+        if not status.is_terminal:
+            msg = f"{status} is not a final status"
+            raise ValueError(msg)
+        line = codecs.attempt_line(*attempt_log, None) if attempt_log else ""
+        argv: list[str | int] = [
+            job_id,
+            status.value,
+            self.retention_s,
+            line,
+            self._webhook_grace_ms,
+            delivery_message_template(),
+            owner,
+        ]
+        for name, value in fields.items():
+            argv += [name, "" if value is None else value]
+        changed, reason = self._scripts["job_finish"](keys=[keys.job_key(job_id)], args=argv)
+        return FinishOutcome.FINISHED if int(changed) else FinishOutcome(reason)
+
+    def count_generated_image(self, model_id: str) -> None:
+        """One more image Bedrock returned (and billed), for the fleet's spend estimate."""
+        self.redis.hincrby(keys.STATS_KEY, f"images|{model_id}", 1)
+
+    # -- images bought but not yet stored ----------------------------------------------------
+
+    def park_image(self, job_id: str, seed: int | None, image_base64: str) -> None:
+        """Keep a bought image whose upload failed, for the next attempt to upload."""
+        parked = json.dumps({"seed": seed, "image": image_base64})
+        self.redis.set(keys.parked_image_key(job_id), parked, ex=self.retention_s)
+
+    def parked_image(self, job_id: str) -> tuple[int | None, str] | None:
+        """The parked image's seed and base64 bytes, if there is one."""
+        raw = self.redis.get(keys.parked_image_key(job_id))
+        if raw is None:
+            return None
+        parked = json.loads(cast("str", raw))
+        seed = parked["seed"]
+        return (None if seed is None else int(seed)), str(parked["image"])
+
+    def drop_parked_image(self, job_id: str) -> None:
+        self.redis.delete(keys.parked_image_key(job_id))
+
+    # -- the dead-letter set -----------------------------------------------------------------
+
+    def dead_letter_ids(self, limit: int = 1000) -> list[str]:
+        """Failed job ids, oldest failure first."""
+        return [str(job_id) for job_id in self.redis.zrange(keys.DLQ_KEY, 0, limit - 1)]
+
+    def dead_letters(self, limit: int = 1000) -> list[JobRecord]:
+        """The failed jobs' records (ids whose record expired are dropped from the set)."""
+        ids = self.dead_letter_ids(limit)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(keys.job_key(job_id))
+        found = []
+        for job_id, fields in zip(ids, pipe.execute(), strict=True):
+            if fields:
+                found.append(codecs.record_from_hash(fields))
+            else:
+                self.redis.zrem(keys.DLQ_KEY, job_id)
+        return found
+
+    def replay(self, job_ids: Iterable[str]) -> list[str]:
+        """Queue these failed jobs again; returns the ids that were replayed."""
+        replayed = []
+        for job_id in job_ids:
+            queue = str(self.redis.hget(keys.job_key(job_id), "priority") or "interactive")
+            message = task_message(GENERATE_TASK, job_id, [job_id], queue)
+            if self._scripts["job_replay"](
+                keys=[keys.job_key(job_id), queue], args=[job_id, message, self.retention_s]
+            ):
+                replayed.append(job_id)
+        return replayed

@@ -1,0 +1,137 @@
+"""The tenant store: API keys (one tenant each, stored hashed, shown once when created), each
+tenant's settings, and the failed-authentication counts behind the API's brake.
+
+A key reads ``igk_<key id>_<secret>``; the key id (also in ``imagegen keys list``) names it for
+revoking, and only the key's SHA-256 is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from imagegen.errors import ImagegenError
+from imagegen.redis import keys
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+__all__ = ["TENANT_PATTERN", "ApiKey", "ApiKeys", "AuthFailures", "Tenants"]
+
+KEY_PREFIX = "igk_"
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_TENANT_RE = re.compile(TENANT_PATTERN)
+_KEY_ID_BYTES = 6
+_SECRET_BYTES = 24
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    tenant: str
+    created_ms: int
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKeys:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    def create(self, tenant: str) -> tuple[ApiKey, str]:
+        """A new key for ``tenant``: its record, and the key itself (shown only now)."""
+        if not _TENANT_RE.match(tenant):
+            msg = f"tenant {tenant!r} must match {TENANT_PATTERN}"
+            raise ImagegenError(msg)
+        key_id = secrets.token_hex(_KEY_ID_BYTES)
+        key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(_SECRET_BYTES)}"
+        record = ApiKey(key_id=key_id, tenant=tenant, created_ms=int(time.time() * 1000))
+        digest = _digest(key)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(
+            keys.apikey_key(digest),
+            mapping={
+                "key_id": key_id,
+                "tenant": tenant,
+                "created_ms": record.created_ms,
+            },
+        )
+        pipe.hset(keys.APIKEYS_KEY, key_id, digest)
+        pipe.execute()
+        return record, key
+
+    def authenticate(self, key: str) -> ApiKey | None:
+        """The key's record, or None for an unknown or revoked key."""
+        if not key.startswith(KEY_PREFIX):
+            return None
+        fields = cast("dict[str, str]", self._redis.hgetall(keys.apikey_key(_digest(key))))
+        if not fields:
+            return None
+        return ApiKey(fields["key_id"], fields["tenant"], int(fields["created_ms"]))
+
+    def revoke(self, key_id: str) -> bool:
+        digest = self._redis.hget(keys.APIKEYS_KEY, key_id)
+        if not digest:
+            return False
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(keys.apikey_key(str(digest)))
+        pipe.hdel(keys.APIKEYS_KEY, key_id)
+        pipe.execute()
+        return True
+
+    def list(self) -> list[ApiKey]:
+        digests = cast("dict[str, str]", self._redis.hgetall(keys.APIKEYS_KEY))
+        pipe = self._redis.pipeline(transaction=False)
+        for digest in digests.values():
+            pipe.hgetall(keys.apikey_key(digest))
+        found = [cast("dict[str, str]", f) for f in pipe.execute() if f]
+        return sorted(
+            (ApiKey(f["key_id"], f["tenant"], int(f["created_ms"])) for f in found),
+            key=lambda k: k.created_ms,
+        )
+
+
+class Tenants:
+    """Per-tenant settings: the default webhook endpoint."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    def webhook_url(self, tenant: str) -> str | None:
+        url = self._redis.hget(keys.tenant_key(tenant), "webhook_url")
+        return str(url) if url else None
+
+    def set_webhook_url(self, tenant: str, url: str | None) -> None:
+        """Set (or with None, remove) the tenant's default webhook endpoint."""
+        if url is None:
+            self._redis.hdel(keys.tenant_key(tenant), "webhook_url")
+        else:
+            self._redis.hset(keys.tenant_key(tenant), "webhook_url", url)
+
+
+class AuthFailures:
+    """Failed authentications per client in a rolling window, for the API's brake."""
+
+    def __init__(self, redis: Redis, window_s: int) -> None:
+        self._redis = redis
+        self._window_s = window_s
+
+    def count(self, client: str) -> tuple[int, int]:
+        """Failures in the current window, and the seconds until it ends."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(keys.auth_failures_key(client))
+        pipe.ttl(keys.auth_failures_key(client))
+        failures, ttl = pipe.execute()
+        return int(failures or 0), max(1, int(ttl))
+
+    def add(self, client: str) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.incr(keys.auth_failures_key(client))
+        pipe.expire(keys.auth_failures_key(client), self._window_s, nx=True)
+        pipe.execute()

@@ -1,0 +1,102 @@
+"""The HTTP API: submit, follow, list and cancel jobs and batches from any backend.
+
+``imagegen api --host 0.0.0.0 --port 8000`` serves it with uvicorn; ``/docs`` shows it. Every
+call but ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <API key>``; a tenant sees
+only its own jobs. Every 4xx answer is ``application/problem+json`` naming the field and the rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from imagegen.contract import JobSpec, validation_errors
+from imagegen.logs import configure_logging
+from imagegen.redis.connection import connect
+from imagegen.settings import Settings, get_settings
+from imagegen.store.tenants import ApiKeys, AuthFailures
+from producer.api import batches, health, jobs
+from producer.api.auth import AUTH_WINDOW_S
+from producer.api.bodies import BodyLimitMiddleware
+from producer.api.metrics import metrics_router
+from producer.api.problems import Problem, install_problem_handlers
+from producer.api.state import ApiState
+from producer.client import Client
+
+__all__ = ["app_from_env", "create_app"]
+
+# Threads for blocking endpoints (Prefer: wait, event streams) beyond anyio's default 40.
+API_THREADS = 200
+
+
+def create_app(settings: Settings | None = None, *, redis_client: Any = None) -> FastAPI:
+    """The API; ``redis_client`` (decode_responses=True) replaces the one from the settings."""
+    settings = settings or get_settings()
+    redis_client = redis_client or connect(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = API_THREADS
+        yield
+        redis_client.close()
+
+    app = FastAPI(
+        title="bedrock-imagegen",
+        version="1",
+        description=__doc__,
+        openapi_tags=[{"name": "jobs"}, {"name": "batches"}, {"name": "health"}],
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
+    install_problem_handlers(app)
+    app.state.api = ApiState(
+        settings=settings,
+        redis=redis_client,
+        client=Client(settings, redis_client=redis_client),
+        api_keys=ApiKeys(redis_client),
+        auth_failures=AuthFailures(redis_client, AUTH_WINDOW_S),
+    )
+    app.include_router(jobs.router)
+    app.include_router(batches.router)
+    app.include_router(metrics_router(redis_client, settings))
+    app.include_router(health.router)
+    _publish_job_schema(app)
+    return app
+
+
+def _publish_job_schema(app: FastAPI) -> None:
+    """The job body is read by our own code (so bad input gets our problem+json); its schema is
+    still published."""
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original_openapi()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            spec_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(spec_schema.pop("$defs", {}))
+            components["JobSpec"] = spec_schema
+            components["Problem"] = Problem.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def app_from_env() -> FastAPI:
+    """The app for ``uvicorn producer.api:app_from_env --factory``."""
+    try:
+        settings = get_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        return create_app(settings)
+    except ValidationError as e:
+        details = "; ".join(str(error) for error in validation_errors(e))
+        msg = f"bad settings: {details}"
+        raise SystemExit(msg) from e

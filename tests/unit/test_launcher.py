@@ -1,0 +1,25 @@
+"""The processes' command lines, built in one place for the CLI and the local stack."""
+
+from __future__ import annotations
+
+from imagegen.launcher import api_launch, flower_launch, worker_launch
+
+
+def test_the_worker_concurrency_also_sizes_its_connection_pools() -> None:
+    launch = worker_launch(pool="threads", concurrency=48, loglevel="INFO", hostname="w@%h")
+    argv = launch.argv
+    assert argv[argv.index("--concurrency") + 1] == "48"
+    assert argv[argv.index("--hostname") + 1] == "w@%h"
+    assert launch.env == {"IMAGEGEN_WORKER_CONCURRENCY": "48"}
+
+
+def test_the_flower_password_never_reaches_the_command_line() -> None:
+    launch = flower_launch(address="127.0.0.1", port=5555, db="f.db", basic_auth="admin:s3cret-pw")
+    assert not [arg for arg in launch.argv if "s3cret" in arg]
+    assert launch.env == {"FLOWER_BASIC_AUTH": "admin:s3cret-pw"}
+
+
+def test_the_api_runs_the_factory_under_uvicorn() -> None:
+    argv = api_launch(host="0.0.0.0", port=8000, workers=2).argv
+    assert "producer.api:app_from_env" in argv
+    assert argv[argv.index("--workers") + 1] == "2"

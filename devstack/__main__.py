@@ -8,7 +8,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from devstack.demo import run_demo
@@ -51,8 +51,8 @@ def run_dev() -> int:
         print(f"  Flower login: {stack.flower_auth}")
         print(f"  logs     {stack.processes.log_dir}")
         print("\nTo use it from another shell:")
-        for name, value in stack.exports().items():
-            print(f"  export {name}={shlex.quote(value)}")
+        for line in export_lines(stack.exports()):
+            print(f"  {line}")
         print('  .venv/bin/imagegen submit "a lighthouse at dawn" --wait --output lighthouse.png')
         print("  KEY=$(.venv/bin/imagegen keys create --tenant me)   # then, for the HTTP API:")
         print(
@@ -70,6 +70,11 @@ def run_dev() -> int:
                 signal.signal(sig, signal.SIG_IGN)
             print("\nStopping...", flush=True)
     return 0
+
+
+def export_lines(exports: Mapping[str, str]) -> list[str]:
+    """``export NAME=value`` lines a shell reads back as the same values (JSON included)."""
+    return [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
 
 
 def _port_free(port: int) -> bool:

@@ -6,6 +6,8 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from celery.signals import worker_process_init
 
@@ -23,10 +25,9 @@ from worker.webhooks import WebhookSender
 
 __all__ = ["build_services", "execution_owner", "outbox_sweeper", "services", "webhook_sender"]
 
+T = TypeVar("T")
 _lock = threading.RLock()
-_services: Services | None = None
-_sender: WebhookSender | None = None
-_sweeper: OutboxSweeper | None = None
+_built: dict[str, Any] = {}
 # Connections beyond the thread count, for the occasional HEAD or parked-image read.
 _SPARE_CONNECTIONS = 4
 # The sweeper thread and the webhook sender beside the job threads.
@@ -47,43 +48,46 @@ def build_services(settings: Settings) -> Services:
     )
 
 
-def services() -> Services:
-    """This process's services, built on first use."""
-    global _services  # noqa: PLW0603
-    if _services is None:
+def _once(name: str, build: Callable[[], T]) -> T:
+    """This process's ``name``, built on first use (thread-safe)."""
+    found = _built.get(name)
+    if found is None:
         with _lock:
-            if _services is None:
-                _services = build_services(get_settings())
-    return _services
+            found = _built.get(name)
+            if found is None:
+                found = _built[name] = build()
+    return cast("T", found)
+
+
+def services() -> Services:
+    """This process's services."""
+    return _once("services", lambda: build_services(get_settings()))
 
 
 def webhook_sender() -> WebhookSender:
-    """This process's webhook sender, built on first use."""
-    global _sender  # noqa: PLW0603
-    if _sender is None:
-        with _lock:
-            if _sender is None:
-                shared = services()
-                _sender = WebhookSender(shared.store.redis, shared.settings, shared.s3)
-    return _sender
+    """This process's webhook sender."""
+
+    def build() -> WebhookSender:
+        shared = services()
+        return WebhookSender(shared.store.redis, shared.settings, shared.s3)
+
+    return _once("webhook_sender", build)
 
 
 def outbox_sweeper() -> OutboxSweeper:
-    global _sweeper  # noqa: PLW0603
-    if _sweeper is None:
-        with _lock:
-            if _sweeper is None:
-                shared = services()
-                _sweeper = OutboxSweeper(shared.store.redis, shared.settings)
-    return _sweeper
+    """This process's maintenance sweeper."""
+
+    def build() -> OutboxSweeper:
+        shared = services()
+        return OutboxSweeper(shared.store.redis, shared.settings)
+
+    return _once("outbox_sweeper", build)
 
 
 @worker_process_init.connect
 def _fresh_after_fork(**_: object) -> None:
     # A forked pool child must not share its parent's sockets.
-    global _services, _sender  # noqa: PLW0603
-    _services = None
-    _sender = None
+    _built.clear()
 
 
 def execution_owner() -> str:

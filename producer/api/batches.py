@@ -11,10 +11,10 @@ from imagegen.errors import JobNotFoundError
 from producer.api.auth import Tenant
 from producer.api.bodies import batch_items, raw_body
 from producer.api.problems import PROBLEM_RESPONSES, ProblemError, submission_problems
-from producer.api.state import State
+from producer.api.state import ApiState, State
 from producer.client import BatchStatus
 
-__all__ = ["BatchCreated", "BatchResource", "router"]
+__all__ = ["BatchCreated", "BatchResource", "owned_batch", "router"]
 
 router = APIRouter(tags=["batches"])
 
@@ -76,10 +76,16 @@ def submit_batch(
     summary="A batch's progress",
 )
 def get_batch(batch_id: str, tenant_id: Tenant, state: State) -> BatchResource:
+    batch = owned_batch(state, batch_id, tenant_id)
+    return BatchResource(**batch.model_dump(), url=f"/v1/batches/{batch_id}")
+
+
+def owned_batch(state: ApiState, batch_id: str, tenant_id: str) -> BatchStatus:
+    """The tenant's batch, or 404 (someone else's batch is as absent as a missing one)."""
     try:
         batch = state.client.batch(batch_id)
     except JobNotFoundError:
         batch = None
     if batch is None or batch.tenant != tenant_id:
         raise ProblemError(404, "Batch not found", f"no batch {batch_id}")
-    return BatchResource(**batch.model_dump(), url=f"/v1/batches/{batch_id}")
+    return batch

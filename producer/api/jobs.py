@@ -16,6 +16,7 @@ from imagegen.errors import FieldError, JobNotFoundError, JobTimeoutError
 from imagegen.records import JobRecord, JobStatus
 from imagegen.store.jobs import CancelOutcome
 from producer.api.auth import Tenant
+from producer.api.batches import owned_batch
 from producer.api.bodies import duration_header_s, job_object, prefer_wait_s, raw_body
 from producer.api.problems import PROBLEM_RESPONSES, ProblemError, submission_problems
 from producer.api.state import ApiState, State
@@ -143,9 +144,7 @@ def list_jobs(
 ) -> JobList:
     client = state.client
     if batch is not None:
-        found = client.reads.batch(batch)
-        if found is None or found.tenant != tenant_id:
-            raise ProblemError(404, "Batch not found", f"no batch {batch}")
+        owned_batch(state, batch, tenant_id)
     page = client.list_jobs(
         tenant=tenant_id, status=status, batch_id=batch, cursor=cursor, limit=limit
     )

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +287,43 @@ def test_iam_policy_is_least_privilege() -> None:
 def test_promtool_is_present_on_ci() -> None:
     if ON_CI:
         assert shutil.which("promtool"), ".ci/run installs Debian's prometheus for promtool"
+
+
+def test_the_image_copies_every_package_the_distribution_has() -> None:
+    dockerfile = (OPS / "Dockerfile").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    included = re.search(r"include = \[([^\]]*)\]", pyproject)
+    assert included
+    packages = re.findall(r'"(\w+)\*"', included[1])
+    assert "imagegen" in packages
+    for package in packages:
+        assert f"COPY {package} ./{package}" in dockerfile, package
+
+
+def test_the_built_distribution_carries_every_lua_script(tmp_path: Path) -> None:
+    import zipfile
+
+    from imagegen.redis.scripts import SCRIPT_NAMES
+
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--wheel-dir",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in (*SCRIPT_NAMES, "prelude"):
+        assert f"imagegen/redis/scripts/{name}.lua" in names

@@ -31,6 +31,7 @@ from imagegen.ssrf import WebhookUrlError, vet_webhook_url
 from imagegen.store.deliveries import Deliveries, SigningSecrets
 from imagegen.store.job_reads import JobPage, JobReads
 from imagegen.store.jobs import CancelOutcome, CreateOutcome, JobStore
+from imagegen.store.quarantine import Quarantine
 from imagegen.store.quota import QuotaStatus, QuotaStore
 from imagegen.store.tenants import ApiKeys, Tenants
 
@@ -67,6 +68,7 @@ class Client:
         self.api_keys = ApiKeys(self._redis)
         self.tenants = Tenants(self._redis)
         self.quota_store = QuotaStore(self._redis, self.settings)
+        self.quarantine = Quarantine(self._redis)
         self._s3: S3Client | None = None
 
     def close(self) -> None:
@@ -225,6 +227,12 @@ class Client:
         if url is not None:
             self._vet_webhooks([self._parse({"request": {"prompt": "-"}, "webhook_url": url})])
         self.tenants.set_webhook_url(tenant, url)
+
+    def signing_secrets_for(self, tenant: str | None) -> SigningSecrets:
+        """The secrets that sign a tenant's webhooks (None: jobs without a tenant)."""
+        if tenant is None:
+            return self.signing_secrets
+        return SigningSecrets(self._redis, self.settings.webhook_secret_overlap_s, tenant)
 
     def replay(self, job_ids: Iterable[str]) -> list[str]:
         """Queue failed jobs from the dead-letter set again; returns those replayed."""

@@ -17,6 +17,8 @@ __all__ = ["app", "make_app"]
 
 def make_app(settings: Settings) -> Celery:
     celery = Celery("imagegen", broker=settings.redis_url, include=["worker.tasks"])
+    # Every message is checked before Celery reads it; malformed ones go to the quarantine.
+    celery.conf.broker_transport = "worker.transport:GatedTransport"
     transport_options = {
         # Must exceed the longest task plus the longest retry countdown (checked by Settings),
         # or Redis hands a message that is still being worked on to a second worker.

@@ -16,6 +16,7 @@ from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings, get_settings
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import JobStore
+from imagegen.store.quarantine import Quarantine
 from worker.bedrock import make_bedrock_client
 from worker.limiter import Limiter
 from worker.pipeline import Services
@@ -23,7 +24,14 @@ from worker.retry import RetryPolicy
 from worker.sweeper import OutboxSweeper
 from worker.webhooks import WebhookSender
 
-__all__ = ["build_services", "execution_owner", "outbox_sweeper", "services", "webhook_sender"]
+__all__ = [
+    "build_services",
+    "execution_owner",
+    "outbox_sweeper",
+    "quarantine",
+    "services",
+    "webhook_sender",
+]
 
 T = TypeVar("T")
 _lock = threading.RLock()
@@ -62,6 +70,11 @@ def _once(name: str, build: Callable[[], T]) -> T:
 def services() -> Services:
     """This process's services."""
     return _once("services", lambda: build_services(get_settings()))
+
+
+def quarantine() -> Quarantine:
+    """This process's view of the quarantine (the gate in ``worker.transport`` writes it)."""
+    return _once("quarantine", lambda: Quarantine(services().store.redis))
 
 
 def webhook_sender() -> WebhookSender:

@@ -11,7 +11,6 @@ from imagegen.logs import configure_logging
 from imagegen.messages import DELIVER_TASK, GENERATE_TASK
 from imagegen.settings import get_settings
 from worker.app import app
-from worker.intake import accept_raw_job
 from worker.metrics import serve_metrics
 from worker.pipeline import RetryLaterError, run_job
 from worker.runtime import execution_owner, outbox_sweeper, services, webhook_sender
@@ -20,13 +19,12 @@ __all__ = ["deliver_webhook", "generate"]
 
 
 @app.task(name=GENERATE_TASK, bind=True, max_retries=None)
-def generate(self: Any, job_id: str, job: dict[str, Any] | None = None) -> dict[str, Any]:
+def generate(self: Any, job_id: str) -> dict[str, Any]:
     """Run one attempt of a job; on a retryable failure, come back after the chosen delay.
 
-    ``job`` carries the job itself when a backend pushed a raw message instead of submitting."""
+    A job pushed as a raw message (with its job as a keyword) was turned into a record by the
+    gate (``worker.transport``) before this runs: the task only ever sees the job id."""
     shared = services()
-    if job is not None:
-        accept_raw_job(job_id, job, shared.store, shared.settings)
     try:
         outcome = run_job(job_id, shared, execution_owner())
     except RetryLaterError as e:

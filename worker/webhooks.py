@@ -106,6 +106,7 @@ class WebhookSender:
     def __init__(self, redis: Redis, settings: Settings, s3: S3Client) -> None:
         self._settings = settings
         self._s3 = s3
+        self._redis = redis
         self._jobs = JobReads(redis)
         self._deliveries = Deliveries(redis)
         self.secrets = SigningSecrets(redis, settings.webhook_secret_overlap_s)
@@ -133,7 +134,8 @@ class WebhookSender:
         except WebhookUrlError as e:
             return self._finish(delivery_id, attempt, "refused", None, error=str(e))
         body = json.dumps(self._payload(record, claim.event), separators=(",", ":"))
-        response = self._post(target, body, self._headers(claim.webhook_id, body))
+        headers = self._headers(claim.webhook_id, body, record.tenant)
+        response = self._post(target, body, headers)
         return self._judge(delivery_id, attempt, response)
 
     # -- building the request ----------------------------------------------------------------
@@ -150,10 +152,17 @@ class WebhookSender:
             expires_at = datetime.fromtimestamp(time.time() + expiry_s, tz=UTC)
         return build_payload(record, event, image_url, expires_at)
 
-    def _headers(self, webhook_id: str, body: str) -> dict[str, str]:
+    def secrets_for(self, tenant: str | None) -> SigningSecrets:
+        """The secrets that sign a job's webhooks: its tenant's, or the global ones."""
+        if tenant is None:
+            return self.secrets
+        return SigningSecrets(self._redis, self._settings.webhook_secret_overlap_s, tenant)
+
+    def _headers(self, webhook_id: str, body: str, tenant: str | None) -> dict[str, str]:
         sent_at = datetime.now(UTC)
         signatures = " ".join(
-            Webhook(secret).sign(webhook_id, sent_at, body) for secret in self.secrets.active()
+            Webhook(secret).sign(webhook_id, sent_at, body)
+            for secret in self.secrets_for(tenant).active()
         )
         return {
             "content-type": "application/json",

@@ -47,8 +47,13 @@ key                                    type    what it holds
                                                trimmed past the job retention
 ``imagegen:webhooks:disabled-urls``    zset    endpoint URLs that answered 410 Gone, scored by
                                                when (ms); trimmed past the job retention
-``imagegen:webhooks:secrets``          string  signing secrets, JSON, newest first
+``imagegen:webhooks:secrets``          string  the signing secrets of jobs without a tenant, JSON,
+                                               newest first
+``imagegen:tenant:{tenant}:secrets``   string  a tenant's signing secrets, the same way
 ``imagegen:webhooks:sweep-lock``       string  held by the one sweeper running at a time
+``imagegen:quarantine``                list    messages from our queues that were not tasks of
+                                               ours: JSON with reason, queue and the message
+                                               (cut at 64 KiB), newest first, 10,000 kept
 ``interactive``, ``batch``,            list    Celery queues (kombu's Redis transport owns them)
 ``webhooks``
 =====================================  ======  =================================================
@@ -65,6 +70,7 @@ __all__ = [
     "EVENTS_CHANNEL",
     "JOB_INDEX_KEY",
     "JOB_KEY_PREFIX",
+    "QUARANTINE_KEY",
     "QUEUED_KEY",
     "STATS_KEY",
     "TENANT_KEY_PREFIX",
@@ -89,6 +95,7 @@ __all__ = [
     "tenant_key",
     "tenant_queued_key",
     "webhook_key",
+    "webhook_secrets_key",
 ]
 
 PREFIX = "imagegen"
@@ -109,6 +116,7 @@ WEBHOOKS_DLQ_KEY = f"{PREFIX}:webhooks:dlq"
 WEBHOOKS_DISABLED_KEY = f"{PREFIX}:webhooks:disabled-urls"
 WEBHOOK_SECRETS_KEY = f"{PREFIX}:webhooks:secrets"
 WEBHOOK_SWEEP_LOCK_KEY = f"{PREFIX}:webhooks:sweep-lock"
+QUARANTINE_KEY = f"{PREFIX}:quarantine"
 
 
 def job_key(job_id: str) -> str:
@@ -123,6 +131,11 @@ def job_events_channel(job_id: str) -> str:
 
 def tenant_key(tenant: str) -> str:
     return f"{TENANT_KEY_PREFIX}{tenant}"
+
+
+def webhook_secrets_key(tenant: str | None) -> str:
+    """The signing secrets of one tenant's jobs (without a tenant: the global ones)."""
+    return f"{TENANT_KEY_PREFIX}{tenant}:secrets" if tenant else WEBHOOK_SECRETS_KEY
 
 
 def tenant_jobs_key(tenant: str) -> str:

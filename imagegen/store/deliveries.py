@@ -123,25 +123,27 @@ class Deliveries:
 
 
 class SigningSecrets:
-    """The signing secrets (``whsec_`` + base64), newest first, kept in Redis.
+    """One tenant's signing secrets (``whsec_`` + base64), newest first, kept in Redis; without
+    a tenant, the global ones, which sign only jobs that have no tenant.
 
     After a rotation the previous secret keeps signing, beside the new one, for
     ``overlap_s`` seconds, so receivers can switch without losing a delivery.
     """
 
-    def __init__(self, redis: Redis, overlap_s: int) -> None:
+    def __init__(self, redis: Redis, overlap_s: int, tenant: str | None = None) -> None:
         self._redis = redis
         self._overlap_s = overlap_s
+        self._key = keys.webhook_secrets_key(tenant)
 
     def _load(self) -> list[dict[str, Any]]:
-        raw = self._redis.get(keys.WEBHOOK_SECRETS_KEY)
+        raw = self._redis.get(self._key)
         return json.loads(raw) if raw else []
 
     def active(self) -> list[str]:
         """The secrets to sign with now, newest first (one is created on first use)."""
         entries = self._load()
         if not entries:
-            self._redis.set(keys.WEBHOOK_SECRETS_KEY, json.dumps([_new_entry()]), nx=True)
+            self._redis.set(self._key, json.dumps([_new_entry()]), nx=True)
             entries = self._load()
         now_ms = time.time() * 1000
         return [e["secret"] for e in entries if e["retires_ms"] is None or e["retires_ms"] > now_ms]
@@ -155,8 +157,8 @@ class SigningSecrets:
         with self._redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(keys.WEBHOOK_SECRETS_KEY)  # type: ignore[no-untyped-call]
-                    raw = pipe.get(keys.WEBHOOK_SECRETS_KEY)
+                    pipe.watch(self._key)  # type: ignore[no-untyped-call]
+                    raw = pipe.get(self._key)
                     entries = json.loads(raw) if raw else []
                     retire_at = time.time() * 1000 + self._overlap_s * 1000
                     for entry in entries:
@@ -166,7 +168,7 @@ class SigningSecrets:
                     kept = [e for e in entries if e["retires_ms"] > now_ms]
                     fresh = _new_entry()
                     pipe.multi()
-                    pipe.set(keys.WEBHOOK_SECRETS_KEY, json.dumps([fresh, *kept]))
+                    pipe.set(self._key, json.dumps([fresh, *kept]))
                     pipe.execute()
                     return str(fresh["secret"])
                 except redis_lib.WatchError:

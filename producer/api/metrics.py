@@ -56,6 +56,11 @@ class FleetCollector(Collector):
             "Webhook delivery attempts by outcome",
             labels=["outcome"],
         )
+        quarantined = CounterMetricFamily(
+            "imagegen_quarantined_messages",
+            "Messages on our queues that were not tasks of ours, by reason",
+            labels=["reason"],
+        )
         prices = self._settings.model_prices_usd
         for counter in self._stats.counters():
             kind, labels, value = counter.kind, list(counter.labels), counter.value
@@ -68,7 +73,9 @@ class FleetCollector(Collector):
                 retries.add_metric(labels, value)
             elif kind == "webhooks" and len(labels) == 1:
                 webhooks.add_metric(labels, value)
-        yield from (jobs, images, spend, retries, webhooks)
+            elif kind == "quarantined" and len(labels) == 1:
+                quarantined.add_metric(labels, value)
+        yield from (jobs, images, spend, retries, webhooks, quarantined)
 
     def _quota(self) -> Iterator[Metric]:
         configured = GaugeMetricFamily(

@@ -1,4 +1,5 @@
-"""``imagegen quota | dlq | webhook-secret | webhooks | keys | tenant-webhook``: operating."""
+"""``imagegen quota | dlq | quarantine | webhook-secret | webhooks | keys | tenant-webhook``:
+operating."""
 
 from __future__ import annotations
 
@@ -36,11 +37,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     replay.add_argument("--all", action="store_true", help="every job in the dead-letter set")
     dlq.set_defaults(handler=_dlq)
 
-    secret = commands.add_parser("webhook-secret", help="show or rotate the signing secret")
+    secret = commands.add_parser(
+        "webhook-secret", help="show or rotate a signing secret (global or a tenant's)"
+    )
     secret.add_argument(
         "--rotate",
         action="store_true",
         help="new primary secret; the old one keeps signing for the overlap",
+    )
+    secret.add_argument(
+        "--tenant", help="this tenant's secret (default: the one for jobs without a tenant)"
     )
     secret.set_defaults(handler=_webhook_secret)
 
@@ -73,6 +79,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     revoke.add_argument("key_id")
     api_keys.set_defaults(handler=_keys)
 
+    quarantine = commands.add_parser(
+        "quarantine", help="messages set aside as not tasks of ours: list, drop"
+    )
+    quarantine_commands = quarantine.add_subparsers(
+        dest="quarantine_command", required=True, metavar="ACTION"
+    )
+    quarantine_list = quarantine_commands.add_parser("list", help="newest first, with reasons")
+    quarantine_list.add_argument("--limit", type=int, default=100)
+    quarantine_list.add_argument("--json", action="store_true", help="with the messages")
+    drop = quarantine_commands.add_parser("drop", help="forget entries by id, or --all")
+    drop.add_argument("entry_ids", nargs="*", metavar="ENTRY_ID")
+    drop.add_argument("--all", action="store_true")
+    quarantine.set_defaults(handler=_quarantine)
+
     tenant_webhook = commands.add_parser(
         "tenant-webhook", help="a tenant's default webhook endpoint"
     )
@@ -80,6 +100,34 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     tenant_webhook.add_argument("url", nargs="?", help="omit to show it")
     tenant_webhook.add_argument("--clear", action="store_true", help="remove it")
     tenant_webhook.set_defaults(handler=_tenant_webhook)
+
+
+def _quarantine(client: Client, args: argparse.Namespace) -> int:
+    if args.quarantine_command == "list":
+        entries = client.quarantine.list(args.limit)
+        if args.json:
+            print(json.dumps([dataclasses.asdict(e) for e in entries]))
+            return EXIT_OK
+        rows = [("entry id", "at", "queue", "reason", "bytes", "detail")]
+        rows += [
+            (
+                e.entry_id,
+                datetime.fromtimestamp(e.at_ms / 1000, tz=UTC).isoformat(timespec="seconds"),
+                e.queue,
+                e.reason,
+                str(e.size_bytes),
+                e.detail[:60],
+            )
+            for e in entries
+        ]
+        print_table(rows)
+        return EXIT_OK
+    if not args.all and not args.entry_ids:
+        error("quarantine drop: name ENTRY_IDs or pass --all")
+        return EXIT_BAD_INPUT
+    dropped = client.quarantine.drop(None if args.all else args.entry_ids)
+    print(f"{dropped} dropped")
+    return EXIT_OK
 
 
 def _quota(client: Client, args: argparse.Namespace) -> int:
@@ -135,7 +183,7 @@ def _dlq(client: Client, args: argparse.Namespace) -> int:
 
 
 def _webhook_secret(client: Client, args: argparse.Namespace) -> int:
-    secrets = client.signing_secrets
+    secrets = client.signing_secrets_for(args.tenant)
     if args.rotate:
         print(secrets.rotate())
         others = secrets.active()[1:]

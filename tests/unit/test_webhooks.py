@@ -405,3 +405,16 @@ def test_the_webhooks_queue_reports_the_age_of_its_oldest_message(hooks: Hooks) 
     snapshot = Stats(hooks.redis).queues()
     assert snapshot.depth["webhooks"] == 1
     assert 89 < snapshot.oldest_age_s["webhooks"] < 120
+
+
+def test_a_tenants_webhooks_are_signed_with_its_own_secrets_only(hooks: Hooks) -> None:
+    delivery_id = hooks.job("/tenant", tenant="acme")
+    assert hooks.sender.deliver(delivery_id).outcome == "delivered"
+    [request] = hooks.receiver.received("/tenant")
+    own = hooks.client.signing_secrets_for("acme").active()
+    other = hooks.client.signing_secrets_for("other").active()
+    global_ = hooks.client.signing_secrets.active()
+    assert verify(request["headers"], request["body"], own)["data"]["job_id"]
+    for wrong in (other, global_):
+        with pytest.raises(WebhookVerificationError, match="no signature matches"):
+            verify(request["headers"], request["body"], wrong)

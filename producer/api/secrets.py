@@ -1,0 +1,49 @@
+"""``/v1/webhook-secrets``: a tenant reads and rotates the secrets that sign its webhooks, and
+only its own."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from producer.api.auth import Tenant
+from producer.api.problems import PROBLEM_RESPONSES
+from producer.api.state import State
+
+__all__ = ["SigningSecretsResource", "router"]
+
+router = APIRouter(tags=["webhooks"])
+
+
+class SigningSecretsResource(BaseModel):
+    """The secrets signing this tenant's webhooks now, newest first: verify with all of them."""
+
+    secrets: list[str]
+    overlap_s: int
+
+
+@router.get(
+    "/v1/webhook-secrets",
+    response_model=SigningSecretsResource,
+    responses=PROBLEM_RESPONSES,
+    summary="The secrets that sign your webhooks",
+)
+def get_secrets(tenant_id: Tenant, state: State) -> SigningSecretsResource:
+    secrets = state.client.signing_secrets_for(tenant_id)
+    return SigningSecretsResource(
+        secrets=secrets.active(), overlap_s=state.settings.webhook_secret_overlap_s
+    )
+
+
+@router.post(
+    "/v1/webhook-secrets/rotate",
+    response_model=SigningSecretsResource,
+    responses=PROBLEM_RESPONSES,
+    summary="A new primary secret; the old one keeps signing for the overlap",
+)
+def rotate_secrets(tenant_id: Tenant, state: State) -> SigningSecretsResource:
+    secrets = state.client.signing_secrets_for(tenant_id)
+    secrets.rotate()
+    return SigningSecretsResource(
+        secrets=secrets.active(), overlap_s=state.settings.webhook_secret_overlap_s
+    )

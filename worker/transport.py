@@ -1,0 +1,100 @@
+"""kombu's Redis transport with a gate in front of Celery: every message popped from our queues
+is checked (``imagegen.envelope``) before Celery reads it.
+
+A message that is not a well-formed task of ours goes to the quarantine with its reason, is
+counted, and is logged without its body; the worker keeps consuming. A raw job (a generate
+message carrying its job as a ``job`` keyword) becomes a job record here, and the message goes on
+with the job id alone, so no prompt reaches Celery's logs, its events or Flower.
+
+Celery uses it through ``broker_transport = "worker.transport:GatedTransport"``; the connection
+settings still come from the broker URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+
+from imagegen.envelope import CheckedTask, MalformedMessageError, check_envelope
+from imagegen.messages import QUEUES
+
+__all__ = ["GatedChannel", "GatedTransport", "admit"]
+
+log = logging.getLogger("imagegen.gate")
+
+
+def admit(raw: str, queue: str) -> dict[str, Any] | None:
+    """The envelope to deliver to Celery, or None when the message was set aside."""
+    from worker.runtime import quarantine, services  # noqa: PLC0415  (built on first use)
+
+    try:
+        checked = check_envelope(raw, queue)
+    except MalformedMessageError as e:
+        quarantine().add(queue, e.reason, e.detail, raw)
+        log.warning(
+            "message quarantined",
+            extra={"queue": queue, "reason": e.reason, "detail": e.detail, "bytes": len(raw)},
+        )
+        return None
+    if "job" in checked.kwargs:
+        from worker.intake import accept_raw_job  # noqa: PLC0415
+
+        shared = services()
+        accept_raw_job(checked.task_id, checked.kwargs["job"], shared.store, shared.settings)
+        return _by_id_only(checked)
+    return checked.envelope
+
+
+def _by_id_only(checked: CheckedTask) -> dict[str, Any]:
+    """The envelope with its job dropped from the body and from what Flower shows."""
+    envelope = dict(checked.envelope)
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    body = json.dumps([checked.args, {}, embed])
+    properties = dict(envelope["properties"])
+    if properties.get("body_encoding") == "base64":
+        body = base64.b64encode(body.encode()).decode()
+    envelope["body"] = body
+    envelope["properties"] = properties
+    envelope["headers"] = {
+        **envelope["headers"],
+        "argsrepr": repr(checked.args),
+        "kwargsrepr": "{}",
+    }
+    return envelope
+
+
+class GatedChannel(kombu_redis.Channel):  # type: ignore[misc]
+    def _brpop_read(self, **options: Any) -> bool:
+        # kombu's own read, with the gate between the pop and the delivery.
+        try:
+            try:
+                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if not dest__item:
+                raise kombu_redis.Empty()
+            dest, item = dest__item
+            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            raw = bytes_to_str(item)
+            # Our queues go through the gate; Celery's own (control replies) as kombu reads them.
+            envelope = admit(raw, dest) if dest in QUEUES else loads(raw)
+            if envelope is not None:
+                self.connection._deliver(envelope, dest)
+            return True
+        finally:
+            self._in_poll = None
+            flush = getattr(self, "_flush_brpop_reauth", None)
+            if flush is not None:
+                flush()
+
+
+class GatedTransport(kombu_redis.Transport):  # type: ignore[misc]
+    Channel = GatedChannel

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -30,6 +31,7 @@ from pydantic import (
 from imagegen.errors import FieldError, InvalidRequestError
 from imagegen.ids import JOB_ID_PATTERN
 from imagegen.ssrf import parse_webhook_url
+from imagegen.storable import storable_problem, storable_text
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -80,7 +82,9 @@ IMAGE_SIZES: dict[str, tuple[int, int]] = {
     "9:21": (640, 1536),
 }
 
-PromptText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)]
+# Text a record can hold: UTF-8 can carry it (JSON lets lone surrogates through).
+StorableText = Annotated[str, AfterValidator(storable_text)]
+PromptText = Annotated[StorableText, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)]
 
 
 def _whole_number(value: Any) -> Any:
@@ -105,7 +109,9 @@ class GenerationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prompt: PromptText
-    negative_prompt: Annotated[str, StringConstraints(max_length=MAX_PROMPT_CHARS)] | None = None
+    negative_prompt: (
+        Annotated[StorableText, StringConstraints(max_length=MAX_PROMPT_CHARS)] | None
+    ) = None
     aspect_ratio: AspectRatio = "1:1"
     output_format: OutputFormat = "png"
     seed: Annotated[int, BeforeValidator(_whole_number), Field(ge=0, le=MAX_SEED, strict=True)] = 0
@@ -168,7 +174,7 @@ class JobSpec(BaseModel):
     model_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = "interactive"
-    webhook_url: str | None = None
+    webhook_url: StorableText | None = None
     webhook_events: list[EventType] | None = Field(default=None, min_length=1)
     expires_at: AwareDatetime | None = None
 
@@ -207,6 +213,9 @@ class JobSpec(BaseModel):
     @classmethod
     def _small_metadata(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         limit = (info.context or {}).get("metadata_max_bytes", DEFAULT_METADATA_MAX_BYTES)
+        problem = storable_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         try:
             size = len(json.dumps(value, separators=(",", ":")).encode())
         except (TypeError, ValueError) as e:

@@ -8,7 +8,7 @@ import math
 import re
 from typing import Any
 
-__all__ = ["MAX_DURATION_S", "parse_duration_s", "parse_json_object"]
+__all__ = ["MAX_DURATION_S", "parse_duration_s", "parse_json", "parse_json_object"]
 
 # Nothing the service schedules lies further ahead than a year.
 MAX_DURATION_S = 366 * 86_400
@@ -30,14 +30,23 @@ def parse_duration_s(text: str) -> float:
     return seconds
 
 
-def parse_json_object(text: str | bytes, what: str) -> dict[str, Any]:
-    """The JSON object in ``text``; ``ValueError`` naming ``what`` when it is not JSON or not an
-    object."""
+def parse_json(text: str | bytes, what: str) -> Any:
+    """The JSON value in ``text``; ``ValueError`` naming ``what`` when it is not JSON or is
+    nested too deep to read."""
     try:
-        value = json.loads(text or b"null")
+        return json.loads(text or b"null")
     except (ValueError, UnicodeDecodeError) as e:
         msg = f"{what} is not JSON: {e}"
         raise ValueError(msg) from e
+    except RecursionError:
+        msg = f"{what} is nested too deep"
+        raise ValueError(msg) from None
+
+
+def parse_json_object(text: str | bytes, what: str) -> dict[str, Any]:
+    """The JSON object in ``text``; ``ValueError`` naming ``what`` when it is not JSON or not an
+    object."""
+    value = parse_json(text, what)
     if not isinstance(value, dict):
         msg = f"{what} must be a JSON object"
         raise ValueError(msg)

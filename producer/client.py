@@ -30,7 +30,7 @@ from imagegen.settings import Settings, get_settings
 from imagegen.ssrf import WebhookUrlError, vet_webhook_url
 from imagegen.store.deliveries import Deliveries, SigningSecrets
 from imagegen.store.job_reads import JobPage, JobReads
-from imagegen.store.jobs import CancelOutcome, CreateOutcome, JobStore
+from imagegen.store.jobs import CancelOutcome, Caps, CreateOutcome, JobStore
 from imagegen.store.quarantine import Quarantine
 from imagegen.store.quota import QuotaStatus, QuotaStore
 from imagegen.store.tenants import ApiKeys, Tenants
@@ -151,17 +151,17 @@ class Client:
     ) -> tuple[str, list[JobRecord]]:
         """Submit jobs as one batch (priority ``batch`` unless a job says otherwise); returns
         the batch id and the jobs."""
-        parsed = [self._as_spec(item) for item in specs]
-        if not parsed:
+        items = list(specs)
+        if not items:
             raise InvalidRequestError([FieldError("body", "a batch needs at least one job")])
-        if len(parsed) > self.settings.max_batch_size:
-            msg = f"a batch holds at most {self.settings.max_batch_size} jobs, not {len(parsed)}"
+        if len(items) > self.settings.max_batch_size:
+            msg = f"a batch holds at most {self.settings.max_batch_size} jobs, not {len(items)}"
             raise InvalidRequestError([FieldError("body", msg)])
         parsed = [
             spec
             if "priority" in spec.model_fields_set
             else spec.model_copy(update={"priority": "batch"})
-            for spec in parsed
+            for spec in self._as_specs(items)
         ]
         batch_id = new_job_id()
         submitted = self.create_jobs(parsed, tenant=tenant, batch_id=batch_id)
@@ -178,12 +178,11 @@ class Client:
         """The one way jobs are created: validate all, vet each distinct webhook URL once, check
         the queue caps, store and enqueue in one round trip (with ``batch_id``, one transaction
         that also writes the batch). Each result says whether the job is new."""
-        parsed = self._with_default_webhook([self._as_spec(item) for item in specs], tenant)
+        parsed = self._with_default_webhook(self._as_specs(list(specs)), tenant)
         self._vet_webhooks(parsed)
         if idempotency_key is not None and len(parsed) != 1:
             msg = "an idempotency key covers exactly one job"
             raise ValueError(msg)
-        self._check_room(tenant, len(parsed))
         now_ms = int(time.time() * 1000)
         jobs = [
             NewJob(
@@ -197,9 +196,12 @@ class Client:
             )
             for spec in parsed
         ]
-        batch = (batch_id, now_ms) if batch_id is not None else None
+        caps = Caps(self.settings.max_queued_total, self.settings.max_queued_per_tenant)
+        outcomes = self.jobs.create(jobs, caps=caps)
+        if outcomes and outcomes[0][0] is CreateOutcome.FULL:
+            raise self._queue_full(outcomes[0][1], tenant, len(jobs))
         results = []
-        for job, (outcome, detail) in zip(jobs, self.jobs.create(jobs, batch=batch), strict=True):
+        for job, (outcome, detail) in zip(jobs, outcomes, strict=True):
             if outcome is CreateOutcome.CREATED:
                 results.append(Submitted(job.queued_record(), created=True))
             elif outcome is CreateOutcome.EXISTS:
@@ -304,6 +306,22 @@ class Client:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _as_specs(self, items: list[JobLike]) -> list[JobSpec]:
+        """Every job validated; the errors of all bad jobs at once, each field under its job's
+        index when there are several."""
+        specs, errors = [], []
+        for index, item in enumerate(items):
+            try:
+                specs.append(self._as_spec(item))
+            except InvalidRequestError as e:
+                errors += [
+                    FieldError(_job_field(index, len(items), error.field), error.message)
+                    for error in e.errors
+                ]
+        if errors:
+            raise InvalidRequestError(errors)
+        return specs
+
     def _as_spec(self, item: JobLike) -> JobSpec:
         if isinstance(item, JobSpec):
             return item
@@ -350,20 +368,14 @@ class Client:
             ]
         )
 
-    def _check_room(self, tenant: str | None, adding: int) -> None:
-        """Refuse work the queue cannot take soon (QueueFullError with a Retry-After)."""
-        settings = self.settings
-        total, own = self.reads.queued_counts(tenant)
-        rate_per_s = max(settings.limit_for(settings.model_id).rpm / 60, 1.0)
-        for scope, queued, limit in (
-            ("the service", total, settings.max_queued_total),
-            (f"tenant {tenant}", own, settings.max_queued_per_tenant),
-        ):
-            if tenant is None and scope != "the service":
-                continue
-            if queued + adding > limit:
-                retry_after_s = max(1, math.ceil((queued + adding - limit) / rate_per_s))
-                raise QueueFullError(scope, queued, limit, retry_after_s)
+    def _queue_full(self, detail: str, tenant: str | None, adding: int) -> QueueFullError:
+        """The refusal of a submission the waiting caps had no room for, with a Retry-After
+        estimated from the model's quota."""
+        scope, waiting, cap = detail.split(" ")
+        rate_per_s = max(self.settings.limit_for(self.settings.model_id).rpm / 60, 1.0)
+        retry_after_s = max(1, math.ceil((int(waiting) + adding - int(cap)) / rate_per_s))
+        name = "the service" if scope == "total" else f"tenant {tenant}"
+        return QueueFullError(name, int(waiting), int(cap), retry_after_s)
 
     def _parse(self, data: Any) -> JobSpec:
         return JobSpec.parse(data, **self.settings.contract_context())

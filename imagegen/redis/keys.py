@@ -91,6 +91,7 @@ __all__ = [
     "job_key",
     "limiter_keys",
     "parked_image_key",
+    "submit_refusal_key",
     "tenant_jobs_key",
     "tenant_key",
     "tenant_queued_key",
@@ -131,6 +132,11 @@ def job_events_channel(job_id: str) -> str:
 
 def tenant_key(tenant: str) -> str:
     return f"{TENANT_KEY_PREFIX}{tenant}"
+
+
+def submit_refusal_key(nonce: str) -> str:
+    """Marks one submission refused for a full queue (kept a minute)."""
+    return f"{PREFIX}:submit-refused:{nonce}"
 
 
 def webhook_secrets_key(tenant: str | None) -> str:

@@ -10,6 +10,7 @@ and listing are ``imagegen.store.job_reads``.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IDEMPOTENCY_TTL_S",
     "CancelOutcome",
+    "Caps",
     "Claim",
     "ClaimState",
     "CreateOutcome",
@@ -42,6 +44,15 @@ class CreateOutcome(StrEnum):
     CREATED = "created"
     EXISTS = "exists"  # the job id was taken
     IDEMPOTENT = "idempotent"  # the idempotency key was seen before
+    FULL = "full"  # the waiting caps had no room: nothing of the submission was created
+
+
+@dataclass(frozen=True)
+class Caps:
+    """How many jobs may wait to start: everybody's and one tenant's."""
+
+    total: int
+    per_tenant: int
 
 
 class CancelOutcome(StrEnum):
@@ -88,16 +99,19 @@ class JobStore:
         jobs: Sequence[NewJob],
         *,
         enqueue: bool = True,
-        batch: tuple[str, int] | None = None,
+        caps: Caps | None = None,
     ) -> list[tuple[CreateOutcome, str]]:
-        """Store (and unless ``enqueue`` is False, queue) each job in one round trip; with
-        ``batch`` (its id and creation time), the batch record too, all in one transaction.
+        """Store (and unless ``enqueue`` is False, queue) each job, all in one transaction; when
+        they carry a batch id, the batch record too (one batch per call). With ``caps``, nothing is
+        created when the jobs would not fit (every outcome is then ``FULL``).
 
-        Returns per job the outcome and, for ``IDEMPOTENT``, ``"<request sha256> <job id>"`` of
-        the job the key was first used for."""
-        pipe = self.redis.pipeline(transaction=batch is not None)
+        Returns per job the outcome and its detail: for ``IDEMPOTENT``, ``"<request sha256>
+        <job id>"`` of the job the key was first used for; for ``FULL``, ``"<scope> <waiting>
+        <cap>"`` on the first job."""
+        pipe = self.redis.pipeline(transaction=True)
         submit = self._scripts["job_submit"]
-        for job in jobs:
+        refusal = keys.submit_refusal_key(uuid.uuid4().hex)
+        for index, job in enumerate(jobs):
             message = (
                 task_message(GENERATE_TASK, job.job_id, [job.job_id], job.spec.priority)
                 if enqueue
@@ -115,6 +129,10 @@ class JobStore:
                 job.tenant or "",
                 job.batch_id or "",
                 str(IDEMPOTENCY_TTL_S),
+                str(len(jobs) if caps is not None and index == 0 else 0),
+                str(caps.total if caps else 0),
+                str(caps.per_tenant if caps else 0),
+                str(len(jobs) if job.batch_id and index == 0 else 0),
             ]
             for name, value in codecs.new_job_fields(job).items():
                 argv += [name, value]
@@ -132,25 +150,13 @@ class JobStore:
                     else keys.UNUSED_KEY,
                     keys.DEADLINES_KEY,
                     keys.batch_jobs_key(job.batch_id) if job.batch_id else keys.UNUSED_KEY,
+                    refusal,
+                    keys.batch_key(job.batch_id) if job.batch_id else keys.UNUSED_KEY,
                 ],
                 args=argv,
                 client=pipe,
             )
-        if batch is not None:
-            batch_id, created_ms = batch
-            tenant = jobs[0].tenant if jobs else None
-            pipe.hset(
-                keys.batch_key(batch_id),
-                mapping={
-                    "batch_id": batch_id,
-                    "tenant": tenant or "",
-                    "size": len(jobs),
-                    "created_ms": created_ms,
-                },
-            )
-            pipe.expire(keys.batch_key(batch_id), self.retention_s)
-            pipe.expire(keys.batch_jobs_key(batch_id), self.retention_s)
-        results = pipe.execute()[: len(jobs)]
+        results = pipe.execute()
         return [(CreateOutcome(state), str(detail)) for state, detail in results]
 
     def refuse(

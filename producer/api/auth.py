@@ -18,7 +18,9 @@ AUTH_WINDOW_S = 60
 def current_tenant(
     request: Request,
     state: State,
-    authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
+    authorization: Annotated[
+        str | None, Header(max_length=512, description="Bearer <API key>")
+    ] = None,
 ) -> str:
     """The caller's tenant. Bad or missing keys answer 401."""
     client = request.client.host if request.client else "unknown"

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
 from imagegen.errors import JobNotFoundError
+from imagegen.ids import is_valid_job_id
 from producer.api.auth import Tenant
 from producer.api.bodies import batch_items, raw_body
 from producer.api.problems import PROBLEM_RESPONSES, ProblemError, submission_problems
@@ -57,7 +58,9 @@ def submit_batch(
     state: State,
     response: Response,
 ) -> BatchCreated:
-    items = batch_items(request_body, request.headers.get("content-type", ""))
+    items = batch_items(
+        request_body, request.headers.get("content-type", ""), state.settings.max_batch_size
+    )
     with submission_problems("Invalid batch", "no job was queued; see errors"):
         batch_id, records = state.client.submit_batch(items, tenant=tenant_id)
     response.headers["Location"] = f"/v1/batches/{batch_id}"
@@ -83,7 +86,7 @@ def get_batch(batch_id: str, tenant_id: Tenant, state: State) -> BatchResource:
 def owned_batch(state: ApiState, batch_id: str, tenant_id: str) -> BatchStatus:
     """The tenant's batch, or 404 (someone else's batch is as absent as a missing one)."""
     try:
-        batch = state.client.batch(batch_id)
+        batch = state.client.batch(batch_id) if is_valid_job_id(batch_id) else None
     except JobNotFoundError:
         batch = None
     if batch is None or batch.tenant != tenant_id:

@@ -3,7 +3,6 @@ headers with a grammar of their own (``Prefer: wait``, durations)."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -11,7 +10,7 @@ from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegen.errors import FieldError
-from imagegen.text import parse_duration_s, parse_json_object
+from imagegen.text import parse_duration_s, parse_json, parse_json_object
 from producer.api.problems import Problem, ProblemError, problem_response
 
 __all__ = [
@@ -77,21 +76,21 @@ def job_object(body: bytes) -> dict[str, Any]:
         ) from e
 
 
-def batch_items(body: bytes, content_type: str) -> list[dict[str, Any]]:
+def batch_items(body: bytes, content_type: str, max_jobs: int) -> list[dict[str, Any]]:
     """A batch of JSON objects: a JSON array, or JSON lines (``application/x-ndjson``)."""
     if "ndjson" in content_type or "jsonl" in content_type:
         items = []
         for number, line in enumerate(body.decode(errors="replace").splitlines(), start=1):
             if line.strip():
                 try:
-                    items.append(json.loads(line))
+                    items.append(parse_json(line, f"line {number}"))
                 except ValueError as e:
                     raise ProblemError(
                         400, "Line is not JSON", str(e), [FieldError(f"line {number}", str(e))]
                     ) from e
-        return _only_objects(items)
+        return _only_objects(items, max_jobs)
     try:
-        items = json.loads(body or b"null")
+        items = parse_json(body, "body")
     except ValueError as e:
         raise ProblemError(400, "Body is not JSON", str(e), [FieldError("body", str(e))]) from e
     if not isinstance(items, list):
@@ -101,10 +100,13 @@ def batch_items(body: bytes, content_type: str) -> list[dict[str, Any]]:
             "send a JSON array of jobs",
             [FieldError("body", "must be a JSON array (or JSON lines)")],
         )
-    return _only_objects(items)
+    return _only_objects(items, max_jobs)
 
 
-def _only_objects(items: list[Any]) -> list[dict[str, Any]]:
+def _only_objects(items: list[Any], max_jobs: int) -> list[dict[str, Any]]:
+    if len(items) > max_jobs:
+        msg = f"a batch holds at most {max_jobs} jobs, not {len(items)}"
+        raise ProblemError(413, "Batch too large", msg, [FieldError("body", msg)])
     bad = [
         FieldError(f"{index}", "must be a JSON object")
         for index, item in enumerate(items)

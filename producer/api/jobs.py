@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from imagegen.errors import FieldError, JobNotFoundError, JobTimeoutError
+from imagegen.ids import is_valid_job_id
 from imagegen.records import JobRecord, JobStatus
 from imagegen.store.jobs import CancelOutcome
 from producer.api.auth import Tenant
@@ -49,7 +50,7 @@ def resource(record: JobRecord) -> JobResource:
 def owned_job(state: ApiState, job_id: str, tenant_id: str) -> JobRecord:
     """The tenant's job, or 404 (someone else's job is as absent as a missing one)."""
     try:
-        record = state.client.get(job_id)
+        record = state.client.get(job_id) if is_valid_job_id(job_id) else None
     except JobNotFoundError:
         record = None
     if record is None or record.tenant != tenant_id:

@@ -39,6 +39,7 @@ def api(settings: Settings) -> Iterator[Api]:
             "api_max_body_bytes": 20_000,
             "rate_limit_rpm": 60,
             "api_auth_failures_per_minute": 3,
+            "max_batch_size": 50,
         }
     )
     redis = fakeredis.FakeRedis(decode_responses=True)
@@ -222,7 +223,7 @@ def test_batches_fan_out_and_report_counts(api: Api, as_lines: bool) -> None:
 def test_one_bad_job_refuses_the_whole_batch(api: Api) -> None:
     jobs = [{"request": {"prompt": "fine"}}, {"request": {"prompt": "x", "seed": -1}}]
     found = problem(api.http.post("/v1/batches", json=jobs, headers=api.key("acme")), 422)
-    assert found["errors"][0]["field"] == "request.seed"
+    assert found["errors"][0]["field"] == "1.request.seed"  # the bad job, by its index
     assert api.redis.llen("batch") == 0
 
 
@@ -240,3 +241,58 @@ def test_the_openapi_document_describes_jobs_and_problems(api: Api) -> None:
     assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/JobSpec")
     assert "application/problem+json" in post["responses"]["422"]["content"]
     assert "GenerationRequest" in schema["components"]["schemas"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"request": {"prompt": "p"}, "metadata": {"k": "\\ud800"}}', "metadata"),
+        ('{"request": {"prompt": "\\udfff lone"}}', "request.prompt"),
+        ('{"request": {"prompt": "p"}, "metadata": {"n": NaN}}', "metadata"),
+        ('{"request": {"prompt": "p"}, "metadata": {"n": -Infinity}}', "metadata"),
+        ('{"request": {"prompt": "p"}, "metadata": ' + "[" * 40 + "]" * 40 + "}", "metadata"),
+    ],
+)
+def test_what_a_record_cannot_carry_is_refused_before_storing(
+    api: Api, body: str, field: str
+) -> None:
+    headers = {**api.key("acme"), "content-type": "application/json"}
+    found = problem(api.http.post("/v1/jobs", content=body, headers=headers), 422)
+    assert found["errors"][0]["field"] == field
+    assert api.redis.llen("interactive") == 0
+    listing = api.http.get("/v1/jobs", headers=headers)
+    assert listing.status_code == 200
+    assert listing.json()["jobs"] == []
+
+
+def test_nesting_too_deep_to_read_is_a_clear_400(api: Api) -> None:
+    body = '{"request": {"prompt": "p"}, "metadata": ' + "[" * 5000 + "]" * 5000 + "}"
+    headers = {**api.key("acme"), "content-type": "application/json"}
+    found = problem(api.http.post("/v1/jobs", content=body, headers=headers), 400)
+    assert "nested too deep" in found["detail"]
+
+
+def test_a_huge_cancel_after_is_a_clear_400(api: Api) -> None:
+    headers = {**api.key("acme"), "Cancel-After": "9" * 30}
+    found = problem(api.http.post("/v1/jobs", json=JOB, headers=headers), 400)
+    assert found["errors"][0]["field"] == "Cancel-After"
+
+
+def test_an_oversized_batch_is_refused_before_its_jobs_are_read(api: Api) -> None:
+    jobs = [{"not": "even a job"}] * 51
+    found = problem(api.http.post("/v1/batches", json=jobs, headers=api.key("acme")), 413)
+    assert found["detail"] == "a batch holds at most 50 jobs, not 51"
+
+
+def test_ids_that_name_other_records_are_simply_not_found(api: Api) -> None:
+    headers = api.key("acme")
+    batch = api.http.post("/v1/batches", json=[JOB], headers=headers).json()
+    other = api.key("other")
+    for path in (
+        f"/v1/jobs?batch={batch['batch_id']}:jobs",
+        f"/v1/jobs?batch={batch['batch_id']}",
+        f"/v1/batches/{batch['batch_id']}:jobs",
+        f"/v1/jobs/{batch['job_ids'][0]}:parked-image",
+    ):
+        assert api.http.get(path, headers=other).status_code in (404, 422), path
+        assert api.http.get(path, headers=headers).status_code != 500, path

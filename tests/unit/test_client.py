@@ -198,3 +198,27 @@ def test_every_job_with_a_refused_webhook_is_named(client: Client, redis: Any) -
     assert [e.field for e in caught.value.errors] == ["1.webhook_url", "2.webhook_url"]
     assert "loopback" in caught.value.errors[0].message
     assert redis.llen("interactive") == 0
+
+
+def test_the_per_tenant_cap_holds_under_concurrent_submits(
+    settings: Settings, real_redis: Any
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imagegen.errors import QueueFullError
+
+    capped = settings.model_copy(update={"max_queued_per_tenant": 5})
+    client = Client(capped, redis_client=real_redis)
+
+    def submit(index: int) -> bool:
+        try:
+            client.submit(f"picture {index}", tenant="acme")
+        except QueueFullError:
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        accepted = sum(pool.map(submit, range(40)))
+    assert accepted == 5
+    assert client.reads.queued_counts("acme") == (5, 5)
+    assert real_redis.llen("interactive") == 5

@@ -12,7 +12,7 @@ from imagegen.contract import JobSpec
 from imagegen.records import JobStatus, NewJob
 from imagegen.redis import keys
 from imagegen.store.job_reads import JobReads
-from imagegen.store.jobs import ClaimState, CreateOutcome, FinishOutcome, JobStore
+from imagegen.store.jobs import Caps, ClaimState, CreateOutcome, FinishOutcome, JobStore
 
 RETENTION_S = 3600
 LEASE_MS = 60_000
@@ -234,11 +234,16 @@ def test_a_batch_and_its_jobs_are_written_together(any_redis: Any) -> None:
     store = JobStore(any_redis, RETENTION_S)
     spec = JobSpec.parse({"request": {"prompt": "p"}})
     jobs = [NewJob(f"B{i}", "m", spec, 1, tenant="acme", batch_id="BATCH") for i in range(3)]
-    outcomes = store.create(jobs, batch=("BATCH", 1234))
+    full = store.create(jobs, caps=Caps(total=100, per_tenant=2))
+    assert [state for state, _ in full] == [CreateOutcome.FULL] * 3
+    assert full[0][1] == "tenant 0 2"
+    assert JobReads(any_redis).batch("BATCH") is None  # nothing of a refused batch is written
+    assert JobReads(any_redis).queued_counts("acme") == (0, 0)
+    outcomes = store.create(jobs)
     assert [state for state, _ in outcomes] == [CreateOutcome.CREATED] * 3
     batch = JobReads(any_redis).batch("BATCH")
     assert batch is not None
-    assert (batch.tenant, batch.created_ms, batch.job_ids) == ("acme", 1234, ["B0", "B1", "B2"])
+    assert (batch.tenant, batch.created_ms, batch.job_ids) == ("acme", 1, ["B0", "B1", "B2"])
 
 
 def test_paging_goes_on_after_the_cursor_job_left_the_index(any_redis: Any) -> None:

@@ -1,19 +1,46 @@
--- Creates one job's record, indexes it and queues its task, atomically.
+-- Creates one job's record, indexes it and queues its task, atomically. The first script of a
+-- submission (run in one MULTI with the others) checks the waiting caps for all its jobs; when
+-- they are full it marks the submission refused, and every script of it then creates nothing.
 -- KEYS: 1 job hash, 2 job index, 3 queue list, 4 tenant job index, 5 queued set,
---       6 tenant queued set, 7 idempotency key, 8 deadlines set, 9 batch job list.
+--       6 tenant queued set, 7 idempotency key, 8 deadlines set, 9 batch job list,
+--       10 the submission's refusal marker, 11 the batch hash.
 -- ARGV: 1 retention_s, 2 created_ms, 3 job_id, 4 message ('' = do not queue), 5 idempotency
 --       value ('' = none), 6 expires_ms ('' = none), 7 tenant ('' = none), 8 batch ('' = none),
---       9 idempotency ttl s, then the record's field/value pairs.
--- Returns {'created', ''}, {'exists', ''} or {'idempotent', '<request sha256> <job id>'}.
+--       9 idempotency ttl s, 10 jobs to make room for (0 = no check), 11 cap for everybody,
+--       12 cap per tenant, 13 the batch's size (the first script of a batch writes the batch
+--       record; 0 = none), then the record's field/value pairs.
+-- Returns {'created', ''}, {'exists', ''}, {'idempotent', '<request sha256> <job id>'} or
+-- {'full', '<scope> <waiting> <cap>'}.
+if redis.call('EXISTS', KEYS[10]) == 1 then return {'full', ''} end
+local adding = tonumber(ARGV[10])
+if adding > 0 then
+  local total = redis.call('ZCARD', KEYS[5])
+  local scope, waiting, cap = nil, 0, 0
+  if total + adding > tonumber(ARGV[11]) then
+    scope, waiting, cap = 'total', total, ARGV[11]
+  elseif ARGV[7] ~= '' then
+    local own = redis.call('ZCARD', KEYS[6])
+    if own + adding > tonumber(ARGV[12]) then scope, waiting, cap = 'tenant', own, ARGV[12] end
+  end
+  if scope then
+    redis.call('SET', KEYS[10], '1', 'EX', 60)
+    return {'full', scope .. ' ' .. waiting .. ' ' .. cap}
+  end
+end
+local retention, created = tonumber(ARGV[1]), tonumber(ARGV[2])
+if tonumber(ARGV[13]) > 0 then
+  redis.call('HSET', KEYS[11], 'batch_id', ARGV[8], 'tenant', ARGV[7], 'size', ARGV[13],
+             'created_ms', created)
+  redis.call('EXPIRE', KEYS[11], retention)
+end
 if ARGV[5] ~= '' then
   local earlier = redis.call('GET', KEYS[7])
   if earlier then return {'idempotent', earlier} end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', ''} end
-for i = 10, #ARGV, 2 do
+for i = 14, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
-local retention, created = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('EXPIRE', KEYS[1], retention)
 local oldest = created - 1000 * retention
 redis.call('ZADD', KEYS[2], created, ARGV[3])
@@ -26,6 +53,9 @@ if ARGV[7] ~= '' then
 end
 if ARGV[5] ~= '' then redis.call('SET', KEYS[7], ARGV[5], 'EX', tonumber(ARGV[9])) end
 if ARGV[6] ~= '' then redis.call('ZADD', KEYS[8], tonumber(ARGV[6]), ARGV[3]) end
-if ARGV[8] ~= '' then redis.call('RPUSH', KEYS[9], ARGV[3]) end
+if ARGV[8] ~= '' then
+  redis.call('RPUSH', KEYS[9], ARGV[3])
+  redis.call('EXPIRE', KEYS[9], retention)
+end
 if ARGV[4] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[4]) end
 return {'created', ''}

@@ -16,16 +16,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from imagegen.ids import JOB_ID_PATTERN
+from imagegen.ids import STORED_JOB_ID_PATTERN
 from imagegen.messages import DELIVER_TASK, GENERATE_TASK, JOB_QUEUES, WEBHOOK_QUEUE
 
 __all__ = ["MAX_MESSAGE_BYTES", "CheckedTask", "MalformedMessageError", "check_envelope"]
 
 # A raw job (prompt, negative prompt, metadata) fits well within this.
 MAX_MESSAGE_BYTES = 256 * 1024
-_JOB_ID = re.compile(JOB_ID_PATTERN)
+_JOB_ID = re.compile(STORED_JOB_ID_PATTERN)
 # Delivery ids: {job_id}:{event}[:{replays}].
-_DELIVERY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}:job\.[a-z]{1,16}(?::\d{1,6})?$")
+_DELIVERY_ID = re.compile(
+    STORED_JOB_ID_PATTERN.removesuffix("$") + r":job\.[a-z]{1,16}(?::\d{1,6})?$"
+)
 _BODY_ENCODINGS = ("utf-8", "base64")
 _TASK_QUEUES = {GENERATE_TASK: JOB_QUEUES, DELIVER_TASK: (WEBHOOK_QUEUE,)}
 

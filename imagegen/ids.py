@@ -6,11 +6,22 @@ import os
 import re
 import time
 
-__all__ = ["JOB_ID_PATTERN", "is_valid_job_id", "new_job_id"]
+__all__ = [
+    "JOB_ID_PATTERN",
+    "STORED_JOB_ID_PATTERN",
+    "is_stored_job_id",
+    "is_valid_job_id",
+    "new_job_id",
+    "scoped_job_id",
+]
 
 # Caller-supplied ids become part of an S3 key and a Redis key: keep them to a safe alphabet.
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# The ids jobs are stored under: ours (ULIDs), a caller's without a tenant, or a tenant's own id
+# in its namespace, ``{tenant}.{job_id}`` (a tenant may hold dots, a job id may not).
+STORED_JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(?:\.[A-Za-z0-9][A-Za-z0-9_-]{0,63})?$"
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
+_STORED_JOB_ID_RE = re.compile(STORED_JOB_ID_PATTERN)
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _TIME_CHARS = 10
@@ -32,3 +43,13 @@ def new_job_id(now_ms: int | None = None) -> str:
 def is_valid_job_id(job_id: str) -> bool:
     """True when a caller-supplied id is safe to use in keys."""
     return bool(_JOB_ID_RE.match(job_id))
+
+
+def is_stored_job_id(job_id: str) -> bool:
+    """True when ``job_id`` can be the id a job is stored under."""
+    return bool(_STORED_JOB_ID_RE.match(job_id))
+
+
+def scoped_job_id(tenant: str, job_id: str) -> str:
+    """A tenant's own job id in its namespace: no tenant can take, or probe, another's."""
+    return f"{tenant}.{job_id}"

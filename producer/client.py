@@ -22,7 +22,7 @@ from imagegen.errors import (
     JobNotFoundError,
     QueueFullError,
 )
-from imagegen.ids import new_job_id
+from imagegen.ids import new_job_id, scoped_job_id
 from imagegen.records import JobRecord, JobStatus, NewJob, ms_to_datetime
 from imagegen.redis.connection import connect
 from imagegen.s3 import make_s3_client
@@ -186,7 +186,7 @@ class Client:
         now_ms = int(time.time() * 1000)
         jobs = [
             NewJob(
-                job_id=spec.job_id or new_job_id(now_ms),
+                job_id=self._stored_job_id(spec.job_id, tenant) or new_job_id(now_ms),
                 model_id=spec.model_id or self.settings.model_id,
                 spec=spec,
                 created_ms=now_ms,
@@ -305,6 +305,11 @@ class Client:
         return target
 
     # -- internals ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _stored_job_id(job_id: str | None, tenant: str | None) -> str | None:
+        """A tenant's own ids live in its namespace; ours (ULIDs) are unique anyway."""
+        return scoped_job_id(tenant, job_id) if job_id and tenant else job_id
 
     def _as_specs(self, items: list[JobLike]) -> list[JobSpec]:
         """Every job validated; the errors of all bad jobs at once, each field under its job's

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from imagegen.errors import FieldError, JobNotFoundError, JobTimeoutError
-from imagegen.ids import is_valid_job_id
+from imagegen.ids import is_stored_job_id, is_valid_job_id, scoped_job_id
 from imagegen.records import JobRecord, JobStatus
 from imagegen.store.jobs import CancelOutcome
 from producer.api.auth import Tenant
@@ -48,14 +48,19 @@ def resource(record: JobRecord) -> JobResource:
 
 
 def owned_job(state: ApiState, job_id: str, tenant_id: str) -> JobRecord:
-    """The tenant's job, or 404 (someone else's job is as absent as a missing one)."""
-    try:
-        record = state.client.get(job_id) if is_valid_job_id(job_id) else None
-    except JobNotFoundError:
-        record = None
-    if record is None or record.tenant != tenant_id:
-        raise ProblemError(404, "Job not found", f"no job {job_id}")
-    return record
+    """The tenant's job, by its full id or by the id the tenant chose; 404 otherwise (someone
+    else's job is as absent as a missing one)."""
+    candidates = [job_id] if is_stored_job_id(job_id) else []
+    if is_valid_job_id(job_id):
+        candidates.insert(0, scoped_job_id(tenant_id, job_id))
+    for candidate in candidates:
+        try:
+            record = state.client.get(candidate)
+        except JobNotFoundError:
+            continue
+        if record.tenant == tenant_id:
+            return record
+    raise ProblemError(404, "Job not found", f"no job {job_id}")
 
 
 # Each event of the stream (before Open API 3.2, `schema` describes one event).
@@ -115,8 +120,6 @@ def submit_job(
     with submission_problems("Invalid job", "the job was refused; see errors"):
         [submitted] = client.create_jobs([data], tenant=tenant_id, idempotency_key=idempotency_key)
     record = submitted.record
-    if record.tenant != tenant_id:  # someone else's job id
-        raise ProblemError(409, "Conflict", f"job id {record.job_id} is taken")
     response.headers["Location"] = f"/v1/jobs/{record.job_id}"
     if not submitted.created:
         response.status_code = 200
@@ -183,7 +186,7 @@ def get_job(job_id: str, tenant_id: Tenant, state: State) -> JobResource:
 )
 def cancel_job(job_id: str, tenant_id: Tenant, state: State, response: Response) -> JobResource:
     client = state.client
-    owned_job(state, job_id, tenant_id)
+    job_id = owned_job(state, job_id, tenant_id).job_id
     outcome = client.cancel(job_id)
     if outcome is CancelOutcome.TERMINAL:
         record = client.get(job_id)
@@ -210,7 +213,7 @@ def cancel_job(job_id: str, tenant_id: Tenant, state: State, response: Response)
     summary="Follow a job's status (server-sent events)",
 )
 def job_events(job_id: str, tenant_id: Tenant, state: State) -> StreamingResponse:
-    owned_job(state, job_id, tenant_id)
+    job_id = owned_job(state, job_id, tenant_id).job_id
     return StreamingResponse(
         _event_stream(state.client, job_id),
         media_type="text/event-stream",

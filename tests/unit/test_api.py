@@ -118,8 +118,31 @@ def test_a_tenant_sees_only_its_own_jobs(api: Api) -> None:
     problem(api.http.get(job["url"], headers=other), 404)
     problem(api.http.post(job["url"] + "/cancel", headers=other), 404)
     assert api.http.get("/v1/jobs", headers=other).json()["jobs"] == []
-    taken = api.http.post("/v1/jobs", json={**JOB, "job_id": job["job_id"]}, headers=other)
-    problem(taken, 409)
+    # The same id from another tenant is that tenant's own job, not a conflict.
+    own = api.http.post("/v1/jobs", json={**JOB, "job_id": job["job_id"]}, headers=other)
+    assert own.status_code == 202, own.text
+    assert own.json()["job_id"] != job["job_id"]
+
+
+def test_job_ids_a_tenant_chooses_live_in_its_own_namespace(api: Api) -> None:
+    alice, mallory = api.key("alice"), api.key("mallory")
+    first = api.http.post("/v1/jobs", json={**JOB, "job_id": "order-1234"}, headers=alice)
+    assert first.status_code == 202
+    assert first.json()["job_id"] == "alice.order-1234"
+    # Mallory takes the same id with a guessed prompt: her own new job, and nothing tells her
+    # whether Alice used the id or what for.
+    guess = {"request": {"prompt": "a guess"}, "job_id": "order-1234"}
+    again = api.http.post("/v1/jobs", json=guess, headers=mallory)
+    assert again.status_code == 202
+    assert again.json()["job_id"] == "mallory.order-1234"
+    assert again.json()["request"]["prompt"] == "a guess"
+    mine = api.http.get("/v1/jobs/order-1234", headers=alice).json()
+    assert (mine["job_id"], mine["request"]["prompt"]) == ("alice.order-1234", "a lighthouse")
+    assert api.http.get("/v1/jobs/alice.order-1234", headers=alice).status_code == 200
+    problem(api.http.get("/v1/jobs/alice.order-1234", headers=mallory), 404)
+    # Within a tenant an id still means one job.
+    changed = {"request": {"prompt": "something else"}, "job_id": "order-1234"}
+    problem(api.http.post("/v1/jobs", json=changed, headers=alice), 409)
 
 
 def test_an_idempotency_key_returns_the_original_job(api: Api) -> None:

@@ -253,7 +253,13 @@ class Settings(BaseSettings):
     api_auth_failures_per_minute: int = Field(
         default=10,
         gt=0,
-        description="Failed authentications one client may make in a minute before 429.",
+        description="Bad API keys one client address, or one key id, may present in a minute "
+        "before 429 (a valid key is always accepted).",
+    )
+    api_trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description="Proxies (addresses or CIDR blocks, JSON list) whose X-Forwarded-For names "
+        "the real client; from anyone else the header is ignored.",
     )
 
     # Webhooks.
@@ -268,6 +274,10 @@ class Settings(BaseSettings):
         default=(),
         description="Hosts a webhook may reach even on private or loopback addresses "
         '(JSON list, e.g. ["127.0.0.1"] for a local receiver).',
+    )
+    webhook_allowed_ports: tuple[int, ...] = Field(
+        default=(),
+        description="Ports a webhook URL may name besides 443 (and 80 with plain http), JSON list.",
     )
     webhook_timeout_s: PositiveSeconds = Field(
         default=15.0, description="Time a receiver has to answer one delivery."

@@ -20,17 +20,19 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from imagegen.errors import ImagegenError
+from imagegen.settings import Settings
+from imagegen.special_addresses import special_purpose
 
 __all__ = [
     "VettedTarget",
     "WebhookUrl",
     "WebhookUrlError",
     "parse_webhook_url",
+    "vet_configured",
     "vet_webhook_url",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _MAX_URL_CHARS = 2048
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -64,28 +66,15 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
 
 
 def refusal(address: IPAddress) -> str | None:
-    """Why this address may not be reached, or None when it is a public unicast address."""
+    """Why this address may not be reached, or None when it is an ordinary public one (our own
+    table of IANA's special-purpose blocks, the same on every Python)."""
     if isinstance(address, ipaddress.IPv6Address):
         embedded = _embedded_ipv4(address)
         if embedded is not None:
             inner = refusal(embedded)
-            return f"it embeds {embedded}, and {inner}" if inner else None
-        if address.teredo is not None:
-            return "it is a Teredo tunnel address"
-    checks = (
-        (address.is_loopback, "loopback"),
-        (address.is_link_local, "link-local (cloud metadata lives there)"),
-        (isinstance(address, ipaddress.IPv4Address) and address in _CGNAT, "carrier-grade NAT"),
-        (address.is_multicast, "multicast"),
-        (address.is_unspecified, "unspecified"),
-        (address.is_reserved, "reserved"),
-        (address.is_private, "private"),
-        (not address.is_global, "not globally routable"),
-    )
-    for refused, kind in checks:
-        if refused:
-            return f"{address} is {kind}"
-    return None
+            return f"it embeds {embedded}, and {inner}" if inner else f"{address} is IPv4 in IPv6"
+    kind = special_purpose(address)
+    return f"{address} is {kind}" if kind else None
 
 
 @dataclass(frozen=True)
@@ -130,24 +119,36 @@ def parse_webhook_url(url: str, *, allow_http: bool) -> WebhookUrl:
 
 
 def vet_webhook_url(
-    url: str, *, allow_http: bool, allowed_hosts: tuple[str, ...] = ()
+    url: str,
+    *,
+    allow_http: bool,
+    allowed_hosts: tuple[str, ...] = (),
+    allowed_ports: tuple[int, ...] = (),
 ) -> VettedTarget:
-    """Check ``url``, resolve it once and check every address; raise ``WebhookUrlError`` with
-    the reason."""
+    """Check ``url``, resolve it once and check every address and the port; raise
+    ``WebhookUrlError`` with the reason. Hosts in ``allowed_hosts`` skip both checks."""
     parsed = parse_webhook_url(url, allow_http=allow_http)
     host, port = parsed.host, parsed.port
+    trusted = host.lower() in {h.lower() for h in allowed_hosts}
+    ports = {_DEFAULT_PORTS["https"], *allowed_ports}
+    if allow_http:
+        ports.add(_DEFAULT_PORTS["http"])
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
         msg = f"webhook host {host!r} does not resolve: {e}"
         raise WebhookUrlError(msg) from e
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-    if host.lower() not in {h.lower() for h in allowed_hosts}:
+    if not trusted:
         for address in addresses:
             reason = refusal(address)
             if reason is not None:
                 msg = f"webhook host {host!r} is refused: {reason}"
                 raise WebhookUrlError(msg)
+    if not trusted and port not in ports:
+        allowed = ", ".join(str(p) for p in sorted(ports))
+        msg = f"webhook URL port {port} is not allowed (allowed: {allowed})"
+        raise WebhookUrlError(msg)
     return VettedTarget(
         url=url,
         scheme=parsed.scheme,
@@ -155,4 +156,14 @@ def vet_webhook_url(
         port=port,
         address=str(addresses[0]),
         path=parsed.path,
+    )
+
+
+def vet_configured(url: str, settings: Settings) -> VettedTarget:
+    """``vet_webhook_url`` with the settings' http, host and port allowances."""
+    return vet_webhook_url(
+        url,
+        allow_http=settings.webhook_allow_http,
+        allowed_hosts=settings.webhook_allowed_hosts,
+        allowed_ports=settings.webhook_allowed_ports,
     )

@@ -27,7 +27,7 @@ from imagegen.records import JobRecord, JobStatus, NewJob, ms_to_datetime
 from imagegen.redis.connection import connect
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings, get_settings
-from imagegen.ssrf import WebhookUrlError, vet_webhook_url
+from imagegen.ssrf import WebhookUrlError, vet_configured
 from imagegen.store.deliveries import Deliveries, SigningSecrets
 from imagegen.store.job_reads import JobPage, JobReads
 from imagegen.store.jobs import CancelOutcome, Caps, CreateOutcome, JobStore
@@ -356,11 +356,7 @@ class Client:
         refused: dict[str, str] = {}
         for url in {spec.webhook_url for spec in specs if spec.webhook_url}:
             try:
-                vet_webhook_url(
-                    url,
-                    allow_http=settings.webhook_allow_http,
-                    allowed_hosts=settings.webhook_allowed_hosts,
-                )
+                vet_configured(url, settings)
             except WebhookUrlError as e:
                 refused[url] = str(e)
         if not refused:

@@ -15,7 +15,7 @@ from imagegen.contract import JobSpec
 from imagegen.errors import InvalidRequestError
 from imagegen.records import NewJob
 from imagegen.settings import Settings
-from imagegen.ssrf import WebhookUrlError, vet_webhook_url
+from imagegen.ssrf import WebhookUrlError, vet_configured
 from imagegen.store.jobs import JobStore
 
 __all__ = ["accept_raw_job"]
@@ -34,11 +34,7 @@ def accept_raw_job(job_id: str, payload: Any, store: JobStore, settings: Setting
             raise InvalidRequestError([])  # reported below as a whole
         spec = JobSpec.parse({**payload, "job_id": job_id}, **settings.contract_context())
         if spec.webhook_url:
-            vet_webhook_url(
-                spec.webhook_url,
-                allow_http=settings.webhook_allow_http,
-                allowed_hosts=settings.webhook_allowed_hosts,
-            )
+            vet_configured(spec.webhook_url, settings)
     except InvalidRequestError as e:
         problems = "; ".join(str(error) for error in e.errors) or "the job must be a JSON object"
         _refuse(store, settings, job_id, payload, problems)

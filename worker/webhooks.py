@@ -26,7 +26,7 @@ from standardwebhooks.webhooks import Webhook
 from imagegen.errors import JobNotFoundError
 from imagegen.records import JobRecord, JobStatus
 from imagegen.settings import Settings
-from imagegen.ssrf import VettedTarget, WebhookUrlError, vet_webhook_url
+from imagegen.ssrf import VettedTarget, WebhookUrlError, vet_configured
 from imagegen.store.deliveries import Deliveries, SigningSecrets
 from imagegen.store.job_reads import JobReads
 from worker import metrics
@@ -126,11 +126,7 @@ class WebhookSender:
                 delivery_id, attempt, "exhausted", None, error="the job record has expired"
             )
         try:
-            target = vet_webhook_url(
-                claim.url,
-                allow_http=settings.webhook_allow_http,
-                allowed_hosts=settings.webhook_allowed_hosts,
-            )
+            target = vet_configured(claim.url, settings)
         except WebhookUrlError as e:
             return self._finish(delivery_id, attempt, "refused", None, error=str(e))
         body = json.dumps(self._payload(record, claim.event), separators=(",", ":"))

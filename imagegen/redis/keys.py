@@ -21,7 +21,8 @@ key                                    type    what it holds
                                                Idempotency-Key, kept 24 h
 ``imagegen:apikey:{sha256}``           hash    an API key (stored hashed): key_id, tenant
 ``imagegen:apikeys``                   hash    key_id -> sha256 of the key, for list and revoke
-``imagegen:authfail:{client}``         string  failed authentications from one client (1 min)
+``imagegen:authfail:client:{address}`` string failed authentications from one client address
+``imagegen:authfail:key:{key id}``     string  ... and with one key id, each for one minute
 ``imagegen:events``                    pubsub  one JSON message per job status change (all jobs)
 ``imagegen:job:{job_id}:events``       pubsub  the same messages for one job (what waiters
                                                and event streams subscribe to)

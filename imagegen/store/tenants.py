@@ -116,22 +116,21 @@ class Tenants:
 
 
 class AuthFailures:
-    """Failed authentications per client in a rolling window, for the API's brake."""
+    """Failed authentications in a rolling window, per client address and per key id."""
 
     def __init__(self, redis: Redis, window_s: int) -> None:
         self._redis = redis
         self._window_s = window_s
 
-    def count(self, client: str) -> tuple[int, int]:
-        """Failures in the current window, and the seconds until it ends."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.get(keys.auth_failures_key(client))
-        pipe.ttl(keys.auth_failures_key(client))
-        failures, ttl = pipe.execute()
-        return int(failures or 0), max(1, int(ttl))
-
-    def add(self, client: str) -> None:
+    def add(self, client: str, key_id: str) -> tuple[int, int]:
+        """Count one more failure, atomically; returns the higher of the two counts (client,
+        key id) and the seconds until that window ends."""
+        by_client = keys.auth_failures_key(f"client:{client}")
+        by_key = keys.auth_failures_key(f"key:{key_id}")
         pipe = self._redis.pipeline(transaction=True)
-        pipe.incr(keys.auth_failures_key(client))
-        pipe.expire(keys.auth_failures_key(client), self._window_s, nx=True)
-        pipe.execute()
+        for key in (by_client, by_key):
+            pipe.incr(key)
+            pipe.expire(key, self._window_s, nx=True)
+        pipe.ttl(by_client)
+        client_count, _, key_count, _, ttl = pipe.execute()
+        return max(int(client_count), int(key_count)), max(1, int(ttl))

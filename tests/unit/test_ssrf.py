@@ -19,10 +19,18 @@ REFUSED = [
     ("https://169.254.169.254/latest/meta-data/", "link-local"),
     ("https://100.64.0.1/hook", "carrier-grade NAT"),
     ("https://224.0.0.1/hook", "multicast"),
-    ("https://0.0.0.0/hook", "unspecified"),
+    ("https://0.0.0.0/hook", "this network"),
     ("https://240.0.0.1/hook", "reserved"),
     ("https://[::1]/hook", "loopback"),
-    ("https://[fd00::1]/hook", "private"),
+    ("https://[fd00::1]/hook", "unique local"),
+    # Blocks Python's own flags missed on some patch releases, and ports.
+    ("https://192.0.0.192/hook", "IETF protocol assignments"),
+    ("https://[fec0::1]/hook", "site-local"),
+    ("https://198.18.0.1/hook", "benchmarking"),
+    ("https://[2001:db8::1]/hook", "documentation"),
+    ("https://[::ffff:8.8.8.8]/hook", "IPv4 in IPv6"),
+    ("https://8.8.8.8:25/hook", "port 25 is not allowed"),
+    ("https://8.8.8.8:8443/hook", "port 8443 is not allowed"),
     ("https://[fe80::1]/hook", "link-local"),
     ("https://[::ffff:127.0.0.1]/hook", "embeds 127.0.0.1"),
     ("https://[::ffff:169.254.169.254]/hook", "embeds 169.254.169.254"),
@@ -48,13 +56,25 @@ def test_at_least_fifteen_forms_are_covered() -> None:
 
 
 def test_a_public_address_passes_and_is_what_we_connect_to() -> None:
-    target = vet_webhook_url("https://8.8.8.8:8443/hooks/in?x=1", allow_http=False)
+    target = vet_webhook_url(
+        "https://8.8.8.8:8443/hooks/in?x=1", allow_http=False, allowed_ports=(8443,)
+    )
     assert (target.address, target.port, target.host) == ("8.8.8.8", 8443, "8.8.8.8")
     assert target.path == "/hooks/in?x=1"
 
 
 def test_plain_http_needs_the_setting() -> None:
     assert vet_webhook_url("http://8.8.8.8/", allow_http=True).port == 80
+
+
+def test_the_table_does_not_depend_on_pythons_flags() -> None:
+    import ipaddress
+
+    from imagegen.special_addresses import special_purpose
+
+    for public in ("8.8.8.8", "93.184.215.14", "2606:4700:4700::1111"):
+        assert special_purpose(ipaddress.ip_address(public)) is None
+    assert special_purpose(ipaddress.ip_address("192.0.0.192")) == "IETF protocol assignments"
 
 
 def test_the_allow_list_lets_a_local_receiver_through() -> None:

@@ -275,12 +275,20 @@ class Settings(BaseSettings):
         description="Hosts a webhook may reach even on private or loopback addresses "
         '(JSON list, e.g. ["127.0.0.1"] for a local receiver).',
     )
+    webhook_max_in_flight_per_endpoint: int = Field(
+        default=4,
+        ge=0,
+        description="Deliveries in flight at once to one endpoint (scheme, host and port) across "
+        "the fleet; more wait a moment without using an attempt. 0 = no cap.",
+    )
     webhook_allowed_ports: tuple[int, ...] = Field(
         default=(),
         description="Ports a webhook URL may name besides 443 (and 80 with plain http), JSON list.",
     )
     webhook_timeout_s: PositiveSeconds = Field(
-        default=15.0, description="Time a receiver has to answer one delivery."
+        default=15.0,
+        description="Time a receiver has to answer one delivery: connecting, sending and "
+        "reading together.",
     )
     webhook_retry_schedule_s: tuple[float, ...] = Field(
         default=(0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400),

@@ -16,11 +16,11 @@ import logging
 import random
 import ssl
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import urllib3
 from standardwebhooks.webhooks import Webhook
 
 from imagegen.errors import JobNotFoundError
@@ -31,6 +31,7 @@ from imagegen.store.deliveries import Deliveries, SigningSecrets
 from imagegen.store.job_reads import JobReads
 from worker import metrics
 from worker.retry import retry_after_s
+from worker.webhook_http import post_with_deadline
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -44,6 +45,8 @@ USER_AGENT = "bedrock-imagegen-webhooks/1"
 _SLOW_DOWN = frozenset({429, 502, 503, 504})
 _GONE = 410
 _CLAIM_MARGIN_S = 30.0
+# An endpoint with every slot busy is tried again after a moment (seconds, jittered).
+_ENDPOINT_BUSY_DELAY_S = (0.5, 2.0)
 _READ_CHUNK_BYTES = 1024
 
 
@@ -129,10 +132,25 @@ class WebhookSender:
             target = vet_configured(claim.url, settings)
         except WebhookUrlError as e:
             return self._finish(delivery_id, attempt, "refused", None, error=str(e))
-        body = json.dumps(self._payload(record, claim.event), separators=(",", ":"))
-        headers = self._headers(claim.webhook_id, body, record.tenant)
-        response = self._post(target, body, headers)
-        return self._judge(delivery_id, attempt, response)
+        endpoint = f"{target.scheme}://{target.host}:{target.port}"
+        cap = settings.webhook_max_in_flight_per_endpoint
+        slot = uuid.uuid4().hex
+        if cap and not self._deliveries.take_endpoint_slot(endpoint, cap, lease_ms, slot):
+            delay_s = random.uniform(*_ENDPOINT_BUSY_DELAY_S)
+            self._deliveries.defer(delivery_id, delay_s)
+            log.info(
+                "webhook deferred: endpoint busy",
+                extra={"delivery_id": delivery_id, "delay_s": round(delay_s, 3)},
+            )
+            return DeliveryResult(delivery_id, "deferred")
+        try:
+            body = json.dumps(self._payload(record, claim.event), separators=(",", ":"))
+            headers = self._headers(claim.webhook_id, body, record.tenant)
+            response = self._post(target, body, headers)
+            return self._judge(delivery_id, attempt, response)
+        finally:
+            if cap:
+                self._deliveries.free_endpoint_slot(endpoint, slot)
 
     # -- building the request ----------------------------------------------------------------
 
@@ -172,52 +190,20 @@ class WebhookSender:
 
     def _post(self, target: VettedTarget, body: str, headers: dict[str, str]) -> _Response:
         settings = self._settings
-        default_port = 443 if target.scheme == "https" else 80
-        host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
-        timeout = urllib3.Timeout(total=settings.webhook_timeout_s)
-        pool: urllib3.HTTPConnectionPool
-        if target.scheme == "https":
-            pool = urllib3.HTTPSConnectionPool(
-                target.address,
-                target.port,
-                timeout=timeout,
-                retries=False,
-                maxsize=1,
-                server_hostname=target.host,
-                assert_hostname=target.host,
-                ssl_context=self._tls,
-            )
-        else:
-            pool = urllib3.HTTPConnectionPool(
-                target.address, target.port, timeout=timeout, retries=False, maxsize=1
-            )
-        started = time.perf_counter()
-        deadline = started + settings.webhook_timeout_s
-        try:
-            response = pool.urlopen(
-                "POST",
-                target.path,
-                body=body.encode(),
-                headers={**headers, "host": host_header},
-                redirect=False,
-                retries=False,
-                preload_content=False,
-                assert_same_host=False,
-            )
-            try:
-                excerpt = _read_capped(response, settings.webhook_max_response_bytes, deadline)
-            finally:
-                response.release_conn()
-        except (urllib3.exceptions.HTTPError, OSError) as e:
-            return _Response(None, _elapsed_ms(started), "", None, _describe(e))
-        finally:
-            pool.close()
+        result = post_with_deadline(
+            target,
+            body.encode(),
+            headers,
+            timeout_s=settings.webhook_timeout_s,
+            max_response_bytes=settings.webhook_max_response_bytes,
+            tls=self._tls,
+        )
         return _Response(
-            response.status,
-            _elapsed_ms(started),
-            excerpt,
-            retry_after_s(response.headers.get("retry-after")),
-            None,
+            None if result.error else result.status,
+            result.latency_ms,
+            result.excerpt,
+            retry_after_s(result.retry_after),
+            result.error,
         )
 
     # -- judging the answer ------------------------------------------------------------------
@@ -271,25 +257,3 @@ class WebhookSender:
             },
         )
         return DeliveryResult(delivery_id, outcome, status)
-
-
-def _read_capped(response: Any, max_bytes: int, deadline: float) -> str:
-    chunks: list[bytes] = []
-    size = 0
-    while size < max_bytes and time.perf_counter() < deadline:
-        chunk = response.read(min(_READ_CHUNK_BYTES, max_bytes - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks).decode("utf-8", errors="replace")
-
-
-def _describe(error: Exception) -> str:
-    if isinstance(error, urllib3.exceptions.TimeoutError):
-        return f"timeout: {error}"
-    return f"{type(error).__name__}: {error}"
-
-
-def _elapsed_ms(started: float) -> int:
-    return round((time.perf_counter() - started) * 1000)

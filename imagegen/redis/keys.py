@@ -42,6 +42,8 @@ key                                    type    what it holds
 ``imagegen:webhook:{delivery_id}``     hash    one webhook delivery (``{job_id}:{event}``, with
                                                ``:{n}`` after the n-th replay): url, state,
                                                attempts, log (JSON lines), webhook_id
+``imagegen:endpoint:{url}:inflight``   zset    deliveries in flight to one endpoint
+                                               (scheme://host:port), scored by lease expiry
 ``imagegen:webhooks:due``              zset    the outbox: undelivered deliveries scored by
                                                when they are due (ms)
 ``imagegen:webhooks:dlq``              zset    deliveries whose retries ran out, by time (ms);
@@ -87,6 +89,7 @@ __all__ = [
     "auth_failures_key",
     "batch_jobs_key",
     "batch_key",
+    "endpoint_inflight_key",
     "idempotency_key",
     "job_events_channel",
     "job_key",
@@ -171,6 +174,11 @@ def apikey_key(key_sha256: str) -> str:
 
 def auth_failures_key(client: str) -> str:
     return f"{PREFIX}:authfail:{client}"
+
+
+def endpoint_inflight_key(endpoint: str) -> str:
+    """Deliveries in flight to one endpoint (``scheme://host:port``)."""
+    return f"{PREFIX}:endpoint:{endpoint}:inflight"
 
 
 def webhook_key(delivery_id: str) -> str:

@@ -69,6 +69,24 @@ class Deliveries:
             webhook_id=fields["webhook_id"],
         )
 
+    def take_endpoint_slot(self, endpoint: str, cap: int, lease_ms: int, slot: str) -> bool:
+        """Hold one of ``cap`` in-flight slots of an endpoint until ``free_endpoint_slot`` or
+        the lease ends."""
+        taken = self._scripts["slot_take"](
+            keys=[keys.endpoint_inflight_key(endpoint)], args=[cap, lease_ms, slot]
+        )
+        return bool(taken)
+
+    def free_endpoint_slot(self, endpoint: str, slot: str) -> None:
+        self._redis.zrem(keys.endpoint_inflight_key(endpoint), slot)
+
+    def defer(self, delivery_id: str, delay_s: float) -> bool:
+        """Give a claimed delivery back, due after ``delay_s``, without counting the attempt."""
+        deferred = self._scripts["delivery_defer"](
+            keys=[keys.webhook_key(delivery_id)], args=[delivery_id, round(delay_s * 1000)]
+        )
+        return bool(deferred)
+
     def record(
         self,
         delivery_id: str,

@@ -99,7 +99,7 @@ class QuotaStore:
 
     def take_slot(self, model_id: str, cap: int, lease_ms: int, slot: str) -> bool:
         """Hold one of ``cap`` concurrency slots until ``lease_ms`` from now or ``free_slot``."""
-        taken = self._scripts["quota_take_slot"](
+        taken = self._scripts["slot_take"](
             keys=[self._keys(model_id).inflight], args=[cap, lease_ms, slot]
         )
         return bool(taken)

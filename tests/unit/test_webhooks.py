@@ -418,3 +418,81 @@ def test_a_tenants_webhooks_are_signed_with_its_own_secrets_only(hooks: Hooks) -
     for wrong in (other, global_):
         with pytest.raises(WebhookVerificationError, match="no signature matches"):
             verify(request["headers"], request["body"], wrong)
+
+
+class TrickleServer:
+    """A receiver that answers one byte at a time, for ever (headers or body)."""
+
+    def __init__(self, *, in_headers: bool) -> None:
+        import socket
+        import threading
+
+        self.in_headers = in_headers
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.port = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+                if not self.in_headers:
+                    conn.sendall(head)
+                    head = b"x" * 100000
+                for byte in head:
+                    if self.stop.wait(0.1):
+                        return
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:
+                        break
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("in_headers", [True, False])
+def test_a_trickling_receiver_cannot_hold_a_delivery_past_its_deadline(
+    hooks: Hooks, in_headers: bool
+) -> None:
+    server = TrickleServer(in_headers=in_headers)
+    try:
+        record = hooks.client.submit("a", webhook_url=f"http://127.0.0.1:{server.port}/hook")
+        hooks.store.claim(record.job_id, "worker", 60_000)
+        hooks.store.finish(record.job_id, "worker", JobStatus.SUCCEEDED, {})
+        started = time.monotonic()
+        result = hooks.sender.deliver(f"{record.job_id}:job.succeeded")
+        elapsed_s = time.monotonic() - started
+    finally:
+        server.close()
+    assert hooks.settings.webhook_timeout_s == 1.0
+    assert elapsed_s < 2.0
+    assert result.outcome == "retry"
+    assert "timeout" in hooks.delivery(f"{record.job_id}:job.succeeded")["log"]
+
+
+def test_a_busy_endpoint_defers_a_delivery_without_using_an_attempt(hooks: Hooks) -> None:
+    from imagegen.store.deliveries import Deliveries
+
+    capped = hooks.settings.model_copy(update={"webhook_max_in_flight_per_endpoint": 1})
+    sender = WebhookSender(hooks.redis, capped, make_s3_client(capped))
+    delivery_id = hooks.job("/hook")
+    endpoint = f"http://127.0.0.1:{hooks.receiver.url('/').split(':')[2].split('/')[0]}"
+    deliveries = Deliveries(hooks.redis)
+    assert deliveries.take_endpoint_slot(endpoint, 1, 60_000, "another-delivery")
+    assert sender.deliver(delivery_id).outcome == "deferred"
+    assert hooks.receiver.received("/hook") == []
+    state = hooks.delivery(delivery_id)
+    assert (state["state"], state["attempts"]) == ("pending", "0")
+    deliveries.free_endpoint_slot(endpoint, "another-delivery")
+    assert sender.deliver(delivery_id).outcome == "delivered"
+    assert hooks.delivery(delivery_id)["attempts"] == "1"

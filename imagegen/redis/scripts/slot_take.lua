@@ -1,4 +1,5 @@
--- Takes one of a model's concurrency slots; expired leases (a dead worker's) are dropped first.
+-- Takes one of a cap's slots (a model's calls in flight, an endpoint's deliveries); expired
+-- leases (a dead worker's) are dropped first.
 -- KEYS: inflight zset. ARGV: cap, lease_ms, slot id. Returns 1 when taken, 0 when all are held.
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)

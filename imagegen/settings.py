@@ -33,6 +33,8 @@ STABILITY_IMAGE_PRICES_USD = {
 }
 SECONDS_PER_DAY = 86_400
 MIN_PASSWORD_CHARS = 12
+# Redis connections an API process keeps for ordinary requests beside streams and waits.
+API_SPARE_CONNECTIONS = 16
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -256,6 +258,21 @@ class Settings(BaseSettings):
         description="Bad API keys one client address, or one key id, may present in a minute "
         "before 429 (a valid key is always accepted).",
     )
+    api_max_streams_per_tenant: int = Field(
+        default=4, ge=1, description="Event streams one tenant may hold open on one API process."
+    )
+    api_max_streams_total: int = Field(
+        default=24, ge=1, description="Event streams one API process holds open in all; 429 beyond."
+    )
+    api_max_waiting_per_tenant: int = Field(
+        default=4,
+        ge=1,
+        description="`Prefer: wait` requests one tenant may have waiting on one API process; "
+        "beyond, the job is answered at once (202).",
+    )
+    api_max_waiting_total: int = Field(
+        default=24, ge=1, description="`Prefer: wait` requests one API process keeps waiting."
+    )
     api_trusted_proxies: tuple[str, ...] = Field(
         default=(),
         description="Proxies (addresses or CIDR blocks, JSON list) whose X-Forwarded-For names "
@@ -381,6 +398,14 @@ class Settings(BaseSettings):
                     "characters, not the example's)"
                 )
                 raise ValueError(msg)
+        held = self.api_max_streams_total + self.api_max_waiting_total
+        if held + API_SPARE_CONNECTIONS > self.redis_max_connections:
+            msg = (
+                f"api_max_streams_total + api_max_waiting_total ({held}) must leave "
+                f"{API_SPARE_CONNECTIONS} of redis_max_connections ({self.redis_max_connections}) "
+                "for other requests: each stream and wait holds a Redis connection"
+            )
+            raise ValueError(msg)
         if self.worker_pool == "prefork" and self.worker_metrics_port:
             msg = (
                 "worker_metrics_port serves one process's metrics, and the prefork pool runs "

@@ -17,7 +17,7 @@ from imagegen.store.deliveries import Deliveries
 if TYPE_CHECKING:
     from redis import Redis
 
-__all__ = ["BatchRecord", "JobPage", "JobReads"]
+__all__ = ["BatchRecord", "JobEvents", "JobPage", "JobReads"]
 
 # A waiter re-reads its record this often even without an event (a missed message).
 WAIT_POLL_S = 1.0
@@ -172,7 +172,7 @@ class JobReads:
     def wait(self, job_id: str, timeout_s: float) -> JobRecord:
         """Block until the job is final; raise ``JobTimeoutError`` after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
-        with self.job_events(job_id) as next_event:
+        with self.job_events(job_id) as events:
             while True:
                 record = self.get(job_id)
                 remaining_s = deadline - time.monotonic()
@@ -180,19 +180,35 @@ class JobReads:
                     return record
                 if remaining_s <= 0:
                     raise JobTimeoutError(job_id, timeout_s, record.status.value)
-                next_event(min(WAIT_POLL_S, remaining_s))
+                events.next(min(WAIT_POLL_S, remaining_s))
 
     @contextmanager
-    def job_events(self, job_id: str) -> Iterator[Any]:
-        """Subscribe to one job's status changes; yields ``next_event(timeout_s)``, which
-        returns when an event arrives or the timeout passes."""
-        with self._redis.pubsub(ignore_subscribe_messages=True) as events:  # type: ignore[no-untyped-call]
-            events.subscribe(keys.job_events_channel(job_id))
+    def job_events(self, job_id: str) -> Iterator[JobEvents]:
+        """Subscribe to one job's status changes for the block's length."""
+        events = self.subscribe(job_id)
+        try:
+            yield events
+        finally:
+            events.close()
 
-            def next_event(timeout_s: float) -> Any:
-                return events.get_message(timeout=timeout_s)
+    def subscribe(self, job_id: str) -> JobEvents:
+        """Subscribe to one job's status changes; ``close()`` when done."""
+        return JobEvents(self._redis, job_id)
 
-            yield next_event
+
+class JobEvents:
+    """One job's status channel (one Redis connection while open)."""
+
+    def __init__(self, redis: Redis, job_id: str) -> None:
+        self._pubsub = redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._pubsub.subscribe(keys.job_events_channel(job_id))
+
+    def next(self, timeout_s: float) -> Any:
+        """The next event, or None after ``timeout_s``."""
+        return self._pubsub.get_message(timeout=timeout_s)
+
+    def close(self) -> None:
+        self._pubsub.close()
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int | None, str | None]:

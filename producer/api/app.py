@@ -23,6 +23,7 @@ from imagegen.store.tenants import ApiKeys, AuthFailures
 from producer.api import batches, health, jobs, secrets
 from producer.api.auth import AUTH_WINDOW_S
 from producer.api.bodies import BodyLimitMiddleware
+from producer.api.limits import Held, HeldLimits
 from producer.api.metrics import metrics_router
 from producer.api.problems import Problem, install_problem_handlers
 from producer.api.state import ApiState
@@ -65,6 +66,16 @@ def create_app(settings: Settings | None = None, *, redis_client: Any = None) ->
         client=Client(settings, redis_client=redis_client),
         api_keys=ApiKeys(redis_client),
         auth_failures=AuthFailures(redis_client, AUTH_WINDOW_S),
+        held=HeldLimits(
+            per_tenant={
+                Held.STREAM: settings.api_max_streams_per_tenant,
+                Held.WAIT: settings.api_max_waiting_per_tenant,
+            },
+            total={
+                Held.STREAM: settings.api_max_streams_total,
+                Held.WAIT: settings.api_max_waiting_total,
+            },
+        ),
     )
     app.include_router(jobs.router)
     app.include_router(batches.router)

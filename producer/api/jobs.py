@@ -4,11 +4,13 @@ get, cancel, and follow a job's status as server-sent events."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+import anyio.to_thread
+import redis
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -19,6 +21,7 @@ from imagegen.store.jobs import CancelOutcome
 from producer.api.auth import Tenant
 from producer.api.batches import owned_batch
 from producer.api.bodies import duration_header_s, job_object, prefer_wait_s, raw_body
+from producer.api.limits import Held
 from producer.api.problems import PROBLEM_RESPONSES, ProblemError, submission_problems
 from producer.api.state import ApiState, State
 from producer.client import Client
@@ -28,6 +31,9 @@ __all__ = ["JobList", "JobResource", "owned_job", "router"]
 router = APIRouter(tags=["jobs"])
 
 EVENTS_HEARTBEAT_S = 15.0
+# A stream checks its API key this often, and ends once it is revoked.
+KEY_RECHECK_S = 5.0
+STREAM_RETRY_AFTER_S = 5
 MAX_LIST_LIMIT = 200
 
 
@@ -124,8 +130,11 @@ def submit_job(
     if not submitted.created:
         response.status_code = 200
     if wait_s:
-        response.headers["Preference-Applied"] = f"wait={wait_s:g}"
-        record = _wait_quietly(client, record, wait_s)
+        # Past the bound on waiting requests the job is answered at once: it is queued already.
+        with state.held.hold(Held.WAIT, tenant_id) as waiting:
+            if waiting:
+                response.headers["Preference-Applied"] = f"wait={wait_s:g}"
+                record = _wait_quietly(client, record, wait_s)
         if record.is_terminal:
             response.status_code = 200
     return resource(record)
@@ -212,10 +221,18 @@ def cancel_job(job_id: str, tenant_id: Tenant, state: State, response: Response)
     response_class=StreamingResponse,
     summary="Follow a job's status (server-sent events)",
 )
-def job_events(job_id: str, tenant_id: Tenant, state: State) -> StreamingResponse:
+def job_events(job_id: str, tenant_id: Tenant, state: State, request: Request) -> StreamingResponse:
     job_id = owned_job(state, job_id, tenant_id).job_id
+    if not state.held.take(Held.STREAM, tenant_id):
+        raise ProblemError(
+            429,
+            "Too many event streams",
+            "this tenant, or this API process, has as many event streams open as it may",
+            headers={"Retry-After": str(STREAM_RETRY_AFTER_S)},
+        )
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
     return StreamingResponse(
-        _event_stream(state.client, job_id),
+        _event_stream(state, job_id, tenant_id, token),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache"},
     )
@@ -225,25 +242,40 @@ def _wait_quietly(client: Client, record: JobRecord, wait_s: float) -> JobRecord
     """The job after up to ``wait_s`` (Prefer: wait); as it was when it is not final by then."""
     try:
         return client.wait(record.job_id, wait_s)
-    except (JobTimeoutError, JobNotFoundError):
+    except (JobTimeoutError, JobNotFoundError, redis.RedisError):
         return record
 
 
-def _event_stream(client: Client, job_id: str) -> Iterator[str]:
-    """``event: status`` with the record on every change, until the job is final. Wakes on the
-    job's own channel, so it reads its record only when the job changed."""
-    with client.reads.job_events(job_id) as next_event:
-        last: str | None = None
-        quiet_since = time.monotonic()
-        while True:
-            record = client.get(job_id)
-            if record.status.value != last:
-                last = record.status.value
-                quiet_since = time.monotonic()
-                yield f"event: status\ndata: {resource(record).model_dump_json()}\n\n"
-                if record.is_terminal:
-                    return
-            elif time.monotonic() - quiet_since > EVENTS_HEARTBEAT_S:
-                quiet_since = time.monotonic()
-                yield ": still waiting\n\n"
-            next_event(1.0)
+async def _event_stream(
+    state: ApiState, job_id: str, tenant_id: str, token: str
+) -> AsyncIterator[str]:
+    """``event: status`` with the record on every change, until the job is final or the key is
+    revoked. Wakes on the job's own channel; every blocking step runs on a thread, and the
+    stream's slot is given back however it ends (a client that goes away included)."""
+    client = state.client
+    try:
+        events = await anyio.to_thread.run_sync(client.reads.subscribe, job_id)
+        try:
+            last: str | None = None
+            quiet_since = key_checked = time.monotonic()
+            while True:
+                record = await anyio.to_thread.run_sync(client.get, job_id)
+                if record.status.value != last:
+                    last = record.status.value
+                    quiet_since = time.monotonic()
+                    yield f"event: status\ndata: {resource(record).model_dump_json()}\n\n"
+                    if record.is_terminal:
+                        return
+                elif time.monotonic() - quiet_since > EVENTS_HEARTBEAT_S:
+                    quiet_since = time.monotonic()
+                    yield ": still waiting\n\n"
+                if time.monotonic() - key_checked > KEY_RECHECK_S:
+                    key_checked = time.monotonic()
+                    if await anyio.to_thread.run_sync(state.api_keys.authenticate, token) is None:
+                        yield "event: error\ndata: the API key was revoked\n\n"
+                        return
+                await anyio.to_thread.run_sync(events.next, 1.0)
+        finally:
+            await anyio.to_thread.run_sync(events.close)
+    finally:
+        state.held.give_back(Held.STREAM, tenant_id)

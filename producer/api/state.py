@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from imagegen.settings import Settings
 from imagegen.store.tenants import ApiKeys, AuthFailures
+from producer.api.limits import HeldLimits
 from producer.client import Client
 
 __all__ = ["ApiState", "State", "api_state"]
@@ -21,6 +22,7 @@ class ApiState:
     client: Client
     api_keys: ApiKeys
     auth_failures: AuthFailures
+    held: HeldLimits
 
 
 def api_state(request: Request) -> ApiState:

@@ -358,3 +358,52 @@ def test_ids_that_name_other_records_are_simply_not_found(api: Api) -> None:
     ):
         assert api.http.get(path, headers=other).status_code in (404, 422), path
         assert api.http.get(path, headers=headers).status_code != 500, path
+
+
+def test_streams_past_the_tenants_bound_answer_429_and_others_still_stream(api: Api) -> None:
+    from producer.api.limits import Held
+
+    acme, other = api.key("acme"), api.key("other")
+    job = api.http.post("/v1/jobs", json=JOB, headers=acme).json()
+    held = api.http.app.state.api.held  # type: ignore[attr-defined]
+    while held.take(Held.STREAM, "acme"):  # acme holds every stream it may
+        pass
+    refused = api.http.get(f"{job['url']}/events", headers=acme)
+    problem(refused, 429)
+    assert refused.headers["retry-after"] == "5"
+    mine = api.http.post("/v1/jobs", json=JOB, headers=other).json()
+    api.client.cancel(mine["job_id"])
+    with api.http.stream("GET", f"{mine['url']}/events", headers=other) as stream:
+        assert stream.status_code == 200
+        assert any('"canceled"' in line for line in stream.iter_lines())
+    assert held.held(Held.STREAM, "other") == 0  # given back when the stream ended
+
+
+def test_a_wait_past_the_bound_answers_at_once_with_the_queued_job(api: Api) -> None:
+    from producer.api.limits import Held
+
+    held = api.http.app.state.api.held  # type: ignore[attr-defined]
+    while held.take(Held.WAIT, "acme"):
+        pass
+    answered = api.http.post("/v1/jobs", json=JOB, headers={**api.key("acme"), "Prefer": "wait=5"})
+    assert answered.status_code == 202
+    assert "preference-applied" not in answered.headers
+    assert answered.json()["status"] == "queued"
+
+
+def test_a_stream_ends_when_its_key_is_revoked(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from producer.api import jobs
+
+    monkeypatch.setattr(jobs, "KEY_RECHECK_S", 0.2)
+    record, key = api.client.api_keys.create("acme")
+    headers = {"Authorization": f"Bearer {key}"}
+    job = api.http.post("/v1/jobs", json=JOB, headers=headers).json()
+    lines = []
+    with api.http.stream("GET", f"{job['url']}/events", headers=headers) as stream:
+        for line in stream.iter_lines():
+            lines.append(line)
+            if line.startswith("data: {"):
+                api.client.api_keys.revoke(record.key_id)
+    assert "data: the API key was revoked" in lines

@@ -118,3 +118,8 @@ def test_pools_that_are_not_installed_are_refused() -> None:
     for pool in ("gevent", "eventlet"):
         with pytest.raises(ValidationError, match="worker_pool"):
             make(worker_pool=pool)
+
+
+def test_streams_and_waits_must_leave_redis_connections_for_everything_else() -> None:
+    with pytest.raises(ValidationError, match="each stream and wait holds a Redis connection"):
+        make(api_max_streams_total=40, api_max_waiting_total=40, redis_max_connections=64)

@@ -391,9 +391,7 @@ def test_a_wait_past_the_bound_answers_at_once_with_the_queued_job(api: Api) -> 
     assert answered.json()["status"] == "queued"
 
 
-def test_a_stream_ends_when_its_key_is_revoked(
-    api: Api, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_stream_ends_when_its_key_is_revoked(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     from producer.api import jobs
 
     monkeypatch.setattr(jobs, "KEY_RECHECK_S", 0.2)

@@ -4,16 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint format demo dev bench-emulator bench-quota bench-submit clean
+.PHONY: install lock test lint format demo dev bench-emulator bench-quota bench-submit clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --constraint requirements.lock -e '.[test]'
 	touch $(STAMP)
 
 ## install: create .venv and install the project with its test tools
 install: $(STAMP)
+
+## lock: pin every dependency (requirements.lock, used by install and the image) again
+lock: install
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra local --universal \
+		--python-version 3.11 --quiet -o requirements.lock
 
 ## test: the whole suite (unit + integration against real Redis, worker, emulator, S3)
 test: install

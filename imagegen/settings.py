@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["DEFAULT_MODEL_ID", "ModelLimit", "Settings", "get_settings"]
@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         description="Redis for the queues and the job records.",
+    )
+    redis_tls_ca_file: str | None = Field(
+        default=None,
+        description="CA bundle that signs the Redis server's certificate (rediss:// URLs); unset "
+        "means the system's.",
     )
     redis_connect_timeout_s: PositiveSeconds = Field(
         default=5.0, description="TCP connect timeout for every Redis connection."
@@ -346,11 +351,20 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = Field(
         default="json", description="JSON lines for log pipelines, or key=value text."
     )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address a worker's /metrics listens on (0.0.0.0 where a scraper on another "
+        "host needs it).",
+    )
     worker_metrics_port: int = Field(
         default=0,
         ge=0,
         le=65535,
         description="Port a worker serves its Prometheus /metrics on (0: none).",
+    )
+    api_metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, the API's /metrics needs Authorization: Bearer <this token>.",
     )
     model_prices_usd: dict[str, float] = Field(
         default_factory=lambda: dict(STABILITY_IMAGE_PRICES_USD),

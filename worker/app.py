@@ -9,7 +9,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from imagegen.messages import GENERATE_TASK, QUEUES
-from imagegen.redis.connection import broker_transport_options
+from imagegen.redis.connection import broker_tls, broker_transport_options
 from imagegen.settings import Settings, get_settings
 
 __all__ = ["app", "make_app"]
@@ -19,6 +19,7 @@ def make_app(settings: Settings) -> Celery:
     celery = Celery("imagegen", broker=settings.redis_url, include=["worker.tasks"])
     # Every message is checked before Celery reads it; malformed ones go to the quarantine.
     celery.conf.broker_transport = "worker.transport:GatedTransport"
+    celery.conf.broker_use_ssl = broker_tls(settings)
     transport_options = {
         # Must exceed the longest task plus the longest retry countdown (checked by Settings),
         # or Redis hands a message that is still being worked on to a second worker.

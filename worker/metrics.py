@@ -52,13 +52,14 @@ WEBHOOK_DELIVERIES = Counter(
 )
 
 
-def serve_metrics(port: int) -> None:
-    """Serve /metrics on ``port`` (0: not at all); a port already taken is logged, not fatal."""
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Serve /metrics on ``host:port`` (port 0: not at all); a port already taken is logged, not
+    fatal."""
     if not port:
         return
     try:
-        start_http_server(port)
+        start_http_server(port, addr=host)
     except OSError as e:
         log.warning("worker metrics not served", extra={"port": port, "error": str(e)})
     else:
-        log.info("worker metrics served", extra={"port": port})
+        log.info("worker metrics served", extra={"host": host, "port": port})

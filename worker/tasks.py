@@ -48,7 +48,8 @@ def _logging(**_: object) -> None:
 @worker_ready.connect
 def _start_sweeper_and_metrics(**_: object) -> None:
     outbox_sweeper().start()
-    serve_metrics(get_settings().worker_metrics_port)
+    settings = get_settings()
+    serve_metrics(settings.worker_metrics_port, settings.worker_metrics_host)
 
 
 @worker_shutdown.connect

@@ -6,10 +6,11 @@ queues' depth and the age of their oldest message, and the dead-letter sets.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Header, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -18,6 +19,7 @@ from imagegen.messages import QUEUES
 from imagegen.settings import Settings
 from imagegen.store.quota import QuotaStore
 from imagegen.store.stats import Stats
+from producer.api.problems import ProblemError
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -139,13 +141,24 @@ class FleetCollector(Collector):
 
 
 def metrics_router(redis: Redis, settings: Settings) -> APIRouter:
-    """``/metrics`` (not in the OpenAPI document) for this app's Redis."""
+    """``/metrics`` (not in the OpenAPI document) for this app's Redis; behind a bearer token
+    when ``api_metrics_token`` is set."""
     registry = CollectorRegistry()
     registry.register(FleetCollector(redis, settings))
     router = APIRouter()
+    token = settings.api_metrics_token.get_secret_value() if settings.api_metrics_token else None
 
     @router.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(authorization: Annotated[str | None, Header(max_length=512)] = None) -> Response:
+        if token is not None:
+            presented = (authorization or "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(presented.encode(), token.encode()):
+                raise ProblemError(
+                    401,
+                    "Unauthorized",
+                    "send Authorization: Bearer <metrics token>",
+                    headers={"WWW-Authenticate": 'Bearer realm="imagegen-metrics"'},
+                )
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -405,3 +405,16 @@ def test_a_stream_ends_when_its_key_is_revoked(api: Api, monkeypatch: pytest.Mon
             if line.startswith("data: {"):
                 api.client.api_keys.revoke(record.key_id)
     assert "data: the API key was revoked" in lines
+
+
+def test_metrics_can_require_a_token(settings: Settings) -> None:
+    from pydantic import SecretStr
+
+    guarded = settings.model_copy(update={"api_metrics_token": SecretStr("a-long-scrape-token")})
+    redis = fakeredis.FakeRedis(decode_responses=True)
+    with TestClient(create_app(guarded, redis_client=redis)) as http:
+        problem(http.get("/metrics"), 401)
+        problem(http.get("/metrics", headers={"Authorization": "Bearer wrong"}), 401)
+        scraped = http.get("/metrics", headers={"Authorization": "Bearer a-long-scrape-token"})
+        assert scraped.status_code == 200
+        assert "imagegen_jobs_waiting" in scraped.text

@@ -114,17 +114,52 @@ def test_workers_serve_their_queues_with_names(compose: dict[str, Any]) -> None:
     assert int(grace.rstrip("s")) > Settings(_env_file=None).task_time_limit_s  # type: ignore[call-arg]
 
 
-def test_redis_keeps_an_append_only_file(compose: dict[str, Any]) -> None:
-    command = compose["services"]["redis"]["command"]
-    assert command[command.index("--appendonly") + 1] == "yes"
+def test_redis_keeps_an_append_only_file_and_needs_a_password(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    script = redis["command"][-1]
+    assert "appendonly yes" in script
+    assert "requirepass" in script
+    assert "| exec redis-server -" in script  # the password from stdin, never on argv
+    assert redis["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    app_url = compose["services"]["api"]["environment"]["IMAGEGEN_REDIS_URL"]
+    assert app_url.startswith("redis://:${REDIS_PASSWORD:?")
+
+
+def test_k8s_pods_take_the_redis_url_from_the_secret(k8s: list[dict[str, Any]]) -> None:
+    assert "IMAGEGEN_REDIS_URL" not in by_kind(k8s, "ConfigMap")["imagegen-settings"]["data"]
+    for name, deployment in by_kind(k8s, "Deployment").items():
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            env = {item["name"]: item for item in container.get("env", [])}
+            ref = env["IMAGEGEN_REDIS_URL"]["valueFrom"]["secretKeyRef"]
+            assert (ref["name"], ref["key"]) == ("imagegen-secrets", "REDIS_URL"), name
+
+
+def test_the_production_image_is_pinned_and_has_no_local_stand_ins() -> None:
+    dockerfile = (OPS / "Dockerfile").read_text()
+    assert 'ARG EXTRAS=""' in dockerfile
+    assert "--constraint requirements.lock" in dockerfile
+    assert "[local]" not in dockerfile
+    lock = (ROOT / "requirements.lock").read_text()
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        requirements += extra
+    declared = [re.match(r"[A-Za-z0-9_.-]+", r)[0] for r in requirements]  # type: ignore[index]
+    pinned = {m.lower().replace("_", "-") for m in re.findall(r"^([A-Za-z0-9_.-]+)==", lock, re.M)}
+    missing = {d.lower().replace("_", "-") for d in declared} - pinned - {"bedrock-imagegen"}
+    assert missing == set(), f"run make lock: {sorted(missing)} not in requirements.lock"
 
 
 def test_secrets_are_required_not_defaulted(compose: dict[str, Any]) -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     assert "${FLOWER_BASIC_AUTH:?" in text
+    assert "${REDIS_PASSWORD:?" in text
     assert "${GRAFANA_ADMIN_PASSWORD:?" in text
     example = (ROOT / ".env.example").read_text()
     assert "FLOWER_BASIC_AUTH=" in example
+    assert "REDIS_PASSWORD=" in example
     assert "GRAFANA_ADMIN_PASSWORD=" in example
 
 

@@ -73,6 +73,9 @@ def api_launch(*, host: str, port: int, workers: int = 1) -> Launch:
         "--workers",
         str(workers),
         "--no-access-log",
+        # uvicorn would trust X-Forwarded-For from 127.0.0.1 itself; the API decides whom to
+        # trust (IMAGEGEN_API_TRUSTED_PROXIES).
+        "--no-proxy-headers",
     ]
     return Launch(argv)
 

@@ -23,3 +23,4 @@ def test_the_api_runs_the_factory_under_uvicorn() -> None:
     argv = api_launch(host="0.0.0.0", port=8000, workers=2).argv
     assert "producer.api:app_from_env" in argv
     assert argv[argv.index("--workers") + 1] == "2"
+    assert "--no-proxy-headers" in argv  # only our own list of trusted proxies counts

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from producer.api.auth import Tenant
 from producer.api.problems import PROBLEM_RESPONSES
-from producer.api.state import State
+from producer.api.state import ApiState, State
 
 __all__ = ["SigningSecretsResource", "router"]
 
@@ -29,10 +29,7 @@ class SigningSecretsResource(BaseModel):
     summary="The secrets that sign your webhooks",
 )
 def get_secrets(tenant_id: Tenant, state: State) -> SigningSecretsResource:
-    secrets = state.client.signing_secrets_for(tenant_id)
-    return SigningSecretsResource(
-        secrets=secrets.active(), overlap_s=state.settings.webhook_secret_overlap_s
-    )
+    return _resource(state, tenant_id)
 
 
 @router.post(
@@ -42,8 +39,12 @@ def get_secrets(tenant_id: Tenant, state: State) -> SigningSecretsResource:
     summary="A new primary secret; the old one keeps signing for the overlap",
 )
 def rotate_secrets(tenant_id: Tenant, state: State) -> SigningSecretsResource:
-    secrets = state.client.signing_secrets_for(tenant_id)
-    secrets.rotate()
+    state.client.signing_secrets_for(tenant_id).rotate()
+    return _resource(state, tenant_id)
+
+
+def _resource(state: ApiState, tenant_id: str) -> SigningSecretsResource:
     return SigningSecretsResource(
-        secrets=secrets.active(), overlap_s=state.settings.webhook_secret_overlap_s
+        secrets=state.client.signing_secrets_for(tenant_id).active(),
+        overlap_s=state.settings.webhook_secret_overlap_s,
     )

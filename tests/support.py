@@ -7,6 +7,8 @@ import hashlib
 import hmac
 import io
 import json
+import socket
+import threading
 import urllib.request
 from typing import Any
 
@@ -14,6 +16,7 @@ from devstack.receiver import Receiver
 
 __all__ = [
     "Receiver",
+    "TrickleServer",
     "bedrock_payload",
     "emulator_stats",
     "image_bytes",
@@ -55,3 +58,40 @@ def independent_signature_check(secret: str, headers: dict[str, str], body: byte
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     offered = [s.split(",", 1) for s in lowered["webhook-signature"].split(" ")]
     return any(version == "v1" and hmac.compare_digest(sig, expected) for version, sig in offered)
+
+
+class TrickleServer:
+    """A receiver that answers one byte at a time, for ever (headers or body)."""
+
+    def __init__(self, *, in_headers: bool) -> None:
+        self.in_headers = in_headers
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.port = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+                if not self.in_headers:
+                    conn.sendall(head)
+                    head = b"x" * 100000
+                for byte in head:
+                    if self.stop.wait(0.1):
+                        return
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:
+                        break
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()

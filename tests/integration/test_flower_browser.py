@@ -13,8 +13,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import redis
 
 from devstack.stack import Stack
+from imagegen.messages import GENERATE_TASK, task_message
 from producer.client import Client
 from tests.conftest import require_service
 
@@ -75,11 +77,25 @@ def test_flower_shows_the_fleet_and_never_a_prompt(stack: Stack, tmp_path: Path)
         time.sleep(0.3)
     time.sleep(1)  # Flower's event stream is connected: what follows is seen from the start
 
+    # A raw job built the usual Celery way carries its prompt in the message: the gate must
+    # keep it from Flower too.
+    raw_prompt = f"{SECRET_PROMPT} raw"
+    redis.Redis.from_url(stack.env["IMAGEGEN_REDIS_URL"]).lpush(
+        "interactive",
+        task_message(
+            GENERATE_TASK,
+            "RAW-FLOWER",
+            ["RAW-FLOWER"],
+            "interactive",
+            kwargs={"job": {"request": {"prompt": raw_prompt}}},
+        ),
+    )
     with Client(stack.settings()) as client:
         jobs = client.submit_many(
             [client.spec(SECRET_PROMPT), client.spec("a fox"), client.spec("a heron")]
         )
         done = [client.wait(job.job_id, timeout_s=30) for job in jobs]
+        assert client.wait("RAW-FLOWER", timeout_s=30).status.value == "succeeded"
 
     user, password = stack.flower_auth.split(":", 1)
     authed = url.replace("http://", f"http://{user}:{password}@")
@@ -97,6 +113,10 @@ def test_flower_shows_the_fleet_and_never_a_prompt(stack: Stack, tmp_path: Path)
     assert str(done[0].s3_key) in detail  # the short result: status, S3 key, seed
     assert SECRET_PROMPT not in detail
     assert SECRET_PROMPT not in tasks_page
+    assert "RAW-FLOWER" in tasks_page
+    raw_detail = chromium(tmp_path, "--dump-dom", f"{authed}/task/RAW-FLOWER")
+    assert "RAW-FLOWER" in raw_detail
+    assert SECRET_PROMPT not in raw_detail
 
     screenshot = ROOT / "out" / "flower-tasks.png"
     screenshot.parent.mkdir(exist_ok=True)

@@ -17,7 +17,9 @@ SECURITY_STACK_DB = 9
 LOCAL_WEBHOOKS = {
     "IMAGEGEN_WEBHOOK_ALLOW_HTTP": "true",
     "IMAGEGEN_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
-    "IMAGEGEN_WEBHOOK_HANDOFF_GRACE_S": "2",
+    "IMAGEGEN_WEBHOOK_HANDOFF_GRACE_S": "5",
+    # Short, so the slow-receiver attack is quick to replay: the bound is what is tested.
+    "IMAGEGEN_WEBHOOK_TIMEOUT_S": "2",
 }
 
 

@@ -20,7 +20,7 @@ from imagegen.store.jobs import JobStore
 from imagegen.store.maintenance import Maintenance
 from producer.client import Client
 from producer.webhooks import WebhookVerificationError, verify
-from tests.support import Receiver, independent_signature_check
+from tests.support import Receiver, TrickleServer, independent_signature_check
 from worker.sweeper import OutboxSweeper
 from worker.webhooks import WebhookSender
 
@@ -418,46 +418,6 @@ def test_a_tenants_webhooks_are_signed_with_its_own_secrets_only(hooks: Hooks) -
     for wrong in (other, global_):
         with pytest.raises(WebhookVerificationError, match="no signature matches"):
             verify(request["headers"], request["body"], wrong)
-
-
-class TrickleServer:
-    """A receiver that answers one byte at a time, for ever (headers or body)."""
-
-    def __init__(self, *, in_headers: bool) -> None:
-        import socket
-        import threading
-
-        self.in_headers = in_headers
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen()
-        self.port = self.listener.getsockname()[1]
-        self.stop = threading.Event()
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
-                if not self.in_headers:
-                    conn.sendall(head)
-                    head = b"x" * 100000
-                for byte in head:
-                    if self.stop.wait(0.1):
-                        return
-                    try:
-                        conn.sendall(bytes([byte]))
-                    except OSError:
-                        break
-
-    def close(self) -> None:
-        self.stop.set()
-        self.listener.close()
 
 
 @pytest.mark.parametrize("in_headers", [True, False])

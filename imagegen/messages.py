@@ -22,10 +22,13 @@ __all__ = [
     "DELIVERY_ID_PLACEHOLDER",
     "DELIVER_TASK",
     "GENERATE_TASK",
+    "JOB_ID_PLACEHOLDER",
     "JOB_QUEUES",
+    "NONCE_PLACEHOLDER",
     "QUEUES",
     "WEBHOOK_QUEUE",
     "delivery_message_template",
+    "generate_message_template",
     "task_message",
 ]
 
@@ -37,6 +40,9 @@ WEBHOOK_QUEUE = "webhooks"
 QUEUES = (*JOB_QUEUES, WEBHOOK_QUEUE)
 # Lua scripts that create a delivery put its id where this stands in a message template.
 DELIVERY_ID_PLACEHOLDER = "__DELIVERY_ID__"
+# ... and a job's id (and a nonce that keeps delivery tags apart) in a generate template.
+JOB_ID_PLACEHOLDER = "__JOB_ID__"
+NONCE_PLACEHOLDER = "__NONCE__"
 _ORIGIN = f"imagegen-producer@{socket.gethostname()}:{os.getpid()}"
 
 
@@ -90,6 +96,18 @@ def task_message(
         },
     }
     return json.dumps(envelope, separators=(",", ":"))
+
+
+def generate_message_template(queue: str) -> str:
+    """A generate message for ``queue`` whose job id is ``JOB_ID_PLACEHOLDER``, for a Lua
+    script that sends a job again; its delivery tag ends in ``NONCE_PLACEHOLDER``."""
+    return task_message(
+        GENERATE_TASK,
+        JOB_ID_PLACEHOLDER,
+        [JOB_ID_PLACEHOLDER],
+        queue,
+        delivery_tag=f"{JOB_ID_PLACEHOLDER}.redrive.{NONCE_PLACEHOLDER}",
+    )
 
 
 def delivery_message_template() -> str:

@@ -1,6 +1,6 @@
 """The sweeper: a thread in every worker process doing the maintenance store's work (due webhook
-deliveries, jobs past their deadline, trimming the dead-letter sets), one process at a time by a
-lock in Redis.
+deliveries, jobs past their deadline, started jobs nobody holds any more, trimming the
+dead-letter sets), one process at a time by a lock in Redis.
 
 Retries wait in the outbox sorted set, so a delay of hours is a score, not a Celery countdown
 held by a worker (which the Redis visibility timeout would redeliver). The thread survives any
@@ -53,6 +53,9 @@ class OutboxSweeper:
         expired = self._jobs.expire_due()
         if expired:
             log.info("jobs expired past their deadline", extra={"jobs": len(expired)})
+        redriven = self._jobs.redrive_due()
+        if redriven:
+            log.warning("jobs nobody held sent again", extra={"jobs": redriven[:20]})
         ids = self._maintenance.send_due_deliveries()
         if ids:
             log.info("due webhook deliveries queued", extra={"deliveries": len(ids)})

@@ -11,6 +11,10 @@ key                                    type    what it holds
 ``imagegen:jobs``                      zset    job ids scored by creation time (ms), for listing;
                                                trimmed past the retention
 ``imagegen:queued``                    zset    jobs not yet started (backpressure), by creation
+``imagegen:running``                   zset    jobs started and not final, scored by when they
+                                               must have moved on: the lease's end, or a retry's
+                                               due time plus the redrive grace (ms); the sweeper
+                                               sends again what nobody holds
 ``imagegen:deadlines``                 zset    queued jobs with an ``expires_at``, by deadline (ms)
 ``imagegen:tenant:{tenant}``           hash    a tenant's settings (``webhook_url``)
 ``imagegen:tenant:{tenant}:jobs``      zset    the tenant's job ids by creation time (ms)
@@ -75,6 +79,7 @@ __all__ = [
     "JOB_KEY_PREFIX",
     "QUARANTINE_KEY",
     "QUEUED_KEY",
+    "RUNNING_KEY",
     "STATS_KEY",
     "TENANT_KEY_PREFIX",
     "UNUSED_KEY",
@@ -110,6 +115,7 @@ DLQ_KEY = f"{PREFIX}:dlq"
 STATS_KEY = f"{PREFIX}:stats"
 QUEUED_KEY = f"{PREFIX}:queued"
 DEADLINES_KEY = f"{PREFIX}:deadlines"
+RUNNING_KEY = f"{PREFIX}:running"
 APIKEYS_KEY = f"{PREFIX}:apikeys"
 JOB_KEY_PREFIX = f"{PREFIX}:job:"
 TENANT_KEY_PREFIX = f"{PREFIX}:tenant:"

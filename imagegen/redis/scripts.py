@@ -15,7 +15,12 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from imagegen.messages import DELIVERY_ID_PLACEHOLDER, WEBHOOK_QUEUE
+from imagegen.messages import (
+    DELIVERY_ID_PLACEHOLDER,
+    JOB_ID_PLACEHOLDER,
+    NONCE_PLACEHOLDER,
+    WEBHOOK_QUEUE,
+)
 from imagegen.records import TERMINAL_STATUSES
 from imagegen.redis import keys
 
@@ -36,6 +41,7 @@ _CONSTANTS = {
     "TENANT_PREFIX": keys.TENANT_KEY_PREFIX,
     "QUEUED": keys.QUEUED_KEY,
     "DEADLINES": keys.DEADLINES_KEY,
+    "RUNNING": keys.RUNNING_KEY,
     "DLQ": keys.DLQ_KEY,
     "STATS": keys.STATS_KEY,
     "WEBHOOK_PREFIX": keys.WEBHOOK_KEY_PREFIX,
@@ -44,6 +50,8 @@ _CONSTANTS = {
     "WEBHOOKS_DISABLED": keys.WEBHOOKS_DISABLED_KEY,
     "WEBHOOK_QUEUE": WEBHOOK_QUEUE,
     "DELIVERY_ID": DELIVERY_ID_PLACEHOLDER,
+    "JOB_ID": JOB_ID_PLACEHOLDER,
+    "NONCE": NONCE_PLACEHOLDER,
 }
 
 

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
-from imagegen.messages import GENERATE_TASK, delivery_message_template, task_message
+from imagegen.messages import (
+    GENERATE_TASK,
+    delivery_message_template,
+    generate_message_template,
+    task_message,
+)
 from imagegen.records import JobRecord, JobStatus, NewJob
 from imagegen.redis import codecs, keys
 from imagegen.redis.scripts import Scripts
@@ -37,6 +42,8 @@ __all__ = [
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 EXPIRE_BATCH = 500
+# A retry's message has this long past its due time to arrive before the job is sent again.
+REDRIVE_GRACE_S = 60.0
 ERROR_MESSAGE_MAX_CHARS = 1000
 
 
@@ -86,10 +93,17 @@ class Claim:
 class JobStore:
     """Job transitions on one Redis client (built with ``decode_responses=True``)."""
 
-    def __init__(self, redis: Redis, retention_s: int, webhook_grace_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        retention_s: int,
+        webhook_grace_s: float = 30.0,
+        redrive_grace_s: float = REDRIVE_GRACE_S,
+    ) -> None:
         self.redis = redis
         self.retention_s = retention_s
         self._webhook_grace_ms = round(webhook_grace_s * 1000)
+        self._redrive_grace_ms = round(redrive_grace_s * 1000)
         self._scripts = Scripts.of(redis)
 
     # -- arriving ----------------------------------------------------------------------------
@@ -197,6 +211,20 @@ class JobStore:
         )
         return [str(job_id) for job_id in expired]
 
+    def redrive_due(self) -> list[str]:
+        """Send again the started jobs nobody holds and nothing came for (a dead worker's, an
+        attempt that lost Redis, a lost retry message); returns their ids."""
+        sent = self._scripts["job_redrive"](
+            keys=[],
+            args=[
+                EXPIRE_BATCH,
+                self._redrive_grace_ms,
+                generate_message_template("interactive"),
+                generate_message_template("batch"),
+            ],
+        )
+        return [str(job_id) for job_id in sent]
+
     # -- running -----------------------------------------------------------------------------
 
     def claim(self, job_id: str, owner: str, lease_ms: int) -> Claim:
@@ -235,6 +263,7 @@ class JobStore:
                 round(delay_s * 1000),
                 error_code,
                 message[:ERROR_MESSAGE_MAX_CHARS],
+                self._redrive_grace_ms,
             ],
         )
         return bool(released)
@@ -243,7 +272,8 @@ class JobStore:
         """Give the job back for ``delay_s`` without counting this run as an attempt."""
         return bool(
             self._scripts["job_defer"](
-                keys=[keys.job_key(job_id)], args=[owner, round(delay_s * 1000)]
+                keys=[keys.job_key(job_id)],
+                args=[owner, round(delay_s * 1000), self._redrive_grace_ms],
             )
         )
 

@@ -63,6 +63,11 @@ class FleetCollector(Collector):
             "Messages on our queues that were not tasks of ours, by reason",
             labels=["reason"],
         )
+        redriven = CounterMetricFamily(
+            "imagegen_jobs_redriven",
+            "Started jobs nobody held any more, sent again by the sweeper",
+            labels=["queue"],
+        )
         prices = self._settings.model_prices_usd
         for counter in self._stats.counters():
             kind, labels, value = counter.kind, list(counter.labels), counter.value
@@ -77,7 +82,9 @@ class FleetCollector(Collector):
                 webhooks.add_metric(labels, value)
             elif kind == "quarantined" and len(labels) == 1:
                 quarantined.add_metric(labels, value)
-        yield from (jobs, images, spend, retries, webhooks, quarantined)
+            elif kind == "redriven" and len(labels) == 1:
+                redriven.add_metric(labels, value)
+        yield from (jobs, images, spend, retries, webhooks, quarantined, redriven)
 
     def _quota(self) -> Iterator[Metric]:
         configured = GaugeMetricFamily(

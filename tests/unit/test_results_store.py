@@ -260,3 +260,36 @@ def test_paging_goes_on_after_the_cursor_job_left_the_index(any_redis: Any) -> N
     third = reads.page(tenant="acme", cursor=second.next_cursor, limit=2)
     assert [r.job_id for r in third.jobs] == ["J1", "J0"]
     assert third.next_cursor is None
+
+
+def test_a_started_job_nobody_holds_is_sent_again(any_redis: Any) -> None:
+    import json
+
+    new_job(any_redis)
+    store = JobStore(any_redis, RETENTION_S, redrive_grace_s=0.05)
+    any_redis.delete("interactive")  # the submit's message was taken...
+    store.claim("J1", "dead-worker", 30)  # ...by a worker that died mid-attempt
+    assert store.redrive_due() == []  # its lease still runs
+    time.sleep(0.05)
+    assert store.redrive_due() == ["J1"]
+    [message] = [json.loads(m) for m in any_redis.lrange("interactive", 0, -1)]
+    assert (message["headers"]["id"], json.loads(message["body"])[0]) == ("J1", ["J1"])
+    assert store.redrive_due() == []  # not again before the grace is over
+    claim = store.claim("J1", "owner-b", LEASE_MS)
+    assert (claim.state, claim.attempt) == (ClaimState.CLAIMED, 2)
+    store.finish("J1", "owner-b", JobStatus.SUCCEEDED, {})
+    assert any_redis.zcard(keys.RUNNING_KEY) == 0  # final jobs leave the index
+
+
+def test_an_overdue_retry_is_sent_again_once_its_grace_is_over(any_redis: Any) -> None:
+    new_job(any_redis)
+    store = JobStore(any_redis, RETENTION_S, redrive_grace_s=0.05)
+    store.claim("J1", "owner-a", LEASE_MS)
+    store.release_for_retry(
+        "J1", "owner-a", attempt=1, error_code="ThrottlingException", message="m", delay_s=0.05
+    )
+    any_redis.delete("interactive")
+    assert store.redrive_due() == []
+    time.sleep(0.12)  # due, and past the grace: the retry message never came
+    assert store.redrive_due() == ["J1"]
+    assert any_redis.llen("interactive") == 1

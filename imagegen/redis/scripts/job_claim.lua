@@ -25,6 +25,7 @@ attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', ARGV[2],
            'lease_until_ms', now + tonumber(ARGV[3]), 'next_attempt_ms', '')
 redis.call('HSETNX', KEYS[1], 'started_ms', now)
+redis.call('ZADD', K.RUNNING, now + tonumber(ARGV[3]), ARGV[1])
 redis.call('EXPIRE', KEYS[1], retention)
 if status ~= 'running' then
   unqueue(KEYS[1], ARGV[1])

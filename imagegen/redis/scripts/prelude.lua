@@ -85,6 +85,7 @@ end
 -- and the webhook. Returns the new delivery id or ''.
 local function finalize(key, job_id, status, now, retention, grace_ms, template)
   unqueue(key, job_id)
+  redis.call('ZREM', K.RUNNING, job_id)
   redis.call('HSET', key, 'status', status, 'finished_ms', now, 'lease_owner', '',
              'lease_until_ms', 0, 'next_attempt_ms', '')
   redis.call('EXPIRE', key, retention)

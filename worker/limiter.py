@@ -20,12 +20,15 @@ throttled together) and empties the bucket; each successful call adds
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
+
+import redis
 
 from imagegen.settings import Settings
 from imagegen.store.quota import QuotaStatus, QuotaStore, Reservation
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
     from redis import Redis
 
 __all__ = ["Limiter", "LimiterWaitTooLongError", "Reservation"]
+
+log = logging.getLogger("imagegen.limiter")
 
 _SLOT_POLL_FIRST_S = 0.02
 _SLOT_POLL_MAX_S = 0.5
@@ -97,7 +102,11 @@ class Limiter:
         try:
             yield
         finally:
-            self.quota.free_slot(model_id, slot)
+            try:
+                self.quota.free_slot(model_id, slot)
+            except redis.RedisError:
+                # The slot's lease ends by itself; a call that already ran must not fail here.
+                log.warning("concurrency slot not freed; its lease will end it", exc_info=True)
 
     def status(self, model_id: str) -> QuotaStatus:
         return self.quota.status(model_id)

@@ -13,8 +13,11 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
+
+import redis
 
 from imagegen.contract import GenerationRequest
 from imagegen.errors import BedrockCallError, JobError, JobNotFoundError
@@ -188,9 +191,13 @@ class _Attempt:
                     seed=result.seed,
                 )
             generated = result
-            store.count_generated_image(self.record.model_id)
+            # The image is bought: bookkeeping that fails now must never throw it away.
+            model_id = self.record.model_id
+            self.best_effort(
+                "count the bought image", lambda: store.count_generated_image(model_id)
+            )
         info = inspect_image(generated.image, self.request.output_format)
-        if store.cancel_requested(self.job_id):
+        if self.best_effort("read the cancel flag", lambda: store.cancel_requested(self.job_id)):
             return self.finish(JobStatus.CANCELED, {"seed": generated.seed}, seed=generated.seed)
         self.upload(generated, info)
         return self.succeed(generated.seed, info, latency_ms)
@@ -217,8 +224,23 @@ class _Attempt:
                     limiter.report(model_id, throttled=True)
                 raise
             if limiter.enabled(model_id):
-                limiter.report(model_id, throttled=False)
+                self.best_effort(
+                    "report the call to the limiter",
+                    lambda: limiter.report(model_id, throttled=False),
+                )
         return answer
+
+    def best_effort(self, what: str, action: Callable[[], Any]) -> Any:
+        """Run a bookkeeping step after an image was bought; when Redis fails it, log and go on
+        (None), so the image is stored all the same."""
+        try:
+            return action()
+        except redis.RedisError as e:
+            log.warning(
+                "bookkeeping failed after a bought image; going on",
+                extra=self.facts(step=what, error=f"{type(e).__name__}: {e}"),
+            )
+            return None
 
     def observe_call(self, outcome: str, latency_ms: int) -> None:
         model_id = self.record.model_id

@@ -303,3 +303,32 @@ def test_a_throttle_from_bedrock_slows_the_shared_rate(rig: Rig) -> None:
     status = rig.services.limiter.status(rig.client.get(job.job_id).model_id)
     assert status.throttles_total == 1
     assert status.effective_rpm < status.configured_rpm
+
+
+def test_bookkeeping_that_fails_after_a_bought_image_never_throws_it_away(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    def outage(*_: Any, **__: Any) -> None:
+        msg = "Redis went away"
+        raise redis.ConnectionError(msg)
+
+    job = rig.submit()
+    rig.answer(bedrock_payload(seed=77))  # one answer only: a second call would fail the stub
+    monkeypatch.setattr(rig.services.limiter, "report", outage)
+    monkeypatch.setattr(rig.services.store, "count_generated_image", outage)
+    checks: list[str] = []
+
+    def cancel_flag_then_outage(job_id: str) -> bool:
+        checks.append(job_id)
+        if len(checks) == 1:  # the check before the call still sees Redis
+            return False
+        return outage()  # type: ignore[func-returns-value]
+
+    monkeypatch.setattr(rig.services.store, "cancel_requested", cancel_flag_then_outage)
+    outcome = rig.run(job.job_id)
+    assert len(checks) == 2
+    assert outcome.status == "succeeded"
+    assert rig.client.get(job.job_id).seed == 77
+    assert len(rig.objects()) == 1

@@ -21,6 +21,7 @@ from imagegen.contract import PRIORITIES
 __all__ = [
     "DELIVERY_ID_PLACEHOLDER",
     "DELIVER_TASK",
+    "EMBED",
     "GENERATE_TASK",
     "JOB_ID_PLACEHOLDER",
     "JOB_QUEUES",
@@ -44,6 +45,8 @@ DELIVERY_ID_PLACEHOLDER = "__DELIVERY_ID__"
 JOB_ID_PLACEHOLDER = "__JOB_ID__"
 NONCE_PLACEHOLDER = "__NONCE__"
 _ORIGIN = f"imagegen-producer@{socket.gethostname()}:{os.getpid()}"
+# The third part of a protocol-2 body: no callbacks, no canvas.
+EMBED: dict[str, None] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
 def task_message(
@@ -57,9 +60,7 @@ def task_message(
 ) -> str:
     """The raw message kombu's Redis transport expects to find on ``queue``'s list."""
     kwargs = kwargs or {}
-    body = json.dumps(
-        [args, kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
-    )
+    body = json.dumps([args, kwargs, EMBED])
     envelope = {
         "body": body,
         "content-encoding": "utf-8",

@@ -175,9 +175,9 @@ class Client:
         batch_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> list[Submitted]:
-        """The one way jobs are created: validate all, vet each distinct webhook URL once, check
-        the queue caps, store and enqueue in one round trip (with ``batch_id``, one transaction
-        that also writes the batch). Each result says whether the job is new."""
+        """The one way jobs are created: validate all, vet each distinct webhook URL once, then
+        check the queue caps, store and enqueue in one transaction (with ``batch_id``, the batch
+        record too). Each result says whether the job is new."""
         parsed = self._with_default_webhook(self._as_specs(list(specs)), tenant)
         self._vet_webhooks(parsed)
         if idempotency_key is not None and len(parsed) != 1:
@@ -342,10 +342,9 @@ class Client:
         )
         if not url:
             return specs
+        # The default URL is checked once, by _vet_webhooks, like any other.
         return [
-            spec
-            if spec.webhook_url
-            else self._parse({**spec.model_dump(exclude_unset=True), "webhook_url": url})
+            spec if spec.webhook_url else spec.model_copy(update={"webhook_url": url})
             for spec in specs
         ]
 

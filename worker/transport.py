@@ -22,7 +22,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
 from imagegen.envelope import CheckedTask, MalformedMessageError, check_envelope
-from imagegen.messages import QUEUES
+from imagegen.messages import EMBED, QUEUES
 
 __all__ = ["GatedChannel", "GatedTransport", "admit"]
 
@@ -54,8 +54,7 @@ def admit(raw: str, queue: str) -> dict[str, Any] | None:
 def _by_id_only(checked: CheckedTask) -> dict[str, Any]:
     """The envelope with its job dropped from the body and from what Flower shows."""
     envelope = dict(checked.envelope)
-    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-    body = json.dumps([checked.args, {}, embed])
+    body = json.dumps([checked.args, {}, EMBED])
     properties = dict(envelope["properties"])
     if properties.get("body_encoding") == "base64":
         body = base64.b64encode(body.encode()).decode()

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from imagegen.ssrf import VettedTarget
+from worker.retry import retry_after_s
 
 __all__ = ["PostResult", "post_with_deadline"]
 
@@ -25,10 +26,13 @@ _READ_CHUNK_BYTES = 1024
 
 @dataclass(frozen=True)
 class PostResult:
+    """A receiver's answer: its status (None when there was no full answer: then ``error``
+    says why), what it said, and its Retry-After in seconds."""
+
     status: int | None
     latency_ms: int
     excerpt: str
-    retry_after: str | None
+    retry_after_s: float | None
     error: str | None
 
 
@@ -84,7 +88,7 @@ def post_with_deadline(
         connection.request("POST", target.path, body=body, headers=headers)
         response = connection.getresponse()
         excerpt = _read_capped(response, max_response_bytes)
-        status, retry_after = response.status, response.getheader("retry-after")
+        status, retry_after = response.status, retry_after_s(response.getheader("retry-after"))
     except (OSError, http.client.HTTPException, ValueError) as e:
         error = (
             f"timeout: no full answer within {timeout_s:g} s"
@@ -97,7 +101,7 @@ def post_with_deadline(
         connection.close()
     if expired.is_set():
         error = f"timeout: no full answer within {timeout_s:g} s"
-        return PostResult(status, _elapsed_ms(started), excerpt, retry_after, error)
+        return PostResult(None, _elapsed_ms(started), excerpt, None, error)
     return PostResult(status, _elapsed_ms(started), excerpt, retry_after, None)
 
 

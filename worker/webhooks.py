@@ -30,8 +30,7 @@ from imagegen.ssrf import VettedTarget, WebhookUrlError, vet_configured
 from imagegen.store.deliveries import Deliveries, SigningSecrets
 from imagegen.store.job_reads import JobReads
 from worker import metrics
-from worker.retry import retry_after_s
-from worker.webhook_http import post_with_deadline
+from worker.webhook_http import PostResult, post_with_deadline
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -60,15 +59,6 @@ class DeliveryResult:
 
     def summary(self) -> dict[str, Any]:
         return {"delivery_id": self.delivery_id, "outcome": self.outcome, "status": self.status}
-
-
-@dataclass(frozen=True)
-class _Response:
-    status: int | None
-    latency_ms: int
-    excerpt: str
-    retry_after_s: float | None
-    error: str | None
 
 
 def build_payload(
@@ -188,9 +178,9 @@ class WebhookSender:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _post(self, target: VettedTarget, body: str, headers: dict[str, str]) -> _Response:
+    def _post(self, target: VettedTarget, body: str, headers: dict[str, str]) -> PostResult:
         settings = self._settings
-        result = post_with_deadline(
+        return post_with_deadline(
             target,
             body.encode(),
             headers,
@@ -198,17 +188,10 @@ class WebhookSender:
             max_response_bytes=settings.webhook_max_response_bytes,
             tls=self._tls,
         )
-        return _Response(
-            None if result.error else result.status,
-            result.latency_ms,
-            result.excerpt,
-            retry_after_s(result.retry_after),
-            result.error,
-        )
 
     # -- judging the answer ------------------------------------------------------------------
 
-    def _judge(self, delivery_id: str, attempt: int, response: _Response) -> DeliveryResult:
+    def _judge(self, delivery_id: str, attempt: int, response: PostResult) -> DeliveryResult:
         status = response.status
         if status is not None and 200 <= status < 300:
             return self._finish(delivery_id, attempt, "delivered", response)
@@ -231,7 +214,7 @@ class WebhookSender:
         delivery_id: str,
         attempt: int,
         outcome: str,
-        response: _Response | None,
+        response: PostResult | None,
         *,
         error: str | None = None,
         delay_s: float | None = None,

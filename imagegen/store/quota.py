@@ -19,7 +19,7 @@ from imagegen.settings import Settings
 if TYPE_CHECKING:
     from redis import Redis
 
-__all__ = ["QuotaStatus", "QuotaStore", "Reservation", "read_quota"]
+__all__ = ["QuotaStatus", "QuotaStore", "Reservation"]
 
 # The bucket and its sets vanish this long after the last call, so a retired model leaves no
 # state behind.
@@ -124,8 +124,3 @@ class QuotaStore:
             throttles_last_minute=int(throttles),
             throttles_total=int(float(total)),
         )
-
-
-def read_quota(redis: Redis, settings: Settings, model_id: str) -> QuotaStatus:
-    """The quota of ``model_id`` as every worker sees it now."""
-    return QuotaStore(redis, settings).status(model_id)

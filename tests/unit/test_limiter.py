@@ -12,7 +12,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from imagegen.settings import ModelLimit, Settings
-from imagegen.store.quota import read_quota
+from imagegen.store.quota import QuotaStore
 from worker.limiter import Limiter, LimiterWaitTooLongError
 
 RPM = 600.0  # ten a second: a token every 100 ms
@@ -120,7 +120,7 @@ def test_status_shows_rates_tokens_calls_and_throttles(any_redis: Any) -> None:
     limiter.reserve(m, max_wait_s=10)
     limiter.reserve(m, max_wait_s=10)
     limiter.report(m, throttled=True)
-    status = read_quota(any_redis, settings, m)
+    status = QuotaStore(any_redis, settings).status(m)
     assert status.configured_rpm == RPM
     assert status.effective_rpm == pytest.approx(300, rel=0.01)
     assert status.tokens <= 0.1

@@ -142,6 +142,12 @@ class JobRecord(BaseModel):
     webhook_url: str | None = None
     webhook_events: list[str] = Field(default_factory=list)
     webhooks: list[WebhookDelivery] = Field(default_factory=list)
+    # While the job waits in the dispatcher (worked out when read, never stored): its place
+    # among every tenant's waiting jobs of its model (1 = next), when it should start at the
+    # current rate, and its tenant's share of that rate.
+    queue_position: int | None = None
+    estimated_start_at: datetime | None = None
+    tenant_share: float | None = None
 
     @property
     def is_terminal(self) -> bool:

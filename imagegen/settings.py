@@ -173,7 +173,7 @@ class Settings(BaseSettings):
         default=3600,
         gt=0,
         description="Seconds before Redis redelivers an unacknowledged message; must exceed "
-        "the hard time limit plus the longest retry delay.",
+        "the hard time limit.",
     )
     redelivery_sweep_s: int = Field(
         default=10,
@@ -195,7 +195,7 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(
         default=0,
         ge=0,
-        description="Bedrock calls in flight across the fleet per model; 0 = no cap.",
+        description="Jobs of one model released or running across the fleet; 0 = no cap.",
     )
     model_limits: dict[str, ModelLimit] = Field(
         default_factory=dict,
@@ -225,11 +225,39 @@ class Settings(BaseSettings):
         ge=0,
         description="Throttles within this long of a decrease count as the same event.",
     )
-    limiter_max_wait_s: float = Field(
-        default=5.0,
-        ge=0,
-        description="Longest wait for a token in place; a longer one puts the job back on its "
-        "queue with a countdown.",
+
+    # The dispatcher: jobs wait in Redis and are released at the quota's rate, fairly.
+    dispatch_lookahead_s: PositiveSeconds = Field(
+        default=2.0,
+        description="Released jobs not yet taken by a worker stay within this many seconds of "
+        "the model's rate; the rest wait in Redis.",
+    )
+    dispatch_batch_every: int = Field(
+        default=10,
+        ge=1,
+        le=10_000,
+        description="Within a tenant, interactive jobs go first, but after this many in a row "
+        "while batch jobs wait, one batch job goes.",
+    )
+    dispatch_redrive_grace_s: PositiveSeconds = Field(
+        default=60.0,
+        description="A released job no worker claimed within this long (its message went with "
+        "a dead worker) is put back to wait for its turn.",
+    )
+    dispatch_interval_s: PositiveSeconds = Field(
+        default=0.5,
+        description="Longest sleep of a worker's release loop when nothing tells it sooner.",
+    )
+    tenant_weights: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description='Tenants\' weights in the fair share, JSON: {"acme": 2}; 1 for the rest. '
+        "A weight set with `imagegen tenants set` or the admin API wins.",
+    )
+    tenant_rate_limit_rpm: float = Field(
+        default=0.0, ge=0, description="Jobs per minute one tenant may start; 0 = no cap."
+    )
+    tenant_max_concurrency: int = Field(
+        default=0, ge=0, description="Jobs one tenant may have released or running; 0 = no cap."
     )
     celery_rate_limit: str | None = Field(
         default=None,
@@ -245,10 +273,15 @@ class Settings(BaseSettings):
 
     # Submitting (the HTTP API and the client).
     max_queued_total: int = Field(
-        default=100_000, gt=0, description="Jobs waiting to start, all tenants; beyond, 429."
+        default=100_000,
+        gt=0,
+        description="Jobs not yet finished (waiting, released or running), all tenants; "
+        "beyond, 429.",
     )
     max_queued_per_tenant: int = Field(
-        default=10_000, gt=0, description="Jobs waiting to start for one tenant; beyond, 429."
+        default=10_000,
+        gt=0,
+        description="Jobs not yet finished for one tenant; beyond, 429.",
     )
     max_batch_size: int = Field(default=10_000, gt=0, description="Most jobs in one batch.")
     api_max_body_bytes: int = Field(
@@ -362,6 +395,11 @@ class Settings(BaseSettings):
         le=65535,
         description="Port a worker serves its Prometheus /metrics on (0: none).",
     )
+    api_admin_token: SecretStr | None = Field(
+        default=None,
+        description="When set, /v1/admin/* (tenants' weights and caps) answers to "
+        "Authorization: Bearer <this token>; unset, those routes do not exist (404).",
+    )
     api_metrics_token: SecretStr | None = Field(
         default=None,
         description="When set, the API's /metrics needs Authorization: Bearer <this token>.",
@@ -382,25 +420,23 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_timing(self) -> Self:
         single_call_s = (
-            self.limiter_max_wait_s
-            + self.bedrock_connect_timeout_s
+            self.bedrock_connect_timeout_s
             + self.bedrock_read_timeout_s
             + self.s3_upload_attempts * (self.s3_connect_timeout_s + self.s3_read_timeout_s)
         )
         if self.task_time_limit_s < single_call_s:
             msg = (
-                f"task_time_limit_s ({self.task_time_limit_s:g}) must cover a limiter wait, one "
+                f"task_time_limit_s ({self.task_time_limit_s:g}) must cover one "
                 f"Bedrock call and the S3 uploads ({single_call_s:g} s with these settings)"
             )
             raise ValueError(msg)
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             msg = "task_soft_time_limit_s must be below task_time_limit_s"
             raise ValueError(msg)
-        longest_hold_s = self.task_time_limit_s + self.retry_cap_s
-        if self.visibility_timeout_s <= longest_hold_s:
+        if self.visibility_timeout_s <= self.task_time_limit_s:
             msg = (
                 f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed "
-                f"task_time_limit_s + retry_cap_s ({longest_hold_s:g}), or Redis redelivers "
+                f"task_time_limit_s ({self.task_time_limit_s:g}), or Redis redelivers "
                 "messages that are still being worked on"
             )
             raise ValueError(msg)

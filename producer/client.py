@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -29,11 +30,12 @@ from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings, get_settings
 from imagegen.ssrf import WebhookUrlError, vet_configured
 from imagegen.store.deliveries import Deliveries, SigningSecrets
+from imagegen.store.dispatch import Dispatch, TenantLimits, TenantShare
 from imagegen.store.job_reads import JobPage, JobReads
 from imagegen.store.jobs import CancelOutcome, Caps, CreateOutcome, JobStore
 from imagegen.store.quarantine import Quarantine
 from imagegen.store.quota import QuotaStatus, QuotaStore
-from imagegen.store.tenants import ApiKeys, Tenants
+from imagegen.store.tenants import TENANT_PATTERN, ApiKeys, Tenants
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -63,6 +65,7 @@ class Client:
             self._redis, self.settings.job_retention_s, self.settings.webhook_handoff_grace_s
         )
         self.reads = JobReads(self._redis)
+        self.dispatch = Dispatch(self._redis, self.settings)
         self.webhook_deliveries = Deliveries(self._redis)
         self.signing_secrets = SigningSecrets(self._redis, self.settings.webhook_secret_overlap_s)
         self.api_keys = ApiKeys(self._redis)
@@ -196,8 +199,9 @@ class Client:
             )
             for spec in parsed
         ]
+        self._check_deadlines(jobs)
         caps = Caps(self.settings.max_queued_total, self.settings.max_queued_per_tenant)
-        outcomes = self.jobs.create(jobs, caps=caps)
+        outcomes = self.jobs.create(jobs, caps=caps, dispatch=self.dispatch)
         if outcomes and outcomes[0][0] is CreateOutcome.FULL:
             raise self._queue_full(outcomes[0][1], tenant, len(jobs))
         results = []
@@ -214,8 +218,9 @@ class Client:
         return results
 
     def cancel(self, job_id: str) -> CancelOutcome:
-        """Cancel a job: a queued one ends ``canceled`` now; a running one stops before its
-        Bedrock call or its upload. ``TERMINAL`` when it had already ended."""
+        """Cancel a job: one nobody holds (waiting, or waiting for a retry) ends ``canceled``
+        now; a running one stops before its Bedrock call or its upload. ``TERMINAL`` when it
+        had already ended."""
         outcome = self.jobs.cancel(job_id)
         if outcome is CancelOutcome.MISSING:
             raise JobNotFoundError(job_id)
@@ -247,8 +252,28 @@ class Client:
     # -- reading -----------------------------------------------------------------------------
 
     def get(self, job_id: str) -> JobRecord:
-        """The job's record; raises ``JobNotFoundError``."""
-        return self.reads.get(job_id)
+        """The job's record; while it waits, with its queue position and start estimate."""
+        return self.with_position(self.reads.get(job_id))
+
+    def with_position(self, record: JobRecord) -> JobRecord:
+        """The record with where it stands in the dispatcher, when it is waiting."""
+        if record.status is not JobStatus.QUEUED:
+            return record
+        found = self.dispatch.position(
+            record.job_id, record.model_id, record.tenant, record.priority
+        )
+        if found is None:
+            return record
+        start = None
+        if found.start_in_s is not None:
+            start = datetime.now(UTC) + timedelta(seconds=found.start_in_s)
+        return record.model_copy(
+            update={
+                "queue_position": found.position,
+                "estimated_start_at": start,
+                "tenant_share": round(found.share, 4),
+            }
+        )
 
     def get_many(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
         return self.reads.get_many(job_ids)
@@ -292,6 +317,33 @@ class Client:
             self.quota_store.status(model_id)
             for model_id in (model_ids or self.settings.allowed_model_ids)
         ]
+
+    def tenant_shares(self, model_ids: Iterable[str] | None = None) -> list[TenantShare]:
+        """Each tenant's share of each model's rate over the last minute, against its fair
+        share (default: every allowed model, and any other with jobs waiting)."""
+        models = model_ids or sorted(
+            {*self.settings.allowed_model_ids, *self.dispatch.models_with_work()}
+        )
+        return [share for model_id in models for share in self.dispatch.shares(model_id)]
+
+    def tenant_limits(self, tenant: str) -> TenantLimits:
+        """A tenant's weight in the fair share and its caps, as the dispatcher applies them."""
+        return self.dispatch.tenant_limits(tenant)
+
+    def set_tenant_limits(
+        self,
+        tenant: str,
+        *,
+        weight: float | None = None,
+        rate_rpm: float | None = None,
+        max_concurrency: int | None = None,
+    ) -> TenantLimits:
+        """Set a tenant's weight or caps (None: unchanged; negative: back to the default)."""
+        if not re.match(TENANT_PATTERN, tenant):
+            raise InvalidRequestError([FieldError("tenant", f"must match {TENANT_PATTERN}")])
+        return self.dispatch.set_tenant_limits(
+            tenant, weight=weight, rate_rpm=rate_rpm, max_concurrency=max_concurrency
+        )
 
     def download(self, record: JobRecord, path: str | Path) -> Path:
         """Save a succeeded job's image to ``path``."""
@@ -367,6 +419,39 @@ class Client:
                 if spec.webhook_url in refused
             ]
         )
+
+    def _check_deadlines(self, jobs: list[NewJob]) -> None:
+        """Refuse the jobs whose deadline falls before their estimated start (the backlog ahead
+        of each at its tenant's share of the current rate), naming each with its estimate."""
+        if all(job.expires_ms is None for job in jobs):
+            return
+        now_ms = time.time() * 1000
+        errors = []
+        ahead: Counter[tuple[str, str | None, str]] = Counter()
+        estimates: dict[tuple[str, str | None, str], tuple[float, float] | None] = {}
+        for index, job in enumerate(jobs):
+            group = (job.model_id, job.tenant, job.spec.priority)
+            if group not in estimates:
+                found = self.dispatch.estimate(*group)
+                per_job_s = 60 / (found.rate_rpm * found.share) if found.rate_rpm else 0.0
+                estimates[group] = (
+                    None if found.start_in_s is None else (found.start_in_s, per_job_s)
+                )
+            estimate = estimates[group]
+            position_in_group = ahead[group]
+            ahead[group] += 1
+            if estimate is None or job.expires_ms is None:
+                continue
+            start_s = estimate[0] + position_in_group * estimate[1]
+            if now_ms + start_s * 1000 > job.expires_ms:
+                start = datetime.now(UTC) + timedelta(seconds=start_s)
+                message = (
+                    "cannot be met: the job would start at about "
+                    f"{start.isoformat(timespec='seconds')} ({start_s:.0f} s from now)"
+                )
+                errors.append(FieldError(_job_field(index, len(jobs), "expires_at"), message))
+        if errors:
+            raise InvalidRequestError(errors)
 
     def _queue_full(self, detail: str, tenant: str | None, adding: int) -> QueueFullError:
         """The refusal of a submission the waiting caps had no room for, with a Retry-After

@@ -21,8 +21,8 @@ def make_app(settings: Settings) -> Celery:
     celery.conf.broker_transport = "worker.transport:GatedTransport"
     celery.conf.broker_use_ssl = broker_tls(settings)
     transport_options = {
-        # Must exceed the longest task plus the longest retry countdown (checked by Settings),
-        # or Redis hands a message that is still being worked on to a second worker.
+        # Must exceed the longest task (checked by Settings), or Redis hands a message that is
+        # still being worked on to a second worker. Retries wait in the dispatcher, not here.
         "visibility_timeout": settings.visibility_timeout_s,
         # Sweep for messages abandoned by a dead worker every redelivery_sweep_s seconds
         # (kombu's default is ten times its interval).

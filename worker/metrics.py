@@ -14,7 +14,8 @@ __all__ = [
     "BEDROCK_CALLS",
     "BEDROCK_LATENCY",
     "JOBS_FINISHED",
-    "LIMITER_WAIT",
+    "JOBS_RELEASED",
+    "QUEUE_WAIT",
     "RETRIES",
     "WEBHOOK_DELIVERIES",
     "serve_metrics",
@@ -33,11 +34,16 @@ BEDROCK_CALLS = Counter(
     "InvokeModel calls by outcome (image, filtered, or the error code)",
     ["model", "outcome"],
 )
-LIMITER_WAIT = Histogram(
-    "imagegen_worker_limiter_wait_seconds",
-    "Time spent waiting for the shared quota",
+QUEUE_WAIT = Histogram(
+    "imagegen_worker_queue_wait_seconds",
+    "From submission to the start of a job's first attempt, by tenant",
+    ["model", "tenant"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600),
+)
+JOBS_RELEASED = Counter(
+    "imagegen_worker_jobs_released_total",
+    "Jobs this process's release loop released to the Celery queues",
     ["model"],
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
 )
 JOBS_FINISHED = Counter(
     "imagegen_worker_jobs_total",

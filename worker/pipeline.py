@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -25,12 +25,13 @@ from imagegen.logs import prompt_facts
 from imagegen.records import JobRecord, JobStatus
 from imagegen.s3 import s3_uri
 from imagegen.settings import Settings
+from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import ClaimState, FinishOutcome, JobStore
 from worker import metrics
 from worker.bedrock import BedrockAnswer, Filtered, Generated, interpret, invoke_model
 from worker.images import ImageInfo, inspect_image
-from worker.limiter import Limiter, LimiterWaitTooLongError
+from worker.limiter import Limiter
 from worker.retry import RetryPolicy
 from worker.storage import find_stored_image, image_key, upload_image
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["JobOutcome", "RetryLaterError", "Services", "run_job"]
+__all__ = ["RETRY_SCHEDULED", "JobOutcome", "Services", "run_job"]
 
 log = logging.getLogger("imagegen.job")
 
@@ -49,6 +50,7 @@ class Services:
 
     settings: Settings
     store: JobStore
+    dispatch: Dispatch
     reads: JobReads
     bedrock: BedrockRuntimeClient
     s3: S3Client
@@ -56,13 +58,9 @@ class Services:
     limiter: Limiter
 
 
-class RetryLaterError(Exception):
-    """The attempt failed retryably; the job's lease is released and it should run again."""
-
-    def __init__(self, job_id: str, delay_s: float, code: str) -> None:
-        super().__init__(f"job {job_id}: {code}, retry in {delay_s:.2f} s")
-        self.delay_s = delay_s
-        self.code = code
+# The outcome of an attempt that failed retryably: the job waits in the dispatcher for its
+# retry's due time, then for its turn.
+RETRY_SCHEDULED = "retry_scheduled"
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ class JobOutcome:
 
 
 def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
-    """Run one attempt of ``job_id``. Raises ``RetryLaterError`` when it should be retried."""
+    """Run one attempt of ``job_id`` (released to this message by the dispatcher)."""
     started = time.perf_counter()
     lease_ms = round(services.settings.task_time_limit_s * 1000)
     claim = services.store.claim(job_id, owner, lease_ms)
@@ -100,11 +98,16 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
         return JobOutcome(job_id, ClaimState.MISSING.value)
     if record.request is None:  # refused on arrival
         return JobOutcome(job_id, ClaimState.MISSING.value)
+    if claim.queue_wait_ms is not None:
+        metrics.QUEUE_WAIT.labels(record.model_id, record.tenant or "-").observe(
+            claim.queue_wait_ms / 1000
+        )
     log.info(
         "job running",
         extra={
             "job_id": job_id,
             "attempt": claim.attempt,
+            "queue_wait_ms": claim.queue_wait_ms,
             "model_id": record.model_id,
             "queue": record.priority,
             "tenant": record.tenant,
@@ -123,8 +126,6 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
         return attempt.run()
     except JobError as e:
         return attempt.fail_or_retry(e)
-    except LimiterWaitTooLongError as e:
-        attempt.defer(e.delay_s)
     except Exception as e:  # a bug or an outage must not strand the job as "running"
         log.exception("job attempt crashed", extra={"job_id": job_id, "attempt": claim.attempt})
         return attempt.fail_or_retry(JobError(f"{type(e).__name__}: {e}", code="InternalError"))
@@ -147,7 +148,6 @@ class _Attempt:
         self.owner = owner
         self.services = services
         self.started = started
-        self.limiter_wait_ms: int | None = None
         settings = services.settings
         self.bucket = settings.s3_bucket
         self.key = image_key(
@@ -203,31 +203,24 @@ class _Attempt:
         return self.succeed(generated.seed, info, latency_ms)
 
     def call_bedrock(self) -> BedrockAnswer | None:
-        """InvokeModel within the shared quota; None when the job was canceled meanwhile."""
-        limiter, settings = self.services.limiter, self.services.settings
+        """InvokeModel (the dispatcher took the quota's token when it released the job); None
+        when the job was canceled meanwhile. The limiter hears how the call went."""
+        limiter = self.services.limiter
         model_id = self.record.model_id
-        call_lease_s = settings.bedrock_connect_timeout_s + settings.bedrock_read_timeout_s
-        waiting_since = time.perf_counter()
-        with limiter.concurrency_slot(model_id, lease_s=call_lease_s):
-            limiter.wait_for_token(model_id)
-            self.limiter_wait_ms = round((time.perf_counter() - waiting_since) * 1000)
-            metrics.LIMITER_WAIT.labels(model_id).observe(self.limiter_wait_ms / 1000)
-            if self.services.store.cancel_requested(self.job_id):
-                return None
-            try:
-                answer = invoke_model(
-                    self.services.bedrock, model_id, self.request.to_bedrock_body()
-                )
-            except BedrockCallError as e:
-                metrics.BEDROCK_CALLS.labels(model_id, e.code).inc()
-                if e.code == "ThrottlingException" and limiter.enabled(model_id):
-                    limiter.report(model_id, throttled=True)
-                raise
-            if limiter.enabled(model_id):
-                self.best_effort(
-                    "report the call to the limiter",
-                    lambda: limiter.report(model_id, throttled=False),
-                )
+        if self.services.store.cancel_requested(self.job_id):
+            return None
+        try:
+            answer = invoke_model(self.services.bedrock, model_id, self.request.to_bedrock_body())
+        except BedrockCallError as e:
+            metrics.BEDROCK_CALLS.labels(model_id, e.code).inc()
+            if e.code == "ThrottlingException" and limiter.enabled(model_id):
+                limiter.report(model_id, throttled=True)
+            raise
+        if limiter.enabled(model_id):
+            self.best_effort(
+                "report the call to the limiter",
+                lambda: limiter.report(model_id, throttled=False),
+            )
         return answer
 
     def best_effort(self, what: str, action: Callable[[], Any]) -> Any:
@@ -257,13 +250,6 @@ class _Attempt:
             "tenant": self.record.tenant,
             **more,
         }
-
-    def defer(self, delay_s: float) -> NoReturn:
-        """No quota soon enough: back on the queue, without using up an attempt."""
-        delay_s = min(delay_s, self.services.settings.retry_cap_s)
-        self.services.store.defer(self.job_id, self.owner, delay_s)
-        log.info("job deferred for quota", extra=self.facts(delay_s=round(delay_s, 3)))
-        raise RetryLaterError(self.job_id, delay_s, "QuotaWait")
 
     def take_parked(self) -> Generated | None:
         parked = self.services.store.parked_image(self.job_id)
@@ -332,7 +318,6 @@ class _Attempt:
             f"job {status.value}",
             extra=self.facts(
                 elapsed_ms=self.elapsed_ms(),
-                limiter_wait_ms=self.limiter_wait_ms,
                 bedrock_latency_ms=fields.get("bedrock_latency_ms"),
                 already_final=not changed,
                 finish=outcome.value,
@@ -361,7 +346,7 @@ class _Attempt:
                     elapsed_ms=self.elapsed_ms(),
                 ),
             )
-            raise RetryLaterError(self.job_id, decision.delay_s, error.code)
+            return JobOutcome(self.job_id, RETRY_SCHEDULED)
         log.warning(
             "job giving up", extra=self.facts(error_code=error.code, reason=decision.reason)
         )

@@ -14,12 +14,15 @@ from celery.signals import worker_process_init
 from imagegen.redis.connection import connect
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings, get_settings
+from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import JobStore
 from imagegen.store.quarantine import Quarantine
 from worker.bedrock import make_bedrock_client
+from worker.intake import Intake
 from worker.limiter import Limiter
 from worker.pipeline import Services
+from worker.release_loop import ReleaseLoop
 from worker.retry import RetryPolicy
 from worker.sweeper import OutboxSweeper
 from worker.webhooks import WebhookSender
@@ -29,6 +32,7 @@ __all__ = [
     "execution_owner",
     "outbox_sweeper",
     "quarantine",
+    "release_loop",
     "services",
     "webhook_sender",
 ]
@@ -38,8 +42,8 @@ _lock = threading.RLock()
 _built: dict[str, Any] = {}
 # Connections beyond the thread count, for the occasional HEAD or parked-image read.
 _SPARE_CONNECTIONS = 4
-# The sweeper thread and the webhook sender beside the job threads.
-_SWEEPER_CONNECTIONS = 2
+# The sweeper thread, the release loop and the webhook sender beside the job threads.
+_SWEEPER_CONNECTIONS = 3
 
 
 def build_services(settings: Settings) -> Services:
@@ -48,6 +52,7 @@ def build_services(settings: Settings) -> Services:
     return Services(
         settings=settings,
         store=JobStore(redis_client, settings.job_retention_s, settings.webhook_handoff_grace_s),
+        dispatch=Dispatch(redis_client, settings),
         reads=JobReads(redis_client),
         bedrock=make_bedrock_client(settings, max_pool_connections=pool_size),
         s3=make_s3_client(settings, attempts=1, max_pool_connections=pool_size),
@@ -85,6 +90,26 @@ def webhook_sender() -> WebhookSender:
         return WebhookSender(shared.store.redis, shared.settings, shared.s3)
 
     return _once("webhook_sender", build)
+
+
+def intake() -> Intake:
+    """This process's reader of the plain intake and of raw jobs in Celery messages."""
+
+    def build() -> Intake:
+        shared = services()
+        return Intake(shared.store, shared.dispatch, shared.settings)
+
+    return _once("intake", build)
+
+
+def release_loop() -> ReleaseLoop:
+    """This process's release loop (the dispatcher's clock)."""
+
+    def build() -> ReleaseLoop:
+        shared = services()
+        return ReleaseLoop(shared.dispatch, shared.settings, read_intake=intake().read_list)
+
+    return _once("release_loop", build)
 
 
 def outbox_sweeper() -> OutboxSweeper:

@@ -1,6 +1,6 @@
 """The sweeper: a thread in every worker process doing the maintenance store's work (due webhook
-deliveries, jobs past their deadline, started jobs nobody holds any more, trimming the
-dead-letter sets), one process at a time by a lock in Redis.
+deliveries, jobs past their deadline, jobs nobody holds any more, trimming the dead-letter sets),
+one process at a time by a lock in Redis.
 
 Retries wait in the outbox sorted set, so a delay of hours is a score, not a Celery countdown
 held by a worker (which the Redis visibility timeout would redeliver). The thread survives any
@@ -35,7 +35,12 @@ _TRIM_EVERY_SWEEPS = 60
 class OutboxSweeper:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._interval_s = settings.webhook_sweep_interval_s
-        self._jobs = JobStore(redis, settings.job_retention_s, settings.webhook_handoff_grace_s)
+        self._jobs = JobStore(
+            redis,
+            settings.job_retention_s,
+            settings.webhook_handoff_grace_s,
+            redrive_grace_s=settings.dispatch_redrive_grace_s,
+        )
         self._maintenance = Maintenance(
             redis, settings.job_retention_s, settings.webhook_handoff_grace_s
         )
@@ -55,7 +60,7 @@ class OutboxSweeper:
             log.info("jobs expired past their deadline", extra={"jobs": len(expired)})
         redriven = self._jobs.redrive_due()
         if redriven:
-            log.warning("jobs nobody held sent again", extra={"jobs": redriven[:20]})
+            log.warning("jobs nobody held put back to wait", extra={"jobs": redriven[:20]})
         ids = self._maintenance.send_due_deliveries()
         if ids:
             log.info("due webhook deliveries queued", extra={"deliveries": len(ids)})

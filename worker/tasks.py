@@ -12,25 +12,30 @@ from imagegen.messages import DELIVER_TASK, GENERATE_TASK
 from imagegen.settings import get_settings
 from worker.app import app
 from worker.metrics import serve_metrics
-from worker.pipeline import RetryLaterError, run_job
-from worker.runtime import execution_owner, outbox_sweeper, services, webhook_sender
+from worker.pipeline import run_job
+from worker.runtime import (
+    execution_owner,
+    outbox_sweeper,
+    release_loop,
+    services,
+    webhook_sender,
+)
 
 __all__ = ["deliver_webhook", "generate"]
 
 
-@app.task(name=GENERATE_TASK, bind=True, max_retries=None)
-def generate(self: Any, job_id: str) -> dict[str, Any]:
-    """Run one attempt of a job; on a retryable failure, come back after the chosen delay.
+@app.task(name=GENERATE_TASK)
+def generate(job_id: str) -> dict[str, Any]:
+    """Run one attempt of a job the dispatcher released. A retryable failure puts the job back
+    in the dispatcher for its retry's due time; no countdown is held here.
 
-    A job pushed as a raw message (with its job as a keyword) was turned into a record by the
-    gate (``worker.transport``) before this runs: the task only ever sees the job id."""
-    shared = services()
+    A job pushed as a raw message (with its job as a keyword) was turned into a waiting job by
+    the gate (``worker.transport``); its own release is the message this task runs."""
     try:
-        outcome = run_job(job_id, shared, execution_owner())
-    except RetryLaterError as e:
-        # Countdowns stay below retry_cap_s, well under the visibility timeout.
-        raise self.retry(exc=e, countdown=e.delay_s, max_retries=None) from e
-    return outcome.summary()
+        return run_job(job_id, services(), execution_owner()).summary()
+    finally:
+        # A finished job frees a worker thread (and maybe a cap's slot): release what is due.
+        release_loop().wake()
 
 
 @app.task(name=DELIVER_TASK)
@@ -48,10 +53,12 @@ def _logging(**_: object) -> None:
 @worker_ready.connect
 def _start_sweeper_and_metrics(**_: object) -> None:
     outbox_sweeper().start()
+    release_loop().start()
     settings = get_settings()
     serve_metrics(settings.worker_metrics_port, settings.worker_metrics_host)
 
 
 @worker_shutdown.connect
 def _stop_sweeper(**_: object) -> None:
+    release_loop().stop()
     outbox_sweeper().stop()

@@ -3,8 +3,9 @@ is checked (``imagegen.envelope``) before Celery reads it.
 
 A message that is not a well-formed task of ours goes to the quarantine with its reason, is
 counted, and is logged without its body; the worker keeps consuming. A raw job (a generate
-message carrying its job as a ``job`` keyword) becomes a job record here, and the message goes on
-with the job id alone, so no prompt reaches Celery's logs, its events or Flower.
+message carrying its job as a ``job`` keyword) becomes a waiting job here (``worker.intake``), and
+the message ends: the job runs when the dispatcher releases it, like any other, and no prompt
+reaches Celery's logs, its events or Flower.
 
 Celery uses it through ``broker_transport = "worker.transport:GatedTransport"``; the connection
 settings still come from the broker URL.
@@ -12,8 +13,6 @@ settings still come from the broker URL.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 from typing import Any
 
@@ -21,8 +20,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
-from imagegen.envelope import CheckedTask, MalformedMessageError, check_envelope
-from imagegen.messages import EMBED, QUEUES
+from imagegen.envelope import MalformedMessageError, check_envelope
+from imagegen.messages import QUEUES
 
 __all__ = ["GatedChannel", "GatedTransport", "admit"]
 
@@ -30,8 +29,9 @@ log = logging.getLogger("imagegen.gate")
 
 
 def admit(raw: str, queue: str) -> dict[str, Any] | None:
-    """The envelope to deliver to Celery, or None when the message was set aside."""
-    from worker.runtime import quarantine, services  # noqa: PLC0415  (built on first use)
+    """The envelope to deliver to Celery, or None when the message was set aside or taken in
+    as a waiting job."""
+    from worker.runtime import intake, quarantine  # noqa: PLC0415  (built on first use)
 
     try:
         checked = check_envelope(raw, queue)
@@ -43,29 +43,9 @@ def admit(raw: str, queue: str) -> dict[str, Any] | None:
         )
         return None
     if "job" in checked.kwargs:
-        from worker.intake import accept_raw_job  # noqa: PLC0415
-
-        shared = services()
-        accept_raw_job(checked.task_id, checked.kwargs["job"], shared.store, shared.settings)
-        return _by_id_only(checked)
+        intake().accept(checked.task_id, checked.kwargs["job"])
+        return None
     return checked.envelope
-
-
-def _by_id_only(checked: CheckedTask) -> dict[str, Any]:
-    """The envelope with its job dropped from the body and from what Flower shows."""
-    envelope = dict(checked.envelope)
-    body = json.dumps([checked.args, {}, EMBED])
-    properties = dict(envelope["properties"])
-    if properties.get("body_encoding") == "base64":
-        body = base64.b64encode(body.encode()).decode()
-    envelope["body"] = body
-    envelope["properties"] = properties
-    envelope["headers"] = {
-        **envelope["headers"],
-        "argsrepr": repr(checked.args),
-        "kwargsrepr": "{}",
-    }
-    return envelope
 
 
 class GatedChannel(kombu_redis.Channel):  # type: ignore[misc]

@@ -10,15 +10,18 @@ key                                    type    what it holds
                                                paying for a new one (expires with the record)
 ``imagegen:jobs``                      zset    job ids scored by creation time (ms), for listing;
                                                trimmed past the retention
-``imagegen:queued``                    zset    jobs not yet started (backpressure), by creation
-``imagegen:running``                   zset    jobs started and not final, scored by when they
-                                               must have moved on: the lease's end, or a retry's
-                                               due time plus the redrive grace (ms); the sweeper
-                                               sends again what nobody holds
+``imagegen:open``                      zset    jobs not yet final, waiting, released or running
+                                               (what the queue caps count), by creation
+``imagegen:running``                   zset    jobs running under a lease, scored by the
+                                               lease's end (ms); the sweeper puts back in their
+                                               waiting set the jobs whose lease ran out
 ``imagegen:deadlines``                 zset    queued jobs with an ``expires_at``, by deadline (ms)
 ``imagegen:tenant:{tenant}``           hash    a tenant's settings (``webhook_url``)
 ``imagegen:tenant:{tenant}:jobs``      zset    the tenant's job ids by creation time (ms)
-``imagegen:tenant:{tenant}:queued``    zset    the tenant's jobs not yet started
+``imagegen:tenant:{tenant}:open``      zset    the tenant's jobs not yet final
+``imagegen:tenant:{tenant}:active``    zset    the tenant's jobs released or running (its
+                                               concurrency cap), by release time (ms)
+``imagegen:tenant:{tenant}:bucket``    hash    the tenant's own rate cap (token bucket), if any
 ``imagegen:batch:{batch_id}``          hash    a batch: tenant, size, created_ms
 ``imagegen:batch:{batch_id}:jobs``     list    the batch's job ids, in submission order
 ``imagegen:idem:{tenant}:{key}``       string  ``{request sha256} {job_id}`` for an
@@ -39,10 +42,10 @@ key                                    type    what it holds
                                                ``tokens``, ``updated_ms``, ``rate_rpm``
                                                (effective), ``configured_rpm``,
                                                ``last_decrease_ms``, ``throttles_total``
-``...:{model}:calls``                  zset    Bedrock calls granted, scored by time (ms), one
-                                               minute kept
+``...:{model}:calls``                  zset    ``{tenant}|{job_id}`` of the jobs released (one
+                                               Bedrock call each) in the last minute, by time
+                                               (ms): the rate and each tenant's share of it
 ``...:{model}:throttles``              zset    ThrottlingExceptions seen, one minute kept
-``...:{model}:inflight``               zset    concurrency-cap leases, scored by expiry (ms)
 ``imagegen:webhook:{delivery_id}``     hash    one webhook delivery (``{job_id}:{event}``, with
                                                ``:{n}`` after the n-th replay): url, state,
                                                attempts, log (JSON lines), webhook_id
@@ -61,6 +64,24 @@ key                                    type    what it holds
 ``imagegen:quarantine``                list    messages from our queues that were not tasks of
                                                ours: JSON with reason, queue and the message
                                                (cut at 64 KiB), newest first, 10,000 kept
+``imagegen:dispatch:models``           set     models with jobs waiting or due later
+``imagegen:dispatch:{model}:tenants``  zset    tenants with jobs waiting for the model, scored by
+                                               the start tag of their next job (virtual time)
+``...:{model}:wait:{tenant}:{class}``  zset    one tenant's waiting jobs of one priority class,
+                                               by deadline (ms), then submission (see
+                                               ``order_score`` in the prelude)
+``...:{model}:delayed``                zset    jobs waiting for a retry's due time (ms)
+``...:{model}:released``               zset    jobs released to a Celery queue and not claimed
+                                               yet, by release time (ms)
+``...:{model}:active``                 zset    jobs released or running (the model's
+                                               concurrency cap), by release time (ms)
+``...:{model}:state``                  hash    ``vtime`` (the virtual time), ``finish|{tenant}``
+                                               (an idle tenant's last finish tag),
+                                               ``streak|{tenant}`` (interactive jobs released in
+                                               a row while batch jobs waited)
+``imagegen:intake``                    list    the plain intake: JSON jobs pushed by backends
+                                               that speak only Redis (LPUSH), taken oldest first
+``imagegen:intake:lock``               string  held by the one process reading the intake
 ``interactive``, ``batch``,            list    Celery queues (kombu's Redis transport owns them)
 ``webhooks``
 =====================================  ======  =================================================
@@ -73,12 +94,16 @@ from typing import NamedTuple
 __all__ = [
     "APIKEYS_KEY",
     "DEADLINES_KEY",
+    "DISPATCH_MODELS_KEY",
     "DLQ_KEY",
     "EVENTS_CHANNEL",
+    "INTAKE_KEY",
+    "INTAKE_LOCK_KEY",
     "JOB_INDEX_KEY",
     "JOB_KEY_PREFIX",
+    "NO_TENANT",
+    "OPEN_KEY",
     "QUARANTINE_KEY",
-    "QUEUED_KEY",
     "RUNNING_KEY",
     "STATS_KEY",
     "TENANT_KEY_PREFIX",
@@ -89,11 +114,13 @@ __all__ = [
     "WEBHOOK_KEY_PREFIX",
     "WEBHOOK_SECRETS_KEY",
     "WEBHOOK_SWEEP_LOCK_KEY",
+    "DispatchKeys",
     "LimiterKeys",
     "apikey_key",
     "auth_failures_key",
     "batch_jobs_key",
     "batch_key",
+    "dispatch_keys",
     "endpoint_inflight_key",
     "idempotency_key",
     "job_events_channel",
@@ -101,9 +128,12 @@ __all__ = [
     "limiter_keys",
     "parked_image_key",
     "submit_refusal_key",
+    "tenant_active_key",
+    "tenant_bucket_key",
     "tenant_jobs_key",
     "tenant_key",
-    "tenant_queued_key",
+    "tenant_open_key",
+    "waiting_key",
     "webhook_key",
     "webhook_secrets_key",
 ]
@@ -113,7 +143,13 @@ JOB_INDEX_KEY = f"{PREFIX}:jobs"
 EVENTS_CHANNEL = f"{PREFIX}:events"
 DLQ_KEY = f"{PREFIX}:dlq"
 STATS_KEY = f"{PREFIX}:stats"
-QUEUED_KEY = f"{PREFIX}:queued"
+OPEN_KEY = f"{PREFIX}:open"
+DISPATCH_PREFIX = f"{PREFIX}:dispatch:"
+DISPATCH_MODELS_KEY = f"{PREFIX}:dispatch:models"
+INTAKE_KEY = f"{PREFIX}:intake"
+INTAKE_LOCK_KEY = f"{PREFIX}:intake:lock"
+# The dispatcher's name for the jobs without a tenant (no tenant name can be "-").
+NO_TENANT = "-"
 DEADLINES_KEY = f"{PREFIX}:deadlines"
 RUNNING_KEY = f"{PREFIX}:running"
 APIKEYS_KEY = f"{PREFIX}:apikeys"
@@ -158,8 +194,16 @@ def tenant_jobs_key(tenant: str) -> str:
     return f"{TENANT_KEY_PREFIX}{tenant}:jobs"
 
 
-def tenant_queued_key(tenant: str) -> str:
-    return f"{TENANT_KEY_PREFIX}{tenant}:queued"
+def tenant_open_key(tenant: str) -> str:
+    return f"{TENANT_KEY_PREFIX}{tenant}:open"
+
+
+def tenant_active_key(tenant: str) -> str:
+    return f"{TENANT_KEY_PREFIX}{tenant}:active"
+
+
+def tenant_bucket_key(tenant: str) -> str:
+    return f"{TENANT_KEY_PREFIX}{tenant}:bucket"
 
 
 def batch_key(batch_id: str) -> str:
@@ -203,9 +247,34 @@ class LimiterKeys(NamedTuple):
     bucket: str
     calls: str
     throttles: str
-    inflight: str
 
 
 def limiter_keys(region: str, model_id: str) -> LimiterKeys:
     base = f"{PREFIX}:limiter:{region}:{model_id}"
-    return LimiterKeys(base, f"{base}:calls", f"{base}:throttles", f"{base}:inflight")
+    return LimiterKeys(base, f"{base}:calls", f"{base}:throttles")
+
+
+class DispatchKeys(NamedTuple):
+    """The dispatcher's keys of one model (the waiting sets: ``waiting_key``)."""
+
+    tenants: str
+    delayed: str
+    released: str
+    active: str
+    state: str
+
+
+def dispatch_keys(model_id: str) -> DispatchKeys:
+    base = f"{DISPATCH_PREFIX}{model_id}"
+    return DispatchKeys(
+        f"{base}:tenants",
+        f"{base}:delayed",
+        f"{base}:released",
+        f"{base}:active",
+        f"{base}:state",
+    )
+
+
+def waiting_key(model_id: str, tenant: str | None, priority: str) -> str:
+    """One tenant's waiting jobs of one priority class for one model."""
+    return f"{DISPATCH_PREFIX}{model_id}:wait:{tenant or NO_TENANT}:{priority}"

@@ -95,11 +95,12 @@ class JobReads:
             job_ids=[str(job_id) for job_id in job_ids],
         )
 
-    def queued_counts(self, tenant: str | None) -> tuple[int, int]:
-        """Jobs not started yet: everybody's, and the tenant's (0 without a tenant)."""
+    def open_counts(self, tenant: str | None) -> tuple[int, int]:
+        """Jobs not final yet (what the caps count): everybody's, and the tenant's (0 without a
+        tenant)."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.zcard(keys.QUEUED_KEY)
-        pipe.zcard(keys.tenant_queued_key(tenant) if tenant else keys.UNUSED_KEY)
+        pipe.zcard(keys.OPEN_KEY)
+        pipe.zcard(keys.tenant_open_key(tenant) if tenant else keys.UNUSED_KEY)
         total, own = pipe.execute()
         return int(total), int(own)
 

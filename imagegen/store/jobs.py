@@ -1,10 +1,11 @@
 """The job store: every transition of a job record, each one Lua script on the server clock.
 
-submit -> claim -> (release for a retry | defer | finish); cancel and expire end a job that has
-not started; refuse records a raw message that broke the rules; replay reopens a failed job.
-A claim takes a lease: a redelivered message finds the job final (skipped), leased by a live
-attempt (skipped), or free to run again; only the lease owner may release or finish it. Reading
-and listing are ``imagegen.store.job_reads``.
+submit (into its waiting set) -> released by the dispatcher (``imagegen.store.dispatch``) ->
+claim -> (release for a retry, back to the dispatcher at its due time | finish); cancel and
+expire end a job nobody holds; refuse records a raw message that broke the rules; replay reopens
+a failed job. A claim takes a lease: a redelivered message finds the job final (skipped), leased
+by a live attempt (skipped), back in the dispatcher (skipped), or released and free to run; only
+the lease owner may release or finish it. Reading and listing are ``imagegen.store.job_reads``.
 """
 
 from __future__ import annotations
@@ -16,18 +17,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
-from imagegen.messages import (
-    GENERATE_TASK,
-    delivery_message_template,
-    generate_message_template,
-    task_message,
-)
+from imagegen.messages import delivery_message_template
 from imagegen.records import JobRecord, JobStatus, NewJob
 from imagegen.redis import codecs, keys
 from imagegen.redis.scripts import Scripts
 
 if TYPE_CHECKING:
     from redis import Redis
+
+    from imagegen.store.dispatch import Dispatch
 
 __all__ = [
     "IDEMPOTENCY_TTL_S",
@@ -42,7 +40,8 @@ __all__ = [
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 EXPIRE_BATCH = 500
-# A retry's message has this long past its due time to arrive before the job is sent again.
+# A released job no worker claimed within this long is put back in its waiting set (the
+# setting ``dispatch_redrive_grace_s``).
 REDRIVE_GRACE_S = 60.0
 ERROR_MESSAGE_MAX_CHARS = 1000
 
@@ -51,12 +50,12 @@ class CreateOutcome(StrEnum):
     CREATED = "created"
     EXISTS = "exists"  # the job id was taken
     IDEMPOTENT = "idempotent"  # the idempotency key was seen before
-    FULL = "full"  # the waiting caps had no room: nothing of the submission was created
+    FULL = "full"  # the caps had no room: nothing of the submission was created
 
 
 @dataclass(frozen=True)
 class Caps:
-    """How many jobs may wait to start: everybody's and one tenant's."""
+    """How many jobs may be open (not yet final): everybody's and one tenant's."""
 
     total: int
     per_tenant: int
@@ -76,6 +75,7 @@ class ClaimState(StrEnum):
     BUSY = "busy"
     CANCELED = "canceled"
     EXPIRED = "expired"
+    WAITING = "waiting"  # back in the dispatcher: only its next release runs it
 
 
 class FinishOutcome(StrEnum):
@@ -88,6 +88,7 @@ class FinishOutcome(StrEnum):
 class Claim:
     state: ClaimState
     attempt: int
+    queue_wait_ms: int | None = None  # creation to first start, on a job's first claim
 
 
 class JobStore:
@@ -114,10 +115,13 @@ class JobStore:
         *,
         enqueue: bool = True,
         caps: Caps | None = None,
+        dispatch: Dispatch | None = None,
     ) -> list[tuple[CreateOutcome, str]]:
-        """Store (and unless ``enqueue`` is False, queue) each job, all in one transaction; when
-        they carry a batch id, the batch record too (one batch per call). With ``caps``, nothing is
-        created when the jobs would not fit (every outcome is then ``FULL``).
+        """Store each job and (unless ``enqueue`` is False) put it in its waiting set, all in one
+        transaction; when they carry a batch id, the batch record too (one batch per call). With
+        ``caps``, nothing is created when the jobs would not fit (every outcome is then
+        ``FULL``). With ``dispatch``, the same transaction then releases what the quota allows
+        now, so a job with nothing ahead of it starts at once.
 
         Returns per job the outcome and its detail: for ``IDEMPOTENT``, ``"<request sha256>
         <job id>"`` of the job the key was first used for; for ``FULL``, ``"<scope> <waiting>
@@ -126,18 +130,13 @@ class JobStore:
         submit = self._scripts["job_submit"]
         refusal = keys.submit_refusal_key(uuid.uuid4().hex)
         for index, job in enumerate(jobs):
-            message = (
-                task_message(GENERATE_TASK, job.job_id, [job.job_id], job.spec.priority)
-                if enqueue
-                else ""
-            )
             idempotency = f"{job.request_sha256} {job.job_id}" if job.idempotency_key else ""
             expires_ms = job.expires_ms
             argv = [
                 str(self.retention_s),
                 str(job.created_ms),
                 job.job_id,
-                message,
+                "1" if enqueue else "",
                 idempotency,
                 "" if expires_ms is None else str(expires_ms),
                 job.tenant or "",
@@ -155,10 +154,9 @@ class JobStore:
                 keys=[
                     keys.job_key(job.job_id),
                     keys.JOB_INDEX_KEY,
-                    job.spec.priority,
                     keys.tenant_jobs_key(tenant) if tenant else keys.UNUSED_KEY,
-                    keys.QUEUED_KEY,
-                    keys.tenant_queued_key(tenant) if tenant else keys.UNUSED_KEY,
+                    keys.OPEN_KEY,
+                    keys.tenant_open_key(tenant) if tenant else keys.UNUSED_KEY,
                     keys.idempotency_key(tenant, job.idempotency_key)
                     if job.idempotency_key
                     else keys.UNUSED_KEY,
@@ -170,7 +168,9 @@ class JobStore:
                 args=argv,
                 client=pipe,
             )
-        results = pipe.execute()
+        if enqueue and dispatch is not None:
+            dispatch.release_in(pipe, sorted({job.model_id for job in jobs}))
+        results = pipe.execute()[: len(jobs)]
         return [(CreateOutcome(state), str(detail)) for state, detail in results]
 
     def refuse(
@@ -212,23 +212,18 @@ class JobStore:
         return [str(job_id) for job_id in expired]
 
     def redrive_due(self) -> list[str]:
-        """Send again the started jobs nobody holds and nothing came for (a dead worker's, an
-        attempt that lost Redis, a lost retry message); returns their ids."""
-        sent = self._scripts["job_redrive"](
-            keys=[],
-            args=[
-                EXPIRE_BATCH,
-                self._redrive_grace_ms,
-                generate_message_template("interactive"),
-                generate_message_template("batch"),
-            ],
+        """Put back in their waiting sets the jobs nobody holds: running ones whose lease ran
+        out (a dead worker's, an attempt that lost Redis) and released ones no worker claimed
+        within the grace (a message lost with its worker); returns their ids."""
+        put_back = self._scripts["job_redrive"](
+            keys=[], args=[EXPIRE_BATCH, self._redrive_grace_ms]
         )
-        return [str(job_id) for job_id in sent]
+        return [str(job_id) for job_id in put_back]
 
     # -- running -----------------------------------------------------------------------------
 
     def claim(self, job_id: str, owner: str, lease_ms: int) -> Claim:
-        state, attempts = self._scripts["job_claim"](
+        state, attempts, waited_ms = self._scripts["job_claim"](
             keys=[keys.job_key(job_id)],
             args=[
                 job_id,
@@ -239,7 +234,8 @@ class JobStore:
                 delivery_message_template(),
             ],
         )
-        return Claim(ClaimState(state), int(attempts))
+        waited = int(waited_ms)
+        return Claim(ClaimState(state), int(attempts), None if waited < 0 else waited)
 
     def cancel_requested(self, job_id: str) -> bool:
         return self.redis.hget(keys.job_key(job_id), "cancel_requested") == "1"
@@ -263,19 +259,9 @@ class JobStore:
                 round(delay_s * 1000),
                 error_code,
                 message[:ERROR_MESSAGE_MAX_CHARS],
-                self._redrive_grace_ms,
             ],
         )
         return bool(released)
-
-    def defer(self, job_id: str, owner: str, delay_s: float) -> bool:
-        """Give the job back for ``delay_s`` without counting this run as an attempt."""
-        return bool(
-            self._scripts["job_defer"](
-                keys=[keys.job_key(job_id)],
-                args=[owner, round(delay_s * 1000), self._redrive_grace_ms],
-            )
-        )
 
     def finish(
         self,
@@ -351,13 +337,11 @@ class JobStore:
         return found
 
     def replay(self, job_ids: Iterable[str]) -> list[str]:
-        """Queue these failed jobs again; returns the ids that were replayed."""
+        """Put these failed jobs back in their waiting sets; returns the ids replayed."""
         replayed = []
         for job_id in job_ids:
-            queue = str(self.redis.hget(keys.job_key(job_id), "priority") or "interactive")
-            message = task_message(GENERATE_TASK, job_id, [job_id], queue)
             if self._scripts["job_replay"](
-                keys=[keys.job_key(job_id), queue], args=[job_id, message, self.retention_s]
+                keys=[keys.job_key(job_id)], args=[job_id, self.retention_s]
             ):
                 replayed.append(job_id)
         return replayed

@@ -1,9 +1,9 @@
 """The quota store: one token bucket per Bedrock quota (region and model) with its adaptive
-rate, the calls and throttles of the last minute, and the concurrency slots.
+rate, and the calls and throttles of the last minute.
 
-The policy around it (when to wait, when to give a job back) is the worker's
-(``worker.limiter``); this module only moves the state, each step one Lua script on the server
-clock (``load_bucket`` in the prelude computes the bucket the same way for every script).
+The dispatcher takes the tokens (``dispatch_release.lua``); workers report each call's outcome
+here (``worker.limiter``). Each step is one Lua script on the server clock (``load_bucket`` in
+the prelude computes the bucket the same way for every script).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from imagegen.settings import Settings
 if TYPE_CHECKING:
     from redis import Redis
 
-__all__ = ["QuotaStatus", "QuotaStore", "Reservation"]
+__all__ = ["KEY_TTL_MS", "QuotaStatus", "QuotaStore"]
 
 # The bucket and its sets vanish this long after the last call, so a retired model leaves no
 # state behind.
@@ -37,16 +37,6 @@ class QuotaStatus:
     throttles_total: int
 
 
-@dataclass(frozen=True)
-class Reservation:
-    """A token: ``granted`` with ``wait_s`` to sleep before calling, or refused because the wait
-    (``wait_s``) is longer than allowed."""
-
-    granted: bool
-    wait_s: float
-    rate_rpm: float
-
-
 class QuotaStore:
     """Every model's quota on one Redis client, as the settings configure it."""
 
@@ -61,21 +51,6 @@ class QuotaStore:
     def _bucket_args(self, model_id: str) -> list[float]:
         limit = self._settings.limit_for(model_id)
         return [limit.rpm, limit.burst, limit.rpm * self._settings.rate_floor_fraction]
-
-    def reserve(self, model_id: str, max_wait_s: float, now_ms: float | None = None) -> Reservation:
-        """Take one token, due in ``wait_s``; ``now_ms`` replaces the server clock in tests."""
-        bucket = self._keys(model_id)
-        granted, wait_ms, _tokens, rate = self._scripts["quota_reserve"](
-            keys=[bucket.bucket, bucket.calls],
-            args=[
-                *self._bucket_args(model_id),
-                max_wait_s * 1000,
-                uuid.uuid4().hex,
-                "" if now_ms is None else now_ms,
-                KEY_TTL_MS,
-            ],
-        )
-        return Reservation(bool(int(granted)), float(wait_ms) / 1000, float(rate))
 
     def report(self, model_id: str, *, throttled: bool, now_ms: float | None = None) -> float:
         """Tell the shared rate how a call went; returns the new effective rate (per minute)."""
@@ -96,16 +71,6 @@ class QuotaStore:
             ],
         )
         return float(rate)
-
-    def take_slot(self, model_id: str, cap: int, lease_ms: int, slot: str) -> bool:
-        """Hold one of ``cap`` concurrency slots until ``lease_ms`` from now or ``free_slot``."""
-        taken = self._scripts["slot_take"](
-            keys=[self._keys(model_id).inflight], args=[cap, lease_ms, slot]
-        )
-        return bool(taken)
-
-    def free_slot(self, model_id: str, slot: str) -> None:
-        self._redis.zrem(self._keys(model_id).inflight, slot)
 
     def status(self, model_id: str) -> QuotaStatus:
         """The quota of ``model_id`` as every worker sees it now (Redis server clock)."""

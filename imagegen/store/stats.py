@@ -31,7 +31,7 @@ class QueueSnapshot:
     depth: dict[str, int]
     # Seconds since the job (or, on the webhooks queue, the event) behind the oldest message.
     oldest_age_s: dict[str, float]
-    jobs_waiting: int
+    jobs_open: int
     dead_letter_jobs: int
     dead_letter_deliveries: int
     outbox_pending: int
@@ -54,7 +54,7 @@ class Stats:
         for queue in QUEUES:
             pipe.llen(queue)
             pipe.lindex(queue, -1)
-        pipe.zcard(keys.QUEUED_KEY)
+        pipe.zcard(keys.OPEN_KEY)
         pipe.zcard(keys.DLQ_KEY)
         pipe.zcard(keys.WEBHOOKS_DLQ_KEY)
         pipe.zcard(keys.WEBHOOKS_DUE_KEY)

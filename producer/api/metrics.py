@@ -1,7 +1,8 @@
 """Fleet-wide Prometheus metrics, read from Redis on each scrape (served by the API).
 
 Counters kept by the Lua transitions in ``imagegen:stats``, the shared quota of each model, the
-queues' depth and the age of their oldest message, and the dead-letter sets.
+dispatcher per model and tenant (jobs waiting, released, each tenant's share of the rate against
+its fair share), the queues' depth and the age of their oldest message, and the dead-letter sets.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from imagegen.messages import QUEUES
 from imagegen.settings import Settings
+from imagegen.store.dispatch import Dispatch
 from imagegen.store.quota import QuotaStore
 from imagegen.store.stats import Stats
 from producer.api.problems import ProblemError
@@ -32,10 +34,12 @@ class FleetCollector(Collector):
         self._settings = settings
         self._stats = Stats(redis)
         self._quota_store = QuotaStore(redis, settings)
+        self._dispatch = Dispatch(redis, settings)
 
     def collect(self) -> Iterator[Metric]:
         yield from self._counters()
         yield from self._quota()
+        yield from self._dispatcher()
         yield from self._queues()
 
     def _counters(self) -> Iterator[Metric]:
@@ -65,8 +69,14 @@ class FleetCollector(Collector):
         )
         redriven = CounterMetricFamily(
             "imagegen_jobs_redriven",
-            "Started jobs nobody held any more, sent again by the sweeper",
-            labels=["queue"],
+            "Jobs nobody held any more (a lease ran out, a release nobody claimed), put back to "
+            "wait by the sweeper",
+            labels=["reason"],
+        )
+        released = CounterMetricFamily(
+            "imagegen_dispatch_released",
+            "Jobs the dispatcher released to the workers, by model and tenant",
+            labels=["model", "tenant"],
         )
         prices = self._settings.model_prices_usd
         for counter in self._stats.counters():
@@ -84,7 +94,43 @@ class FleetCollector(Collector):
                 quarantined.add_metric(labels, value)
             elif kind == "redriven" and len(labels) == 1:
                 redriven.add_metric(labels, value)
-        yield from (jobs, images, spend, retries, webhooks, quarantined, redriven)
+            elif kind == "released" and len(labels) == 2:
+                released.add_metric(labels, value)
+        yield from (jobs, images, spend, retries, webhooks, quarantined, redriven, released)
+
+    def _dispatcher(self) -> Iterator[Metric]:
+        waiting = GaugeMetricFamily(
+            "imagegen_dispatch_waiting",
+            "Jobs waiting in the dispatcher for their turn",
+            labels=["model", "tenant"],
+        )
+        share = GaugeMetricFamily(
+            "imagegen_dispatch_share",
+            "The tenant's part of the jobs released over the last minute",
+            labels=["model", "tenant"],
+        )
+        fair = GaugeMetricFamily(
+            "imagegen_dispatch_fair_share",
+            "The tenant's weight over the weights of every tenant with jobs waiting",
+            labels=["model", "tenant"],
+        )
+        held = GaugeMetricFamily(
+            "imagegen_dispatch_jobs",
+            "Jobs of a model due later (retries), released and unclaimed, or in flight",
+            labels=["model", "state"],
+        )
+        models = sorted({*self._settings.allowed_model_ids, *self._dispatch.models_with_work()})
+        for model_id in models:
+            for tenant in self._dispatch.shares(model_id):
+                labels = [model_id, tenant.tenant]
+                waiting.add_metric(labels, tenant.waiting)
+                share.add_metric(labels, tenant.share)
+                if tenant.fair_share is not None:
+                    fair.add_metric(labels, tenant.fair_share)
+            delayed, released, active = self._dispatch.counts(model_id)
+            for state, value in (("delayed", delayed), ("released", released), ("active", active)):
+                held.add_metric([model_id, state], value)
+        yield from (waiting, share, fair, held)
 
     def _quota(self) -> Iterator[Metric]:
         configured = GaugeMetricFamily(
@@ -130,10 +176,12 @@ class FleetCollector(Collector):
         for queue in QUEUES:
             depth.add_metric([queue], float(snapshot.depth[queue]))
             oldest.add_metric([queue], snapshot.oldest_age_s[queue])
-        waiting, dlq = snapshot.jobs_waiting, snapshot.dead_letter_jobs
+        waiting, dlq = snapshot.jobs_open, snapshot.dead_letter_jobs
         webhook_dlq, outbox = snapshot.dead_letter_deliveries, snapshot.outbox_pending
         yield from (depth, oldest)
-        yield GaugeMetricFamily("imagegen_jobs_waiting", "Jobs not started yet", value=waiting)
+        yield GaugeMetricFamily(
+            "imagegen_jobs_open", "Jobs not final yet (what the queue caps count)", value=waiting
+        )
         yield GaugeMetricFamily(
             "imagegen_dlq_jobs", "Failed jobs in the dead-letter set", value=dlq
         )

@@ -46,7 +46,7 @@ def test_the_api_serves_fleet_metrics_from_redis(stack: Stack) -> None:
     assert metrics["imagegen_rate_limit_effective_rpm"][model] == 6000
     assert (("queue", "interactive"),) in metrics["imagegen_queue_depth"]
     assert (("queue", "batch"),) in metrics["imagegen_queue_oldest_age_seconds"]
-    for gauge in ("imagegen_jobs_waiting", "imagegen_dlq_jobs", "imagegen_webhook_outbox_pending"):
+    for gauge in ("imagegen_jobs_open", "imagegen_dlq_jobs", "imagegen_webhook_outbox_pending"):
         assert () in metrics[gauge]
 
 
@@ -63,7 +63,7 @@ def test_a_worker_serves_its_own_metrics(stack: Stack) -> None:
     finally:
         stack.processes.stop("metered")
     assert "imagegen_worker_bedrock_latency_seconds_count" in metrics
-    assert "imagegen_worker_limiter_wait_seconds_count" in metrics
+    assert "imagegen_worker_queue_wait_seconds_count" in metrics
     assert "imagegen_worker_jobs_total" in metrics
 
 

@@ -1,4 +1,5 @@
-"""A worker killed with SIGKILL mid-job: the job is redelivered and completes exactly once."""
+"""A worker killed with SIGKILL mid-job, or between the release of a job and its start: the job
+runs again and completes exactly once."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.integration
 
 CRASH_STACK_DB = 13
 # Short timings so redelivery happens within seconds: a Bedrock call of about 2 s, a lease and
-# hard limit of 6.5 s, a visibility timeout of 8 s, and a sweep for abandoned messages every 1 s.
+# hard limit of 6.5 s, a visibility timeout of 8 s, a sweep for abandoned messages every 1 s,
+# and a released job nobody claims put back to wait after 2 s.
 SHORT_TIMINGS = {
     **FAST_RETRIES,
     "IMAGEGEN_BEDROCK_CONNECT_TIMEOUT_S": "1",
@@ -31,7 +33,7 @@ SHORT_TIMINGS = {
     "IMAGEGEN_TASK_TIME_LIMIT_S": "6.5",
     "IMAGEGEN_VISIBILITY_TIMEOUT_S": "8",
     "IMAGEGEN_REDELIVERY_SWEEP_S": "1",
-    "IMAGEGEN_LIMITER_MAX_WAIT_S": "0.5",
+    "IMAGEGEN_DISPATCH_REDRIVE_GRACE_S": "2",
 }
 
 
@@ -78,3 +80,19 @@ def test_a_killed_worker_loses_no_job_and_writes_one_object(crash_stack: Stack) 
         for o in s3.list_objects_v2(Bucket=record.s3_bucket, Prefix=prefix).get("Contents", [])
     ]
     assert keys == [record.s3_key]
+
+
+def test_a_job_whose_release_went_with_a_dead_worker_runs_once(crash_stack: Stack) -> None:
+    with Client(crash_stack.settings()) as client:
+        for name in ("doomed", "survivor", "after-release"):  # every worker this module starts
+            crash_stack.processes.stop(name, signal.SIGKILL)
+        calls_before = emulator_stats(crash_stack.urls["bedrock"])["requests"]
+        job = client.submit("a job released to a worker that died before starting it")
+        redis = client.jobs.redis
+        # The release's message, popped by a worker that died before it claimed the job.
+        assert redis.rpop("interactive") is not None
+        assert client.get(job.job_id).status is JobStatus.QUEUED
+        crash_stack.start_worker("after-release", "interactive,batch")
+        record = client.wait(job.job_id, timeout_s=30)
+    assert (record.status, record.attempts) == (JobStatus.SUCCEEDED, 1)
+    assert emulator_stats(crash_stack.urls["bedrock"])["requests"] == calls_before + 1

@@ -8,6 +8,7 @@ line of Lua.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from imagegen.records import DeliveryAttempt, JobRecord, WebhookDelivery
 from imagegen.redis.scripts import SCRIPT_NAMES, SCRIPTS_DIR, script_source
+from imagegen.store.dispatch import TenantLimits
 
 ROOT = Path(__file__).resolve().parents[2]
 OURS = {"imagegen", "producer", "worker", "emulator", "devstack", "tests"}
@@ -92,7 +94,12 @@ def hash_only_field_names() -> set[str]:
     may spell them."""
     lua = "\n".join(path.read_text() for path in SCRIPTS_DIR.glob("*.lua"))
     quoted = set(re.findall(r"'([a-z]+(?:_[a-z]+)+)'", lua))
-    public = {*JobRecord.model_fields, *WebhookDelivery.model_fields, *DeliveryAttempt.model_fields}
+    public = {
+        *JobRecord.model_fields,
+        *WebhookDelivery.model_fields,
+        *DeliveryAttempt.model_fields,
+        *(field.name for field in dataclasses.fields(TenantLimits)),
+    }
     return quoted - public
 
 

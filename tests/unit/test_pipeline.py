@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,13 +17,15 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from imagegen.records import JobRecord, JobStatus
+from imagegen.redis import keys
 from imagegen.settings import Settings
+from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import JobStore
 from producer.client import Client
 from tests.support import bedrock_payload, image_bytes
 from worker.limiter import Limiter
-from worker.pipeline import RetryLaterError, Services, run_job
+from worker.pipeline import RETRY_SCHEDULED, Services, run_job
 from worker.retry import RetryPolicy
 
 
@@ -50,7 +53,18 @@ class Rig:
         )
 
     def run(self, job_id: str) -> Any:
+        """Run the job's next attempt once the dispatcher released it (a retry after its due
+        time), as a worker does on the message of its release."""
+        self.release(job_id)
         return run_job(job_id, self.services, owner="test-owner")
+
+    def release(self, job_id: str) -> None:
+        key = keys.job_key(job_id)
+        deadline = time.monotonic() + 5
+        while self.redis.hget(key, "dispatch") in ("waiting", "delayed"):
+            assert time.monotonic() < deadline, f"{job_id} was never released"
+            self.services.dispatch.release(self.redis.hget(key, "model_id"))
+            time.sleep(0.005)
 
     def objects(self) -> list[str]:
         listing = self.s3.list_objects_v2(Bucket="test-bucket")
@@ -68,6 +82,7 @@ def rig(settings: Settings) -> Iterator[Rig]:
             services = Services(
                 settings=settings,
                 store=JobStore(redis, settings.job_retention_s),
+                dispatch=Dispatch(redis, settings),
                 reads=JobReads(redis),
                 bedrock=bedrock,
                 s3=s3,
@@ -111,12 +126,13 @@ def test_a_filtered_prompt_ends_filtered_without_an_image(rig: Rig) -> None:
 def test_a_retryable_error_releases_the_job_and_logs_the_attempt(rig: Rig) -> None:
     job = rig.submit()
     rig.fail("ThrottlingException", 429)
-    with pytest.raises(RetryLaterError) as caught:
-        rig.run(job.job_id)
-    assert 0 <= caught.value.delay_s <= rig.services.settings.retry_cap_s
+    assert rig.run(job.job_id).status == RETRY_SCHEDULED
     record = rig.client.get(job.job_id)
     assert record.status is JobStatus.RUNNING
     assert [e.error_code for e in record.attempt_log] == ["ThrottlingException"]
+    assert record.next_attempt_at is not None
+    retry_in_s = (record.next_attempt_at - record.attempt_log[0].at).total_seconds()
+    assert -0.05 <= retry_in_s <= rig.services.settings.retry_cap_s + 0.05
     # The retry runs as attempt 2 and succeeds.
     rig.answer(bedrock_payload())
     rig.run(job.job_id)
@@ -138,11 +154,9 @@ def test_running_out_of_attempts_fails_with_the_last_error(rig: Rig) -> None:
     job = rig.submit()
     for attempt in range(1, rig.services.settings.max_attempts + 1):
         rig.fail("ServiceUnavailableException", 503)
+        outcome = rig.run(job.job_id)
         if attempt < rig.services.settings.max_attempts:
-            with pytest.raises(RetryLaterError):
-                rig.run(job.job_id)
-        else:
-            rig.run(job.job_id)
+            assert outcome.status == RETRY_SCHEDULED
     record = rig.client.get(job.job_id)
     assert record.status is JobStatus.FAILED
     assert record.error_code == "ServiceUnavailableException"
@@ -152,8 +166,7 @@ def test_running_out_of_attempts_fails_with_the_last_error(rig: Rig) -> None:
 def test_an_image_in_the_wrong_format_is_retried_once_then_fails(rig: Rig) -> None:
     job = rig.submit(output_format="webp")
     rig.answer(bedrock_payload("png"))
-    with pytest.raises(RetryLaterError):
-        rig.run(job.job_id)
+    assert rig.run(job.job_id).status == RETRY_SCHEDULED
     rig.answer(bedrock_payload("png"))
     rig.run(job.job_id)
     record = rig.client.get(job.job_id)
@@ -166,13 +179,14 @@ def test_a_rerun_adopts_the_image_an_earlier_attempt_uploaded(rig: Rig) -> None:
     rig.answer(bedrock_payload(seed=31))
     rig.run(job.job_id)
     key = rig.client.get(job.job_id).s3_key
-    # Pretend the record never saw the result: back to running with an expired lease.
+    # Pretend the record never saw the result: running with an expired lease, released again.
     rig.redis.hset(
         f"imagegen:job:{job.job_id}",
         mapping={
             "status": "running",
             "lease_until_ms": 0,
             "s3_key": "",
+            "dispatch": "released",
         },
     )
     rig.run(job.job_id)  # the stub has no answer queued: calling Bedrock would fail the test
@@ -189,9 +203,8 @@ def test_an_upload_failure_parks_the_image_and_the_retry_does_not_buy_it_again(
     real_put = rig.s3.put_object
     monkeypatch.setattr(rig.s3, "put_object", _raise_s3_error)
     monkeypatch.setattr("worker.storage._UPLOAD_BACKOFF_S", 0.0)
-    with pytest.raises(RetryLaterError) as caught:
-        rig.run(job.job_id)
-    assert caught.value.code == "StorageError"
+    assert rig.run(job.job_id).status == RETRY_SCHEDULED
+    assert rig.client.get(job.job_id).error_code == "StorageError"
     monkeypatch.setattr(rig.s3, "put_object", real_put)
     rig.run(job.job_id)  # no Bedrock answer queued: the parked image is uploaded
     record = rig.client.get(job.job_id)
@@ -219,16 +232,18 @@ def test_a_cancel_requested_during_generation_skips_the_upload(rig: Rig) -> None
     assert rig.objects() == []
 
 
-def test_a_cancel_while_waiting_for_quota_stops_before_the_bedrock_call(
+def test_a_cancel_after_the_claim_stops_before_the_bedrock_call(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = rig.submit()
+    claim = rig.services.store.claim
 
-    def cancel_arrives(model_id: str) -> float:
+    def claim_then_cancel(*args: Any) -> Any:
+        claimed = claim(*args)
         rig.client.cancel(job.job_id)  # the job is running: the cancel is only requested
-        return 0.0
+        return claimed
 
-    monkeypatch.setattr(rig.services.limiter, "wait_for_token", cancel_arrives)
+    monkeypatch.setattr(rig.services.store, "claim", claim_then_cancel)
     rig.run(job.job_id)  # no Bedrock answer is queued: a call would fail the test
     record = rig.client.get(job.job_id)
     assert (record.status, record.cancel_requested) == (JobStatus.CANCELED, True)
@@ -261,7 +276,7 @@ def test_a_failed_job_lands_in_the_dead_letter_set_and_replays(rig: Rig) -> None
     replayed = rig.client.get(job.job_id)
     assert (replayed.status, replayed.attempts, replayed.replays) == (JobStatus.QUEUED, 0, 1)
     assert replayed.error_code is None
-    assert rig.redis.llen("interactive") == 2  # the first message, and the replay's
+    assert replayed.queue_position == 1  # waiting for its turn again
 
     rig.answer(bedrock_payload())
     rig.run(job.job_id)
@@ -270,36 +285,26 @@ def test_a_failed_job_lands_in_the_dead_letter_set_and_replays(rig: Rig) -> None
     assert [e.error_code for e in record.attempt_log] == ["AccessDeniedException"]
 
 
-def test_no_quota_soon_defers_the_job_without_using_an_attempt(
+def test_a_job_the_quota_has_no_room_for_waits_in_redis_not_in_a_worker(
     rig: Rig, settings: Settings
 ) -> None:
-    slow = settings.model_copy(update={"rate_limit_rpm": 6.0, "limiter_max_wait_s": 0.5})
-    services = Services(
-        settings=slow,
-        store=rig.services.store,
-        reads=rig.services.reads,
-        bedrock=rig.services.bedrock,
-        s3=rig.s3,
-        policy=rig.services.policy,
-        limiter=Limiter(rig.redis, slow),
-    )
-    first, second = rig.submit(), rig.submit()
-    rig.answer(bedrock_payload())
-    run_job(first.job_id, services, owner="a")
-    with pytest.raises(RetryLaterError) as caught:
-        run_job(second.job_id, services, owner="b")
-    assert caught.value.code == "QuotaWait"
-    assert caught.value.delay_s == pytest.approx(slow.retry_cap_s)
-    record = rig.client.get(second.job_id)
-    assert (record.status, record.attempts) == (JobStatus.RUNNING, 0)
-    assert record.next_attempt_at is not None
+    slow = settings.model_copy(update={"rate_limit_rpm": 6.0, "rate_limit_burst": 1.0})
+    client = Client(slow, redis_client=rig.redis)
+    first, second, third = (client.submit("a lighthouse") for _ in range(3))
+    states = [rig.redis.hget(keys.job_key(j.job_id), "dispatch") for j in (first, second, third)]
+    assert states == ["released", "released", "waiting"]  # two tokens, then one each 10 s
+    # A stray message for the waiting job runs nothing: no attempt, no Bedrock call.
+    outcome = run_job(third.job_id, rig.services, owner="stray")
+    assert outcome.status == "waiting"
+    record = client.get(third.job_id)
+    assert (record.status, record.attempts, record.queue_position) == (JobStatus.QUEUED, 0, 1)
+    assert record.estimated_start_at is not None
 
 
 def test_a_throttle_from_bedrock_slows_the_shared_rate(rig: Rig) -> None:
     job = rig.submit()
     rig.fail("ThrottlingException", 429)
-    with pytest.raises(RetryLaterError):
-        rig.run(job.job_id)
+    assert rig.run(job.job_id).status == RETRY_SCHEDULED
     status = rig.services.limiter.status(rig.client.get(job.job_id).model_id)
     assert status.throttles_total == 1
     assert status.effective_rpm < status.configured_rpm

@@ -11,6 +11,8 @@ import pytest
 from imagegen.contract import JobSpec
 from imagegen.records import JobStatus, NewJob
 from imagegen.redis import keys
+from imagegen.settings import Settings
+from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import Caps, ClaimState, CreateOutcome, FinishOutcome, JobStore
 
@@ -18,13 +20,22 @@ RETENTION_S = 3600
 LEASE_MS = 60_000
 
 
+MODEL = "stability.stable-image-core-v1:0"
+
+
+def release(redis: Any, model_id: str = MODEL) -> None:
+    """What the dispatcher releases with no rate limit: every waiting job gets its message."""
+    unlimited = Settings(rate_limit_rpm=0, _env_file=None)  # type: ignore[call-arg]
+    Dispatch(redis, unlimited).release(model_id)
+
+
 def new_job(redis: Any, job_id: str = "J1") -> JobStore:
+    """A job, released (its message queued) like the dispatcher does."""
     store = JobStore(redis, RETENTION_S)
     spec = JobSpec.parse({"request": {"prompt": "a lighthouse"}, "metadata": {"order": 7}})
-    created = store.create(
-        [NewJob(job_id, "stability.stable-image-core-v1:0", spec, int(time.time() * 1000))]
-    )
+    created = store.create([NewJob(job_id, MODEL, spec, int(time.time() * 1000))])
     assert created == [(CreateOutcome.CREATED, "")]
+    release(redis)
     return store
 
 
@@ -59,11 +70,15 @@ def test_a_leased_job_is_busy_for_everyone_else(any_redis: Any) -> None:
     assert results.claim("J1", "owner-b", LEASE_MS).state is ClaimState.BUSY
 
 
-def test_an_expired_lease_can_be_claimed_again(any_redis: Any) -> None:
+def test_an_expired_lease_waits_again_before_another_attempt(any_redis: Any) -> None:
     new_job(any_redis)
     results = JobStore(any_redis, RETENTION_S)
     results.claim("J1", "dead-worker", 1)
     time.sleep(0.01)
+    # A stray message cannot run it; the sweeper puts it back to wait for its turn.
+    assert results.claim("J1", "owner-b", LEASE_MS).state is ClaimState.WAITING
+    assert results.redrive_due() == ["J1"]
+    release(any_redis)
     claim = results.claim("J1", "owner-b", LEASE_MS)
     assert (claim.state, claim.attempt) == (ClaimState.CLAIMED, 2)
 
@@ -89,7 +104,9 @@ def test_released_job_can_be_claimed_and_the_attempt_is_logged(any_redis: Any) -
     assert [(e.attempt, e.error_code, e.retry_in_s) for e in record.attempt_log] == [
         (1, "ThrottlingException", 2.5)
     ]
-    assert results.claim("J1", "owner-b", LEASE_MS).state is ClaimState.CLAIMED
+    # The retry waits in the dispatcher until it is due; no message can run it before.
+    assert any_redis.hget(keys.job_key("J1"), "dispatch") == "delayed"
+    assert results.claim("J1", "owner-b", LEASE_MS).state is ClaimState.WAITING
 
 
 def test_a_final_status_is_final(any_redis: Any) -> None:
@@ -191,6 +208,7 @@ def test_a_replayed_job_runs_even_with_a_past_deadline_or_a_cancel_flag(any_redi
             NewJob("CANCELED", "m", spec, now_ms, tenant="acme"),
         ]
     )
+    release(any_redis, "m")
     # While they ran, one's deadline passed and the other got a cancel; both then failed.
     for job_id, field, value in (
         ("DEADLINE", "expires_ms", now_ms - 1000),
@@ -200,11 +218,12 @@ def test_a_replayed_job_runs_even_with_a_past_deadline_or_a_cancel_flag(any_redi
         any_redis.hset(keys.job_key(job_id), field, value)
         store.finish(job_id, "owner-a", JobStatus.FAILED, {"error_code": "X"})
     reads = JobReads(any_redis)
-    assert reads.queued_counts("acme") == (0, 0)
+    assert reads.open_counts("acme") == (0, 0)
 
     assert sorted(store.replay(["DEADLINE", "CANCELED"])) == ["CANCELED", "DEADLINE"]
 
-    assert reads.queued_counts("acme") == (2, 2)  # waiting again, so the caps count them
+    assert reads.open_counts("acme") == (2, 2)  # open again, so the caps count them
+    release(any_redis, "m")
     for job_id in ("DEADLINE", "CANCELED"):
         assert store.claim(job_id, "owner-b", LEASE_MS).state is ClaimState.CLAIMED
         record = reads.get(job_id)
@@ -238,7 +257,7 @@ def test_a_batch_and_its_jobs_are_written_together(any_redis: Any) -> None:
     assert [state for state, _ in full] == [CreateOutcome.FULL] * 3
     assert full[0][1] == "tenant 0 2"
     assert JobReads(any_redis).batch("BATCH") is None  # nothing of a refused batch is written
-    assert JobReads(any_redis).queued_counts("acme") == (0, 0)
+    assert JobReads(any_redis).open_counts("acme") == (0, 0)
     outcomes = store.create(jobs)
     assert [state for state, _ in outcomes] == [CreateOutcome.CREATED] * 3
     batch = JobReads(any_redis).batch("BATCH")
@@ -262,34 +281,21 @@ def test_paging_goes_on_after_the_cursor_job_left_the_index(any_redis: Any) -> N
     assert third.next_cursor is None
 
 
-def test_a_started_job_nobody_holds_is_sent_again(any_redis: Any) -> None:
+def test_a_started_job_nobody_holds_waits_again(any_redis: Any) -> None:
     import json
 
     new_job(any_redis)
-    store = JobStore(any_redis, RETENTION_S, redrive_grace_s=0.05)
-    any_redis.delete("interactive")  # the submit's message was taken...
+    store = JobStore(any_redis, RETENTION_S)
+    any_redis.delete("interactive")  # the release's message was taken...
     store.claim("J1", "dead-worker", 30)  # ...by a worker that died mid-attempt
     assert store.redrive_due() == []  # its lease still runs
     time.sleep(0.05)
     assert store.redrive_due() == ["J1"]
+    assert store.redrive_due() == []  # once
+    release(any_redis)
     [message] = [json.loads(m) for m in any_redis.lrange("interactive", 0, -1)]
     assert (message["headers"]["id"], json.loads(message["body"])[0]) == ("J1", ["J1"])
-    assert store.redrive_due() == []  # not again before the grace is over
     claim = store.claim("J1", "owner-b", LEASE_MS)
     assert (claim.state, claim.attempt) == (ClaimState.CLAIMED, 2)
     store.finish("J1", "owner-b", JobStatus.SUCCEEDED, {})
     assert any_redis.zcard(keys.RUNNING_KEY) == 0  # final jobs leave the index
-
-
-def test_an_overdue_retry_is_sent_again_once_its_grace_is_over(any_redis: Any) -> None:
-    new_job(any_redis)
-    store = JobStore(any_redis, RETENTION_S, redrive_grace_s=0.05)
-    store.claim("J1", "owner-a", LEASE_MS)
-    store.release_for_retry(
-        "J1", "owner-a", attempt=1, error_code="ThrottlingException", message="m", delay_s=0.05
-    )
-    any_redis.delete("interactive")
-    assert store.redrive_due() == []
-    time.sleep(0.12)  # due, and past the grace: the retry message never came
-    assert store.redrive_due() == ["J1"]
-    assert any_redis.llen("interactive") == 1

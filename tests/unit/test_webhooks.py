@@ -288,6 +288,7 @@ def test_a_replayed_job_gets_new_webhook_ids(hooks: Hooks) -> None:
     delivery_id = hooks.job("/hook", status=JobStatus.FAILED)
     job_id = delivery_id.split(":")[0]
     hooks.client.replay([job_id])
+    hooks.client.dispatch.release(hooks.client.get(job_id).model_id)
     hooks.store.claim(job_id, "worker", 60_000)
     hooks.store.finish(job_id, "worker", JobStatus.FAILED, {"error_code": "X"})
     ids = [d.webhook_id for d in hooks.client.get(job_id).webhooks]

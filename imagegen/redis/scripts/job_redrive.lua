@@ -1,29 +1,40 @@
--- Sends again every started job that nobody holds and that nothing came for: its lease ended
--- (the worker died, or its attempt lost Redis and could not give the job back) or its retry is
--- overdue (the message went with a dead worker). A duplicate message is harmless: the claim
--- lets one attempt run. Final jobs leave the index.
--- KEYS: none. ARGV: batch size, redrive grace ms, the generate template for 'interactive',
--- the one for 'batch'. Returns the ids sent again.
+-- Puts back in its waiting set every job nobody holds: a running job whose lease ran out (its
+-- worker died, or its attempt lost Redis and could not give the job back) and a released job
+-- that no worker claimed within the grace (its message went with a dead worker). It then waits
+-- its turn again; a late message finds it waiting and is skipped. Final jobs leave the sets.
+-- KEYS: none. ARGV: batch size, grace ms. Returns the ids put back.
 local now = now_ms()
-local grace = tonumber(ARGV[2])
-local due = redis.call('ZRANGEBYSCORE', K.RUNNING, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-local sent = {}
+local limit, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
+local put_back = {}
+local due = redis.call('ZRANGEBYSCORE', K.RUNNING, '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(due) do
   local key = job_key(id)
-  local h = redis.call('HMGET', key, 'status', 'lease_until_ms', 'priority')
+  local h = redis.call('HMGET', key, 'status', 'lease_until_ms')
   if h[1] ~= 'running' then
     redis.call('ZREM', K.RUNNING, id)
   elseif (tonumber(h[2]) or 0) > now then
     redis.call('ZADD', K.RUNNING, tonumber(h[2]), id)
   else
-    local queue, template = 'interactive', ARGV[3]
-    if h[3] == 'batch' then queue, template = 'batch', ARGV[4] end
-    local message = string.gsub(template, K.JOB_ID, id)
-    message = string.gsub(message, K.NONCE, tostring(now))
-    redis.call('LPUSH', queue, message)
-    redis.call('ZADD', K.RUNNING, now + grace, id)
-    redis.call('HINCRBY', K.STATS, 'redriven|' .. queue, 1)
-    table.insert(sent, id)
+    redis.call('ZREM', K.RUNNING, id)
+    redis.call('HSET', key, 'lease_owner', '', 'lease_until_ms', 0)
+    wait_in(key, id, now, nil)
+    redis.call('HINCRBY', K.STATS, 'redriven|lease', 1)
+    table.insert(put_back, id)
   end
 end
-return sent
+for _, model in ipairs(redis.call('SMEMBERS', K.DISPATCH_MODELS)) do
+  local released = dispatch_base(model) .. ':released'
+  local stale = redis.call('ZRANGEBYSCORE', released, '-inf', now - grace, 'LIMIT', 0, limit)
+  for _, id in ipairs(stale) do
+    local key = job_key(id)
+    local h = redis.call('HMGET', key, 'status', 'dispatch')
+    if h[1] and not TERMINAL[h[1]] and h[2] == 'released' then
+      wait_in(key, id, now, nil)
+      redis.call('HINCRBY', K.STATS, 'redriven|released', 1)
+      table.insert(put_back, id)
+    else
+      redis.call('ZREM', released, id)
+    end
+  end
+end
+return put_back

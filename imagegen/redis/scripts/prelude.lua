@@ -62,29 +62,92 @@ local function add_delivery(key, job_id, event, now, grace_ms, retention, templa
   return id
 end
 
--- The job no longer waits: out of the queued and deadline sets (backpressure and expiry).
-local function unqueue(key, job_id)
-  redis.call('ZREM', K.QUEUED, job_id)
-  redis.call('ZREM', K.DEADLINES, job_id)
-  local tenant = redis.call('HGET', key, 'tenant')
-  if tenant and tenant ~= '' then
-    redis.call('ZREM', K.TENANT_PREFIX .. tenant .. ':queued', job_id)
+-- The dispatcher's keys of one model, and one tenant's waiting set of one priority class.
+local function dispatch_base(model) return K.DISPATCH_PREFIX .. model end
+local function wait_key(model, tenant, class)
+  return K.DISPATCH_PREFIX .. model .. ':wait:' .. tenant .. ':' .. class
+end
+local function tenant_of(value)
+  if value and value ~= '' then return value end
+  return K.NO_TENANT
+end
+
+-- Where a job stands in its waiting set: earliest deadline first, then first submitted (a job
+-- without a deadline sorts after every deadline).
+local function order_score(expires_ms, created_ms)
+  local expires = tonumber(expires_ms or '')
+  if expires then return expires end
+  return 1e13 + (tonumber(created_ms or '') or 0)
+end
+
+-- Puts a job (not final) in its waiting set, or when `due_ms` is later than now, in the
+-- model's delayed set until then; a tenant that had nothing waiting gets its start tag: the
+-- later of the virtual time and where its last job finished (no credit for idle time).
+local function wait_in(key, job_id, now, due_ms)
+  local h = redis.call('HMGET', key, 'model_id', 'tenant', 'priority', 'expires_ms',
+                       'created_ms')
+  local model, tenant = h[1], tenant_of(h[2])
+  local base = dispatch_base(model)
+  redis.call('ZREM', base .. ':released', job_id)
+  redis.call('ZREM', base .. ':active', job_id)
+  if tenant ~= K.NO_TENANT then redis.call('ZREM', K.TENANT_PREFIX .. tenant .. ':active', job_id) end
+  redis.call('SADD', K.DISPATCH_MODELS, model)
+  if due_ms and due_ms > now then
+    redis.call('ZADD', base .. ':delayed', due_ms, job_id)
+    redis.call('HSET', key, 'dispatch', 'delayed', 'released_ms', '')
+    return
+  end
+  redis.call('ZREM', base .. ':delayed', job_id)
+  redis.call('ZADD', wait_key(model, tenant, h[3] or 'interactive'), order_score(h[4], h[5]),
+             job_id)
+  redis.call('HSET', key, 'dispatch', 'waiting', 'released_ms', '')
+  if not redis.call('ZSCORE', base .. ':tenants', tenant) then
+    local state = base .. ':state'
+    local v = tonumber(redis.call('HGET', state, 'vtime') or '') or 0
+    local f = tonumber(redis.call('HGET', state, 'finish|' .. tenant) or '') or 0
+    redis.call('ZADD', base .. ':tenants', math.max(v, f), tenant)
   end
 end
 
--- The job waits again (a replay): back in the queued sets it was counted in at submit.
-local function requeue(key, job_id, now)
-  redis.call('ZADD', K.QUEUED, now, job_id)
+-- The job leaves the dispatcher wherever it is in it (waiting, delayed, released, active). A
+-- tenant whose sets are empty leaves the tenants set at the next release.
+local function undispatch(key, job_id)
+  local h = redis.call('HMGET', key, 'model_id', 'tenant', 'priority', 'dispatch')
+  if not h[4] or h[4] == '' then return end
+  local model, tenant = h[1], tenant_of(h[2])
+  local base = dispatch_base(model)
+  redis.call('ZREM', wait_key(model, tenant, h[3] or 'interactive'), job_id)
+  redis.call('ZREM', base .. ':delayed', job_id)
+  redis.call('ZREM', base .. ':released', job_id)
+  redis.call('ZREM', base .. ':active', job_id)
+  if tenant ~= K.NO_TENANT then redis.call('ZREM', K.TENANT_PREFIX .. tenant .. ':active', job_id) end
+  redis.call('HSET', key, 'dispatch', '')
+end
+
+-- The job is final: out of the open sets (the caps), the deadlines and the dispatcher.
+local function close(key, job_id)
+  redis.call('ZREM', K.OPEN, job_id)
+  redis.call('ZREM', K.DEADLINES, job_id)
   local tenant = redis.call('HGET', key, 'tenant')
   if tenant and tenant ~= '' then
-    redis.call('ZADD', K.TENANT_PREFIX .. tenant .. ':queued', now, job_id)
+    redis.call('ZREM', K.TENANT_PREFIX .. tenant .. ':open', job_id)
+  end
+  undispatch(key, job_id)
+end
+
+-- The job is open again (a replay): back in the open sets it was counted in at submit.
+local function reopen(key, job_id, now)
+  redis.call('ZADD', K.OPEN, now, job_id)
+  local tenant = redis.call('HGET', key, 'tenant')
+  if tenant and tenant ~= '' then
+    redis.call('ZADD', K.TENANT_PREFIX .. tenant .. ':open', now, job_id)
   end
 end
 
 -- The final status: fields, expiry, the dead-letter set for `failed`, the counters, the event
 -- and the webhook. Returns the new delivery id or ''.
 local function finalize(key, job_id, status, now, retention, grace_ms, template)
-  unqueue(key, job_id)
+  close(key, job_id)
   redis.call('ZREM', K.RUNNING, job_id)
   redis.call('HSET', key, 'status', status, 'finished_ms', now, 'lease_owner', '',
              'lease_until_ms', 0, 'next_attempt_ms', '')

@@ -1,4 +1,4 @@
--- Takes one of a cap's slots (a model's calls in flight, an endpoint's deliveries); expired
+-- Takes one of a cap's slots (an endpoint's deliveries in flight); expired
 -- leases (a dead worker's) are dropped first.
 -- KEYS: inflight zset. ARGV: cap, lease_ms, slot id. Returns 1 when taken, 0 when all are held.
 local now = now_ms()

@@ -1,0 +1,95 @@
+"""The release loop: a thread in every worker process that runs the dispatcher's release for every
+model with work, then sleeps until the next token is due (or until a job of this process
+finishes and wakes it). Every process runs one and none leads: the release script is atomic, so
+two loops at once only share the work. It also reads the plain intake (``worker.intake``).
+
+The loop survives any error of one pass: it logs it and tries again after a pause.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+from typing import TYPE_CHECKING
+
+import redis as redis_lib
+
+from imagegen.settings import Settings
+from imagegen.store.dispatch import Dispatch
+from worker import metrics
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["ReleaseLoop"]
+
+log = logging.getLogger("imagegen.dispatch")
+
+# A short pause when only a claim can make room (released jobs wait for a free worker thread).
+_CAPS_FULL_PAUSE_S = 0.05
+_ERROR_PAUSE_S = 1.0
+# Shortest sleep, so loops in many processes do not all hit Redis at the same instant.
+_MIN_SLEEP_S = 0.002
+
+
+class ReleaseLoop:
+    def __init__(
+        self,
+        dispatch: Dispatch,
+        settings: Settings,
+        read_intake: Callable[[], int] | None = None,
+    ) -> None:
+        self._dispatch = dispatch
+        self._interval_s = settings.dispatch_interval_s
+        self._read_intake = read_intake
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> float:
+        """One pass: read the intake, release every model's due jobs; returns how long to sleep."""
+        if self._read_intake is not None:
+            self._read_intake()
+        sleep_s = self._interval_s
+        for model_id in self._dispatch.models_with_work():
+            release = self._dispatch.release(model_id)
+            if release.released:
+                metrics.JOBS_RELEASED.labels(model_id).inc(release.released)
+            if release.next_s is None:
+                continue
+            wait_s = _CAPS_FULL_PAUSE_S if math.isinf(release.next_s) else release.next_s
+            sleep_s = min(sleep_s, wait_s)
+        return max(_MIN_SLEEP_S, sleep_s)
+
+    def wake(self) -> None:
+        """Run a pass now (a job finished: its slot, or a retry, may be ready to go)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="release-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self._interval_s * 2 + 1)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sleep_s = self.run_once()
+            except redis_lib.RedisError:
+                log.warning("release loop cannot reach Redis; trying again", exc_info=True)
+                sleep_s = _ERROR_PAUSE_S * random.uniform(0.5, 1.5)
+            except Exception:
+                log.exception("release pass failed; trying again")
+                sleep_s = _ERROR_PAUSE_S
+            self._wake.wait(sleep_s)
+            self._wake.clear()

@@ -50,6 +50,10 @@ def print_record(record: JobRecord, *, as_json: bool) -> None:
         print(record.model_dump_json())
         return
     parts = [record.job_id, record.status.value]
+    if record.queue_position is not None:
+        parts.append(f"position={record.queue_position}")
+    if record.estimated_start_at is not None:
+        parts.append(f"starts~{record.estimated_start_at.isoformat(timespec='seconds')}")
     if record.seed is not None:
         parts.append(f"seed={record.seed}")
     if record.width and record.height:

@@ -1,5 +1,5 @@
-"""``imagegen quota | dlq | quarantine | webhook-secret | webhooks | keys | tenant-webhook``:
-operating."""
+"""``imagegen quota | dlq | quarantine | webhook-secret | webhooks | keys | tenant-webhook |
+tenants``: operating."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import sys
 from datetime import UTC, datetime
 
+from imagegen.errors import InvalidRequestError
 from producer.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_NOT_FOUND,
@@ -100,6 +101,53 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     tenant_webhook.add_argument("url", nargs="?", help="omit to show it")
     tenant_webhook.add_argument("--clear", action="store_true", help="remove it")
     tenant_webhook.set_defaults(handler=_tenant_webhook)
+    _register_tenants(commands)
+
+
+def _register_tenants(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tenants = commands.add_parser(
+        "tenants", help="a tenant's weight in the fair share and its caps: show, set"
+    )
+    tenant_commands = tenants.add_subparsers(
+        dest="tenants_command", required=True, metavar="ACTION"
+    )
+    show = tenant_commands.add_parser("show", help="weight and caps as the dispatcher applies")
+    show.add_argument("tenant")
+    show.add_argument("--json", action="store_true")
+    limits = tenant_commands.add_parser(
+        "set", help="set a weight or a cap (a negative value goes back to the settings' default)"
+    )
+    limits.add_argument("tenant")
+    limits.add_argument("--weight", type=float, help="share of the rate against others' weights")
+    limits.add_argument("--rate-rpm", type=float, help="jobs per minute it may start (0: no cap)")
+    limits.add_argument(
+        "--max-concurrency", type=int, help="jobs released or running at once (0: no cap)"
+    )
+    limits.add_argument("--json", action="store_true")
+    tenants.set_defaults(handler=_tenants)
+
+
+def _tenants(client: Client, args: argparse.Namespace) -> int:
+    if args.tenants_command == "set":
+        try:
+            found = client.set_tenant_limits(
+                args.tenant,
+                weight=args.weight,
+                rate_rpm=args.rate_rpm,
+                max_concurrency=args.max_concurrency,
+            )
+        except (ValueError, InvalidRequestError) as e:
+            error(str(e))
+            return EXIT_BAD_INPUT
+    else:
+        found = client.tenant_limits(args.tenant)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(found)))
+        return EXIT_OK
+    rate = f"{found.rate_rpm:g}/min" if found.rate_rpm else "no cap"
+    concurrency = str(found.max_concurrency) if found.max_concurrency else "no cap"
+    print(f"{found.tenant}: weight {found.weight:g}, rate {rate}, concurrency {concurrency}")
+    return EXIT_OK
 
 
 def _quarantine(client: Client, args: argparse.Namespace) -> int:
@@ -132,8 +180,16 @@ def _quarantine(client: Client, args: argparse.Namespace) -> int:
 
 def _quota(client: Client, args: argparse.Namespace) -> int:
     statuses = client.quota(args.model_id)
+    shares = client.tenant_shares(args.model_id)
     if args.json:
-        print(json.dumps([dataclasses.asdict(s) for s in statuses]))
+        print(
+            json.dumps(
+                {
+                    "quotas": [dataclasses.asdict(s) for s in statuses],
+                    "tenants": [dataclasses.asdict(s) for s in shares],
+                }
+            )
+        )
         return EXIT_OK
     rows = [("model", "configured/min", "effective/min", "tokens", "calls 1m", "throttles 1m")]
     rows += [
@@ -148,6 +204,22 @@ def _quota(client: Client, args: argparse.Namespace) -> int:
         for s in statuses
     ]
     print_table(rows)
+    if shares:
+        print()
+        table = [("model", "tenant", "weight", "waiting", "released 1m", "share", "fair share")]
+        table += [
+            (
+                t.model_id,
+                t.tenant,
+                f"{t.weight:g}",
+                str(t.waiting),
+                str(t.released_last_minute),
+                f"{t.share:.0%}",
+                "-" if t.fair_share is None else f"{t.fair_share:.0%}",
+            )
+            for t in shares
+        ]
+        print_table(table)
     return EXIT_OK
 
 

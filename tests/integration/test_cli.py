@@ -97,19 +97,32 @@ def test_unreachable_redis_is_a_clear_error(stack: Stack) -> None:
     assert "redis://127.0.0.1:9/0" in done.stderr
 
 
-def test_quota_shows_the_shared_rate_and_recent_calls(stack: Stack) -> None:
-    assert imagegen(stack, "submit", "a quota check", "--wait").returncode == 0
+def test_quota_shows_the_shared_rate_and_each_tenants_share(stack: Stack) -> None:
+    core_model = "stability.stable-image-core-v1:0"
+    assert imagegen(stack, "submit", "a quota check", "--tenant", "acme", "--wait").returncode == 0
     done = imagegen(stack, "quota", "--json")
     assert done.returncode == 0, done.stderr
-    core = next(
-        q for q in json.loads(done.stdout) if q["model_id"] == "stability.stable-image-core-v1:0"
-    )
+    found = json.loads(done.stdout)
+    core = next(q for q in found["quotas"] if q["model_id"] == core_model)
     assert core["configured_rpm"] == 6000
     assert core["effective_rpm"] == 6000
     assert core["calls_last_minute"] >= 1
+    acme = next(t for t in found["tenants"] if t["tenant"] == "acme")
+    assert (acme["model_id"], acme["released_last_minute"]) == (core_model, 1)
     table = imagegen(stack, "quota")
-    assert "stability.stable-image-core-v1:0" in table.stdout
+    assert core_model in table.stdout
     assert "effective/min" in table.stdout
+    assert "fair share" in table.stdout
+
+
+def test_a_tenants_weight_and_caps_are_set_and_shown(stack: Stack) -> None:
+    done = imagegen(stack, "tenants", "set", "acme", "--weight", "3", "--max-concurrency", "4")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(imagegen(stack, "tenants", "show", "acme", "--json").stdout)
+    assert (shown["weight"], shown["max_concurrency"], shown["rate_rpm"]) == (3.0, 4, 0.0)
+    bad = imagegen(stack, "tenants", "set", "acme", "--weight", "0")
+    assert bad.returncode != 0
+    assert "weight" in bad.stderr
 
 
 def test_a_failed_job_is_listed_in_the_dlq_and_replayed(stack: Stack) -> None:

@@ -6,11 +6,13 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import fakeredis
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from imagegen.redis import keys
 from imagegen.settings import Settings
@@ -215,7 +217,7 @@ def test_cancel_a_queued_job_then_it_is_final(api: Api) -> None:
     problem(api.http.post(job["url"] + "/cancel", headers=headers), 409)
     # A canceled job no longer counts against the queue cap.
     assert api.client.list_jobs(tenant="acme").jobs[0].status.value == "canceled"
-    assert api.redis.zcard(keys.tenant_queued_key("acme")) == 0
+    assert api.redis.zcard(keys.tenant_open_key("acme")) == 0
 
 
 def test_cancel_after_sets_a_deadline(api: Api) -> None:
@@ -273,7 +275,8 @@ def test_batches_fan_out_and_report_counts(api: Api, as_lines: bool) -> None:
     assert response.status_code == 202, response.text
     batch = response.json()
     assert batch["size"] == 3
-    assert api.redis.llen("batch") == 3  # batches go to the batch queue
+    records = [api.client.get(job_id) for job_id in batch["job_ids"]]
+    assert {r.priority for r in records} == {"batch"}  # batch jobs wait in the batch class
     status = api.http.get(batch["url"], headers=headers).json()
     assert status["counts"] == {"queued": 3}
     assert status["job_ids"] == batch["job_ids"]
@@ -417,4 +420,88 @@ def test_metrics_can_require_a_token(settings: Settings) -> None:
         problem(http.get("/metrics", headers={"Authorization": "Bearer wrong"}), 401)
         scraped = http.get("/metrics", headers={"Authorization": "Bearer a-long-scrape-token"})
         assert scraped.status_code == 200
-        assert "imagegen_jobs_waiting" in scraped.text
+        assert "imagegen_jobs_open" in scraped.text
+
+
+ULTRA = "stability.stable-image-ultra-v1:0"
+
+
+@pytest.fixture
+def slow_ultra(settings: Settings) -> Iterator[Api]:
+    """Ultra at one job per 10 s (its own bucket), an admin token, a cap of 5 per tenant."""
+    from imagegen.settings import ModelLimit
+
+    settings = settings.model_copy(
+        update={
+            "max_queued_per_tenant": 5,
+            "model_limits": {ULTRA: ModelLimit(rpm=6, burst=1)},
+            "api_admin_token": SecretStr("an-admin-token-for-tests"),
+        }
+    )
+    redis = fakeredis.FakeRedis(decode_responses=True)
+    for key in redis.scan_iter(f"imagegen:*{ULTRA}*"):
+        redis.delete(key)
+    with TestClient(create_app(settings, redis_client=redis)) as http:
+        yield Api(http, Client(settings, redis_client=redis), redis)
+
+
+def test_a_waiting_job_reports_its_position_and_start_estimate(slow_ultra: Api) -> None:
+    api = slow_ultra
+    acme = api.key("acme")
+    jobs = [
+        api.http.post("/v1/jobs", json={**JOB, "model_id": ULTRA}, headers=acme).json()
+        for _ in range(4)
+    ]
+    last = api.http.get(jobs[-1]["url"], headers=acme).json()
+    assert last["status"] == "queued"
+    assert last["queue_position"] == 2  # two released at once (the bucket's two tokens)
+    assert last["tenant_share"] == 1.0
+    start = datetime.fromisoformat(last["estimated_start_at"])
+    assert 10 < (start - datetime.now(UTC)).total_seconds() <= 21  # one job each 10 s
+    # Another tenant's first job goes before acme's backlog, not after it.
+    globex = api.key("globex")
+    other = api.http.post("/v1/jobs", json={**JOB, "model_id": ULTRA}, headers=globex).json()
+    found = api.http.get(other["url"], headers=globex).json()
+    assert found["queue_position"] == 2
+    assert found["tenant_share"] == 0.5
+    tenant = api.http.get("/v1/tenant", headers=globex).json()
+    [ultra] = [m for m in tenant["models"] if m["model_id"] == ULTRA]
+    assert (ultra["waiting"], ultra["fair_share"]) == (1, 0.5)
+    assert "acme" not in json.dumps(tenant)  # a tenant sees its own share, not who else waits
+
+
+def test_a_deadline_the_queue_cannot_meet_is_refused_with_the_estimate(slow_ultra: Api) -> None:
+    api = slow_ultra
+    for _ in range(4):
+        api.http.post("/v1/jobs", json={**JOB, "model_id": ULTRA}, headers=api.key("acme"))
+    headers = {**api.key("globex"), "Cancel-After": "5s"}
+    found = problem(
+        api.http.post("/v1/jobs", json={**JOB, "model_id": ULTRA}, headers=headers), 422
+    )
+    [error] = found["errors"]
+    assert error["field"] == "expires_at"
+    assert "would start at about" in error["message"]
+    assert api.client.reads.open_counts("globex") == (4, 0)  # nothing was stored
+    headers["Cancel-After"] = "10m"
+    assert (
+        api.http.post("/v1/jobs", json={**JOB, "model_id": ULTRA}, headers=headers).status_code
+        == 202
+    )
+
+
+def test_the_admin_api_sets_a_tenants_weight_and_caps(slow_ultra: Api) -> None:
+    api = slow_ultra
+    url = "/v1/admin/tenants/acme"
+    problem(api.http.put(url, json={"weight": 2}), 401)
+    problem(api.http.put(url, json={"weight": 2}, headers=api.key("acme")), 401)  # a tenant key
+    admin = {"Authorization": "Bearer an-admin-token-for-tests"}
+    found = api.http.put(url, json={"weight": 2, "max_concurrency": 3}, headers=admin)
+    assert found.status_code == 200, found.text
+    assert found.json() == {"tenant": "acme", "weight": 2.0, "rate_rpm": 0.0, "max_concurrency": 3}
+    bad = problem(api.http.put(url, json={"weight": 0}, headers=admin), 422)
+    assert "weight" in json.dumps(bad)
+    assert api.http.get("/v1/tenant", headers=api.key("acme")).json()["weight"] == 2.0
+
+
+def test_without_an_admin_token_there_is_no_admin_api(api: Api) -> None:
+    problem(api.http.get("/v1/admin/tenants/acme", headers={"Authorization": "Bearer x"}), 404)

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lock test lint format demo dev bench-emulator bench-quota bench-submit clean
+.PHONY: install lock test lint format demo dev bench-emulator bench-quota bench-fair bench-submit clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ dev: install
 ## bench-quota: our shared limiter against Celery rate_limit and botocore adaptive retries (minutes)
 bench-quota: install
 	$(BIN)/python -m tests.bench.quota
+
+## bench-fair: tenants sharing one quota, the dispatcher against the FIFO queues (about 30 min)
+bench-fair: install
+	$(BIN)/python -m tests.bench.fair
 
 ## bench-submit: jobs per second onto the queue (client, API) against a plain Celery loop
 bench-submit: install

@@ -129,6 +129,8 @@ def summarise_flood(raw: dict[str, Any], quota_rpm: float, duration_s: float) ->
 
 def print_tables(results: dict[str, Any]) -> None:
     for scenario in SCENARIOS:
+        if not any(scenario in by_scenario for by_scenario in results.values()):
+            continue
         print(f"\n{scenario}:")
         header = ("system", "tenant", "wait p50 s", "wait p99 s", "share", "fair", "unfinished")
         rows = [header]

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lock test lint format demo dev bench-emulator bench-quota bench-fair bench-submit clean
+.PHONY: install lock test lint format demo dev bench-emulator bench-quota bench-fair bench-cache bench-submit clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench-quota: install
 ## bench-fair: tenants sharing one quota, the dispatcher against the FIFO queues (about 30 min)
 bench-fair: install
 	$(BIN)/python -m tests.bench.fair
+
+## bench-cache: what the image cache's lookup adds to a submission (under a minute)
+bench-cache: install
+	$(BIN)/python -m tests.bench.cache
 
 ## bench-submit: jobs per second onto the queue (client, API) against a plain Celery loop
 bench-submit: install

@@ -35,6 +35,7 @@ from imagegen.storable import storable_problem, storable_text
 
 __all__ = [
     "ASPECT_RATIOS",
+    "BUDGET_WARNING_EVENT",
     "DEFAULT_EVENTS",
     "EVENT_TYPES",
     "IMAGE_SIZES",
@@ -55,9 +56,17 @@ MAX_SEED = 4_294_967_295
 DEFAULT_METADATA_MAX_BYTES = 2048
 
 EventType = Literal[
-    "job.started", "job.succeeded", "job.failed", "job.filtered", "job.canceled", "job.expired"
+    "job.started",
+    "job.succeeded",
+    "job.failed",
+    "job.filtered",
+    "job.canceled",
+    "job.expired",
+    "job.budget_exceeded",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+# A tenant's event, sent to its webhook when a release first takes its spend past a soft budget.
+BUDGET_WARNING_EVENT = "tenant.budget_warning"
 # Every event but job.started, which most receivers do not want.
 DEFAULT_EVENTS: tuple[str, ...] = tuple(e for e in EVENT_TYPES if e != "job.started")
 

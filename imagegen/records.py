@@ -9,6 +9,7 @@ record maps onto a Redis hash is ``imagegen.redis.codecs``.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -41,6 +42,7 @@ class JobStatus(StrEnum):
     FILTERED = "filtered"
     CANCELED = "canceled"
     EXPIRED = "expired"
+    BUDGET_EXCEEDED = "budget_exceeded"  # its tenant's hard budget had no room; never called
 
     @property
     def is_terminal(self) -> bool:
@@ -54,6 +56,7 @@ TERMINAL_STATUSES = frozenset(
         JobStatus.FILTERED,
         JobStatus.CANCELED,
         JobStatus.EXPIRED,
+        JobStatus.BUDGET_EXCEEDED,
     }
 )
 
@@ -137,6 +140,11 @@ class JobRecord(BaseModel):
     bytes: int | None = None
     sha256: str | None = None
     bedrock_latency_ms: int | None = None
+    # What Bedrock billed for the job's image (the model's price), once one was bought.
+    cost_usd: float | None = None
+    # Served from the cache: the image another job (``cache_source_job_id``) bought, no call.
+    cached: bool = False
+    cache_source_job_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
     webhook_url: str | None = None
@@ -174,6 +182,16 @@ class NewJob:
     def request_sha256(self) -> str:
         """What an idempotency key stands for: the whole submitted job."""
         canonical = self.spec.model_dump_json(exclude={"job_id"})
+        return hashlib.sha256(f"{self.model_id}\n{canonical}".encode()).hexdigest()
+
+    @property
+    def cache_key(self) -> str | None:
+        """What a fixed-seed request stands for in the cache: the model and the whole normalised
+        request (None for a random seed, whose image is new every time)."""
+        request = self.spec.request
+        if not request.seed:
+            return None
+        canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(f"{self.model_id}\n{canonical}".encode()).hexdigest()
 
     @property

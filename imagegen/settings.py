@@ -397,7 +397,7 @@ class Settings(BaseSettings):
     )
     api_admin_token: SecretStr | None = Field(
         default=None,
-        description="When set, /v1/admin/* (tenants' weights and caps) answers to "
+        description="When set, /v1/admin/* (tenants' weights, caps and budgets) answers to "
         "Authorization: Bearer <this token>; unset, those routes do not exist (404).",
     )
     api_metrics_token: SecretStr | None = Field(
@@ -406,7 +406,22 @@ class Settings(BaseSettings):
     )
     model_prices_usd: dict[str, float] = Field(
         default_factory=lambda: dict(STABILITY_IMAGE_PRICES_USD),
-        description="Price of one generated image per model, for the spend estimate (JSON).",
+        description="Price of one generated image per model (JSON): what a job reserves of its "
+        "tenant's budget when released, and what a bought image costs.",
+    )
+    filtered_images_billed: bool = Field(
+        default=True,
+        description="Whether an image Bedrock withheld by its filter ('Filter reason: output "
+        "image') counts as spend.",
+    )
+    cache_ttl_s: int = Field(
+        default=7 * SECONDS_PER_DAY,
+        ge=0,
+        description="How long an image bought for a fixed-seed job serves identical jobs from "
+        "the cache (0: no cache).",
+    )
+    spend_retention_days: int = Field(
+        default=400, ge=1, le=3650, description="How long each day's and month's spend is kept."
     )
     flower_basic_auth: str | None = Field(
         default=None,
@@ -484,6 +499,10 @@ class Settings(BaseSettings):
             "metadata_max_bytes": self.metadata_max_bytes,
             "webhook_allow_http": self.webhook_allow_http,
         }
+
+    def price_usd(self, model_id: str) -> float:
+        """One image of ``model_id`` (0 for a model without a price)."""
+        return self.model_prices_usd.get(model_id, 0.0)
 
     def limit_for(self, model_id: str) -> ModelLimit:
         """The quota the fleet uses for ``model_id``."""

@@ -29,12 +29,14 @@ from imagegen.redis.connection import connect
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings, get_settings
 from imagegen.ssrf import WebhookUrlError, vet_configured
+from imagegen.store.cache import ImageCache
 from imagegen.store.deliveries import Deliveries, SigningSecrets
 from imagegen.store.dispatch import Dispatch, TenantLimits, TenantShare
 from imagegen.store.job_reads import JobPage, JobReads
 from imagegen.store.jobs import CancelOutcome, Caps, CreateOutcome, JobStore
 from imagegen.store.quarantine import Quarantine
 from imagegen.store.quota import QuotaStatus, QuotaStore
+from imagegen.store.spend import Budget, Ledger, PeriodSpend, SpendRow, periods
 from imagegen.store.tenants import TENANT_PATTERN, ApiKeys, Tenants
 
 if TYPE_CHECKING:
@@ -66,6 +68,8 @@ class Client:
         )
         self.reads = JobReads(self._redis)
         self.dispatch = Dispatch(self._redis, self.settings)
+        self.ledger = Ledger(self._redis, self.settings)
+        self.cache = ImageCache(self._redis)
         self.webhook_deliveries = Deliveries(self._redis)
         self.signing_secrets = SigningSecrets(self._redis, self.settings.webhook_secret_overlap_s)
         self.api_keys = ApiKeys(self._redis)
@@ -204,10 +208,18 @@ class Client:
         outcomes = self.jobs.create(jobs, caps=caps, dispatch=self.dispatch)
         if outcomes and outcomes[0][0] is CreateOutcome.FULL:
             raise self._queue_full(outcomes[0][1], tenant, len(jobs))
+        # A fixed-seed job may have been served from the cache already: read what it is now.
+        cacheable = [
+            j.job_id
+            for j, (o, _) in zip(jobs, outcomes, strict=True)
+            if o is CreateOutcome.CREATED and j.cache_key
+        ]
+        current = dict(zip(cacheable, self.reads.get_many(cacheable), strict=True))
         results = []
         for job, (outcome, detail) in zip(jobs, outcomes, strict=True):
             if outcome is CreateOutcome.CREATED:
-                results.append(Submitted(job.queued_record(), created=True))
+                record = current.get(job.job_id) or job.queued_record()
+                results.append(Submitted(record, created=True))
             elif outcome is CreateOutcome.EXISTS:
                 results.append(Submitted(self._existing(job), created=False))
             else:
@@ -344,6 +356,26 @@ class Client:
         return self.dispatch.set_tenant_limits(
             tenant, weight=weight, rate_rpm=rate_rpm, max_concurrency=max_concurrency
         )
+
+    def budget(self, tenant: str) -> Budget:
+        """The tenant's budgets (dollars per UTC day and month) and what happens past them."""
+        return self.ledger.budget(tenant)
+
+    def set_budget(self, budget: Budget) -> Budget:
+        """Replace a tenant's budgets; effective for the next job released."""
+        if not re.match(TENANT_PATTERN, budget.tenant):
+            raise InvalidRequestError([FieldError("tenant", f"must match {TENANT_PATTERN}")])
+        return self.ledger.set_budget(budget)
+
+    def spend_now(self, tenant: str | None) -> tuple[PeriodSpend, PeriodSpend]:
+        """The tenant's spend and reservations today and this month (UTC)."""
+        day, month = periods()
+        return self.ledger.period(tenant, day), self.ledger.period(tenant, month)
+
+    def spend(self, tenant: str | None = None, days: int = 31) -> list[SpendRow]:
+        """Images and spend per tenant, model and day (every tenant when None), newest first."""
+        tenants = [tenant] if tenant else self.ledger.tenants()
+        return [row for name in tenants for row in self.ledger.rows(name, days)]
 
     def download(self, record: JobRecord, path: str | Path) -> Path:
         """Save a succeeded job's image to ``path``."""

@@ -124,6 +124,12 @@ class Filtered:
     reason: str
     seed: int | None
 
+    @property
+    def image_withheld(self) -> bool:
+        """Bedrock generated an image and its filter withheld it (``output image``), as opposed
+        to refusing the prompt before generating anything."""
+        return "output image" in self.reason.lower()
+
 
 def interpret(payload: dict[str, Any]) -> Generated | Filtered:
     """Read ``{"seeds", "finish_reasons", "images"}``: an image, a filter verdict, or an error.

@@ -28,6 +28,7 @@ from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import ClaimState, FinishOutcome, JobStore
+from imagegen.store.spend import Ledger
 from worker import metrics
 from worker.bedrock import BedrockAnswer, Filtered, Generated, interpret, invoke_model
 from worker.images import ImageInfo, inspect_image
@@ -51,6 +52,7 @@ class Services:
     settings: Settings
     store: JobStore
     dispatch: Dispatch
+    ledger: Ledger
     reads: JobReads
     bedrock: BedrockRuntimeClient
     s3: S3Client
@@ -181,6 +183,8 @@ class _Attempt:
                 "filtered" if isinstance(result, Filtered) else "image", answer.latency_ms
             )
             if isinstance(result, Filtered):
+                if result.image_withheld and self.services.settings.filtered_images_billed:
+                    self.book_purchase()
                 return self.finish(
                     JobStatus.FILTERED,
                     {
@@ -192,10 +196,7 @@ class _Attempt:
                 )
             generated = result
             # The image is bought: bookkeeping that fails now must never throw it away.
-            model_id = self.record.model_id
-            self.best_effort(
-                "count the bought image", lambda: store.count_generated_image(model_id)
-            )
+            self.book_purchase()
         info = inspect_image(generated.image, self.request.output_format)
         if self.best_effort("read the cancel flag", lambda: store.cancel_requested(self.job_id)):
             return self.finish(JobStatus.CANCELED, {"seed": generated.seed}, seed=generated.seed)
@@ -222,6 +223,11 @@ class _Attempt:
                 lambda: limiter.report(model_id, throttled=False),
             )
         return answer
+
+    def book_purchase(self) -> None:
+        """The tenant's spend and the job's cost (its budget reservation becomes spend)."""
+        model_id, ledger = self.record.model_id, self.services.ledger
+        self.best_effort("book the bought image", lambda: ledger.book(self.job_id, model_id))
 
     def best_effort(self, what: str, action: Callable[[], Any]) -> Any:
         """Run a bookkeeping step after an image was bought; when Redis fails it, log and go on

@@ -18,6 +18,7 @@ from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import JobStore
 from imagegen.store.quarantine import Quarantine
+from imagegen.store.spend import Ledger
 from worker.bedrock import make_bedrock_client
 from worker.intake import Intake
 from worker.limiter import Limiter
@@ -53,6 +54,7 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         store=JobStore(redis_client, settings.job_retention_s, settings.webhook_handoff_grace_s),
         dispatch=Dispatch(redis_client, settings),
+        ledger=Ledger(redis_client, settings),
         reads=JobReads(redis_client),
         bedrock=make_bedrock_client(settings, max_pool_connections=pool_size),
         s3=make_s3_client(settings, attempts=1, max_pool_connections=pool_size),

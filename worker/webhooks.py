@@ -23,12 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from standardwebhooks.webhooks import Webhook
 
+from imagegen.contract import BUDGET_WARNING_EVENT
 from imagegen.errors import JobNotFoundError
 from imagegen.records import JobRecord, JobStatus
 from imagegen.settings import Settings
 from imagegen.ssrf import VettedTarget, WebhookUrlError, vet_configured
 from imagegen.store.deliveries import Deliveries, SigningSecrets
 from imagegen.store.job_reads import JobReads
+from imagegen.store.spend import Ledger, periods
 from worker import metrics
 from worker.webhook_http import PostResult, post_with_deadline
 
@@ -86,6 +88,7 @@ def build_payload(
         "height": record.height,
         "error": error,
         "attempts": record.attempts,
+        "cost_usd": record.cost_usd,
         "created_at": record.created_at.isoformat(),
         "finished_at": record.finished_at.isoformat() if record.finished_at else None,
         "metadata": record.metadata,
@@ -102,6 +105,7 @@ class WebhookSender:
         self._redis = redis
         self._jobs = JobReads(redis)
         self._deliveries = Deliveries(redis)
+        self._ledger = Ledger(redis, settings)
         self.secrets = SigningSecrets(redis, settings.webhook_secret_overlap_s)
         self._tls = ssl.create_default_context()
 
@@ -145,6 +149,8 @@ class WebhookSender:
     # -- building the request ----------------------------------------------------------------
 
     def _payload(self, record: JobRecord, event: str) -> dict[str, Any]:
+        if event == BUDGET_WARNING_EVENT:
+            return self._budget_warning(record)
         image_url, expires_at = None, None
         if record.status is JobStatus.SUCCEEDED and record.s3_bucket and record.s3_key:
             expiry_s = self._settings.webhook_presign_expiry_s
@@ -155,6 +161,31 @@ class WebhookSender:
             )
             expires_at = datetime.fromtimestamp(time.time() + expiry_s, tz=UTC)
         return build_payload(record, event, image_url, expires_at)
+
+    def _budget_warning(self, record: JobRecord) -> dict[str, Any]:
+        """The tenant's budgets and spend now, and the job whose release crossed a soft one."""
+        tenant = record.tenant or "-"
+        budget = self._ledger.budget(tenant)
+        day, month = periods()
+        data: dict[str, Any] = {"tenant": tenant, "job_id": record.job_id}
+        for name, period, soft, hard in (
+            ("daily", day, budget.daily_soft, budget.daily_hard),
+            ("monthly", month, budget.monthly_soft, budget.monthly_hard),
+        ):
+            found = self._ledger.period(tenant, period)
+            data[name] = {
+                "period": period.split(":", 1)[1],
+                "soft_budget_usd": soft,
+                "hard_budget_usd": hard,
+                "spent_usd": found.spent_usd,
+                "reserved_usd": found.reserved_usd,
+                "soft_budget_crossed": found.soft_budget_crossed,
+            }
+        return {
+            "type": BUDGET_WARNING_EVENT,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "data": data,
+        }
 
     def secrets_for(self, tenant: str | None) -> SigningSecrets:
         """The secrets that sign a job's webhooks: its tenant's, or the global ones."""

@@ -25,6 +25,7 @@ from imagegen.records import (
 
 __all__ = [
     "LOG_MESSAGE_MAX_CHARS",
+    "MICRO_USD",
     "attempt_line",
     "delivery_attempt_line",
     "delivery_from_hash",
@@ -34,6 +35,8 @@ __all__ = [
     "refused_job_fields",
 ]
 
+# Money is kept in Redis as whole micro-dollars, so sums never drift.
+MICRO_USD = 1_000_000
 # The longest error message kept in an attempt-log line.
 LOG_MESSAGE_MAX_CHARS = 300
 
@@ -72,9 +75,14 @@ def record_from_hash(fields: dict[str, str]) -> JobRecord:
         raw = fields.get(f"{name.removesuffix('_at')}_ms")
         if raw:
             data[name] = ms_to_datetime(int(raw))
+    if fields.get("billed_micro"):
+        data["cost_usd"] = int(fields["billed_micro"]) / MICRO_USD
     data["request"] = _request_or_none(fields.get("request"))
     data["metadata"] = json.loads(fields.get("metadata") or "{}")
     data["cancel_requested"] = fields.get("cancel_requested") == "1"
+    data["cached"] = fields.get("cached") == "1"
+    if fields.get("cache_source"):
+        data["cache_source_job_id"] = fields["cache_source"]
     data["webhook_events"] = [e for e in (fields.get("webhook_events") or "").split(",") if e]
     data["attempt_log"] = [
         json.loads(line) for line in (fields.get("attempt_log") or "").splitlines() if line

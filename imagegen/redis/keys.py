@@ -16,7 +16,10 @@ key                                    type    what it holds
                                                lease's end (ms); the sweeper puts back in their
                                                waiting set the jobs whose lease ran out
 ``imagegen:deadlines``                 zset    queued jobs with an ``expires_at``, by deadline (ms)
-``imagegen:tenant:{tenant}``           hash    a tenant's settings (``webhook_url``)
+``imagegen:tenant:{tenant}``           hash    a tenant's settings: ``webhook_url``, its weight and
+                                               caps, its budgets (``budget_daily_hard`` ...,
+                                               micro-dollars), ``budget_on_exceed`` and
+                                               ``cache_shared``
 ``imagegen:tenant:{tenant}:jobs``      zset    the tenant's job ids by creation time (ms)
 ``imagegen:tenant:{tenant}:open``      zset    the tenant's jobs not yet final
 ``imagegen:tenant:{tenant}:active``    zset    the tenant's jobs released or running (its
@@ -79,6 +82,20 @@ key                                    type    what it holds
                                                (an idle tenant's last finish tag),
                                                ``streak|{tenant}`` (interactive jobs released in
                                                a row while batch jobs waited)
+``imagegen:spend:{tenant}:{period}``   hash    a tenant's Bedrock spend in one UTC day
+                                               (``d:YYYY-MM-DD``) or month (``m:YYYY-MM``), in
+                                               micro-dollars: ``spent``, ``reserved`` (released
+                                               jobs not settled yet), ``spent|{model}``,
+                                               ``images|{model}``, ``warned`` (its soft budget
+                                               was crossed); ``-`` for jobs without a tenant
+``imagegen:spend:{tenant}:days``       set     the days with spend (``d:YYYY-MM-DD``)
+``imagegen:spend:tenants``             set     tenants with any spend, for reports
+``imagegen:cache:{scope}:{sha256}``    hash    a cached image (jobs with a fixed seed): the job
+                                               that bought it and where it is; the scope is the
+                                               tenant (``-``: none) or ``+shared`` for tenants
+                                               that share; expires after ``cache_ttl_s``
+``...:{sha256}:leader``                string  the job buying that image now
+``...:{sha256}:followers``             list    identical jobs waiting for it (not for a call)
 ``imagegen:intake``                    list    the plain intake: JSON jobs pushed by backends
                                                that speak only Redis (LPUSH), taken oldest first
 ``imagegen:intake:lock``               string  held by the one process reading the intake
@@ -93,6 +110,7 @@ from typing import NamedTuple
 
 __all__ = [
     "APIKEYS_KEY",
+    "CACHE_PREFIX",
     "DEADLINES_KEY",
     "DISPATCH_MODELS_KEY",
     "DLQ_KEY",
@@ -105,6 +123,9 @@ __all__ = [
     "OPEN_KEY",
     "QUARANTINE_KEY",
     "RUNNING_KEY",
+    "SHARED_CACHE_SCOPE",
+    "SPEND_PREFIX",
+    "SPEND_TENANTS_KEY",
     "STATS_KEY",
     "TENANT_KEY_PREFIX",
     "UNUSED_KEY",
@@ -127,6 +148,8 @@ __all__ = [
     "job_key",
     "limiter_keys",
     "parked_image_key",
+    "spend_days_key",
+    "spend_key",
     "submit_refusal_key",
     "tenant_active_key",
     "tenant_bucket_key",
@@ -147,6 +170,11 @@ OPEN_KEY = f"{PREFIX}:open"
 DISPATCH_PREFIX = f"{PREFIX}:dispatch:"
 DISPATCH_MODELS_KEY = f"{PREFIX}:dispatch:models"
 INTAKE_KEY = f"{PREFIX}:intake"
+SPEND_PREFIX = f"{PREFIX}:spend:"
+CACHE_PREFIX = f"{PREFIX}:cache:"
+# The cache scope of tenants that share cached images (no tenant name starts with "+").
+SHARED_CACHE_SCOPE = "+shared"
+SPEND_TENANTS_KEY = f"{PREFIX}:spend:tenants"
 INTAKE_LOCK_KEY = f"{PREFIX}:intake:lock"
 # The dispatcher's name for the jobs without a tenant (no tenant name can be "-").
 NO_TENANT = "-"
@@ -278,3 +306,12 @@ def dispatch_keys(model_id: str) -> DispatchKeys:
 def waiting_key(model_id: str, tenant: str | None, priority: str) -> str:
     """One tenant's waiting jobs of one priority class for one model."""
     return f"{DISPATCH_PREFIX}{model_id}:wait:{tenant or NO_TENANT}:{priority}"
+
+
+def spend_key(tenant: str | None, period: str) -> str:
+    """A tenant's spend ledger for one period (``d:YYYY-MM-DD`` or ``m:YYYY-MM``)."""
+    return f"{SPEND_PREFIX}{tenant or NO_TENANT}:{period}"
+
+
+def spend_days_key(tenant: str | None) -> str:
+    return f"{SPEND_PREFIX}{tenant or NO_TENANT}:days"

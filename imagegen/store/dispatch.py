@@ -26,10 +26,13 @@ from imagegen.redis import keys
 from imagegen.redis.scripts import Scripts
 from imagegen.settings import Settings
 from imagegen.store.quota import KEY_TTL_MS
+from imagegen.store.spend import periods, to_micro
 
 if TYPE_CHECKING:
     from redis import Redis
     from redis.client import Pipeline
+
+    from imagegen.records import NewJob
 
 __all__ = ["UNLIMITED_LOOKAHEAD", "Dispatch", "Position", "Release", "TenantLimits"]
 
@@ -117,6 +120,7 @@ class Dispatch:
     def _release_args(self, model_id: str, now_ms: float | None) -> list[Any]:
         settings = self._settings
         limit = settings.limit_for(model_id)
+        day, month = periods()
         return [
             model_id,
             limit.rpm,
@@ -135,6 +139,10 @@ class Dispatch:
             settings.job_retention_s,
             round(settings.webhook_handoff_grace_s * 1000),
             self._delivery_template,
+            to_micro(settings.price_usd(model_id)),
+            day,
+            month,
+            settings.spend_retention_days * 86_400,
         ]
 
     def release(self, model_id: str, now_ms: float | None = None) -> Release:
@@ -156,6 +164,23 @@ class Dispatch:
                 args=self._release_args(model_id, None),
                 client=pipe,
             )
+
+    def submit_fields(self, job: NewJob) -> dict[str, str]:
+        """What a job's record needs beyond its submission for the cache (fixed seeds): its key,
+        how long an entry serves, and where a hit is booked (price, day, month)."""
+        settings = self._settings
+        cache_key = job.cache_key
+        if cache_key is None or settings.cache_ttl_s <= 0:
+            return {}
+        day, month = periods()
+        return {
+            "cache_key": cache_key,
+            "cache_ttl": str(settings.cache_ttl_s),
+            "price_micro": str(to_micro(settings.price_usd(job.model_id))),
+            "cache_day": day,
+            "cache_month": month,
+            "ledger_ttl": str(settings.spend_retention_days * 86_400),
+        }
 
     def models_with_work(self) -> list[str]:
         """Models with jobs waiting, due later or released and unclaimed."""

@@ -106,6 +106,7 @@ class JobStore:
         self._webhook_grace_ms = round(webhook_grace_s * 1000)
         self._redrive_grace_ms = round(redrive_grace_s * 1000)
         self._scripts = Scripts.of(redis)
+        self._delivery_template = delivery_message_template()
 
     # -- arriving ----------------------------------------------------------------------------
 
@@ -146,8 +147,13 @@ class JobStore:
                 str(caps.total if caps else 0),
                 str(caps.per_tenant if caps else 0),
                 str(len(jobs) if job.batch_id and index == 0 else 0),
+                str(self._webhook_grace_ms),
+                self._delivery_template,
             ]
-            for name, value in codecs.new_job_fields(job).items():
+            fields = codecs.new_job_fields(job)
+            if dispatch is not None:
+                fields |= dispatch.submit_fields(job)
+            for name, value in fields.items():
                 argv += [name, value]
             tenant = job.tenant
             submit(
@@ -194,7 +200,7 @@ class JobStore:
     def cancel(self, job_id: str) -> CancelOutcome:
         outcome = self._scripts["job_cancel"](
             keys=[keys.job_key(job_id)],
-            args=[job_id, self.retention_s, self._webhook_grace_ms, delivery_message_template()],
+            args=[job_id, self.retention_s, self._webhook_grace_ms, self._delivery_template],
         )
         return CancelOutcome(outcome)
 
@@ -206,7 +212,7 @@ class JobStore:
                 EXPIRE_BATCH,
                 self.retention_s,
                 self._webhook_grace_ms,
-                delivery_message_template(),
+                self._delivery_template,
             ],
         )
         return [str(job_id) for job_id in expired]
@@ -231,7 +237,7 @@ class JobStore:
                 lease_ms,
                 self.retention_s,
                 self._webhook_grace_ms,
-                delivery_message_template(),
+                self._delivery_template,
             ],
         )
         waited = int(waited_ms)
@@ -285,17 +291,13 @@ class JobStore:
             self.retention_s,
             line,
             self._webhook_grace_ms,
-            delivery_message_template(),
+            self._delivery_template,
             owner,
         ]
         for name, value in fields.items():
             argv += [name, "" if value is None else value]
         changed, reason = self._scripts["job_finish"](keys=[keys.job_key(job_id)], args=argv)
         return FinishOutcome.FINISHED if int(changed) else FinishOutcome(reason)
-
-    def count_generated_image(self, model_id: str) -> None:
-        """One more image Bedrock returned (and billed), for the fleet's spend estimate."""
-        self.redis.hincrby(keys.STATS_KEY, f"images|{model_id}", 1)
 
     # -- images bought but not yet stored ----------------------------------------------------
 

@@ -20,6 +20,7 @@ from imagegen.messages import QUEUES
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.quota import QuotaStore
+from imagegen.store.spend import Ledger, periods
 from imagegen.store.stats import Stats
 from producer.api.problems import ProblemError
 
@@ -35,11 +36,13 @@ class FleetCollector(Collector):
         self._stats = Stats(redis)
         self._quota_store = QuotaStore(redis, settings)
         self._dispatch = Dispatch(redis, settings)
+        self._ledger = Ledger(redis, settings)
 
     def collect(self) -> Iterator[Metric]:
         yield from self._counters()
         yield from self._quota()
         yield from self._dispatcher()
+        yield from self._spend()
         yield from self._queues()
 
     def _counters(self) -> Iterator[Metric]:
@@ -73,6 +76,11 @@ class FleetCollector(Collector):
             "wait by the sweeper",
             labels=["reason"],
         )
+        warnings = CounterMetricFamily(
+            "imagegen_budget_warnings",
+            "Soft budgets crossed, by tenant and period (daily, monthly)",
+            labels=["tenant", "period"],
+        )
         released = CounterMetricFamily(
             "imagegen_dispatch_released",
             "Jobs the dispatcher released to the workers, by model and tenant",
@@ -96,7 +104,43 @@ class FleetCollector(Collector):
                 redriven.add_metric(labels, value)
             elif kind == "released" and len(labels) == 2:
                 released.add_metric(labels, value)
+            elif kind == "budget_warnings" and len(labels) == 2:
+                warnings.add_metric(labels, value)
         yield from (jobs, images, spend, retries, webhooks, quarantined, redriven, released)
+        yield warnings
+
+    def _spend(self) -> Iterator[Metric]:
+        spent = GaugeMetricFamily(
+            "imagegen_tenant_spend_usd",
+            "What Bedrock billed for the tenant's images this UTC day or month",
+            labels=["tenant", "period"],
+        )
+        reserved = GaugeMetricFamily(
+            "imagegen_tenant_reserved_usd",
+            "Released jobs' prices held against the tenant's budgets, not settled yet",
+            labels=["tenant", "period"],
+        )
+        budgets = GaugeMetricFamily(
+            "imagegen_tenant_budget_usd",
+            "The tenant's budgets",
+            labels=["tenant", "period", "kind"],
+        )
+        day, month = periods()
+        for tenant in self._ledger.tenants():
+            for name, period in (("day", day), ("month", month)):
+                found = self._ledger.period(tenant, period)
+                spent.add_metric([tenant, name], found.spent_usd)
+                reserved.add_metric([tenant, name], found.reserved_usd)
+            budget = self._ledger.budget(tenant)
+            for period_name, kind, amount in (
+                ("day", "hard", budget.daily_hard),
+                ("day", "soft", budget.daily_soft),
+                ("month", "hard", budget.monthly_hard),
+                ("month", "soft", budget.monthly_soft),
+            ):
+                if amount is not None:
+                    budgets.add_metric([tenant, period_name, kind], amount)
+        yield from (spent, reserved, budgets)
 
     def _dispatcher(self) -> Iterator[Metric]:
         waiting = GaugeMetricFamily(

@@ -1,16 +1,18 @@
 """``/v1/tenant``: a tenant reads its own weight, caps and share of each model's rate.
-``/v1/admin/tenants/{tenant}``: an operator reads and sets any tenant's weight and caps, with the
-admin token (``api_admin_token``; unset, these routes answer 404)."""
+``/v1/spend``: a tenant reads its own spend, reservations and budgets (JSON, or CSV).
+``/v1/admin/tenants/{tenant}[/budget]``: an operator reads and sets any tenant's weight, caps and
+budgets, with the admin token (``api_admin_token``; unset, these routes answer 404)."""
 
 from __future__ import annotations
 
 import hmac
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagegen.store.dispatch import TenantLimits
+from imagegen.store.spend import Budget, OnExceed, PeriodSpend, rows_as_csv
 from imagegen.store.tenants import TENANT_PATTERN
 from producer.api.auth import Tenant
 from producer.api.problems import PROBLEM_RESPONSES, ProblemError
@@ -45,6 +47,9 @@ class ModelShare(BaseModel):
 
 class TenantResource(TenantLimitsResource):
     models: list[ModelShare]
+    cache_shared: bool = Field(
+        description="its fixed-seed jobs use the image cache shared by tenants that opted in"
+    )
 
 
 class TenantLimitsUpdate(BaseModel):
@@ -55,6 +60,9 @@ class TenantLimitsUpdate(BaseModel):
     weight: float | None = Field(default=None, gt=0, le=1000)
     rate_rpm: float | None = Field(default=None, ge=0, description="0: no cap")
     max_concurrency: int | None = Field(default=None, ge=0, description="0: no cap")
+    share_cache: bool | None = Field(
+        default=None, description="use the image cache shared by tenants that opted in"
+    )
 
 
 def _limits(found: TenantLimits) -> TenantLimitsResource:
@@ -77,6 +85,7 @@ def get_tenant(tenant_id: Tenant, state: State) -> TenantResource:
     shares = [s for s in client.tenant_shares() if s.tenant == tenant_id]
     return TenantResource(
         **_limits(client.tenant_limits(tenant_id)).model_dump(),
+        cache_shared=client.cache.shared(tenant_id),
         models=[
             ModelShare(
                 model_id=s.model_id,
@@ -140,4 +149,132 @@ def set_tenant_limits(
         rate_rpm=update.rate_rpm,
         max_concurrency=update.max_concurrency,
     )
+    if update.share_cache is not None:
+        state.client.cache.set_shared(tenant, update.share_cache)
     return _limits(found)
+
+
+class BudgetResource(BaseModel):
+    """A tenant's budgets in dollars per UTC day and month (null: none). Past a hard one, its
+    jobs wait for the next period or a higher budget (``wait``), or end ``budget_exceeded``
+    (``fail``), never called; crossing a soft one is counted and shown."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    daily_hard: float | None = Field(default=None, ge=0)
+    daily_soft: float | None = Field(default=None, ge=0)
+    monthly_hard: float | None = Field(default=None, ge=0)
+    monthly_soft: float | None = Field(default=None, ge=0)
+    on_exceed: OnExceed = "wait"
+
+
+class PeriodResource(BaseModel):
+    period: str
+    spent_usd: float
+    reserved_usd: float = Field(description="released jobs not settled yet")
+    soft_budget_crossed: bool
+
+
+class SpendRowResource(BaseModel):
+    day: str
+    model_id: str
+    images: int
+    spend_usd: float
+    cache_hits: int
+    saved_usd: float = Field(description="what the cache hits would have cost")
+
+
+class SpendResource(BaseModel):
+    tenant: str
+    today: PeriodResource
+    this_month: PeriodResource
+    budget: BudgetResource
+    days: list[SpendRowResource]
+
+
+def _budget(found: Budget) -> BudgetResource:
+    return BudgetResource(
+        daily_hard=found.daily_hard,
+        daily_soft=found.daily_soft,
+        monthly_hard=found.monthly_hard,
+        monthly_soft=found.monthly_soft,
+        on_exceed=found.on_exceed,
+    )
+
+
+def _period(found: PeriodSpend) -> PeriodResource:
+    return PeriodResource(
+        period=found.period.split(":", 1)[1],
+        spent_usd=found.spent_usd,
+        reserved_usd=found.reserved_usd,
+        soft_budget_crossed=found.soft_budget_crossed,
+    )
+
+
+@router.get(
+    "/v1/spend",
+    response_model=SpendResource,
+    responses={
+        **PROBLEM_RESPONSES,
+        200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with Accept: text/csv"},
+    },
+    summary="Your spend per model and day, what is reserved now, and your budgets",
+)
+def get_spend(
+    tenant_id: Tenant,
+    state: State,
+    request: Request,
+    days: Annotated[int, Query(ge=1, le=400)] = 31,
+) -> SpendResource | Response:
+    client = state.client
+    rows = client.spend(tenant_id, days)
+    if "text/csv" in request.headers.get("accept", ""):
+        return Response(rows_as_csv(rows), media_type="text/csv")
+    today, month = client.spend_now(tenant_id)
+    return SpendResource(
+        tenant=tenant_id,
+        today=_period(today),
+        this_month=_period(month),
+        budget=_budget(client.budget(tenant_id)),
+        days=[
+            SpendRowResource(
+                day=r.period,
+                model_id=r.model_id,
+                images=r.images,
+                spend_usd=r.spend_usd,
+                cache_hits=r.cache_hits,
+                saved_usd=r.saved_usd,
+            )
+            for r in rows
+        ],
+    )
+
+
+@router.get(
+    "/v1/admin/tenants/{tenant}/budget",
+    response_model=BudgetResource,
+    responses=PROBLEM_RESPONSES,
+    summary="A tenant's budgets (admin)",
+)
+def get_budget(
+    tenant: TenantName, state: State, authorization: AdminAuthorization = None
+) -> BudgetResource:
+    _require_admin(state, authorization)
+    return _budget(state.client.budget(tenant))
+
+
+@router.put(
+    "/v1/admin/tenants/{tenant}/budget",
+    response_model=BudgetResource,
+    responses=PROBLEM_RESPONSES,
+    summary="Replace a tenant's budgets (admin)",
+)
+def set_budget(
+    tenant: TenantName,
+    budget: BudgetResource,
+    state: State,
+    authorization: AdminAuthorization = None,
+) -> BudgetResource:
+    _require_admin(state, authorization)
+    found = state.client.set_budget(Budget(tenant=tenant, **budget.model_dump()))
+    return _budget(found)

@@ -26,7 +26,7 @@ from imagegen.errors import (
     QueueFullError,
 )
 from imagegen.settings import get_settings
-from producer.cli import jobs, ops, run
+from producer.cli import jobs, ops, run, spend
 from producer.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_BUSY,
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.register(commands)
     ops.register(commands)
     run.register(commands)
+    spend.register(commands)
     return parser
 
 

@@ -154,3 +154,24 @@ def test_a_failed_job_is_listed_in_the_dlq_and_replayed(stack: Stack) -> None:
     nothing = imagegen(stack, "dlq", "replay", "01NOTFAILED")
     assert nothing.returncode == 4
     assert "not a failed job" in nothing.stderr
+
+
+def test_budgets_and_spend_from_the_shell(stack: Stack) -> None:
+    tenant = "spender"
+    done = imagegen(stack, "budgets", "set", tenant, "--daily-hard", "0.04", "--on-exceed", "fail")
+    assert done.returncode == 0, done.stderr
+    assert "daily hard $0.04" in done.stdout
+    bought = imagegen(stack, "submit", "first", "--tenant", tenant, "--wait", "--json")
+    assert json.loads(bought.stdout)["cost_usd"] == 0.04
+    refused = imagegen(stack, "submit", "second", "--tenant", tenant, "--wait", "--json")
+    assert refused.returncode == 1  # ended without an image
+    assert json.loads(refused.stdout)["status"] == "budget_exceeded"
+    lines = imagegen(stack, "spend", "--tenant", tenant, "--csv").stdout.splitlines()
+    assert lines[0] == "tenant,day,model_id,images,spend_usd,cache_hits,saved_usd"
+    assert lines[1].startswith(f"{tenant},")
+    assert lines[1].endswith(",1,0.040000,0,0.000000")
+    shown = json.loads(imagegen(stack, "budgets", "show", tenant, "--json").stdout)
+    assert (shown["today"]["spent_usd"], shown["today"]["reserved_usd"]) == (0.04, 0)
+    assert shown["budget"]["on_exceed"] == "fail"
+    bad = imagegen(stack, "budgets", "set", tenant, "--daily-hard", "-3")
+    assert bad.returncode == 2

@@ -495,13 +495,42 @@ def test_the_admin_api_sets_a_tenants_weight_and_caps(slow_ultra: Api) -> None:
     problem(api.http.put(url, json={"weight": 2}), 401)
     problem(api.http.put(url, json={"weight": 2}, headers=api.key("acme")), 401)  # a tenant key
     admin = {"Authorization": "Bearer an-admin-token-for-tests"}
-    found = api.http.put(url, json={"weight": 2, "max_concurrency": 3}, headers=admin)
+    found = api.http.put(
+        url, json={"weight": 2, "max_concurrency": 3, "share_cache": True}, headers=admin
+    )
     assert found.status_code == 200, found.text
     assert found.json() == {"tenant": "acme", "weight": 2.0, "rate_rpm": 0.0, "max_concurrency": 3}
     bad = problem(api.http.put(url, json={"weight": 0}, headers=admin), 422)
     assert "weight" in json.dumps(bad)
-    assert api.http.get("/v1/tenant", headers=api.key("acme")).json()["weight"] == 2.0
+    own = api.http.get("/v1/tenant", headers=api.key("acme")).json()
+    assert (own["weight"], own["cache_shared"]) == (2.0, True)
 
 
 def test_without_an_admin_token_there_is_no_admin_api(api: Api) -> None:
     problem(api.http.get("/v1/admin/tenants/acme", headers={"Authorization": "Bearer x"}), 404)
+
+
+def test_a_tenant_reads_its_spend_and_an_operator_sets_its_budget(slow_ultra: Api) -> None:
+    api = slow_ultra
+    admin = {"Authorization": "Bearer an-admin-token-for-tests"}
+    url = "/v1/admin/tenants/initech/budget"
+    problem(api.http.put(url, json={"daily_hard": 1}, headers=api.key("initech")), 401)
+    problem(api.http.put(url, json={"daily_hard": -1}, headers=admin), 422)
+    budget = {"daily_hard": 0.14, "monthly_soft": 5.0, "on_exceed": "fail"}
+    found = api.http.put(url, json=budget, headers=admin)
+    assert found.status_code == 200, found.text
+    assert found.json() == {**budget, "daily_soft": None, "monthly_hard": None}
+    headers = api.key("initech")
+    first, second = (
+        api.http.post("/v1/jobs", json={**JOB, "model_id": ULTRA}, headers=headers).json()
+        for _ in range(2)
+    )
+    # One Ultra image ($0.14) fits the daily budget; the second job ends without a call.
+    assert api.http.get(second["url"], headers=headers).json()["status"] == "budget_exceeded"
+    spend = api.http.get("/v1/spend", headers=headers).json()
+    assert spend["today"]["reserved_usd"] == pytest.approx(0.14)
+    assert spend["budget"]["daily_hard"] == 0.14
+    csv = api.http.get("/v1/spend", headers={**headers, "Accept": "text/csv"})
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.text.splitlines()[0] == "tenant,day,model_id,images,spend_usd,cache_hits,saved_usd"
+    del first

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import JobStore
+from imagegen.store.spend import Ledger, periods
 from producer.client import Client
 from tests.support import bedrock_payload, image_bytes
 from worker.limiter import Limiter
@@ -83,6 +85,7 @@ def rig(settings: Settings) -> Iterator[Rig]:
                 settings=settings,
                 store=JobStore(redis, settings.job_retention_s),
                 dispatch=Dispatch(redis, settings),
+                ledger=Ledger(redis, settings),
                 reads=JobReads(redis),
                 bedrock=bedrock,
                 s3=s3,
@@ -110,6 +113,30 @@ def test_success_stores_the_image_and_records_where_it_is(rig: Rig) -> None:
     head = rig.s3.head_object(Bucket="test-bucket", Key=record.s3_key)
     assert head["ContentType"] == "image/jpeg"
     assert head["Metadata"]["seed"] == "4242"
+
+
+def test_an_image_is_booked_as_its_tenants_spend_and_the_jobs_cost(rig: Rig) -> None:
+    tenant = f"spender-{uuid.uuid4().hex[:8]}"
+    job = rig.client.submit("a lighthouse", tenant=tenant)
+    rig.answer(bedrock_payload())
+    rig.run(job.job_id)
+    record = rig.client.get(job.job_id)
+    assert record.cost_usd == pytest.approx(0.04)
+    today = rig.services.ledger.period(tenant, periods()[0])
+    assert (today.spent_usd, today.reserved_usd) == (pytest.approx(0.04), 0)
+
+
+def test_a_withheld_image_counts_as_spend_a_refused_prompt_does_not(rig: Rig) -> None:
+    tenant = f"filtered-{uuid.uuid4().hex[:8]}"
+    withheld, refused = (rig.client.submit("p", tenant=tenant) for _ in range(2))
+    rig.answer({"seeds": [1], "finish_reasons": ["Filter reason: output image"], "images": []})
+    rig.run(withheld.job_id)
+    rig.answer({"seeds": [2], "finish_reasons": ["Filter reason: prompt"], "images": []})
+    rig.run(refused.job_id)
+    costs = [rig.client.get(j.job_id).cost_usd for j in (withheld, refused)]
+    assert costs == [pytest.approx(0.04), None]
+    today = rig.services.ledger.period(tenant, periods()[0])
+    assert (today.spent_usd, today.reserved_usd) == (pytest.approx(0.04), 0)
 
 
 def test_a_filtered_prompt_ends_filtered_without_an_image(rig: Rig) -> None:
@@ -322,7 +349,7 @@ def test_bookkeeping_that_fails_after_a_bought_image_never_throws_it_away(
     job = rig.submit()
     rig.answer(bedrock_payload(seed=77))  # one answer only: a second call would fail the stub
     monkeypatch.setattr(rig.services.limiter, "report", outage)
-    monkeypatch.setattr(rig.services.store, "count_generated_image", outage)
+    monkeypatch.setattr(rig.services.ledger, "book", outage)
     checks: list[str] = []
 
     def cancel_flag_then_outage(job_id: str) -> bool:
@@ -337,3 +364,74 @@ def test_bookkeeping_that_fails_after_a_bought_image_never_throws_it_away(
     assert outcome.status == "succeeded"
     assert rig.client.get(job.job_id).seed == 77
     assert len(rig.objects()) == 1
+
+
+def test_the_same_fixed_seed_request_is_bought_once(rig: Rig) -> None:
+    tenant = f"cached-{uuid.uuid4().hex[:8]}"
+    first = rig.client.submit("a lighthouse", seed=42, tenant=tenant)
+    rig.answer(bedrock_payload(seed=42))  # one answer: a second call would fail the stub
+    rig.run(first.job_id)
+    bought = rig.client.get(first.job_id)
+    again = rig.client.submit("a lighthouse", seed=42, tenant=tenant)
+    assert again.status is JobStatus.SUCCEEDED  # at once, from the cache
+    assert (again.cached, again.cache_source_job_id) == (True, first.job_id)
+    assert (again.seed, again.s3_key, again.sha256) == (bought.seed, bought.s3_key, bought.sha256)
+    assert again.cost_usd is None
+    [row] = rig.client.spend(tenant)
+    assert (row.images, row.cache_hits, row.saved_usd) == (1, 1, pytest.approx(0.04))
+    # Another seed, another tenant or a random seed is a new image.
+    for other in (
+        rig.client.submit("a lighthouse", seed=43, tenant=tenant),
+        rig.client.submit("a lighthouse", seed=42, tenant=f"{tenant}-other"),
+        rig.client.submit("a lighthouse", tenant=tenant),
+    ):
+        assert (other.status, other.cached) == (JobStatus.QUEUED, False)
+
+
+def test_two_identical_jobs_in_flight_make_one_call(rig: Rig) -> None:
+    tenant = f"twins-{uuid.uuid4().hex[:8]}"
+    first = rig.client.submit("a windmill", seed=7, tenant=tenant)
+    second = rig.client.submit("a windmill", seed=7, tenant=tenant)
+    assert rig.redis.hget(f"imagegen:job:{second.job_id}", "dispatch") == "following"
+    rig.answer(bedrock_payload(seed=7))
+    rig.run(first.job_id)
+    served = rig.client.get(second.job_id)
+    assert (served.status, served.cached, served.cache_source_job_id) == (
+        JobStatus.SUCCEEDED,
+        True,
+        first.job_id,
+    )
+
+
+def test_when_the_first_job_fails_the_next_identical_one_calls(rig: Rig) -> None:
+    tenant = f"relay-{uuid.uuid4().hex[:8]}"
+    first = rig.client.submit("a harbour", seed=9, tenant=tenant)
+    second = rig.client.submit("a harbour", seed=9, tenant=tenant)
+    third = rig.client.submit("a harbour", seed=9, tenant=tenant)
+    rig.fail("AccessDeniedException", 403)
+    rig.run(first.job_id)
+    assert rig.redis.hget(f"imagegen:job:{second.job_id}", "dispatch") in ("waiting", "released")
+    rig.answer(bedrock_payload(seed=9))
+    rig.run(second.job_id)
+    assert rig.client.get(second.job_id).cached is False
+    assert rig.client.get(third.job_id).cache_source_job_id == second.job_id
+
+
+def test_a_purged_cache_buys_again(rig: Rig) -> None:
+    tenant = f"purged-{uuid.uuid4().hex[:8]}"
+    first = rig.client.submit("a meadow", seed=5, tenant=tenant)
+    rig.answer(bedrock_payload(seed=5))
+    rig.run(first.job_id)
+    assert rig.client.cache.purge(tenant) == 1
+    assert rig.client.submit("a meadow", seed=5, tenant=tenant).status is JobStatus.QUEUED
+
+
+def test_tenants_share_cached_images_only_when_both_opt_in(rig: Rig) -> None:
+    a, b, c = (f"{name}-{uuid.uuid4().hex[:6]}" for name in "abc")
+    rig.client.cache.set_shared(a, True)
+    rig.client.cache.set_shared(b, True)
+    first = rig.client.submit("a glacier", seed=11, tenant=a)
+    rig.answer(bedrock_payload(seed=11))
+    rig.run(first.job_id)
+    assert rig.client.submit("a glacier", seed=11, tenant=b).cached is True
+    assert rig.client.submit("a glacier", seed=11, tenant=c).cached is False

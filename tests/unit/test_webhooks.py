@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from imagegen.settings import Settings
 from imagegen.store.deliveries import SigningSecrets
 from imagegen.store.jobs import JobStore
 from imagegen.store.maintenance import Maintenance
+from imagegen.store.spend import Budget
 from producer.client import Client
 from producer.webhooks import WebhookVerificationError, verify
 from tests.support import Receiver, TrickleServer, independent_signature_check
@@ -457,3 +459,29 @@ def test_a_busy_endpoint_defers_a_delivery_without_using_an_attempt(hooks: Hooks
     deliveries.free_endpoint_slot(endpoint, "another-delivery")
     assert sender.deliver(delivery_id).outcome == "delivered"
     assert hooks.delivery(delivery_id)["attempts"] == "1"
+
+
+def test_crossing_a_soft_budget_sends_the_tenant_a_signed_warning(hooks: Hooks) -> None:
+    tenant = f"warned-{uuid.uuid4().hex[:6]}"
+    hooks.client.set_tenant_webhook(tenant, hooks.receiver.url("/budget"))
+    hooks.client.set_budget(Budget(tenant, daily_soft=0.05, monthly_hard=10.0))
+    first = hooks.client.submit("under the soft budget", tenant=tenant)
+    second = hooks.client.submit("past it", tenant=tenant)
+    third = hooks.client.submit("past it again", tenant=tenant)
+    assert [d.event for d in hooks.client.get(first.job_id).webhooks] == []
+    [warning] = hooks.client.get(second.job_id).webhooks
+    assert warning.event == "tenant.budget_warning"
+    assert hooks.client.get(third.job_id).webhooks == []  # once a period
+    assert hooks.sender.deliver(warning.delivery_id).outcome == "delivered"
+    [request] = hooks.receiver.received("/budget")
+    secret = hooks.client.signing_secrets_for(tenant).current()
+    assert independent_signature_check(secret, request["headers"], request["body"])
+    event = json.loads(request["body"])
+    assert event["type"] == "tenant.budget_warning"
+    data = event["data"]
+    assert (data["tenant"], data["job_id"]) == (tenant, second.job_id)
+    assert data["daily"]["soft_budget_usd"] == 0.05
+    assert data["daily"]["reserved_usd"] == pytest.approx(0.12)
+    assert data["monthly"]["hard_budget_usd"] == 10.0
+    headers = {k.lower(): v for k, v in request["headers"].items()}
+    assert headers["webhook-id"].startswith(f"msg_budget_{tenant}_d_")

@@ -9,6 +9,12 @@
 -- waited, one batch job goes; within a class, earliest deadline first, then first submitted. A
 -- tenant over its own rate or concurrency cap is passed over (it keeps its tag).
 --
+-- A released job reserves its model's price in its tenant's spend ledgers (the day's and the
+-- month's); a tenant whose hard budget has no room for it is passed over until the next period,
+-- or, when its budgets say `fail`, its job ends `budget_exceeded`, never called. A job that holds
+-- a reservation already (a retry) keeps it. The first reservation past a soft budget in a period
+-- is counted, and sends `tenant.budget_warning` to the tenant's webhook (or the job's).
+--
 -- On the way, due retries move from the delayed set to their waiting sets; a popped job that
 -- was canceled or whose deadline passed ends without a token.
 -- KEYS: 1 the quota's bucket, 2 its calls (last minute).
@@ -17,7 +23,8 @@
 --       (0 = none), 8 now ('' = server clock), 9 key ttl ms, 10 batch_every, 11 generate
 --       template for 'interactive', 12 for 'batch', 13 tenant weights (JSON object), 14 a
 --       tenant's rpm cap (0 = none), 15 a tenant's concurrency cap (0 = none), 16 retention_s,
---       17 webhook grace ms, 18 delivery message template.
+--       17 webhook grace ms, 18 delivery message template, 19 the model's price (micro-
+--       dollars), 20 today (d:YYYY-MM-DD), 21 this month (m:YYYY-MM), 22 ledger ttl s.
 -- Returns {released, next_ms, tenants waiting}: next_ms is when a release can next succeed
 -- (ms from now; '0' now), '-1' when nothing waits, '-2' when only a claim or a finished job
 -- can make room (the caps are full).
@@ -35,6 +42,8 @@ local templates = {interactive = ARGV[11], batch = ARGV[12]}
 local weights = cjson.decode(ARGV[13])
 local tenant_rpm_default, tenant_cap_default = tonumber(ARGV[14]), tonumber(ARGV[15])
 local retention, grace, delivery_template = tonumber(ARGV[16]), tonumber(ARGV[17]), ARGV[18]
+local price, day, month, ledger_ttl = tonumber(ARGV[19]), ARGV[20], ARGV[21], tonumber(ARGV[22])
+local PERIODS = {{day, 'daily'}, {month, 'monthly'}}
 
 -- Retries whose time has come wait for their turn again.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now_int, 'LIMIT', 0, 500)) do
@@ -89,6 +98,68 @@ local function has_room(tenant, rpm, cap)
   return tenant_tokens(tenant, rpm) >= 1
 end
 
+-- 'ok', or what the tenant's budgets say when its hard budget has no room for one more job.
+local function budget_verdict(tenant)
+  if tenant == K.NO_TENANT then return 'ok' end
+  local h = redis.call('HMGET', K.TENANT_PREFIX .. tenant, 'budget_daily_hard',
+                       'budget_monthly_hard', 'budget_on_exceed')
+  for i, period in ipairs(PERIODS) do
+    local limit = tonumber(h[i] or '')
+    if limit then
+      local s = redis.call('HMGET', spend_key(tenant, period[1]), 'spent', 'reserved')
+      if (tonumber(s[1] or '') or 0) + (tonumber(s[2] or '') or 0) + price > limit then
+        if h[3] == 'fail' then return 'fail' end
+        return 'wait'
+      end
+    end
+  end
+  return 'ok'
+end
+
+-- The tenant.budget_warning delivery of one period, hung off the job that crossed the budget
+-- (its record keeps the delivery's log); its webhook-id names the tenant and the period.
+local function warn(tenant, key, job_id, period, kind)
+  local url = redis.call('HGET', K.TENANT_PREFIX .. tenant, 'webhook_url')
+  if not url or url == '' then url = redis.call('HGET', key, 'webhook_url') end
+  if not url or url == '' then return end
+  local id = job_id .. ':tenant.budget_warning:' .. kind
+  local delivery_key = K.WEBHOOK_PREFIX .. id
+  if redis.call('EXISTS', delivery_key) == 1 then return end
+  local webhook_id = 'msg_budget_' .. tenant .. '_' .. string.gsub(period, '[^%w-]', '_')
+  redis.call('HSET', delivery_key, 'delivery_id', id, 'job_id', job_id,
+             'event', 'tenant.budget_warning', 'url', url, 'webhook_id', webhook_id,
+             'state', 'pending', 'attempts', 0, 'created_ms', now_int, 'next_ms', now_int,
+             'lease_until_ms', 0)
+  redis.call('EXPIRE', delivery_key, retention)
+  redis.call('ZADD', K.WEBHOOKS_DUE, now_int + grace, id)
+  local listed = redis.call('HGET', key, 'webhook_deliveries') or ''
+  if listed == '' then listed = id else listed = listed .. ',' .. id end
+  redis.call('HSET', key, 'webhook_deliveries', listed)
+  redis.call('LPUSH', K.WEBHOOK_QUEUE, (string.gsub(delivery_template, K.DELIVERY_ID, id)))
+end
+
+local function reserve(tenant, key, job_id)
+  local soft = {}
+  if tenant ~= K.NO_TENANT then
+    soft = redis.call('HMGET', K.TENANT_PREFIX .. tenant, 'budget_daily_soft',
+                      'budget_monthly_soft')
+  end
+  for i, period in ipairs(PERIODS) do
+    local ledger = spend_key(tenant, period[1])
+    local held = redis.call('HINCRBY', ledger, 'reserved', price)
+    redis.call('EXPIRE', ledger, ledger_ttl)
+    local limit = tonumber(soft[i] or '')
+    if limit and held + (tonumber(redis.call('HGET', ledger, 'spent') or '') or 0) >= limit
+       and redis.call('HSETNX', ledger, 'warned', now_int) == 1 then
+      redis.call('HINCRBY', K.STATS, 'budget_warnings|' .. tenant .. '|' .. period[2], 1)
+      warn(tenant, key, job_id, period[1], period[2])
+    end
+  end
+  redis.call('HSET', key, 'reserved_micro', price, 'reserved_day', day, 'reserved_month', month)
+  redis.call('SADD', K.SPEND_TENANTS, tenant)
+end
+
+local skipped = {}
 local vtime = tonumber(redis.call('HGET', state_key, 'vtime') or '') or 0
 local released, capped, blocked = 0, false, false
 local budget = most
@@ -109,7 +180,7 @@ while released < budget and passes < most + 500 do
       redis.call('HSET', state_key, 'finish|' .. t, s, 'streak|' .. t, 0)
     else
       local w, r, c = tenant_config(t)
-      if has_room(t, r, c) then
+      if not skipped[t] and has_room(t, r, c) then
         tenant, tag, weight, rpm = t, s, w, r
         break
       end
@@ -125,19 +196,35 @@ while released < budget and passes < most + 500 do
   if waiting_interactive > 0 and (waiting_batch == 0 or streak < batch_every) then
     class = 'interactive'
   end
-  local id = redis.call('ZPOPMIN', class == 'interactive' and interactive or batch)[1]
+  local class_key = class == 'interactive' and interactive or batch
+  local popped = redis.call('ZPOPMIN', class_key)
+  local id = popped[1]
   if class == 'interactive' and waiting_batch > 0 then streak = streak + 1 else streak = 0 end
   redis.call('HSET', state_key, 'streak|' .. tenant, streak)
   local key = job_key(id)
   local h = redis.call('HMGET', key, 'status', 'dispatch', 'cancel_requested', 'expires_ms',
-                       'priority')
+                       'priority', 'reserved_micro')
+  local verdict = 'ok'
+  if h[1] and not TERMINAL[h[1]] and h[2] == 'waiting' and h[3] ~= '1'
+     and (tonumber(h[6] or '') or 0) <= 0 then
+    verdict = budget_verdict(tenant)
+  end
   if not h[1] or TERMINAL[h[1]] or h[2] ~= 'waiting' then
     -- Not the dispatcher's any more: nothing to do.
   elseif h[3] == '1' then
     finalize(key, id, 'canceled', now_int, retention, grace, delivery_template)
   elseif h[1] == 'queued' and tonumber(h[4] or '') and now_int >= tonumber(h[4]) then
     finalize(key, id, 'expired', now_int, retention, grace, delivery_template)
+  elseif verdict == 'fail' then
+    finalize(key, id, 'budget_exceeded', now_int, retention, grace, delivery_template)
+  elseif verdict == 'wait' then
+    -- Back in its place; the tenant sits out this run (its budget has no room until the next
+    -- period or a higher budget).
+    redis.call('ZADD', class_key, popped[2], id)
+    skipped[tenant] = true
+    capped = true
   else
+    if (tonumber(h[6] or '') or 0) <= 0 then reserve(tenant, key, id) end
     local queue = h[5] == 'batch' and 'batch' or 'interactive'
     local message = string.gsub(templates[queue], K.JOB_ID, id)
     message = string.gsub(message, K.NONCE, tostring(now_int) .. '.' .. released)

@@ -9,7 +9,11 @@
 --       not), 5 idempotency value ('' = none), 6 expires_ms ('' = none), 7 tenant ('' = none),
 --       8 batch ('' = none), 9 idempotency ttl s, 10 jobs to make room for (0 = no check),
 --       11 cap for everybody, 12 cap per tenant, 13 the batch's size (the first script of a
---       batch writes the batch record; 0 = none), then the record's field/value pairs.
+--       batch writes the batch record; 0 = none), 14 webhook grace ms, 15 delivery message
+--       template, then the record's field/value pairs.
+-- A job with a `cache_key` (a fixed seed) is looked up in its scope's cache first: a hit ends it
+-- `succeeded` at once from the cached image; an identical job already buying that image makes
+-- it a follower of that job; otherwise it leads, and waits its turn like any job.
 -- Returns {'created', ''}, {'exists', ''}, {'idempotent', '<request sha256> <job id>'} or
 -- {'full', '<scope> <waiting> <cap>'}.
 if redis.call('EXISTS', KEYS[9]) == 1 then return {'full', ''} end
@@ -39,7 +43,7 @@ if ARGV[5] ~= '' then
   if earlier then return {'idempotent', earlier} end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', ''} end
-for i = 14, #ARGV, 2 do
+for i = 16, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('EXPIRE', KEYS[1], retention)
@@ -58,5 +62,37 @@ if ARGV[8] ~= '' then
   redis.call('RPUSH', KEYS[8], ARGV[3])
   redis.call('EXPIRE', KEYS[8], retention)
 end
-if ARGV[4] ~= '' then wait_in(KEYS[1], ARGV[3], created, nil) end
+-- The cache: true when the job was served or follows another.
+local function from_cache(key, job_id, tenant)
+  local cache_key = redis.call('HGET', key, 'cache_key')
+  if not cache_key or cache_key == '' then return false end
+  local scope = tenant_of(tenant)
+  if tenant ~= '' and redis.call('HGET', K.TENANT_PREFIX .. tenant, 'cache_shared') == '1' then
+    scope = K.SHARED_CACHE
+  end
+  local entry = K.CACHE_PREFIX .. scope .. ':' .. cache_key
+  redis.call('HSET', key, 'cache_entry', entry)
+  local values = redis.call('HMGET', entry, 'job_id', unpack(CACHE_FIELDS))
+  if values[1] then
+    local source = table.remove(values, 1)
+    serve_cached(key, job_id, values, source, created, retention, tonumber(ARGV[14]), ARGV[15])
+    return true
+  end
+  local leader = redis.call('GET', entry .. ':leader')
+  if leader and leader ~= job_id then
+    local status = redis.call('HGET', job_key(leader), 'status')
+    if status and not TERMINAL[status] then
+      redis.call('RPUSH', entry .. ':followers', job_id)
+      redis.call('EXPIRE', entry .. ':followers', retention)
+      redis.call('HSET', key, 'dispatch', 'following', 'cache_leader', leader)
+      return true
+    end
+  end
+  redis.call('SET', entry .. ':leader', job_id, 'EX', retention)
+  return false
+end
+
+if ARGV[4] ~= '' and not from_cache(KEYS[1], ARGV[3], ARGV[7]) then
+  wait_in(KEYS[1], ARGV[3], created, nil)
+end
 return {'created', ''}

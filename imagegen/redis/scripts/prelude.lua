@@ -114,6 +114,10 @@ end
 local function undispatch(key, job_id)
   local h = redis.call('HMGET', key, 'model_id', 'tenant', 'priority', 'dispatch')
   if not h[4] or h[4] == '' then return end
+  if h[4] == 'following' then
+    local entry = redis.call('HGET', key, 'cache_entry') or ''
+    redis.call('LREM', entry .. ':followers', 0, job_id)
+  end
   local model, tenant = h[1], tenant_of(h[2])
   local base = dispatch_base(model)
   redis.call('ZREM', wait_key(model, tenant, h[3] or 'interactive'), job_id)
@@ -124,7 +128,24 @@ local function undispatch(key, job_id)
   redis.call('HSET', key, 'dispatch', '')
 end
 
--- The job is final: out of the open sets (the caps), the deadlines and the dispatcher.
+-- A tenant's spend ledger of one period (d:YYYY-MM-DD or m:YYYY-MM), in micro-dollars.
+local function spend_key(tenant, period) return K.SPEND_PREFIX .. tenant .. ':' .. period end
+
+-- Gives back what a job still holds of its tenant's budgets (it ends, or its image is bought).
+-- Returns the amount, the day and the month it was held in.
+local function unreserve(key)
+  local h = redis.call('HMGET', key, 'reserved_micro', 'reserved_day', 'reserved_month', 'tenant')
+  local amount = tonumber(h[1] or '') or 0
+  if amount <= 0 then return 0, nil, nil end
+  local tenant = tenant_of(h[4])
+  redis.call('HINCRBY', spend_key(tenant, h[2]), 'reserved', -amount)
+  redis.call('HINCRBY', spend_key(tenant, h[3]), 'reserved', -amount)
+  redis.call('HSET', key, 'reserved_micro', 0)
+  return amount, h[2], h[3]
+end
+
+-- The job is final: out of the open sets (the caps), the deadlines and the dispatcher, and its
+-- budget reservation given back.
 local function close(key, job_id)
   redis.call('ZREM', K.OPEN, job_id)
   redis.call('ZREM', K.DEADLINES, job_id)
@@ -133,6 +154,7 @@ local function close(key, job_id)
     redis.call('ZREM', K.TENANT_PREFIX .. tenant .. ':open', job_id)
   end
   undispatch(key, job_id)
+  unreserve(key)
 end
 
 -- The job is open again (a replay): back in the open sets it was counted in at submit.
@@ -144,9 +166,84 @@ local function reopen(key, job_id, now)
   end
 end
 
+-- The content-addressed cache (jobs with a fixed seed): an entry per (scope, request hash)
+-- holds where the image is (K.CACHE_PREFIX .. scope .. ':' .. hash); while the first such job
+-- runs (`:leader`), identical ones wait behind it (`:followers`) instead of calling Bedrock.
+local CACHE_FIELDS = {'seed', 's3_bucket', 's3_key', 's3_uri', 'content_type', 'width',
+                      'height', 'bytes', 'sha256'}
+
+-- A cache hit in the tenant's spend ledgers (the day and month the job was submitted in).
+local function book_hit(key)
+  local h = redis.call('HMGET', key, 'tenant', 'model_id', 'price_micro', 'cache_day',
+                       'cache_month', 'ledger_ttl')
+  local tenant, model = tenant_of(h[1]), h[2] or '?'
+  local ttl = tonumber(h[6] or '') or 86400
+  for _, period in ipairs({h[4], h[5]}) do
+    if period and period ~= '' then
+      local ledger = spend_key(tenant, period)
+      redis.call('HINCRBY', ledger, 'hits|' .. model, 1)
+      redis.call('HINCRBY', ledger, 'saved|' .. model, tonumber(h[3] or '') or 0)
+      redis.call('EXPIRE', ledger, ttl)
+    end
+  end
+  if h[4] and h[4] ~= '' then redis.call('SADD', K.SPEND_PREFIX .. tenant .. ':days', h[4]) end
+  redis.call('SADD', K.SPEND_TENANTS, tenant)
+  redis.call('HINCRBY', K.STATS, 'cache_hits|' .. model, 1)
+end
+
+local finalize
+
+-- Ends a job with an image another job bought: succeeded, cached, no call, no token.
+local function serve_cached(key, job_id, values, source, now, retention, grace_ms, template)
+  for i, name in ipairs(CACHE_FIELDS) do
+    if values[i] and values[i] ~= '' then redis.call('HSET', key, name, values[i]) end
+  end
+  redis.call('HSET', key, 'cached', '1', 'cache_source', source, 'cache_leader', '')
+  book_hit(key)
+  redis.call('HSETNX', key, 'started_ms', now)
+  return finalize(key, job_id, 'succeeded', now, retention, grace_ms, template)
+end
+
+-- The leader of a cache entry ended: a success fills the entry and serves its followers; any
+-- other end hands the lead to the first follower still open, which then waits its turn.
+local function settle_cache(key, job_id, status, entry, now, retention, grace_ms, template)
+  redis.call('DEL', entry .. ':leader')
+  local followers = redis.call('LRANGE', entry .. ':followers', 0, -1)
+  local values = redis.call('HMGET', key, unpack(CACHE_FIELDS))
+  if status == 'succeeded' and values[3] and values[3] ~= '' then
+    local fields = {}
+    for i, name in ipairs(CACHE_FIELDS) do
+      table.insert(fields, name)
+      table.insert(fields, values[i] or '')
+    end
+    redis.call('HSET', entry, 'job_id', job_id, unpack(fields))
+    redis.call('EXPIRE', entry, tonumber(redis.call('HGET', key, 'cache_ttl') or '') or retention)
+    redis.call('DEL', entry .. ':followers')
+    for _, follower in ipairs(followers) do
+      local follower_key = job_key(follower)
+      if redis.call('HGET', follower_key, 'dispatch') == 'following' then
+        redis.call('HSET', follower_key, 'dispatch', '')
+        serve_cached(follower_key, follower, values, job_id, now, retention, grace_ms, template)
+      end
+    end
+    return
+  end
+  for _, follower in ipairs(followers) do
+    local follower_key = job_key(follower)
+    redis.call('LREM', entry .. ':followers', 0, follower)
+    if redis.call('HGET', follower_key, 'dispatch') == 'following' then
+      redis.call('SET', entry .. ':leader', follower, 'EX', retention)
+      redis.call('HSET', follower_key, 'cache_leader', '')
+      wait_in(follower_key, follower, now, nil)
+      return
+    end
+  end
+end
+
 -- The final status: fields, expiry, the dead-letter set for `failed`, the counters, the event
--- and the webhook. Returns the new delivery id or ''.
-local function finalize(key, job_id, status, now, retention, grace_ms, template)
+-- and the webhook; a cache entry's leader settles its followers. Returns the new delivery id
+-- or ''.
+finalize = function(key, job_id, status, now, retention, grace_ms, template)
   close(key, job_id)
   redis.call('ZREM', K.RUNNING, job_id)
   redis.call('HSET', key, 'status', status, 'finished_ms', now, 'lease_owner', '',
@@ -156,7 +253,12 @@ local function finalize(key, job_id, status, now, retention, grace_ms, template)
   local model = redis.call('HGET', key, 'model_id') or '?'
   redis.call('HINCRBY', K.STATS, 'jobs|' .. model .. '|' .. status, 1)
   announce(job_id, status)
-  return add_delivery(key, job_id, 'job.' .. status, now, grace_ms, retention, template)
+  local delivery = add_delivery(key, job_id, 'job.' .. status, now, grace_ms, retention, template)
+  local entry = redis.call('HGET', key, 'cache_entry')
+  if entry and entry ~= '' and redis.call('GET', entry .. ':leader') == job_id then
+    settle_cache(key, job_id, status, entry, now, retention, grace_ms, template)
+  end
+  return delivery
 end
 
 -- The token bucket of one quota as of `now`: tokens, the effective rate and the rest of its

@@ -60,9 +60,14 @@ def test_twenty_jobs_across_ratios_and_formats_all_land_in_s3(client: Client, s3
 
 
 def test_a_fixed_seed_gives_the_same_bytes_twice(client: Client, s3: Any) -> None:
-    jobs = [client.submit("a lighthouse at dawn", seed=42, aspect_ratio="2:3") for _ in range(2)]
+    # Two tenants (each has its own cache), so Bedrock is called twice.
+    jobs = [
+        client.submit("a lighthouse at dawn", seed=42, aspect_ratio="2:3", tenant=tenant)
+        for tenant in ("same-bytes-a", "same-bytes-b")
+    ]
     first, second = wait_all(client, [job.job_id for job in jobs])
     assert first.seed == second.seed == 42
+    assert (first.cached, second.cached) == (False, False)
     assert first.sha256 == second.sha256
     assert first.s3_key != second.s3_key
 

@@ -11,6 +11,7 @@ from typing import Any
 from devstack.receiver import Receiver
 from devstack.stack import Stack, StackOptions
 from imagegen.records import JobRecord, JobStatus
+from imagegen.redis.keys import NO_TENANT
 from producer.client import Client
 from producer.tables import format_table
 from producer.webhooks import WebhookVerificationError, verify
@@ -94,6 +95,8 @@ def run_demo(out_dir: Path = Path("out")) -> int:
                 flush=True,
             )
             with Client(stack.settings()) as client:
+                # The local S3 starts empty each time: images an earlier run cached are gone.
+                client.cache.purge(NO_TENANT)
                 records = _run_jobs(client, receiver.url(WEBHOOK_PATH), started)
                 _save(client, records, out_dir)
                 events = _collect_webhooks(client, receiver, len(records))

@@ -66,17 +66,22 @@ def remove_checkout(path: Path) -> None:
     )
 
 
-def run_driver(tree: Path, system: str, extra: list[str]) -> dict[str, Any]:
+def run_driver(tree: Path, system: str, extra: list[str]) -> dict[str, Any] | None:
+    """One run of the driver on ``tree``; None when it failed (its output says why)."""
     out = Path(tempfile.mkstemp(prefix=f"bench-fair-{system}-", suffix=".json")[1])
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, str(DRIVER), "--system", system, "--out", str(out), *extra],
-        check=True,
+        check=False,
         cwd=tree,
         env=env,
     )
-    result: dict[str, Any] = json.loads(out.read_text())
+    text = out.read_text()
     out.unlink()
+    if done.returncode != 0 or not text:
+        print(f"   {system} {extra[:2]}: the run failed (exit {done.returncode})", flush=True)
+        return None
+    result: dict[str, Any] = json.loads(text)
     return result
 
 
@@ -261,10 +266,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== {system} / {scenario}", flush=True)
                 if scenario == "memory":
                     extra = ["--kind", "memory", "--waiting", str(args.waiting)]
-                    results[system][scenario] = run_driver(trees[system], system, extra)
+                    memory = run_driver(trees[system], system, extra)
+                    if memory is not None:
+                        results[system][scenario] = memory
                     continue
                 if scenario == "idle":
                     waits = run_driver(trees[system], system, ["--kind", "idle"])
+                    if waits is None:
+                        continue
                     ms = waits["queue_to_start_ms"]
                     results[system][scenario] = {
                         "jobs": len(ms),
@@ -284,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{args.duration_s:g}",
                 ]
                 raw = run_driver(trees[system], system, extra)
+                if raw is None:
+                    continue
                 results[system][scenario] = summarise_flood(raw, args.quota_rpm, args.duration_s)
                 print(f"   {json.dumps(results[system][scenario])}", flush=True)
     finally:
@@ -309,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         + "\n"
     )
     print(f"written to {out}")
-    return 0 if lines and all(line.endswith("MET") for line in lines) else 1
+    expected = len(args.scenarios) if "dispatcher" in args.systems else 0
+    complete = len(results.get("dispatcher", {})) == expected == len(lines)
+    return 0 if complete and all(line.endswith("MET") for line in lines) else 1
 
 
 if __name__ == "__main__":

@@ -92,7 +92,13 @@ def stack_options(name: str, args: argparse.Namespace, workers: int, threads: in
         quota_rpm=args.quota_rpm,
         quota_burst=max(1.0, args.quota_rpm / 60),  # one second's worth, like Bedrock's
         emulator_args=("--latency-ms", latency, *jitter, "--fault-seed", "1"),
-        extra_env={"IMAGEGEN_WORKER_CONCURRENCY": str(threads)},
+        extra_env={
+            "IMAGEGEN_WORKER_CONCURRENCY": str(threads),
+            # Room for the memory run's 100,000 waiting jobs (the default caps are 10,000 a
+            # tenant and 100,000 in all).
+            "IMAGEGEN_MAX_QUEUED_PER_TENANT": "1000000",
+            "IMAGEGEN_MAX_QUEUED_TOTAL": "1000000",
+        },
     )
 
 

@@ -346,7 +346,8 @@ class Settings(BaseSettings):
         "reading together.",
     )
     webhook_retry_schedule_s: tuple[float, ...] = Field(
-        default=(0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400),
+        # Short steps first, so a receiver down for a minute costs seconds, not minutes.
+        default=(0, 5, 30, 120, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400),
         min_length=1,
         description="Delay before each delivery attempt, the first included (JSON list).",
     )

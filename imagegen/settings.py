@@ -421,6 +421,11 @@ class Settings(BaseSettings):
         description="How long an image bought for a fixed-seed job serves identical jobs from "
         "the cache (0: no cache).",
     )
+    cache_copy_objects: bool = Field(
+        default=False,
+        description="A cache hit copies the image under the job's own key (a worker does it, "
+        "without a Bedrock call) instead of pointing at the first job's object.",
+    )
     spend_retention_days: int = Field(
         default=400, ge=1, le=3650, description="How long each day's and month's spend is kept."
     )

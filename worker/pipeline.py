@@ -34,7 +34,7 @@ from worker.bedrock import BedrockAnswer, Filtered, Generated, interpret, invoke
 from worker.images import ImageInfo, inspect_image
 from worker.limiter import Limiter
 from worker.retry import RetryPolicy
-from worker.storage import find_stored_image, image_key, upload_image
+from worker.storage import copy_image, find_stored_image, image_key, upload_image
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
@@ -167,6 +167,11 @@ class _Attempt:
         store, s3 = self.services.store, self.services.s3
         latency_ms: int | None = None
         generated: Generated | None = None
+        source = store.copy_source(self.job_id)
+        if source is not None:  # a cache hit: another job's image, copied under our key
+            copied = copy_image(s3, source, self.bucket, self.key, job_id=self.job_id)
+            log.info("job image copied from the cache", extra=self.facts())
+            return self.succeed(copied.seed, copied.info, latency_ms=None)
         if self.number > 1:
             stored = find_stored_image(s3, self.bucket, self.key, self.job_id)
             if stored is not None:

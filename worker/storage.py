@@ -15,7 +15,7 @@ from worker.images import CONTENT_TYPES, ImageInfo
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["StoredImage", "find_stored_image", "image_key", "upload_image"]
+__all__ = ["StoredImage", "copy_image", "find_stored_image", "image_key", "upload_image"]
 
 _UPLOAD_BACKOFF_S = 0.5
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
@@ -82,8 +82,11 @@ def upload_image(
             return
 
 
-def find_stored_image(s3: S3Client, bucket: str, key: str, job_id: str) -> StoredImage | None:
-    """The image an earlier attempt of this job already uploaded, if there is one."""
+def find_stored_image(
+    s3: S3Client, bucket: str, key: str, job_id: str | None
+) -> StoredImage | None:
+    """The image an earlier attempt of this job already uploaded, if there is one (with
+    ``job_id`` None: whichever job's image the object is)."""
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as e:
@@ -95,7 +98,7 @@ def find_stored_image(s3: S3Client, bucket: str, key: str, job_id: str) -> Store
         msg = f"cannot check s3://{bucket}/{key}: {e}"
         raise StorageError(msg) from e
     metadata = head.get("Metadata", {})
-    if metadata.get("job-id") != job_id or not metadata.get("sha256"):
+    if (job_id is not None and metadata.get("job-id") != job_id) or not metadata.get("sha256"):
         return None
     content_type = head.get("ContentType", "")
     image_format = next((fmt for fmt, ctype in CONTENT_TYPES.items() if ctype == content_type), "")
@@ -110,3 +113,30 @@ def find_stored_image(s3: S3Client, bucket: str, key: str, job_id: str) -> Store
             sha256=metadata["sha256"],
         ),
     )
+
+
+def copy_image(
+    s3: S3Client, source: tuple[str, str], bucket: str, key: str, *, job_id: str
+) -> StoredImage:
+    """Copy a cached image (another job's object) under this job's key, its metadata naming
+    this job, so a re-run finds it. Raises ``StorageError`` when the source is gone."""
+    source_bucket, source_key = source
+    found = find_stored_image(s3, source_bucket, source_key, job_id=None)
+    if found is None:
+        msg = f"the cached image s3://{source_bucket}/{source_key} is gone"
+        raise StorageError(msg)
+    head = s3.head_object(Bucket=source_bucket, Key=source_key)
+    metadata = {**head.get("Metadata", {}), "job-id": job_id}
+    try:
+        s3.copy_object(
+            Bucket=bucket,
+            Key=key,
+            CopySource={"Bucket": source_bucket, "Key": source_key},
+            ContentType=found.info.content_type,
+            Metadata=metadata,
+            MetadataDirective="REPLACE",
+        )
+    except (ClientError, BotoCoreError) as e:
+        msg = f"copy of s3://{source_bucket}/{source_key} to s3://{bucket}/{key} failed: {e}"
+        raise StorageError(msg) from e
+    return found

@@ -173,7 +173,9 @@ class Dispatch:
         if cache_key is None or settings.cache_ttl_s <= 0:
             return {}
         day, month = periods()
+        copy = {"cache_copy": "1"} if settings.cache_copy_objects else {}
         return {
+            **copy,
             "cache_key": cache_key,
             "cache_ttl": str(settings.cache_ttl_s),
             "price_micro": str(to_micro(settings.price_usd(job.model_id))),

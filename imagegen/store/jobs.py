@@ -243,6 +243,11 @@ class JobStore:
         waited = int(waited_ms)
         return Claim(ClaimState(state), int(attempts), None if waited < 0 else waited)
 
+    def copy_source(self, job_id: str) -> tuple[str, str] | None:
+        """The cached image (bucket, key) this job copies instead of calling Bedrock, if any."""
+        bucket, key = self.redis.hmget(keys.job_key(job_id), ["copy_from_bucket", "copy_from_key"])
+        return (str(bucket), str(key)) if bucket and key else None
+
     def cancel_requested(self, job_id: str) -> bool:
         return self.redis.hget(keys.job_key(job_id), "cancel_requested") == "1"
 

@@ -435,3 +435,31 @@ def test_tenants_share_cached_images_only_when_both_opt_in(rig: Rig) -> None:
     rig.run(first.job_id)
     assert rig.client.submit("a glacier", seed=11, tenant=b).cached is True
     assert rig.client.submit("a glacier", seed=11, tenant=c).cached is False
+
+
+def test_a_cache_hit_can_copy_the_image_under_its_own_key(rig: Rig, settings: Settings) -> None:
+    copying = Client(
+        settings.model_copy(update={"cache_copy_objects": True}), redis_client=rig.redis
+    )
+    tenant = f"copies-{uuid.uuid4().hex[:8]}"
+    first = copying.submit("a copied lighthouse", seed=21, tenant=tenant)
+    rig.answer(bedrock_payload(seed=21))
+    rig.run(first.job_id)
+    bought = rig.client.get(first.job_id)
+    again = copying.submit("a copied lighthouse", seed=21, tenant=tenant)
+    assert again.status is JobStatus.QUEUED  # a worker copies it, in its turn
+    rig.run(again.job_id)  # no Bedrock answer is queued: a call would fail the test
+    copied = rig.client.get(again.job_id)
+    assert (copied.status, copied.cached, copied.cache_source_job_id) == (
+        JobStatus.SUCCEEDED,
+        True,
+        first.job_id,
+    )
+    assert copied.s3_key != bought.s3_key
+    assert copied.s3_key is not None
+    assert copied.s3_key.endswith(f"{again.job_id}.png")
+    assert (copied.seed, copied.sha256) == (bought.seed, bought.sha256)
+    body = rig.s3.get_object(Bucket="test-bucket", Key=copied.s3_key)
+    assert body["Metadata"]["job-id"] == again.job_id
+    today = rig.services.ledger.period(tenant, periods()[0])
+    assert (today.spent_usd, today.reserved_usd) == (pytest.approx(0.04), 0)  # one image paid

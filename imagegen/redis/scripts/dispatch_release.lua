@@ -203,9 +203,11 @@ while released < budget and passes < most + 500 do
   redis.call('HSET', state_key, 'streak|' .. tenant, streak)
   local key = job_key(id)
   local h = redis.call('HMGET', key, 'status', 'dispatch', 'cancel_requested', 'expires_ms',
-                       'priority', 'reserved_micro')
+                       'priority', 'reserved_micro', 'copy_from_key')
+  -- A job that copies a cached image calls nobody: no token, no reservation.
+  local copies = h[7] and h[7] ~= ''
   local verdict = 'ok'
-  if h[1] and not TERMINAL[h[1]] and h[2] == 'waiting' and h[3] ~= '1'
+  if h[1] and not TERMINAL[h[1]] and h[2] == 'waiting' and h[3] ~= '1' and not copies
      and (tonumber(h[6] or '') or 0) <= 0 then
     verdict = budget_verdict(tenant)
   end
@@ -224,7 +226,7 @@ while released < budget and passes < most + 500 do
     skipped[tenant] = true
     capped = true
   else
-    if (tonumber(h[6] or '') or 0) <= 0 then reserve(tenant, key, id) end
+    if not copies and (tonumber(h[6] or '') or 0) <= 0 then reserve(tenant, key, id) end
     local queue = h[5] == 'batch' and 'batch' or 'interactive'
     local message = string.gsub(templates[queue], K.JOB_ID, id)
     message = string.gsub(message, K.NONCE, tostring(now_int) .. '.' .. released)
@@ -240,9 +242,11 @@ while released < budget and passes < most + 500 do
         redis.call('PEXPIRE', tkey, ttl)
       end
     end
-    redis.call('ZADD', KEYS[2], now, tenant .. '|' .. id)
     redis.call('HINCRBY', K.STATS, 'released|' .. model .. '|' .. tenant, 1)
-    tokens = tokens - 1
+    if not copies then
+      redis.call('ZADD', KEYS[2], now, tenant .. '|' .. id)
+      tokens = tokens - 1
+    end
     released = released + 1
     vtime = math.max(vtime, tag)
     local finish = tag + 1 / weight

@@ -13,7 +13,8 @@
 --       template, then the record's field/value pairs.
 -- A job with a `cache_key` (a fixed seed) is looked up in its scope's cache first: a hit ends it
 -- `succeeded` at once from the cached image; an identical job already buying that image makes
--- it a follower of that job; otherwise it leads, and waits its turn like any job.
+-- it a follower of that job; otherwise it leads, and waits its turn like any job. With
+-- `cache_copy`, a hit waits its turn too, to copy the image under its own key.
 -- Returns {'created', ''}, {'exists', ''}, {'idempotent', '<request sha256> <job id>'} or
 -- {'full', '<scope> <waiting> <cap>'}.
 if redis.call('EXISTS', KEYS[9]) == 1 then return {'full', ''} end
@@ -75,6 +76,10 @@ local function from_cache(key, job_id, tenant)
   local values = redis.call('HMGET', entry, 'job_id', unpack(CACHE_FIELDS))
   if values[1] then
     local source = table.remove(values, 1)
+    if redis.call('HGET', key, 'cache_copy') == '1' then
+      prepare_copy(key, values, source)
+      return false
+    end
     serve_cached(key, job_id, values, source, created, retention, tonumber(ARGV[14]), ARGV[15])
     return true
   end

@@ -193,6 +193,14 @@ end
 
 local finalize
 
+-- A job that copies a cached image under its own key (the cache_copy setting): it waits its
+-- turn like any job, but its release takes no token and no reservation, and a worker copies
+-- the object instead of calling Bedrock.
+local function prepare_copy(key, values, source)
+  redis.call('HSET', key, 'copy_from_bucket', values[2] or '', 'copy_from_key', values[3] or '',
+             'cached', '1', 'cache_source', source, 'cache_leader', '')
+end
+
 -- Ends a job with an image another job bought: succeeded, cached, no call, no token.
 local function serve_cached(key, job_id, values, source, now, retention, grace_ms, template)
   for i, name in ipairs(CACHE_FIELDS) do
@@ -223,7 +231,12 @@ local function settle_cache(key, job_id, status, entry, now, retention, grace_ms
       local follower_key = job_key(follower)
       if redis.call('HGET', follower_key, 'dispatch') == 'following' then
         redis.call('HSET', follower_key, 'dispatch', '')
-        serve_cached(follower_key, follower, values, job_id, now, retention, grace_ms, template)
+        if redis.call('HGET', follower_key, 'cache_copy') == '1' then
+          prepare_copy(follower_key, values, job_id)
+          wait_in(follower_key, follower, now, nil)
+        else
+          serve_cached(follower_key, follower, values, job_id, now, retention, grace_ms, template)
+        end
       end
     end
     return

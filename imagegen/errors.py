@@ -75,12 +75,13 @@ class JobConflictError(ImagegenError):
 
 
 class QueueFullError(ImagegenError):
-    """Too many jobs are waiting; try again after ``retry_after_s``."""
+    """Too many jobs are open (not finished yet); try again after ``retry_after_s``."""
 
     def __init__(self, scope: str, queued: int, limit: int, retry_after_s: int) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(
-            f"{scope} has {queued} jobs waiting (limit {limit}); retry in {retry_after_s} s"
+            f"{scope} has {queued} jobs not finished yet (limit {limit}); retry in "
+            f"{retry_after_s} s"
         )
 
 

@@ -486,7 +486,7 @@ class Client:
             raise InvalidRequestError(errors)
 
     def _queue_full(self, detail: str, tenant: str | None, adding: int) -> QueueFullError:
-        """The refusal of a submission the waiting caps had no room for, with a Retry-After
+        """The refusal of a submission the caps on open jobs had no room for, with a Retry-After
         estimated from the model's quota."""
         scope, waiting, cap = detail.split(" ")
         rate_per_s = max(self.settings.limit_for(self.settings.model_id).rpm / 60, 1.0)

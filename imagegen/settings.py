@@ -33,6 +33,7 @@ STABILITY_IMAGE_PRICES_USD = {
 }
 SECONDS_PER_DAY = 86_400
 MIN_PASSWORD_CHARS = 12
+MIN_ADMIN_TOKEN_CHARS = 24
 # Redis connections an API process keeps for ordinary requests beside streams and waits.
 API_SPARE_CONNECTIONS = 16
 
@@ -459,6 +460,13 @@ class Settings(BaseSettings):
                 f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed "
                 f"task_time_limit_s ({self.task_time_limit_s:g}), or Redis redelivers "
                 "messages that are still being worked on"
+            )
+            raise ValueError(msg)
+        admin = None if self.api_admin_token is None else self.api_admin_token.get_secret_value()
+        if admin is not None and len(admin) < MIN_ADMIN_TOKEN_CHARS:
+            msg = (
+                f"api_admin_token needs {MIN_ADMIN_TOKEN_CHARS}+ characters (leave it unset for "
+                "no admin API)"
             )
             raise ValueError(msg)
         if self.flower_basic_auth:

@@ -123,3 +123,11 @@ def test_pools_that_are_not_installed_are_refused() -> None:
 def test_streams_and_waits_must_leave_redis_connections_for_everything_else() -> None:
     with pytest.raises(ValidationError, match="each stream and wait holds a Redis connection"):
         make(api_max_streams_total=40, api_max_waiting_total=40, redis_max_connections=64)
+
+
+def test_an_admin_token_is_long_or_absent() -> None:
+    with pytest.raises(ValueError, match="api_admin_token needs 24"):
+        make(api_admin_token="")
+    with pytest.raises(ValueError, match="api_admin_token needs 24"):
+        make(api_admin_token="short")
+    assert make(api_admin_token="x" * 24).api_admin_token is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -25,6 +26,7 @@ from imagegen.errors import (
 )
 from imagegen.ids import new_job_id, scoped_job_id
 from imagegen.records import JobRecord, JobStatus, NewJob, ms_to_datetime
+from imagegen.redis import codecs
 from imagegen.redis.connection import connect
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings, get_settings
@@ -208,17 +210,15 @@ class Client:
         outcomes = self.jobs.create(jobs, caps=caps, dispatch=self.dispatch)
         if outcomes and outcomes[0][0] is CreateOutcome.FULL:
             raise self._queue_full(outcomes[0][1], tenant, len(jobs))
-        # A fixed-seed job may have been served from the cache already: read what it is now.
-        cacheable = [
-            j.job_id
-            for j, (o, _) in zip(jobs, outcomes, strict=True)
-            if o is CreateOutcome.CREATED and j.cache_key
-        ]
-        current = dict(zip(cacheable, self.reads.get_many(cacheable), strict=True))
         results = []
         for job, (outcome, detail) in zip(jobs, outcomes, strict=True):
             if outcome is CreateOutcome.CREATED:
-                record = current.get(job.job_id) or job.queued_record()
+                served = detail.startswith("cached ")
+                record = (
+                    codecs.served_record(job, json.loads(detail.removeprefix("cached ")))
+                    if served
+                    else job.queued_record()
+                )
                 results.append(Submitted(record, created=True))
             elif outcome is CreateOutcome.EXISTS:
                 results.append(Submitted(self._existing(job), created=False))

@@ -33,6 +33,7 @@ __all__ = [
     "new_job_fields",
     "record_from_hash",
     "refused_job_fields",
+    "served_record",
 ]
 
 # Money is kept in Redis as whole micro-dollars, so sums never drift.
@@ -111,6 +112,12 @@ def new_job_fields(job: NewJob) -> dict[str, str]:
         "created_ms": str(job.created_ms),
         "attempts": "0",
     }
+
+
+def served_record(job: NewJob, served: dict[str, str]) -> JobRecord:
+    """The record of a job the cache served at submit: its submission and what it got (the
+    fields the submit script returns)."""
+    return record_from_hash({**new_job_fields(job), **served})
 
 
 def delivery_ids(fields: dict[str, str]) -> list[str]:

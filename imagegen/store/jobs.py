@@ -124,9 +124,11 @@ class JobStore:
         ``FULL``). With ``dispatch``, the same transaction then releases what the quota allows
         now, so a job with nothing ahead of it starts at once.
 
-        Returns per job the outcome and its detail: for ``IDEMPOTENT``, ``"<request sha256>
-        <job id>"`` of the job the key was first used for; for ``FULL``, ``"<scope> <waiting>
-        <cap>"`` on the first job."""
+        Returns per job the outcome and its detail: for ``CREATED``, ``"cached {JSON}"`` (the
+        fields it got) when the cache served it at once, ``"following"`` when it waits for an
+        identical job in flight; for
+        ``IDEMPOTENT``, ``"<request sha256> <job id>"`` of the job the key was first used for;
+        for ``FULL``, ``"<scope> <waiting> <cap>"`` on the first job."""
         pipe = self.redis.pipeline(transaction=True)
         submit = self._scripts["job_submit"]
         refusal = keys.submit_refusal_key(uuid.uuid4().hex)

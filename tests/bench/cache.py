@@ -61,9 +61,11 @@ def main() -> int:
         random_seed, _ = timed(client, [{"prompt": f"random {i}"} for i in range(args.jobs)])
         fixed = [{"prompt": f"fixed {i}", "seed": 1000 + i} for i in range(args.jobs)]
         misses, _ = timed(client, fixed)
-        # What a worker does when each leader gets its image: the entries fill.
-        for job_id in server.zrange(keys.OPEN_KEY, 0, -1):
-            if server.hget(keys.job_key(job_id), "cache_key"):
+        # What workers do for each leader: take its release, get its image; the entries fill.
+        model_id = settings.model_id
+        released = keys.dispatch_keys(model_id).released
+        while client.dispatch.release(model_id).tenants_waiting or server.zcard(released):
+            for job_id in server.zrange(released, 0, -1):
                 client.jobs.claim(job_id, "bench", 60_000)
                 client.jobs.finish(
                     job_id, "bench", JobStatus.SUCCEEDED, {"s3_bucket": "b", "s3_key": job_id}

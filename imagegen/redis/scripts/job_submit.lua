@@ -15,8 +15,10 @@
 -- `succeeded` at once from the cached image; an identical job already buying that image makes
 -- it a follower of that job; otherwise it leads, and waits its turn like any job. With
 -- `cache_copy`, a hit waits its turn too, to copy the image under its own key.
--- Returns {'created', ''}, {'exists', ''}, {'idempotent', '<request sha256> <job id>'} or
--- {'full', '<scope> <waiting> <cap>'}.
+-- Returns {'created', ''} ({'created', 'cached {JSON of the fields it got}'} when the cache
+-- served it at once),
+-- {'exists', ''}, {'idempotent', '<request sha256> <job id>'} or {'full', '<scope> <waiting>
+-- <cap>'}.
 if redis.call('EXISTS', KEYS[9]) == 1 then return {'full', ''} end
 local adding = tonumber(ARGV[10])
 if adding > 0 then
@@ -63,10 +65,11 @@ if ARGV[8] ~= '' then
   redis.call('RPUSH', KEYS[8], ARGV[3])
   redis.call('EXPIRE', KEYS[8], retention)
 end
--- The cache: true when the job was served or follows another.
+-- The cache: 'cached {...}' when the job was served, 'following' when it follows another,
+-- else ''.
 local function from_cache(key, job_id, tenant)
   local cache_key = redis.call('HGET', key, 'cache_key')
-  if not cache_key or cache_key == '' then return false end
+  if not cache_key or cache_key == '' then return '' end
   local scope = tenant_of(tenant)
   if tenant ~= '' and redis.call('HGET', K.TENANT_PREFIX .. tenant, 'cache_shared') == '1' then
     scope = K.SHARED_CACHE
@@ -78,10 +81,15 @@ local function from_cache(key, job_id, tenant)
     local source = table.remove(values, 1)
     if redis.call('HGET', key, 'cache_copy') == '1' then
       prepare_copy(key, values, source)
-      return false
+      return ''
     end
     serve_cached(key, job_id, values, source, created, retention, tonumber(ARGV[14]), ARGV[15])
-    return true
+    local got = {status = 'succeeded', cached = '1', cache_source = source,
+                 started_ms = tostring(created), finished_ms = tostring(created)}
+    for i, name in ipairs(CACHE_FIELDS) do
+      if values[i] and values[i] ~= '' then got[name] = values[i] end
+    end
+    return 'cached ' .. cjson.encode(got)
   end
   local leader = redis.call('GET', entry .. ':leader')
   if leader and leader ~= job_id then
@@ -90,14 +98,16 @@ local function from_cache(key, job_id, tenant)
       redis.call('RPUSH', entry .. ':followers', job_id)
       redis.call('EXPIRE', entry .. ':followers', retention)
       redis.call('HSET', key, 'dispatch', 'following', 'cache_leader', leader)
-      return true
+      return 'following'
     end
   end
   redis.call('SET', entry .. ':leader', job_id, 'EX', retention)
-  return false
+  return ''
 end
 
-if ARGV[4] ~= '' and not from_cache(KEYS[1], ARGV[3], ARGV[7]) then
-  wait_in(KEYS[1], ARGV[3], created, nil)
+local served = ''
+if ARGV[4] ~= '' then
+  served = from_cache(KEYS[1], ARGV[3], ARGV[7])
+  if served == '' then wait_in(KEYS[1], ARGV[3], created, nil) end
 end
-return {'created', ''}
+return {'created', served}

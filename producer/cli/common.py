@@ -60,6 +60,10 @@ def print_record(record: JobRecord, *, as_json: bool) -> None:
         parts.append(f"{record.width}x{record.height}")
     if record.s3_uri:
         parts.append(record.s3_uri)
+    if record.cached:
+        parts.append(f"cached-from={record.cache_source_job_id}")
+    if record.cost_usd is not None:
+        parts.append(f"cost=${record.cost_usd:.2f}")
     if record.finish_reason:
         parts.append(f"reason={record.finish_reason!r}")
     if record.error_code:

@@ -62,6 +62,7 @@ def test_submit_wait_json_prints_one_record_and_saves_the_image(
     human = imagegen(stack, "status", record["job_id"])
     assert record["job_id"] in human.stdout
     assert "succeeded" in human.stdout
+    assert "cost=$0.04" in human.stdout  # one Core image
 
 
 def test_submit_without_wait_returns_a_queued_job_that_wait_follows(stack: Stack) -> None:

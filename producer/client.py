@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -39,7 +38,7 @@ from imagegen.store.jobs import CancelOutcome, Caps, CreateOutcome, JobStore
 from imagegen.store.quarantine import Quarantine
 from imagegen.store.quota import QuotaStatus, QuotaStore
 from imagegen.store.spend import Budget, Ledger, PeriodSpend, SpendRow, periods
-from imagegen.store.tenants import TENANT_PATTERN, ApiKeys, Tenants
+from imagegen.store.tenants import TENANT_PATTERN, ApiKeys, Tenants, is_tenant_name
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -333,9 +332,7 @@ class Client:
     def tenant_shares(self, model_ids: Iterable[str] | None = None) -> list[TenantShare]:
         """Each tenant's share of each model's rate over the last minute, against its fair
         share (default: every allowed model, and any other with jobs waiting)."""
-        models = model_ids or sorted(
-            {*self.settings.allowed_model_ids, *self.dispatch.models_with_work()}
-        )
+        models = model_ids or self.dispatch.known_models()
         return [share for model_id in models for share in self.dispatch.shares(model_id)]
 
     def tenant_limits(self, tenant: str) -> TenantLimits:
@@ -351,8 +348,7 @@ class Client:
         max_concurrency: int | None = None,
     ) -> TenantLimits:
         """Set a tenant's weight or caps (None: unchanged; negative: back to the default)."""
-        if not re.match(TENANT_PATTERN, tenant):
-            raise InvalidRequestError([FieldError("tenant", f"must match {TENANT_PATTERN}")])
+        _check_tenant_name(tenant)
         return self.dispatch.set_tenant_limits(
             tenant, weight=weight, rate_rpm=rate_rpm, max_concurrency=max_concurrency
         )
@@ -363,8 +359,7 @@ class Client:
 
     def set_budget(self, budget: Budget) -> Budget:
         """Replace a tenant's budgets; effective for the next job released."""
-        if not re.match(TENANT_PATTERN, budget.tenant):
-            raise InvalidRequestError([FieldError("tenant", f"must match {TENANT_PATTERN}")])
+        _check_tenant_name(budget.tenant)
         return self.ledger.set_budget(budget)
 
     def spend_now(self, tenant: str | None) -> tuple[PeriodSpend, PeriodSpend]:
@@ -523,6 +518,11 @@ class BatchStatus(BaseModel):
     size: int
     counts: dict[str, int]
     job_ids: list[str]
+
+
+def _check_tenant_name(tenant: str) -> None:
+    if not is_tenant_name(tenant):
+        raise InvalidRequestError([FieldError("tenant", f"must match {TENANT_PATTERN}")])
 
 
 def _job_field(index: int, jobs: int, field: str) -> str:

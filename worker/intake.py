@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import uuid
 from typing import Any
@@ -32,7 +31,7 @@ from imagegen.ssrf import WebhookUrlError, vet_configured
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.jobs import JobStore
 from imagegen.store.quarantine import Quarantine
-from imagegen.store.tenants import TENANT_PATTERN
+from imagegen.store.tenants import TENANT_PATTERN, is_tenant_name
 
 __all__ = ["INTAKE_READ_MOST", "Intake"]
 
@@ -42,7 +41,6 @@ INVALID_REQUEST = "InvalidRequest"
 # Most intake messages one pass reads.
 INTAKE_READ_MOST = 500
 _LOCK_S = 30
-_TENANT_RE = re.compile(TENANT_PATTERN)
 _INTAKE_QUEUE = "intake"
 
 
@@ -59,7 +57,7 @@ class Intake:
         ``failed`` record when it breaks the rules; False when the id already had a record."""
         if self._store.exists(job_id):
             return False
-        if tenant is not None and not _TENANT_RE.match(tenant):
+        if tenant is not None and not is_tenant_name(tenant):
             problems = f"tenant: must match {TENANT_PATTERN}"
             return _refuse(self._store, self._settings, job_id, payload, problems)
         try:

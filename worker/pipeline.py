@@ -167,9 +167,12 @@ class _Attempt:
         store, s3 = self.services.store, self.services.s3
         latency_ms: int | None = None
         generated: Generated | None = None
-        source = store.copy_source(self.job_id)
-        if source is not None:  # a cache hit: another job's image, copied under our key
-            copied = copy_image(s3, source, self.bucket, self.key, job_id=self.job_id)
+        # A cache hit that copies another job's image under our key (only cached jobs can).
+        source = store.copy_source(self.job_id) if self.record.cached else None
+        if source is not None:
+            copied = copy_image(
+                s3, source, self.bucket, self.key, job_id=self.job_id, model_id=self.record.model_id
+            )
             log.info("job image copied from the cache", extra=self.facts())
             return self.succeed(copied.seed, copied.info, latency_ms=None)
         if self.number > 1:

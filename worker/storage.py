@@ -116,7 +116,7 @@ def find_stored_image(
 
 
 def copy_image(
-    s3: S3Client, source: tuple[str, str], bucket: str, key: str, *, job_id: str
+    s3: S3Client, source: tuple[str, str], bucket: str, key: str, *, job_id: str, model_id: str
 ) -> StoredImage:
     """Copy a cached image (another job's object) under this job's key, its metadata naming
     this job, so a re-run finds it. Raises ``StorageError`` when the source is gone."""
@@ -125,15 +125,13 @@ def copy_image(
     if found is None:
         msg = f"the cached image s3://{source_bucket}/{source_key} is gone"
         raise StorageError(msg)
-    head = s3.head_object(Bucket=source_bucket, Key=source_key)
-    metadata = {**head.get("Metadata", {}), "job-id": job_id}
     try:
         s3.copy_object(
             Bucket=bucket,
             Key=key,
             CopySource={"Bucket": source_bucket, "Key": source_key},
             ContentType=found.info.content_type,
-            Metadata=metadata,
+            Metadata=_object_metadata(job_id, model_id, found.seed, found.info),
             MetadataDirective="REPLACE",
         )
     except (ClientError, BotoCoreError) as e:

@@ -151,8 +151,6 @@ __all__ = [
     "spend_days_key",
     "spend_key",
     "submit_refusal_key",
-    "tenant_active_key",
-    "tenant_bucket_key",
     "tenant_jobs_key",
     "tenant_key",
     "tenant_open_key",
@@ -224,14 +222,6 @@ def tenant_jobs_key(tenant: str) -> str:
 
 def tenant_open_key(tenant: str) -> str:
     return f"{TENANT_KEY_PREFIX}{tenant}:open"
-
-
-def tenant_active_key(tenant: str) -> str:
-    return f"{TENANT_KEY_PREFIX}{tenant}:active"
-
-
-def tenant_bucket_key(tenant: str) -> str:
-    return f"{TENANT_KEY_PREFIX}{tenant}:bucket"
 
 
 def batch_key(batch_id: str) -> str:

@@ -188,6 +188,10 @@ class Dispatch:
         """Models with jobs waiting, due later or released and unclaimed."""
         return sorted(str(m) for m in self.redis.smembers(keys.DISPATCH_MODELS_KEY))
 
+    def known_models(self) -> list[str]:
+        """Every allowed model, and any other that still has jobs in the dispatcher."""
+        return sorted({*self._settings.allowed_model_ids, *self.models_with_work()})
+
     # -- where jobs stand --------------------------------------------------------------------
 
     def _position(

@@ -20,7 +20,7 @@ from imagegen.redis import keys
 if TYPE_CHECKING:
     from redis import Redis
 
-__all__ = ["TENANT_PATTERN", "ApiKey", "ApiKeys", "AuthFailures", "Tenants"]
+__all__ = ["TENANT_PATTERN", "ApiKey", "ApiKeys", "AuthFailures", "Tenants", "is_tenant_name"]
 
 KEY_PREFIX = "igk_"
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -36,6 +36,11 @@ class ApiKey:
     created_ms: int
 
 
+def is_tenant_name(tenant: str) -> bool:
+    """True when ``tenant`` can name a tenant (it becomes part of Redis keys and job ids)."""
+    return bool(_TENANT_RE.match(tenant))
+
+
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -46,7 +51,7 @@ class ApiKeys:
 
     def create(self, tenant: str) -> tuple[ApiKey, str]:
         """A new key for ``tenant``: its record, and the key itself (shown only now)."""
-        if not _TENANT_RE.match(tenant):
+        if not is_tenant_name(tenant):
             msg = f"tenant {tenant!r} must match {TENANT_PATTERN}"
             raise ImagegenError(msg)
         key_id = secrets.token_hex(_KEY_ID_BYTES)

@@ -163,8 +163,7 @@ class FleetCollector(Collector):
             "Jobs of a model due later (retries), released and unclaimed, or in flight",
             labels=["model", "state"],
         )
-        models = sorted({*self._settings.allowed_model_ids, *self._dispatch.models_with_work()})
-        for model_id in models:
+        for model_id in self._dispatch.known_models():
             for tenant in self._dispatch.shares(model_id):
                 labels = [model_id, tenant.tenant]
                 waiting.add_metric(labels, tenant.waiting)

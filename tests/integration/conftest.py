@@ -4,6 +4,7 @@ moto's S3 server over HTTP, started by the same code as ``make demo``."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import redis
 
 from devstack.processes import StackError, redis_answers, redis_server_binary
 from devstack.stack import Stack, StackOptions
+from imagegen.records import JobRecord
 from producer.client import Client
 from tests.conftest import require_service
 
@@ -76,3 +78,16 @@ def s3(stack: Stack) -> Any:
         endpoint_url=stack.env["IMAGEGEN_S3_ENDPOINT_URL"],
         region_name=stack.env["IMAGEGEN_AWS_REGION"],
     )
+
+
+def wait_all(client: Client, job_ids: list[str], timeout_s: float = 90) -> list[JobRecord]:
+    """Every job's record once all are final; fails the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = [r for r in client.get_many(job_ids) if r is not None]
+        if len(records) == len(job_ids) and all(r.is_terminal for r in records):
+            return records
+        if time.monotonic() > deadline:
+            pending = [f"{r.job_id}={r.status.value}" for r in records if not r.is_terminal]
+            pytest.fail(f"jobs not final after {timeout_s} s: {pending}")
+        time.sleep(0.1)

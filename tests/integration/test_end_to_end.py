@@ -13,22 +13,11 @@ from PIL import Image
 from imagegen.contract import ASPECT_RATIOS, IMAGE_SIZES
 from imagegen.records import JobRecord, JobStatus
 from producer.client import Client
+from tests.integration.conftest import wait_all
 
 pytestmark = pytest.mark.integration
 
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
-
-
-def wait_all(client: Client, job_ids: list[str], timeout_s: float = 90) -> list[JobRecord]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        records = [r for r in client.get_many(job_ids) if r is not None]
-        if len(records) == len(job_ids) and all(r.is_terminal for r in records):
-            return records
-        if time.monotonic() > deadline:
-            pending = [f"{r.job_id}={r.status.value}" for r in records if not r.is_terminal]
-            pytest.fail(f"jobs not final after {timeout_s} s: {pending}")
-        time.sleep(0.1)
 
 
 def test_twenty_jobs_across_ratios_and_formats_all_land_in_s3(client: Client, s3: Any) -> None:

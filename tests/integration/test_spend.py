@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 
 from devstack.stack import Stack
-from imagegen.records import JobRecord, JobStatus
+from imagegen.records import JobStatus
 from imagegen.store.spend import Budget, periods
 from producer.client import Client
+from tests.integration.conftest import wait_all
 from tests.support import emulator_stats
 
 pytestmark = pytest.mark.integration
-
-
-def wait_all(client: Client, job_ids: list[str], timeout_s: float = 60) -> list[JobRecord]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        records = [r for r in client.get_many(job_ids) if r is not None]
-        if len(records) == len(job_ids) and all(r.is_terminal for r in records):
-            return records
-        assert time.monotonic() < deadline, [r.status.value for r in records]
-        time.sleep(0.1)
 
 
 def test_twenty_jobs_under_a_budget_worth_ten_images_make_ten_calls(
@@ -35,7 +25,7 @@ def test_twenty_jobs_under_a_budget_worth_ten_images_make_ten_calls(
     jobs = client.submit_many(
         (client.spec(f"budgeted picture {i}") for i in range(20)), tenant=tenant
     )
-    records = wait_all(client, [job.job_id for job in jobs])
+    records = wait_all(client, [job.job_id for job in jobs], timeout_s=60)
     statuses = sorted(r.status.value for r in records)
     assert statuses == ["budget_exceeded"] * 10 + ["succeeded"] * 10
     assert emulator_stats(stack.urls["bedrock"])["requests"] - calls_before == 10
@@ -48,7 +38,7 @@ def test_the_same_fixed_seed_twice_at_once_makes_one_call(stack: Stack, client: 
     tenant = f"cache-{uuid.uuid4().hex[:6]}"
     calls_before = emulator_stats(stack.urls["bedrock"])["requests"]
     twins = [client.submit("a cached harbour", seed=1234, tenant=tenant) for _ in range(2)]
-    first, second = wait_all(client, [job.job_id for job in twins])
+    first, second = wait_all(client, [job.job_id for job in twins], timeout_s=60)
     later = client.submit("a cached harbour", seed=1234, tenant=tenant)
     assert emulator_stats(stack.urls["bedrock"])["requests"] - calls_before == 1
     assert (first.cached, second.cached, later.cached) == (False, True, True)

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["SIZES", "render"]
+__all__ = ["SIZES", "encode", "prompt_colour", "render"]
 
 # Stable Image Core output sizes by aspect ratio (width, height).
 SIZES: dict[str, tuple[int, int]] = {
@@ -211,17 +211,26 @@ def render(
     draw.text(
         (box[0] + margin // 2, box[1] + margin // 2 - top), caption, font=font, fill=_CAPTION_FG
     )
-    return _encode(image, output_format)
+    return encode(image, output_format)
 
 
-def _encode(image: Image.Image, output_format: str) -> bytes:
+def prompt_colour(prompt: str) -> tuple[int, int, int]:
+    """The colour a prompt stands for in these pictures (its words' hue)."""
+    return _rgb(_scheme(prompt, "").hue, 0.5, 0.7)
+
+
+def encode(image: Image.Image, output_format: str) -> bytes:
+    """The image as png, jpeg or webp (png and webp keep an alpha channel)."""
     out = io.BytesIO()
+    keep_alpha = image.mode == "RGBA"
     if output_format == "png":
         image.save(out, format="PNG", compress_level=1)
     elif output_format == "jpeg":
         image.convert("RGB").save(out, format="JPEG", quality=88)
     elif output_format == "webp":
-        image.convert("RGB").save(out, format="WEBP", quality=82, method=0)
+        image.convert("RGBA" if keep_alpha else "RGB").save(
+            out, format="WEBP", quality=82, method=0
+        )
     else:
         msg = f"unknown output format {output_format!r}"
         raise ValueError(msg)

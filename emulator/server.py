@@ -25,7 +25,8 @@ from urllib.parse import unquote
 
 from emulator.behaviour import Dice, EmulatorConfig, QuotaBucket, Stats
 from emulator.picture import render
-from emulator.validation import MAX_SEED, RequestError, parse_request
+from emulator.services import SERVICES, ServiceSpec, parse_service_body, run_service
+from emulator.validation import MAX_SEED, RequestError, parse_request, service_request
 
 __all__ = ["EmulatorServer"]
 
@@ -33,7 +34,8 @@ log = logging.getLogger("imagegen.emulator")
 
 _INVOKE_PATH = re.compile(r"^/model/(?P<model>[^/]+)/invoke$")
 _ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
-_MAX_BODY_BYTES = 1024 * 1024
+# Input images travel base64-encoded in the body.
+_MAX_BODY_BYTES = 32 * 1024 * 1024
 # Cross-region inference profiles prefix the model id with a geography.
 _PROFILE_PREFIXES = ("us.", "eu.", "apac.", "global.")
 
@@ -58,10 +60,30 @@ class _Emulator:
         self._active = 0
         self._active_lock = threading.Lock()
 
-    def model_known(self, model_id: str) -> bool:
+    def resolve_model(self, model_id: str) -> ServiceSpec | None:
+        """The model a call names: None for Core and Ultra (text to image), else its service
+        spec. Image Services answer only through an inference profile (``us.``)."""
+        base = model_id
         for prefix in _PROFILE_PREFIXES:
-            model_id = model_id.removeprefix(prefix)
-        return model_id in self.config.models
+            base = base.removeprefix(prefix)
+        if base in self.config.models:
+            return None
+        spec = SERVICES.get(base)
+        if spec is None:
+            raise _ApiError(
+                "ResourceNotFoundException",
+                404,
+                "Could not resolve the foundation model from the provided model identifier.",
+            )
+        if spec.profile_only and base == model_id:
+            raise _ApiError(
+                "ValidationException",
+                400,
+                f"Invocation of model ID {model_id} with on-demand throughput isn't supported. "
+                "Retry your request with the ID or ARN of an inference profile that contains "
+                "this model.",
+            )
+        return spec
 
     def enter(self) -> None:
         with self._active_lock:
@@ -80,14 +102,13 @@ class _Emulator:
 
     def generate(self, model_id: str, body: Any) -> tuple[dict[str, Any], str]:
         """The response payload and the outcome name for the stats (may raise ``_ApiError``)."""
-        if not self.model_known(model_id):
-            raise _ApiError(
-                "ResourceNotFoundException",
-                404,
-                "Could not resolve the foundation model from the provided model identifier.",
-            )
+        spec = self.resolve_model(model_id)
         try:
-            request = parse_request(body)
+            if spec is None:
+                request = parse_request(body)
+            else:
+                body, images = parse_service_body(spec, body)
+                request = service_request(body)
         except RequestError as e:
             raise _ApiError("ValidationException", 400, str(e)) from e
         self.enter()
@@ -109,13 +130,16 @@ class _Emulator:
             if fault is not None and fault.finish_reason is not None:
                 outcome = fault.finish_reason.lower().replace(" ", "_").replace(":", "")
                 return _payload(seed, fault.finish_reason, ""), outcome
-            image = render(
-                request.prompt,
-                request.negative_prompt,
-                seed,
-                request.aspect_ratio,
-                request.output_format,
-            )
+            if spec is None:
+                image = render(
+                    request.prompt,
+                    request.negative_prompt,
+                    seed,
+                    request.aspect_ratio,
+                    request.output_format,
+                )
+            else:
+                image = run_service(spec, body, images, seed)
             return _payload(seed, None, base64.b64encode(image).decode()), "ok"
         finally:
             self.leave()

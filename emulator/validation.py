@@ -10,7 +10,7 @@ from typing import Any
 
 from emulator.picture import SIZES
 
-__all__ = ["ImageRequest", "RequestError", "parse_request"]
+__all__ = ["ImageRequest", "RequestError", "parse_request", "service_request"]
 
 MAX_PROMPT_CHARS = 10_000
 MAX_SEED = 4_294_967_295
@@ -110,3 +110,14 @@ def parse_request(body: Any) -> ImageRequest:
     if not 0 <= seed <= MAX_SEED:
         raise RequestError("#/seed", f"{seed} is not in the range 0 to {MAX_SEED}")
     return ImageRequest(prompt, negative, aspect_ratio, output_format, seed)
+
+
+def service_request(body: dict[str, Any]) -> ImageRequest:
+    """The common fields of an already checked Image Services or SD3.5 body."""
+    return ImageRequest(
+        str(body.get("prompt") or ""),
+        str(body.get("negative_prompt") or ""),
+        str(body.get("aspect_ratio") or "1:1"),
+        str(body.get("output_format") or "png"),
+        int(body.get("seed") or 0),
+    )

@@ -1,11 +1,9 @@
-"""The job contract: what a caller may ask Stable Image Core for, checked before anything is queued.
+"""The job contract: what a caller may ask a model for, checked before anything is queued.
 
-``GenerationRequest`` is the InvokeModel body with the model's documented rules. It also accepts
-the older SDXL form ``text_prompts: [{"text", "weight"}]`` (the model documentation lists it as
-required while its own examples send ``prompt``) and normalises it: positive weights make the
-prompt, negative weights the negative prompt.
-
-``JobSpec`` is the envelope around it: job id, model id, caller metadata, priority.
+``JobSpec`` is the envelope (job id, model id, caller metadata, priority, webhook, deadline)
+around a request, which is checked against its model's own schema from the registry
+(``imagegen.models``, ``imagegen.requests``): ``GenerationRequest`` for Stable Image Core and
+Ultra, and one class per shape for SD3.5 and the Image Services.
 """
 
 from __future__ import annotations
@@ -15,12 +13,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
+    SerializeAsAny,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -28,10 +25,22 @@ from pydantic import (
     model_validator,
 )
 
-from imagegen.errors import FieldError, InvalidRequestError
+from imagegen.errors import FieldError, ImagegenError, InvalidRequestError
 from imagegen.ids import JOB_ID_PATTERN
+from imagegen.models import request_type_for
+from imagegen.requests import (
+    ASPECT_RATIOS,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    OUTPUT_FORMATS,
+    GenerationRequest,
+    ModelRequest,
+    StorableText,
+    TextPrompt,
+    validation_errors,
+)
 from imagegen.ssrf import parse_webhook_url
-from imagegen.storable import storable_problem, storable_text
+from imagegen.storable import storable_problem
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -46,13 +55,12 @@ __all__ = [
     "EventType",
     "GenerationRequest",
     "JobSpec",
+    "ModelRequest",
     "Priority",
     "TextPrompt",
     "validation_errors",
 ]
 
-MAX_PROMPT_CHARS = 10_000
-MAX_SEED = 4_294_967_295
 DEFAULT_METADATA_MAX_BYTES = 2048
 
 EventType = Literal[
@@ -70,12 +78,7 @@ BUDGET_WARNING_EVENT = "tenant.budget_warning"
 # Every event but job.started, which most receivers do not want.
 DEFAULT_EVENTS: tuple[str, ...] = tuple(e for e in EVENT_TYPES if e != "job.started")
 
-AspectRatio = Literal["16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21"]
-OutputFormat = Literal["png", "jpeg", "webp"]
 Priority = Literal["interactive", "batch"]
-
-ASPECT_RATIOS: tuple[str, ...] = get_args(AspectRatio)
-OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 PRIORITIES: tuple[str, ...] = get_args(Priority)
 # Stable Image Core's documented output sizes (width, height). Informative only: the worker
 # reads the real size from the returned image.
@@ -91,81 +94,6 @@ IMAGE_SIZES: dict[str, tuple[int, int]] = {
     "9:21": (640, 1536),
 }
 
-# Text a record can hold: UTF-8 can carry it (JSON lets lone surrogates through).
-StorableText = Annotated[str, AfterValidator(storable_text)]
-PromptText = Annotated[StorableText, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)]
-
-
-def _whole_number(value: Any) -> Any:
-    """JSON has one number type: 42.0 is the integer 42 (but true is not 1, nor "42" 42)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-class TextPrompt(BaseModel):
-    """One entry of the SDXL-style ``text_prompts`` list."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    text: PromptText
-    weight: float = 1.0
-
-
-class GenerationRequest(BaseModel):
-    """A Stable Image Core text-to-image request (the InvokeModel body)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prompt: PromptText
-    negative_prompt: (
-        Annotated[StorableText, StringConstraints(max_length=MAX_PROMPT_CHARS)] | None
-    ) = None
-    aspect_ratio: AspectRatio = "1:1"
-    output_format: OutputFormat = "png"
-    seed: Annotated[int, BeforeValidator(_whole_number), Field(ge=0, le=MAX_SEED, strict=True)] = 0
-    mode: Literal["text-to-image"] = "text-to-image"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _normalise_text_prompts(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or "text_prompts" not in data:
-            return data
-        data = dict(data)
-        raw = data.pop("text_prompts")
-        if "prompt" in data:
-            msg = "give either prompt or text_prompts, not both"
-            raise ValueError(msg)
-        if not isinstance(raw, list) or not raw:
-            msg = "text_prompts must be a non-empty list of {text, weight} objects"
-            raise ValueError(msg)
-        prompts = [_text_prompt(index, item) for index, item in enumerate(raw)]
-        positive = [p.text for p in prompts if p.weight >= 0]
-        negative = [p.text for p in prompts if p.weight < 0]
-        if not positive:
-            msg = "text_prompts needs at least one entry with a weight >= 0"
-            raise ValueError(msg)
-        if negative and data.get("negative_prompt"):
-            msg = "give negative_prompt or negative-weight text_prompts, not both"
-            raise ValueError(msg)
-        data["prompt"] = " ".join(positive)
-        if negative:
-            data["negative_prompt"] = ", ".join(negative)
-        return data
-
-    def to_bedrock_body(self) -> dict[str, Any]:
-        """The InvokeModel JSON body. Seed 0 is left out: Bedrock then picks one and reports it."""
-        body: dict[str, Any] = {
-            "prompt": self.prompt,
-            "aspect_ratio": self.aspect_ratio,
-            "output_format": self.output_format,
-        }
-        if self.negative_prompt:
-            body["negative_prompt"] = self.negative_prompt
-        if self.seed:
-            body["seed"] = self.seed
-        return body
-
 
 class JobSpec(BaseModel):
     """What a caller submits: the request plus the envelope the service keeps around it.
@@ -178,7 +106,7 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    request: GenerationRequest
+    request: SerializeAsAny[ModelRequest]
     job_id: Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)] | None = None
     model_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -186,6 +114,25 @@ class JobSpec(BaseModel):
     webhook_url: StorableText | None = None
     webhook_events: list[EventType] | None = Field(default=None, min_length=1)
     expires_at: AwareDatetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _request_of_its_model(cls, data: Any, info: ValidationInfo) -> Any:
+        """The request is checked against its model's own schema (the registry's)."""
+        if not isinstance(data, dict) or isinstance(data.get("request"), ModelRequest):
+            return data
+        model_id = data.get("model_id")
+        if not isinstance(model_id, str):
+            model_id = (info.context or {}).get("default_model_id")
+        raw = data.get("request")
+        if not isinstance(raw, dict):
+            return data
+        try:
+            request = request_type_for(model_id).model_validate(raw, context=info.context)
+        except ValidationError as e:
+            # Not a ValueError, so pydantic lets it through with every field named.
+            raise _RequestRefusedError(validation_errors(e)) from e
+        return {**data, "request": request}
 
     @field_validator("expires_at")
     @classmethod
@@ -237,27 +184,29 @@ class JobSpec(BaseModel):
 
     @classmethod
     def parse(cls, data: Any, **context: Any) -> Self:
-        """Validate ``data``; on failure raise ``InvalidRequestError`` naming every bad field."""
+        """Validate ``data``; on failure raise ``InvalidRequestError`` naming every bad field
+        (those of the request, checked against its model's schema, and of the envelope)."""
         try:
             return cls.model_validate(data, context=context)
         except ValidationError as e:
             raise InvalidRequestError(validation_errors(e)) from e
+        except _RequestRefusedError as refused:
+            errors = [
+                FieldError(
+                    "request" if item.field == "body" else f"request.{item.field}", item.message
+                )
+                for item in refused.errors
+            ]
+            try:  # the envelope's own errors, named beside the request's
+                cls.model_validate({**data, "request": ModelRequest()}, context=context)
+            except ValidationError as e:
+                errors += validation_errors(e)
+            raise InvalidRequestError(errors) from refused
 
 
-def _text_prompt(index: int, item: Any) -> TextPrompt:
-    try:
-        return TextPrompt.model_validate(item)
-    except ValidationError as e:
-        first = validation_errors(e)[0]
-        msg = f"text_prompts[{index}].{first.field}: {first.message}"
-        raise ValueError(msg) from None
+class _RequestRefusedError(ImagegenError):
+    """The request broke its model's rules (raised inside validation, caught by ``parse``)."""
 
-
-def validation_errors(error: ValidationError) -> list[FieldError]:
-    """pydantic's errors as (dotted field path, message) pairs."""
-    found = []
-    for item in error.errors(include_url=False):
-        path = ".".join(str(part) for part in item["loc"]) or "body"
-        message = item["msg"].removeprefix("Value error, ")
-        found.append(FieldError(field=path, message=message))
-    return found
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors

@@ -14,6 +14,8 @@ __all__ = [
     "FieldError",
     "IdempotencyConflictError",
     "ImagegenError",
+    "InputImageError",
+    "InputImageUnavailableError",
     "InvalidModelOutputError",
     "InvalidRequestError",
     "JobConflictError",
@@ -128,6 +130,19 @@ class InvalidModelOutputError(JobError):
     """Bedrock answered 200 but the image is missing, corrupt or not in the requested format."""
 
     code = "InvalidModelOutput"
+
+
+class InputImageError(JobError):
+    """An input image cannot be used: gone, unreadable as an image, or outside the model's
+    limits, or the job it names ended without one. Final: a retry would meet the same image."""
+
+    code = "InputImageInvalid"
+
+
+class InputImageUnavailableError(JobError):
+    """An input image could not be fetched from S3 just now (a network or service error)."""
+
+    code = "InputImageUnavailable"
 
 
 class StorageError(JobError):

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
-from imagegen.contract import GenerationRequest, JobSpec, Priority
+from imagegen.contract import JobSpec, ModelRequest, Priority
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -116,7 +116,7 @@ class JobRecord(BaseModel):
     model_id: str
     priority: Priority
     # None only for a job refused on arrival (a raw message whose request broke the rules).
-    request: GenerationRequest | None
+    request: SerializeAsAny[ModelRequest] | None
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     started_at: datetime | None = None
@@ -128,6 +128,9 @@ class JobRecord(BaseModel):
     expires_at: datetime | None = None
     tenant: str | None = None
     batch_id: str | None = None
+    # A chain step: the chain it belongs to, and the job whose output it waits for.
+    chain_id: str | None = None
+    after_job_id: str | None = None
     cancel_requested: bool = False
     seed: int | None = None
     finish_reason: str | None = None
@@ -177,6 +180,12 @@ class NewJob:
     tenant: str | None = None
     batch_id: str | None = None
     idempotency_key: str | None = None
+    # What the input images are (their S3 ETags, or the sha256 of the job outputs they are),
+    # when the submitter could tell; a job with inputs it could not tell is never cached.
+    inputs_digest: str | None = None
+    # A job that takes another job's output waits for that job (a chain step).
+    after_job_id: str | None = None
+    chain_id: str | None = None
 
     @property
     def request_sha256(self) -> str:
@@ -189,10 +198,13 @@ class NewJob:
         """What a fixed-seed request stands for in the cache: the model and the whole normalised
         request (None for a random seed, whose image is new every time)."""
         request = self.spec.request
-        if not request.seed:
+        if not request.fixed_seed:
+            return None
+        if request.image_inputs() and not self.inputs_digest:
             return None
         canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(f"{self.model_id}\n{canonical}".encode()).hexdigest()
+        inputs = f"\n{self.inputs_digest}" if self.inputs_digest else ""
+        return hashlib.sha256(f"{self.model_id}\n{canonical}{inputs}".encode()).hexdigest()
 
     @property
     def expires_ms(self) -> int | None:
@@ -215,4 +227,6 @@ class NewJob:
             expires_at=spec.expires_at,
             tenant=self.tenant,
             batch_id=self.batch_id,
+            chain_id=self.chain_id,
+            after_job_id=self.after_job_id,
         )

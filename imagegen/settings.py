@@ -15,22 +15,10 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from imagegen.models import DEFAULT_MODEL_ID, MODELS
+
 __all__ = ["DEFAULT_MODEL_ID", "ModelLimit", "Settings", "get_settings"]
 
-DEFAULT_MODEL_ID = "stability.stable-image-core-v1:0"
-STABILITY_IMAGE_MODEL_IDS = (
-    "stability.stable-image-core-v1:0",
-    "stability.stable-image-core-v1:1",
-    "stability.stable-image-ultra-v1:0",
-    "stability.stable-image-ultra-v1:1",
-)
-# On-demand Bedrock prices per generated image (us-west-2); billed only for images returned.
-STABILITY_IMAGE_PRICES_USD = {
-    "stability.stable-image-core-v1:0": 0.04,
-    "stability.stable-image-core-v1:1": 0.04,
-    "stability.stable-image-ultra-v1:0": 0.14,
-    "stability.stable-image-ultra-v1:1": 0.14,
-}
 SECONDS_PER_DAY = 86_400
 MIN_PASSWORD_CHARS = 12
 MIN_ADMIN_TOKEN_CHARS = 24
@@ -102,7 +90,7 @@ class Settings(BaseSettings):
         default=DEFAULT_MODEL_ID, description="Model used when a job does not name one."
     )
     allowed_model_ids: tuple[str, ...] = Field(
-        default=STABILITY_IMAGE_MODEL_IDS,
+        default=tuple(MODELS),
         description="Model ids a job may ask for (JSON list in the environment).",
     )
     bedrock_connect_timeout_s: PositiveSeconds = Field(
@@ -118,6 +106,25 @@ class Settings(BaseSettings):
     )
     s3_prefix: str = Field(
         default="images", description="Key prefix: keys are {prefix}/{yyyy}/{mm}/{dd}/{job}.{ext}."
+    )
+    uploads_prefix: str = Field(
+        default="uploads",
+        min_length=1,
+        description="Key prefix of input images uploaded through the API: "
+        "{prefix}/{tenant}/{id}.{ext} in s3_bucket; a tenant may use only its own.",
+    )
+    upload_url_ttl_s: int = Field(
+        default=900, ge=60, le=7 * SECONDS_PER_DAY, description="Life of a presigned upload URL."
+    )
+    input_s3_prefixes: tuple[str, ...] = Field(
+        default=(),
+        description="Where else any tenant's input images may come from (JSON list of "
+        '"bucket/prefix"); the worker role needs s3:GetObject there.',
+    )
+    input_image_max_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        description="Largest input image a job may name (checked before it is queued).",
     )
     s3_endpoint_url: str | None = Field(
         default=None, description="S3 endpoint; unset means AWS. The local stack sets moto's."
@@ -407,7 +414,7 @@ class Settings(BaseSettings):
         description="When set, the API's /metrics needs Authorization: Bearer <this token>.",
     )
     model_prices_usd: dict[str, float] = Field(
-        default_factory=lambda: dict(STABILITY_IMAGE_PRICES_USD),
+        default_factory=lambda: {m.model_id: m.price_usd for m in MODELS.values()},
         description="Price of one generated image per model (JSON): what a job reserves of its "
         "tenant's budget when released, and what a bought image costs.",
     )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from imagegen.contract import GenerationRequest
+from imagegen.contract import ModelRequest
 from imagegen.errors import BedrockCallError, JobError, JobNotFoundError
 from imagegen.logs import prompt_facts
 from imagegen.records import JobRecord, JobStatus
@@ -32,6 +32,7 @@ from imagegen.store.spend import Ledger
 from worker import metrics
 from worker.bedrock import BedrockAnswer, Filtered, Generated, interpret, invoke_model
 from worker.images import ImageInfo, inspect_image
+from worker.inputs import fetch_inputs
 from worker.limiter import Limiter
 from worker.retry import RetryPolicy
 from worker.storage import copy_image, find_stored_image, image_key, upload_image
@@ -113,7 +114,7 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
             "model_id": record.model_id,
             "queue": record.priority,
             "tenant": record.tenant,
-            **prompt_facts(record.request.prompt),
+            **prompt_facts(record.request.prompt_text),
         },
     )
     attempt = _Attempt(
@@ -137,7 +138,7 @@ class _Attempt:
     def __init__(
         self,
         record: JobRecord,
-        request: GenerationRequest,
+        request: ModelRequest,
         *,
         number: int,
         owner: str,
@@ -153,7 +154,7 @@ class _Attempt:
         settings = services.settings
         self.bucket = settings.s3_bucket
         self.key = image_key(
-            settings.s3_prefix, record.job_id, record.created_at, request.output_format
+            settings.s3_prefix, record.job_id, record.created_at, request.image_format
         )
 
     @property
@@ -205,7 +206,7 @@ class _Attempt:
             generated = result
             # The image is bought: bookkeeping that fails now must never throw it away.
             self.book_purchase()
-        info = inspect_image(generated.image, self.request.output_format)
+        info = inspect_image(generated.image, self.request.image_format)
         if self.best_effort("read the cancel flag", lambda: store.cancel_requested(self.job_id)):
             return self.finish(JobStatus.CANCELED, {"seed": generated.seed}, seed=generated.seed)
         self.upload(generated, info)
@@ -218,8 +219,17 @@ class _Attempt:
         model_id = self.record.model_id
         if self.services.store.cancel_requested(self.job_id):
             return None
+        images = fetch_inputs(
+            self.services.s3,
+            self.services.reads,
+            model_id,
+            self.request,
+            max_bytes=self.services.settings.input_image_max_bytes,
+        )
         try:
-            answer = invoke_model(self.services.bedrock, model_id, self.request.to_bedrock_body())
+            answer = invoke_model(
+                self.services.bedrock, model_id, self.request.to_bedrock_body(images)
+            )
         except BedrockCallError as e:
             metrics.BEDROCK_CALLS.labels(model_id, e.code).inc()
             if e.code == "ThrottlingException" and limiter.enabled(model_id):

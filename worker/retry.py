@@ -43,6 +43,8 @@ ERROR_TABLE: dict[str, Disposition] = {
     "ConnectionError": Disposition.RETRY,
     "InferenceError": Disposition.RETRY,
     "StorageError": Disposition.RETRY,
+    "InputImageUnavailable": Disposition.RETRY,
+    "InputImageInvalid": Disposition.FAIL,
     "InvalidModelOutput": Disposition.RETRY_ONCE,
     "InternalError": Disposition.RETRY,
 }

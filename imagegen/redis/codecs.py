@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from imagegen.contract import GenerationRequest
+from imagegen.contract import ModelRequest
+from imagegen.models import request_type_for
 from imagegen.records import (
     AttemptEntry,
     DeliveryAttempt,
@@ -60,6 +61,7 @@ _TEXT_FIELDS = (
     "webhook_url",
     "tenant",
     "batch_id",
+    "chain_id",
 )
 
 
@@ -78,7 +80,9 @@ def record_from_hash(fields: dict[str, str]) -> JobRecord:
             data[name] = ms_to_datetime(int(raw))
     if fields.get("billed_micro"):
         data["cost_usd"] = int(fields["billed_micro"]) / MICRO_USD
-    data["request"] = _request_or_none(fields.get("request"))
+    if fields.get("after_job"):
+        data["after_job_id"] = fields["after_job"]
+    data["request"] = _request_or_none(fields.get("request"), fields.get("model_id"))
     data["metadata"] = json.loads(fields.get("metadata") or "{}")
     data["cancel_requested"] = fields.get("cancel_requested") == "1"
     data["cached"] = fields.get("cached") == "1"
@@ -100,6 +104,8 @@ def new_job_fields(job: NewJob) -> dict[str, str]:
         "tenant": job.tenant,
         "batch_id": job.batch_id,
         "expires_ms": job.expires_ms,
+        "chain_id": job.chain_id,
+        "after_job": job.after_job_id,
     }
     return {
         **{name: str(value) for name, value in optional.items() if value is not None},
@@ -196,10 +202,10 @@ def delivery_from_hash(fields: dict[str, str]) -> WebhookDelivery:
     )
 
 
-def _request_or_none(raw: str | None) -> GenerationRequest | None:
+def _request_or_none(raw: str | None, model_id: str | None) -> ModelRequest | None:
     if not raw:
         return None
     try:
-        return GenerationRequest.model_validate_json(raw)
+        return request_type_for(model_id).model_validate_json(raw)
     except ValidationError:
         return None

@@ -178,7 +178,7 @@ def _jobs(client: Client, args: argparse.Namespace) -> int:
             r.job_id,
             r.status.value,
             r.created_at.isoformat(timespec="seconds"),
-            r.request.prompt[:50] if r.request else "(refused)",
+            r.request.prompt_text[:50] if r.request else "(refused)",
         )
         for r in page.jobs
     ]

@@ -392,11 +392,9 @@ def parse_service_body(
         if rule.kind == "image" and name in body
     }
     source = images.get("image")
-    if "mask" in spec.fields and "mask" not in images and source is not None:
-        if source.mode not in {"RGBA", "LA"}:
-            raise RequestError(
-                "#", "required key [mask] not found (the image has no alpha channel)"
-            )
+    needs_mask = "mask" in spec.fields and "mask" not in images
+    if needs_mask and source is not None and source.mode not in {"RGBA", "LA"}:
+        raise RequestError("#", "required key [mask] not found (the image has no alpha channel)")
     return body, images
 
 

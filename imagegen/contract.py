@@ -17,7 +17,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializeAsAny,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -30,6 +29,7 @@ from imagegen.ids import JOB_ID_PATTERN
 from imagegen.models import request_type_for
 from imagegen.requests import (
     ASPECT_RATIOS,
+    AnyModelRequest,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     OUTPUT_FORMATS,
@@ -55,6 +55,7 @@ __all__ = [
     "EventType",
     "GenerationRequest",
     "JobSpec",
+    "AnyModelRequest",
     "ModelRequest",
     "Priority",
     "TextPrompt",
@@ -106,7 +107,7 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    request: SerializeAsAny[ModelRequest]
+    request: AnyModelRequest
     job_id: Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)] | None = None
     model_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -198,10 +199,14 @@ class JobSpec(BaseModel):
                 for item in refused.errors
             ]
             try:  # the envelope's own errors, named beside the request's
-                cls.model_validate({**data, "request": ModelRequest()}, context=context)
+                cls.model_validate({**data, "request": _PLACEHOLDER_REQUEST}, context=context)
             except ValidationError as e:
                 errors += validation_errors(e)
             raise InvalidRequestError(errors) from refused
+
+
+# Stands in for a refused request while the envelope's own fields are checked.
+_PLACEHOLDER_REQUEST = GenerationRequest(prompt="-")
 
 
 class _RequestRefusedError(ImagegenError):

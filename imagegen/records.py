@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
+from pydantic import BaseModel, ConfigDict, Field
 
-from imagegen.contract import JobSpec, ModelRequest, Priority
+from imagegen.contract import AnyModelRequest, JobSpec, Priority
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -116,7 +116,7 @@ class JobRecord(BaseModel):
     model_id: str
     priority: Priority
     # None only for a job refused on arrival (a raw message whose request broke the rules).
-    request: SerializeAsAny[ModelRequest] | None
+    request: AnyModelRequest | None
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     started_at: datetime | None = None

@@ -34,6 +34,7 @@ from imagegen.storable import storable_text
 
 __all__ = [
     "ASPECT_RATIOS",
+    "AnyModelRequest",
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
     "OUTPUT_FORMATS",
@@ -391,6 +392,26 @@ class StyleTransferRequest(ModelRequest):
     change_strength: ChangeStrength | None = None
     output_format: OutputFormat = "png"
     seed: Seed = 0
+
+
+# Any model's request, as records and the API's schema hold it (each validated by its own model's
+# class first: a union member's instance is taken as it is).
+AnyModelRequest = (
+    GenerationRequest
+    | SD35Request
+    | CreativeUpscaleRequest
+    | ConservativeUpscaleRequest
+    | FastUpscaleRequest
+    | InpaintRequest
+    | EraseObjectRequest
+    | OutpaintRequest
+    | RemoveBackgroundRequest
+    | SearchReplaceRequest
+    | SearchRecolorRequest
+    | ControlRequest
+    | StyleGuideRequest
+    | StyleTransferRequest
+)
 
 
 def _text_prompt(index: int, item: Any) -> TextPrompt:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import BaseModel
 
-from imagegen.contract import GenerationRequest, JobSpec, Priority
+from imagegen.contract import JobSpec, ModelRequest, Priority
 from imagegen.errors import (
     FieldError,
     IdempotencyConflictError,
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["BatchStatus", "Client", "Submitted"]
 
 DEFAULT_WAIT_S = 300.0
-RequestLike = GenerationRequest | Mapping[str, Any] | str
+RequestLike = ModelRequest | Mapping[str, Any] | str
 # What submit, submit_many and submit_batch take for one job: a prompt, a request, or a whole
 # job (a JobSpec, or a mapping with a "request" key and the envelope fields beside it).
 JobLike = JobSpec | RequestLike
@@ -109,7 +109,11 @@ class Client:
         elif request_fields:
             msg = "pass request fields either in the request or as keywords, not both"
             raise TypeError(msg)
-        body = request.model_dump() if isinstance(request, GenerationRequest) else dict(request)
+        body = (
+            request.model_dump(exclude_none=True)
+            if isinstance(request, ModelRequest)
+            else dict(request)
+        )
         envelope = {
             "job_id": job_id,
             "model_id": model_id,

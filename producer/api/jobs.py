@@ -50,7 +50,8 @@ class JobList(BaseModel):
 
 
 def resource(record: JobRecord) -> JobResource:
-    return JobResource(**record.model_dump(), url=f"/v1/jobs/{record.job_id}")
+    # The record's own fields (not a dump), so the request keeps its model's class.
+    return JobResource(**dict(record), url=f"/v1/jobs/{record.job_id}")
 
 
 def owned_job(state: ApiState, job_id: str, tenant_id: str) -> JobRecord:

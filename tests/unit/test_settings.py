@@ -52,7 +52,7 @@ def test_flower_refuses_weak_or_example_passwords(auth: str) -> None:
 
 def test_the_default_model_must_be_allowed() -> None:
     with pytest.raises(ValidationError, match="allowed_model_ids"):
-        make(model_id="stability.sd3-5-large-v1:0")
+        make(model_id="amazon.titan-image-generator-v2:0")
 
 
 def test_bad_values_name_the_setting() -> None:

@@ -118,14 +118,18 @@ def _mask_of(images: dict[str, Image.Image], body: dict[str, Any]) -> Image.Imag
     return mask
 
 
+def _picture(body: dict[str, Any], seed: int, ratio: str = "1:1") -> Image.Image:
+    """The text-to-image picture of the body's prompt, as an RGB image."""
+    data = render(str(body.get("prompt") or ""), "", seed, ratio, "png")
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
 def _sd35(body: dict[str, Any], images: dict[str, Image.Image], seed: int) -> Image.Image:
     if body.get("mode", "text-to-image") == "text-to-image":
-        picture = render(str(body["prompt"]), "", seed, body.get("aspect_ratio", "1:1"), "png")
-        return Image.open(io.BytesIO(picture))
+        return _picture(body, seed, body.get("aspect_ratio", "1:1"))
     source = images["image"].convert("RGB")
     width, height = (max(64, round(side / 64) * 64) for side in source.size)
-    picture = Image.open(io.BytesIO(render(str(body["prompt"]), "", seed, "1:1", "png")))
-    picture = picture.convert("RGB").resize((width, height))
+    picture = _picture(body, seed).resize((width, height))
     return Image.blend(source.resize((width, height)), picture, float(body["strength"]))
 
 
@@ -193,16 +197,14 @@ def _search(body: dict[str, Any], images: dict[str, Image.Image], seed: int) -> 
 
 def _control(body: dict[str, Any], images: dict[str, Image.Image], seed: int) -> Image.Image:
     source = images["image"].convert("RGB")
-    picture = Image.open(io.BytesIO(render(str(body["prompt"]), "", seed, "1:1", "png")))
-    picture = picture.convert("RGB").resize(source.size)
+    picture = _picture(body, seed).resize(source.size)
     edges = ImageOps.invert(source.convert("L").filter(ImageFilter.FIND_EDGES)).convert("RGB")
     return ImageChops.multiply(picture, edges)
 
 
 def _style_guide(body: dict[str, Any], images: dict[str, Image.Image], seed: int) -> Image.Image:
     ratio = body.get("aspect_ratio", "1:1")
-    picture = Image.open(io.BytesIO(render(str(body["prompt"]), "", seed, ratio, "png")))
-    picture = picture.convert("RGB")
+    picture = _picture(body, seed, ratio)
     style = _colour_fill(picture.size, _mean_colour(images["image"]))
     return Image.blend(picture, style, 0.4 * float(body.get("fidelity", 0.5)) + 0.1)
 

@@ -29,10 +29,10 @@ from imagegen.ids import JOB_ID_PATTERN
 from imagegen.models import request_type_for
 from imagegen.requests import (
     ASPECT_RATIOS,
-    AnyModelRequest,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     OUTPUT_FORMATS,
+    AnyModelRequest,
     GenerationRequest,
     ModelRequest,
     StorableText,
@@ -45,6 +45,7 @@ from imagegen.storable import storable_problem
 __all__ = [
     "ASPECT_RATIOS",
     "BUDGET_WARNING_EVENT",
+    "CHAIN_EVENTS",
     "DEFAULT_EVENTS",
     "EVENT_TYPES",
     "IMAGE_SIZES",
@@ -52,10 +53,10 @@ __all__ = [
     "MAX_SEED",
     "OUTPUT_FORMATS",
     "PRIORITIES",
+    "AnyModelRequest",
     "EventType",
     "GenerationRequest",
     "JobSpec",
-    "AnyModelRequest",
     "ModelRequest",
     "Priority",
     "TextPrompt",
@@ -74,6 +75,8 @@ EventType = Literal[
     "job.budget_exceeded",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+# A chain's end, sent with its last step's webhook once every step is final.
+CHAIN_EVENTS: tuple[str, ...] = ("chain.succeeded", "chain.failed")
 # A tenant's event, sent to its webhook when a release first takes its spend past a soft budget.
 BUDGET_WARNING_EVENT = "tenant.budget_warning"
 # Every event but job.started, which most receivers do not want.

@@ -103,7 +103,7 @@ CREATIVE_UPSCALE_INPUT = InputLimits(min_side=64, max_pixels=1_048_576)
 FAST_UPSCALE_INPUT = InputLimits(min_side=32, max_side=1536, min_pixels=1_024, max_pixels=1_048_576)
 SIZE_BY_RATIO = "about 1 MP by aspect_ratio (1:1 is 1024x1024)"
 SAME_SIZE = "the input image's size"
-PROFILE = "inference-profile"
+PROFILE: Access = "inference-profile"
 
 
 def _service(

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from imagegen.contract import AnyModelRequest, JobSpec, Priority
+from imagegen.contract import CHAIN_EVENTS, AnyModelRequest, JobSpec, Priority
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -186,6 +186,8 @@ class NewJob:
     # A job that takes another job's output waits for that job (a chain step).
     after_job_id: str | None = None
     chain_id: str | None = None
+    # The last step of a chain also reports the chain's end (``chain.succeeded|failed``).
+    chain_last: bool = False
 
     @property
     def request_sha256(self) -> str:
@@ -223,7 +225,9 @@ class NewJob:
             metadata=spec.metadata,
             created_at=ms_to_datetime(self.created_ms),
             webhook_url=spec.webhook_url,
-            webhook_events=list(spec.events) if spec.webhook_url else [],
+            webhook_events=[*spec.events, *(CHAIN_EVENTS if self.chain_last else ())]
+            if spec.webhook_url
+            else [],
             expires_at=spec.expires_at,
             tenant=self.tenant,
             batch_id=self.batch_id,

@@ -34,11 +34,11 @@ from imagegen.storable import storable_text
 
 __all__ = [
     "ASPECT_RATIOS",
-    "AnyModelRequest",
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
     "OUTPUT_FORMATS",
     "STYLE_PRESETS",
+    "AnyModelRequest",
     "ConservativeUpscaleRequest",
     "ControlRequest",
     "CreativeUpscaleRequest",
@@ -229,8 +229,8 @@ class GenerationRequest(ModelRequest):
 class SD35Request(ModelRequest):
     """Stable Diffusion 3.5 Large: text to image, or image to image (``image`` + ``strength``)."""
 
-    IMAGE_FIELDS = ("image",)
-    FORMATS = ("jpeg", "png")
+    IMAGE_FIELDS: ClassVar[tuple[str, ...]] = ("image",)
+    FORMATS: ClassVar[tuple[str, ...]] = ("jpeg", "png")
 
     prompt: PromptText
     negative_prompt: OptionalText = None
@@ -257,7 +257,7 @@ class SD35Request(ModelRequest):
 
 
 class _EditBase(ModelRequest):
-    IMAGE_FIELDS = ("image",)
+    IMAGE_FIELDS: ClassVar[tuple[str, ...]] = ("image",)
 
     image: ImageInput
     output_format: OutputFormat = "png"

@@ -516,6 +516,7 @@ class Settings(BaseSettings):
         """What ``JobSpec.parse`` checks against: the allowed models, the metadata limit, and
         whether plain-http webhooks are allowed."""
         return {
+            "default_model_id": self.model_id,
             "allowed_model_ids": self.allowed_model_ids,
             "metadata_max_bytes": self.metadata_max_bytes,
             "webhook_allow_http": self.webhook_allow_http,

@@ -39,6 +39,8 @@ from imagegen.store.quarantine import Quarantine
 from imagegen.store.quota import QuotaStatus, QuotaStore
 from imagegen.store.spend import Budget, Ledger, PeriodSpend, SpendRow, periods
 from imagegen.store.tenants import TENANT_PATTERN, ApiKeys, Tenants, is_tenant_name
+from producer.chains import ChainStatus, bind_steps, chain_status
+from producer.inputs import InputBinder
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -78,9 +80,16 @@ class Client:
         self.quota_store = QuotaStore(self._redis, self.settings)
         self.quarantine = Quarantine(self._redis)
         self._s3: S3Client | None = None
+        self.inputs = InputBinder(self.settings, self.reads, self.s3)
 
     def close(self) -> None:
         self._redis.close()
+
+    def s3(self) -> S3Client:
+        """The S3 client (made on first use: most callers never need it)."""
+        if self._s3 is None:
+            self._s3 = make_s3_client(self.settings)
+        return self._s3
 
     def __enter__(self) -> Client:
         return self
@@ -186,27 +195,38 @@ class Client:
         tenant: str | None = None,
         batch_id: str | None = None,
         idempotency_key: str | None = None,
+        chain: bool = False,
+        job_ids: list[str] | None = None,
     ) -> list[Submitted]:
-        """The one way jobs are created: validate all, vet each distinct webhook URL once, then
-        check the queue caps, store and enqueue in one transaction (with ``batch_id``, the batch
-        record too). Each result says whether the job is new."""
+        """The one way jobs are created: validate all, vet each distinct webhook URL once, check
+        the input images, then check the queue caps, store and enqueue in one transaction (with
+        ``batch_id``, the batch record too; with ``chain``, the jobs are the steps of chain
+        ``batch_id``). Each result says whether the job is new."""
         parsed = self._with_default_webhook(self._as_specs(list(specs)), tenant)
         self._vet_webhooks(parsed)
         if idempotency_key is not None and len(parsed) != 1:
             msg = "an idempotency key covers exactly one job"
             raise ValueError(msg)
         now_ms = int(time.time() * 1000)
+        ids = job_ids or [
+            self._stored_job_id(spec.job_id, tenant) or new_job_id(now_ms) for spec in parsed
+        ]
+        bound = self.inputs.bind(parsed, tenant, ids)
         jobs = [
             NewJob(
-                job_id=self._stored_job_id(spec.job_id, tenant) or new_job_id(now_ms),
+                job_id=job_id,
                 model_id=spec.model_id or self.settings.model_id,
-                spec=spec,
+                spec=inputs.spec,
                 created_ms=now_ms,
                 tenant=tenant,
                 batch_id=batch_id,
                 idempotency_key=idempotency_key,
+                inputs_digest=inputs.digest,
+                after_job_id=inputs.after_job_id,
+                chain_id=batch_id if chain else None,
+                chain_last=chain and index == len(parsed) - 1,
             )
-            for spec in parsed
+            for index, (job_id, spec, inputs) in enumerate(zip(ids, parsed, bound, strict=True))
         ]
         self._check_deadlines(jobs)
         caps = Caps(self.settings.max_queued_total, self.settings.max_queued_per_tenant)
@@ -231,6 +251,29 @@ class Client:
                     raise IdempotencyConflictError(str(idempotency_key), first_job_id)
                 results.append(Submitted(self.reads.get(first_job_id), created=False))
         return results
+
+    def submit_chain(
+        self, steps: Iterable[JobLike], *, tenant: str | None = None
+    ) -> tuple[str, list[JobRecord]]:
+        """Submit jobs that each may take an earlier one's output (``{"step": n}`` as an input
+        image) as one chain; returns the chain id and its steps' jobs."""
+        specs = self._as_specs(list(steps))
+        now_ms = int(time.time() * 1000)
+        ids = [self._stored_job_id(spec.job_id, tenant) or new_job_id(now_ms) for spec in specs]
+        bound = bind_steps(specs, ids)
+        chain_id = new_job_id(now_ms)
+        submitted = self.create_jobs(
+            bound, tenant=tenant, batch_id=chain_id, chain=True, job_ids=ids
+        )
+        return chain_id, [s.record for s in submitted]
+
+    def chain(self, chain_id: str) -> ChainStatus:
+        """Where a chain stands, with each of its steps."""
+        found = self.reads.batch(chain_id)
+        steps = [step for step in self.reads.get_many(found.job_ids) if step] if found else []
+        if found is None or not steps or steps[0].chain_id != chain_id:
+            raise JobNotFoundError(chain_id)
+        return chain_status(chain_id, found.tenant, ms_to_datetime(found.created_ms), steps)
 
     def cancel(self, job_id: str) -> CancelOutcome:
         """Cancel a job: one nobody holds (waiting, or waiting for a retry) ends ``canceled``
@@ -381,10 +424,8 @@ class Client:
         if record.status is not JobStatus.SUCCEEDED or not (record.s3_bucket and record.s3_key):
             msg = f"job {record.job_id} is {record.status.value}: it has no image"
             raise ImagegenError(msg)
-        if self._s3 is None:
-            self._s3 = make_s3_client(self.settings)
         target = Path(path)
-        self._s3.download_file(record.s3_bucket, record.s3_key, str(target))
+        self.s3().download_file(record.s3_bucket, record.s3_key, str(target))
         return target
 
     # -- internals ---------------------------------------------------------------------------

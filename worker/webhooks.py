@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from standardwebhooks.webhooks import Webhook
 
-from imagegen.contract import BUDGET_WARNING_EVENT
+from imagegen.contract import BUDGET_WARNING_EVENT, CHAIN_EVENTS
 from imagegen.errors import JobNotFoundError
 from imagegen.records import JobRecord, JobStatus
 from imagegen.settings import Settings
@@ -69,7 +69,7 @@ def build_payload(
     """The event body: ids, where the image is, what made it, what went wrong; never the image."""
     error = (
         {"code": record.error_code, "message": record.error_message}
-        if record.error_code and record.status is JobStatus.FAILED
+        if record.error_code and record.status is not JobStatus.SUCCEEDED
         else None
     )
     data = {
@@ -92,6 +92,7 @@ def build_payload(
         "created_at": record.created_at.isoformat(),
         "finished_at": record.finished_at.isoformat() if record.finished_at else None,
         "metadata": record.metadata,
+        "chain_id": record.chain_id,
     }
     return {"type": event, "timestamp": datetime.now(UTC).isoformat(), "data": data}
 
@@ -160,7 +161,27 @@ class WebhookSender:
                 ExpiresIn=expiry_s,
             )
             expires_at = datetime.fromtimestamp(time.time() + expiry_s, tz=UTC)
-        return build_payload(record, event, image_url, expires_at)
+        payload = build_payload(record, event, image_url, expires_at)
+        if event in CHAIN_EVENTS and record.chain_id:
+            payload["data"]["steps"] = self._chain_steps(record.chain_id)
+        return payload
+
+    def _chain_steps(self, chain_id: str) -> list[dict[str, Any]]:
+        """Each step of a chain: its job, status, image and why it ended (a chain's event)."""
+        found = self._jobs.batch(chain_id)
+        steps = self._jobs.get_many(found.job_ids) if found else []
+        return [
+            {
+                "job_id": step.job_id,
+                "model_id": step.model_id,
+                "status": step.status.value,
+                "s3_uri": step.s3_uri,
+                "cost_usd": step.cost_usd,
+                "error_code": step.error_code,
+            }
+            for step in steps
+            if step is not None
+        ]
 
     def _budget_warning(self, record: JobRecord) -> dict[str, Any]:
         """The tenant's budgets and spend now, and the job whose release crossed a soft one."""

@@ -20,7 +20,7 @@ from imagegen.logs import configure_logging
 from imagegen.redis.connection import connect
 from imagegen.settings import Settings, get_settings
 from imagegen.store.tenants import ApiKeys, AuthFailures
-from producer.api import batches, health, jobs, secrets, tenants
+from producer.api import batches, chains, health, jobs, models, secrets, tenants, uploads
 from producer.api.auth import AUTH_WINDOW_S
 from producer.api.bodies import BodyLimitMiddleware
 from producer.api.limits import Held, HeldLimits
@@ -79,6 +79,9 @@ def create_app(settings: Settings | None = None, *, redis_client: Any = None) ->
     )
     app.include_router(jobs.router)
     app.include_router(batches.router)
+    app.include_router(chains.router)
+    app.include_router(uploads.router)
+    app.include_router(models.router)
     app.include_router(secrets.router)
     app.include_router(tenants.router)
     app.include_router(metrics_router(redis_client, settings))

@@ -15,6 +15,7 @@
 -- `succeeded` at once from the cached image; an identical job already buying that image makes
 -- it a follower of that job; otherwise it leads, and waits its turn like any job. With
 -- `cache_copy`, a hit waits its turn too, to copy the image under its own key.
+-- A job that takes the output of a job not final yet (`after_job`) waits for that job instead.
 -- Returns {'created', ''} ({'created', 'cached {JSON of the fields it got}'} when the cache
 -- served it at once),
 -- {'exists', ''}, {'idempotent', '<request sha256> <job id>'} or {'full', '<scope> <waiting>
@@ -107,7 +108,15 @@ end
 
 local served = ''
 if ARGV[4] ~= '' then
-  served = from_cache(KEYS[1], ARGV[3], ARGV[7])
-  if served == '' then wait_in(KEYS[1], ARGV[3], created, nil) end
+  local held = hold_after(KEYS[1], ARGV[3], retention)
+  if held == 'ended' then
+    local parent = redis.call('HGET', KEYS[1], 'after_job')
+    redis.call('HSET', KEYS[1], 'error_code', 'ChainStepSkipped', 'error_message',
+               'job ' .. parent .. ', whose output this job takes, ended without an image')
+    finalize(KEYS[1], ARGV[3], 'canceled', created, retention, tonumber(ARGV[14]), ARGV[15])
+  elseif held == '' then
+    served = from_cache(KEYS[1], ARGV[3], ARGV[7])
+    if served == '' then wait_in(KEYS[1], ARGV[3], created, nil) end
+  end
 end
 return {'created', served}

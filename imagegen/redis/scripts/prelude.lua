@@ -117,6 +117,9 @@ local function undispatch(key, job_id)
   if h[4] == 'following' then
     local entry = redis.call('HGET', key, 'cache_entry') or ''
     redis.call('LREM', entry .. ':followers', 0, job_id)
+  elseif h[4] == 'after' then
+    local parent = redis.call('HGET', key, 'after_job') or ''
+    redis.call('LREM', K.JOB_PREFIX .. parent .. ':next', 0, job_id)
   end
   local model, tenant = h[1], tenant_of(h[2])
   local base = dispatch_base(model)
@@ -192,6 +195,7 @@ local function book_hit(key)
 end
 
 local finalize
+local settle_next
 
 -- A job that copies a cached image under its own key (the cache_copy setting): it waits its
 -- turn like any job, but its release takes no token and no reservation, and a worker copies
@@ -253,6 +257,46 @@ local function settle_cache(key, job_id, status, entry, now, retention, grace_ms
   end
 end
 
+-- Jobs that take this job's output (`:next`, chain steps) go on: to their waiting sets when it
+-- succeeded; otherwise each ends canceled, never called, and so do the steps after it.
+settle_next = function(key, job_id, status, now, retention, grace_ms, template)
+  local next_key = key .. ':next'
+  local waiting = redis.call('LRANGE', next_key, 0, -1)
+  redis.call('DEL', next_key)
+  for _, child in ipairs(waiting) do
+    local child_key = job_key(child)
+    if redis.call('HGET', child_key, 'dispatch') == 'after' then
+      redis.call('HSET', child_key, 'dispatch', '')
+      if status == 'succeeded' then
+        wait_in(child_key, child, now, nil)
+      else
+        redis.call('HSET', child_key, 'error_code', 'ChainStepSkipped', 'error_message',
+                   'job ' .. job_id .. ', whose output this job takes, ended ' .. status ..
+                   '; this job never ran')
+        finalize(child_key, child, 'canceled', now, retention, grace_ms, template)
+      end
+    end
+  end
+end
+
+-- A job that takes the output of a job not final yet waits for it (on its `:next` list) instead
+-- of in its waiting set. Returns 'after' when it waits, 'ended' when that job already ended
+-- without an image (or is gone), '' when it can wait its turn now.
+local function hold_after(key, job_id, retention)
+  local parent = redis.call('HGET', key, 'after_job')
+  if not parent or parent == '' then return '' end
+  local status = redis.call('HGET', job_key(parent), 'status')
+  if status == 'succeeded' then return '' end
+  if status and not TERMINAL[status] then
+    local next_key = job_key(parent) .. ':next'
+    redis.call('RPUSH', next_key, job_id)
+    redis.call('EXPIRE', next_key, retention)
+    redis.call('HSET', key, 'dispatch', 'after')
+    return 'after'
+  end
+  return 'ended'
+end
+
 -- The final status: fields, expiry, the dead-letter set for `failed`, the counters, the event
 -- and the webhook; a cache entry's leader settles its followers. Returns the new delivery id
 -- or ''.
@@ -271,6 +315,12 @@ finalize = function(key, job_id, status, now, retention, grace_ms, template)
   if entry and entry ~= '' and redis.call('GET', entry .. ':leader') == job_id then
     settle_cache(key, job_id, status, entry, now, retention, grace_ms, template)
   end
+  if redis.call('HGET', key, 'chain_last') == '1' then
+    local outcome = 'failed'
+    if status == 'succeeded' then outcome = 'succeeded' end
+    add_delivery(key, job_id, 'chain.' .. outcome, now, grace_ms, retention, template)
+  end
+  settle_next(key, job_id, status, now, retention, grace_ms, template)
   return delivery
 end
 

@@ -1,0 +1,26 @@
+"""``/v1/models``: the models a job may name, with their fields, input images and prices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from imagegen.models import model_for
+from producer.api.auth import Tenant
+from producer.api.state import State
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models", summary="The models a job may name")
+def list_models(tenant_id: Tenant, state: State) -> dict[str, list[dict[str, Any]]]:
+    settings = state.settings
+    found = []
+    for model_id in settings.allowed_model_ids:
+        model = model_for(model_id)
+        entry = model.describe() if model else {"model_id": model_id, "kind": "generate"}
+        found.append({**entry, "price_usd": settings.price_usd(model_id)})
+    return {"models": found}

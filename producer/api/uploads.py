@@ -1,0 +1,131 @@
+"""``/v1/uploads``: put an input image in S3 (the body, or a presigned PUT) and get its S3 URI.
+
+Uploads land under the tenant's own prefix (``{uploads_prefix}/{tenant}/``), the one place
+besides ``IMAGEGEN_INPUT_S3_PREFIXES`` its jobs may take input images from. The image is checked
+(format, size) before it is stored; a presigned upload is checked when a job names it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header
+from pydantic import BaseModel
+
+from imagegen.errors import FieldError
+from imagegen.ids import new_job_id
+from imagegen.inputs import UnusableImageError, image_facts
+from imagegen.s3 import s3_uri
+from producer.api.auth import Tenant
+from producer.api.bodies import raw_body
+from producer.api.problems import PROBLEM_RESPONSES, ProblemError
+from producer.api.state import State
+from producer.inputs import upload_key_prefix
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["uploads"])
+
+_CONTENT_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
+
+class Upload(BaseModel):
+    """Where an input image is (or will be, for a presigned upload)."""
+
+    image: str  # the S3 URI to name as an input image
+    s3_bucket: str
+    s3_key: str
+    format: str
+    width: int | None = None
+    height: int | None = None
+    bytes: int | None = None
+    # Presigned uploads: PUT the image here, with this Content-Type, before it expires.
+    upload_url: str | None = None
+    upload_content_type: str | None = None
+    expires_in_s: int | None = None
+
+
+class PresignRequest(BaseModel):
+    format: Literal["png", "jpeg", "webp"]
+
+
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        ctype: {"schema": {"type": "string", "format": "binary"}} for ctype in _CONTENT_TYPES
+    },
+}
+
+
+@router.post(
+    "/v1/uploads",
+    status_code=201,
+    response_model=Upload,
+    responses=PROBLEM_RESPONSES,
+    openapi_extra={"requestBody": _UPLOAD_BODY},
+    summary="Upload an input image (the body is the image)",
+)
+def upload_image(
+    *,
+    body: Annotated[bytes, Depends(raw_body)],
+    tenant_id: Tenant,
+    state: State,
+    content_type: Annotated[str | None, Header(max_length=100)] = None,
+) -> Upload:
+    settings = state.settings
+    if len(body) > settings.input_image_max_bytes:
+        msg = f"is {len(body):,} bytes; the limit is {settings.input_image_max_bytes:,}"
+        raise ProblemError(413, "Image too large", msg, [FieldError("body", msg)])
+    try:
+        facts = image_facts(body)
+    except UnusableImageError as e:
+        raise ProblemError(422, "Not an image", str(e), [FieldError("body", str(e))]) from e
+    declared = _CONTENT_TYPES.get((content_type or "").split(";")[0].strip().lower())
+    if declared is not None and declared != facts.format:
+        msg = f"Content-Type says {declared}, the image is {facts.format}"
+        raise ProblemError(422, "Content-Type mismatch", msg, [FieldError("Content-Type", msg)])
+    key = f"{upload_key_prefix(settings, tenant_id)}{new_job_id()}.{_EXTENSIONS[facts.format]}"
+    state.client.s3().put_object(
+        Bucket=settings.s3_bucket,
+        Key=key,
+        Body=body,
+        ContentType=f"image/{facts.format}",
+        Metadata={"tenant": tenant_id},
+    )
+    return Upload(
+        image=s3_uri(settings.s3_bucket, key),
+        s3_bucket=settings.s3_bucket,
+        s3_key=key,
+        format=facts.format,
+        width=facts.width,
+        height=facts.height,
+        bytes=facts.bytes,
+    )
+
+
+@router.post(
+    "/v1/uploads/presigned",
+    status_code=201,
+    response_model=Upload,
+    responses=PROBLEM_RESPONSES,
+    summary="A presigned PUT URL for an input image",
+)
+def presign_upload(body: PresignRequest, tenant_id: Tenant, state: State) -> Upload:
+    settings = state.settings
+    key = f"{upload_key_prefix(settings, tenant_id)}{new_job_id()}.{_EXTENSIONS[body.format]}"
+    content_type = f"image/{body.format}"
+    url = state.client.s3().generate_presigned_url(
+        "put_object",
+        Params={"Bucket": settings.s3_bucket, "Key": key, "ContentType": content_type},
+        ExpiresIn=settings.upload_url_ttl_s,
+    )
+    return Upload(
+        image=s3_uri(settings.s3_bucket, key),
+        s3_bucket=settings.s3_bucket,
+        s3_key=key,
+        format=body.format,
+        upload_url=url,
+        upload_content_type=content_type,
+        expires_in_s=settings.upload_url_ttl_s,
+    )

@@ -10,6 +10,7 @@ from typing import Any
 
 from devstack.receiver import Receiver
 from devstack.stack import Stack, StackOptions
+from imagegen.contract import JobSpec
 from imagegen.records import JobRecord, JobStatus
 from imagegen.redis.keys import NO_TENANT
 from producer.client import Client
@@ -73,6 +74,24 @@ DEMO_JOBS = (
     DemoJob("filtered", {"prompt": "A forbidden scene"}, expected=JobStatus.FILTERED),
 )
 
+# A chain: a Core picture, its background removed, then upscaled 4x (Remove Background takes
+# at most 4.2 MP, so it comes before the upscale). Each step takes the previous one's output.
+CHAIN_LABELS = ("chain: core", "chain: cutout", "chain: upscale")
+DEMO_CHAIN: tuple[dict[str, Any], ...] = (
+    {
+        "model_id": "stability.stable-image-core-v1:0",
+        "request": {"prompt": "A red apple on a plain white table", "aspect_ratio": "1:1"},
+    },
+    {
+        "model_id": "us.stability.stable-image-remove-background-v1:0",
+        "request": {"image": {"step": 0}, "output_format": "png"},
+    },
+    {
+        "model_id": "us.stability.stable-fast-upscale-v1:0",
+        "request": {"image": {"step": 1}, "output_format": "png"},
+    },
+)
+
 
 def run_demo(out_dir: Path = Path("out")) -> int:
     """Start the stack, run the demo jobs, save images and records, stop. 0 when all went
@@ -97,21 +116,52 @@ def run_demo(out_dir: Path = Path("out")) -> int:
             with Client(stack.settings()) as client:
                 # The local S3 starts empty each time: images an earlier run cached are gone.
                 client.cache.purge(NO_TENANT)
-                records = _run_jobs(client, receiver.url(WEBHOOK_PATH), started)
+                webhook_url = receiver.url(WEBHOOK_PATH)
+                chain_id, chain_steps = client.submit_chain(
+                    [
+                        {**step, "metadata": {"demo": label}, "webhook_url": webhook_url}
+                        for step, label in zip(DEMO_CHAIN, CHAIN_LABELS, strict=True)
+                    ]
+                )
+                print(f"Submitted chain {chain_id} ({len(chain_steps)} steps).", flush=True)
+                jobs = [
+                    (
+                        job.label,
+                        client.spec(
+                            job.request, metadata={"demo": job.label}, webhook_url=webhook_url
+                        ),
+                    )
+                    for job in DEMO_JOBS
+                ]
+                records = _run_jobs(
+                    client,
+                    jobs,
+                    {r.job_id: label for r, label in zip(chain_steps, CHAIN_LABELS, strict=True)},
+                    started,
+                )
                 _save(client, records, out_dir)
-                events = _collect_webhooks(client, receiver, len(records))
+                chain = client.chain(chain_id)
+                # One event per job, plus the chain's own at its end.
+                events = _collect_webhooks(client, receiver, len(records) + 1)
     finally:
         receiver.stop()
-    labels = [job.label for job in DEMO_JOBS]
+    labels = [job.label for job in DEMO_JOBS] + list(CHAIN_LABELS)
     _print_table(labels, records)
+    print(
+        f"\nChain {chain.chain_id}: {chain.status}, ${chain.cost_usd:.2f}, "
+        f"output {chain.output_s3_uri or chain.reason}"
+    )
     _print_webhooks(events, dict(zip((r.job_id for r in records), labels, strict=True)))
     (out_dir / "webhooks.json").write_text(json.dumps(events, indent=2) + "\n")
+    expected = [job.expected for job in DEMO_JOBS] + [JobStatus.SUCCEEDED] * len(CHAIN_LABELS)
     failures = [
-        f"{job.label}: {record.status.value} (expected {job.expected.value})"
-        for job, record in zip(DEMO_JOBS, records, strict=True)
-        if record.status is not job.expected
+        f"{label}: {record.status.value} (expected {status.value})"
+        for label, status, record in zip(labels, expected, records, strict=True)
+        if record.status is not status
     ]
-    if len(events) != len(records) or not all(e["verified"] for e in events):
+    if chain.status != "succeeded":
+        failures.append(f"chain: {chain.status} ({chain.reason})")
+    if len(events) != len(records) + 1 or not all(e["verified"] for e in events):
         failures.append(
             f"webhooks: {len(events)} received for {len(records)} jobs, "
             f"{sum(e['verified'] for e in events)} verified"
@@ -125,14 +175,19 @@ def run_demo(out_dir: Path = Path("out")) -> int:
     return 1 if failures else 0
 
 
-def _run_jobs(client: Client, webhook_url: str, started: float) -> list[JobRecord]:
-    specs = [
-        client.spec(job.request, metadata={"demo": job.label}, webhook_url=webhook_url)
-        for job in DEMO_JOBS
-    ]
-    submitted = client.submit_many(specs)
+def _run_jobs(
+    client: Client,
+    jobs: list[tuple[str, JobSpec]],
+    chain_labels: dict[str, str],
+    started: float,
+) -> list[JobRecord]:
+    """Submit the jobs and follow them and the chain's steps until all are final (in order:
+    the jobs, then the steps)."""
+    submitted = client.submit_many([spec for _, spec in jobs])
     print(f"Submitted {len(submitted)} jobs.", flush=True)
-    labels = {record.job_id: job.label for record, job in zip(submitted, DEMO_JOBS, strict=True)}
+    labels = {
+        record.job_id: label for record, (label, _) in zip(submitted, jobs, strict=True)
+    } | chain_labels
     last: dict[str, JobStatus] = {}
     deadline = time.monotonic() + DEMO_TIMEOUT_S
     while True:
@@ -141,15 +196,17 @@ def _run_jobs(client: Client, webhook_url: str, started: float) -> list[JobRecor
             if last.get(record.job_id) is not record.status:
                 last[record.job_id] = record.status
                 print(
-                    f"  [{time.monotonic() - started:5.1f} s] {labels[record.job_id]:<12} "
+                    f"  [{time.monotonic() - started:5.1f} s] {labels[record.job_id]:<15} "
                     f"{record.job_id}  {record.status.value}",
                     flush=True,
                 )
         if len(current) == len(labels) and all(r.is_terminal for r in current):
-            return current
+            break
         if time.monotonic() > deadline:
-            return current
+            break
         time.sleep(_POLL_S)
+    order = list(labels)
+    return sorted(current, key=lambda record: order.index(record.job_id))
 
 
 def _save(client: Client, records: list[JobRecord], out_dir: Path) -> None:
@@ -186,7 +243,8 @@ def _print_webhooks(events: list[dict[str, Any]], labels: dict[str, str]) -> Non
     print("\nWebhooks the local receiver got (Standard Webhooks signatures checked):")
     rows = [("example", "type", "webhook-id", "signature")]
     for item in events:
-        job_id = item["event"]["data"]["job_id"]
+        data = item["event"]["data"]
+        job_id = data["job_id"]
         rows.append(
             (
                 labels.get(job_id, "?"),

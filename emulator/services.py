@@ -141,7 +141,8 @@ def _upscale_to_4mp(body: dict[str, Any], images: dict[str, Image.Image], seed: 
 
 
 def _fast_upscale(body: dict[str, Any], images: dict[str, Image.Image], seed: int) -> Image.Image:
-    source = images["image"].convert("RGB")
+    source = images["image"]
+    source = source.convert("RGBA" if "A" in source.getbands() else "RGB")
     size = (source.width * _FAST_UPSCALE_FACTOR, source.height * _FAST_UPSCALE_FACTOR)
     return source.resize(size, Image.Resampling.BICUBIC)
 
@@ -300,7 +301,11 @@ SERVICES: dict[str, ServiceSpec] = {
         "left right up down prompt creativity seed output_format style_preset",
     ),
     "stability.stable-image-remove-background-v1:0": _spec(
-        _remove_background, "image", "output_format", formats=("png", "webp")
+        _remove_background,
+        "image",
+        "output_format",
+        formats=("png", "webp"),
+        max_pixels=4_194_304,
     ),
     "stability.stable-image-search-replace-v1:0": _spec(
         _search, "image prompt search_prompt", f"{_EDIT} grow_mask"

@@ -24,9 +24,11 @@ __all__ = ["MAX_MESSAGE_BYTES", "CheckedTask", "MalformedMessageError", "check_e
 # A raw job (prompt, negative prompt, metadata) fits well within this.
 MAX_MESSAGE_BYTES = 256 * 1024
 _JOB_ID = re.compile(STORED_JOB_ID_PATTERN)
-# Delivery ids: {job_id}:{event}[:{replays}].
+# Delivery ids: {job_id}:{event}[:{replays}] for a job's and a chain's events, and
+# {job_id}:tenant.budget_warning:{daily|monthly} for a tenant's.
 _DELIVERY_ID = re.compile(
-    STORED_JOB_ID_PATTERN.removesuffix("$") + r":job\.[a-z]{1,16}(?::\d{1,6})?$"
+    STORED_JOB_ID_PATTERN.removesuffix("$")
+    + r":(?:(?:job|chain)\.[a-z_]{1,24}(?::\d{1,6})?|tenant\.budget_warning:(?:day|month))$"
 )
 _BODY_ENCODINGS = ("utf-8", "base64")
 _TASK_QUEUES = {GENERATE_TASK: JOB_QUEUES, DELIVER_TASK: (WEBHOOK_QUEUE,)}

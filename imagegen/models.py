@@ -101,6 +101,7 @@ class ImageModel:
 EDIT_INPUT = InputLimits()
 CREATIVE_UPSCALE_INPUT = InputLimits(min_side=64, max_pixels=1_048_576)
 FAST_UPSCALE_INPUT = InputLimits(min_side=32, max_side=1536, min_pixels=1_024, max_pixels=1_048_576)
+REMOVE_BACKGROUND_INPUT = InputLimits(max_pixels=4_194_304)
 SIZE_BY_RATIO = "about 1 MP by aspect_ratio (1:1 is 1024x1024)"
 SAME_SIZE = "the input image's size"
 PROFILE: Access = "inference-profile"
@@ -222,6 +223,7 @@ MODELS: dict[str, ImageModel] = {
             "edit",
             RemoveBackgroundRequest,
             0.07,
+            limits=REMOVE_BACKGROUND_INPUT,
         ),
         _service(
             "stable-image-search-replace-v1:0",

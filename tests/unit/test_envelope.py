@@ -37,6 +37,15 @@ def test_our_own_messages_pass() -> None:
     assert check_envelope(delivery, "webhooks").task == DELIVER_TASK
 
 
+@pytest.mark.parametrize(
+    "delivery_id",
+    ["J1:job.budget_exceeded:2", "J1:chain.succeeded", "acme.J1:tenant.budget_warning:daily"],
+)
+def test_every_kind_of_delivery_passes_the_gate(delivery_id: str) -> None:
+    delivery = delivery_message_template().replace("__DELIVERY_ID__", delivery_id)
+    assert check_envelope(delivery, "webhooks").task == DELIVER_TASK
+
+
 def test_a_celery_retry_with_a_base64_body_passes() -> None:
     envelope = generate()
     envelope["body"] = base64.b64encode(str(envelope["body"]).encode()).decode()

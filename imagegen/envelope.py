@@ -28,7 +28,7 @@ _JOB_ID = re.compile(STORED_JOB_ID_PATTERN)
 # {job_id}:tenant.budget_warning:{daily|monthly} for a tenant's.
 _DELIVERY_ID = re.compile(
     STORED_JOB_ID_PATTERN.removesuffix("$")
-    + r":(?:(?:job|chain)\.[a-z_]{1,24}(?::\d{1,6})?|tenant\.budget_warning:(?:day|month))$"
+    + r":(?:(?:job|chain)\.[a-z_]{1,24}(?::\d{1,6})?|tenant\.budget_warning:(?:daily|monthly))$"
 )
 _BODY_ENCODINGS = ("utf-8", "base64")
 _TASK_QUEUES = {GENERATE_TASK: JOB_QUEUES, DELIVER_TASK: (WEBHOOK_QUEUE,)}

@@ -311,12 +311,17 @@ def test_iam_policy_is_least_privilege() -> None:
             [statement["Action"]] if isinstance(statement["Action"], str) else (statement["Action"])
         ):
             resources = statement["Resource"]
-            actions[action] = [resources] if isinstance(resources, str) else resources
+            actions.setdefault(action, []).extend(
+                [resources] if isinstance(resources, str) else resources
+            )
     assert set(actions) == {"bedrock:InvokeModel", "s3:PutObject", "s3:GetObject"}
-    assert all(":foundation-model/stability." in arn for arn in actions["bedrock:InvokeModel"])
+    assert all(
+        ":foundation-model/stability." in arn or ":inference-profile/us.stability." in arn
+        for arn in actions["bedrock:InvokeModel"]
+    )
     for action in ("s3:PutObject", "s3:GetObject"):
-        assert all(arn.endswith("/images/*") for arn in actions[action])
-    assert "*" not in json.dumps(policy).replace("/images/*", "")
+        assert all(arn.endswith(("/images/*", "/uploads/*")) for arn in actions[action])
+    assert "*" not in json.dumps(policy).replace("/images/*", "").replace("/uploads/*", "")
 
 
 def test_promtool_is_present_on_ci() -> None:

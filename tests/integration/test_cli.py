@@ -127,7 +127,7 @@ def test_a_tenants_weight_and_caps_are_set_and_shown(stack: Stack) -> None:
 
 
 def test_a_failed_job_is_listed_in_the_dlq_and_replayed(stack: Stack) -> None:
-    unknown_model = "stability.sd3-5-large-v1:0"  # allowed here, unknown to the emulator
+    unknown_model = "stability.stable-diffusion-xl-v1"  # allowed here, unknown to the emulator
     env_models = json.dumps(["stability.stable-image-core-v1:0", unknown_model])
     failed = imagegen(
         stack,

@@ -34,17 +34,26 @@ def run_demo(out: Path, redis_url: str) -> subprocess.CompletedProcess[str]:
 
 def check_outputs(out: Path, stdout: str) -> None:
     records = json.loads((out / "results.json").read_text())
-    assert [r["status"] for r in records] == ["succeeded"] * 4 + ["filtered"]
-    for record in records[:4]:
+    # The five documentation jobs, then the chain's three steps.
+    assert [r["status"] for r in records] == ["succeeded"] * 4 + ["filtered"] + ["succeeded"] * 3
+    core, cutout, upscaled = records[5:]
+    assert cutout["request"]["image"] == f"job:{core['job_id']}"
+    assert upscaled["request"]["image"] == f"job:{cutout['job_id']}"
+    assert (upscaled["width"], upscaled["height"]) == (4 * core["width"], 4 * core["height"])
+    for record in records[:4] + records[5:]:
         extension = record["s3_key"].rsplit(".", 1)[-1]
         with Image.open(out / f"{record['job_id']}.{extension}") as image:
             assert image.size == (record["width"], record["height"])
         assert record["job_id"] in stdout
     assert "Everything stopped" in stdout
+    with Image.open(out / f"{cutout['job_id']}.png") as image:
+        assert image.mode == "RGBA"  # the background removed
     webhooks = json.loads((out / "webhooks.json").read_text())
-    assert sorted(w["event"]["data"]["job_id"] for w in webhooks) == sorted(
-        r["job_id"] for r in records
-    )
+    jobs = [w["event"]["data"]["job_id"] for w in webhooks if w["event"]["type"].startswith("job.")]
+    assert sorted(jobs) == sorted(r["job_id"] for r in records)
+    [chain] = [w["event"] for w in webhooks if w["event"]["type"].startswith("chain.")]
+    assert chain["type"] == "chain.succeeded"
+    assert [step["job_id"] for step in chain["data"]["steps"]] == [r["job_id"] for r in records[5:]]
     assert all(w["verified"] for w in webhooks)
 
 

@@ -22,6 +22,7 @@ from imagegen.contract import CHAIN_EVENTS, AnyModelRequest, JobSpec, Priority
 __all__ = [
     "TERMINAL_STATUSES",
     "AttemptEntry",
+    "ChainStep",
     "DeliveryAttempt",
     "DeliveryState",
     "JobRecord",
@@ -165,6 +166,20 @@ class JobRecord(BaseModel):
         return self.status.is_terminal
 
 
+class ChainStep(BaseModel):
+    """One step of a chain, as the chain's status and its webhook report it."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    job_id: str
+    model_id: str
+    status: JobStatus
+    s3_uri: str | None = None
+    cost_usd: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
 def ms_to_datetime(value_ms: int) -> datetime:
     return datetime.fromtimestamp(value_ms / 1000, tz=UTC)
 
@@ -209,6 +224,14 @@ class NewJob:
         return hashlib.sha256(f"{self.model_id}\n{canonical}{inputs}".encode()).hexdigest()
 
     @property
+    def webhook_events(self) -> list[str]:
+        """The events its webhook gets (none without a webhook); a chain's last step also
+        reports the chain's end."""
+        if not self.spec.webhook_url:
+            return []
+        return [*self.spec.events, *(CHAIN_EVENTS if self.chain_last else ())]
+
+    @property
     def expires_ms(self) -> int | None:
         expires_at = self.spec.expires_at
         return round(expires_at.timestamp() * 1000) if expires_at else None
@@ -225,9 +248,7 @@ class NewJob:
             metadata=spec.metadata,
             created_at=ms_to_datetime(self.created_ms),
             webhook_url=spec.webhook_url,
-            webhook_events=[*spec.events, *(CHAIN_EVENTS if self.chain_last else ())]
-            if spec.webhook_url
-            else [],
+            webhook_events=self.webhook_events,
             expires_at=spec.expires_at,
             tenant=self.tenant,
             batch_id=self.batch_id,

@@ -19,23 +19,13 @@ from pydantic import BaseModel
 from imagegen.contract import JobSpec
 from imagegen.errors import FieldError, InvalidRequestError
 from imagegen.inputs import parse_image_ref
-from imagegen.records import JobRecord, JobStatus
+from imagegen.records import ChainStep, JobRecord, JobStatus
 
 __all__ = ["MAX_CHAIN_STEPS", "MIN_CHAIN_STEPS", "ChainStatus", "bind_steps", "chain_status"]
 
 MIN_CHAIN_STEPS = 2
 MAX_CHAIN_STEPS = 10
 ChainState = Literal["queued", "running", "succeeded", "failed"]
-
-
-class ChainStep(BaseModel):
-    job_id: str
-    model_id: str
-    status: JobStatus
-    s3_uri: str | None = None
-    cost_usd: float | None = None
-    error_code: str | None = None
-    error_message: str | None = None
 
 
 class ChainStatus(BaseModel):
@@ -88,10 +78,10 @@ def chain_status(
     """Where the chain stands: failed at its first step without an image, succeeded when the
     last step did, running once a step started, queued before."""
     reason, state = None, "queued"
-    for step in steps:
+    for index, step in enumerate(steps):
         if step.is_terminal and step.status is not JobStatus.SUCCEEDED:
             detail = f": {step.error_code}" if step.error_code else ""
-            reason = f"step {steps.index(step)} ({step.job_id}) ended {step.status.value}{detail}"
+            reason = f"step {index} ({step.job_id}) ended {step.status.value}{detail}"
             break
     if reason is not None:
         state = "failed" if all(step.is_terminal for step in steps) else "running"
@@ -107,16 +97,5 @@ def chain_status(
         reason=reason,
         output_s3_uri=steps[-1].s3_uri if state == "succeeded" else None,
         cost_usd=round(sum(step.cost_usd or 0 for step in steps), 6),
-        steps=[
-            ChainStep(
-                job_id=step.job_id,
-                model_id=step.model_id,
-                status=step.status,
-                s3_uri=step.s3_uri,
-                cost_usd=step.cost_usd,
-                error_code=step.error_code,
-                error_message=step.error_message,
-            )
-            for step in steps
-        ],
+        steps=[ChainStep.model_validate(step) for step in steps],
     )

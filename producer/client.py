@@ -208,9 +208,7 @@ class Client:
             msg = "an idempotency key covers exactly one job"
             raise ValueError(msg)
         now_ms = int(time.time() * 1000)
-        ids = job_ids or [
-            self._stored_job_id(spec.job_id, tenant) or new_job_id(now_ms) for spec in parsed
-        ]
+        ids = job_ids or self._new_job_ids(parsed, tenant, now_ms)
         bound = self.inputs.bind(parsed, tenant, ids)
         jobs = [
             NewJob(
@@ -259,7 +257,7 @@ class Client:
         image) as one chain; returns the chain id and its steps' jobs."""
         specs = self._as_specs(list(steps))
         now_ms = int(time.time() * 1000)
-        ids = [self._stored_job_id(spec.job_id, tenant) or new_job_id(now_ms) for spec in specs]
+        ids = self._new_job_ids(specs, tenant, now_ms)
         bound = bind_steps(specs, ids)
         chain_id = new_job_id(now_ms)
         submitted = self.create_jobs(
@@ -434,6 +432,11 @@ class Client:
     def _stored_job_id(job_id: str | None, tenant: str | None) -> str | None:
         """A tenant's own ids live in its namespace; ours (ULIDs) are unique anyway."""
         return scoped_job_id(tenant, job_id) if job_id and tenant else job_id
+
+    def _new_job_ids(self, specs: list[JobSpec], tenant: str | None, now_ms: int) -> list[str]:
+        """The ids the jobs will be stored under: the caller's (in the tenant's namespace) or
+        new ULIDs."""
+        return [self._stored_job_id(spec.job_id, tenant) or new_job_id(now_ms) for spec in specs]
 
     def _as_specs(self, items: list[JobLike]) -> list[JobSpec]:
         """Every job validated; the errors of all bad jobs at once, each field under its job's

@@ -25,7 +25,7 @@ from standardwebhooks.webhooks import Webhook
 
 from imagegen.contract import BUDGET_WARNING_EVENT, CHAIN_EVENTS
 from imagegen.errors import JobNotFoundError
-from imagegen.records import JobRecord, JobStatus
+from imagegen.records import ChainStep, JobRecord, JobStatus
 from imagegen.settings import Settings
 from imagegen.ssrf import VettedTarget, WebhookUrlError, vet_configured
 from imagegen.store.deliveries import Deliveries, SigningSecrets
@@ -171,14 +171,7 @@ class WebhookSender:
         found = self._jobs.batch(chain_id)
         steps = self._jobs.get_many(found.job_ids) if found else []
         return [
-            {
-                "job_id": step.job_id,
-                "model_id": step.model_id,
-                "status": step.status.value,
-                "s3_uri": step.s3_uri,
-                "cost_usd": step.cost_usd,
-                "error_code": step.error_code,
-            }
+            ChainStep.model_validate(step).model_dump(mode="json")
             for step in steps
             if step is not None
         ]

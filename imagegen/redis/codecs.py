@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from imagegen.contract import CHAIN_EVENTS, ModelRequest
+from imagegen.contract import ModelRequest
 from imagegen.models import request_type_for
 from imagegen.records import (
     AttemptEntry,
@@ -100,9 +100,7 @@ def new_job_fields(job: NewJob) -> dict[str, str]:
     spec = job.spec
     optional: dict[str, str | int | None] = {
         "webhook_url": spec.webhook_url,
-        "webhook_events": ",".join([*spec.events, *(CHAIN_EVENTS if job.chain_last else ())])
-        if spec.webhook_url
-        else None,
+        "webhook_events": ",".join(job.webhook_events) or None,
         "chain_last": "1" if job.chain_last else None,
         "tenant": job.tenant,
         "batch_id": job.batch_id,

@@ -110,10 +110,8 @@ local served = ''
 if ARGV[4] ~= '' then
   local held = hold_after(KEYS[1], ARGV[3], retention)
   if held == 'ended' then
-    local parent = redis.call('HGET', KEYS[1], 'after_job')
-    redis.call('HSET', KEYS[1], 'error_code', 'ChainStepSkipped', 'error_message',
-               'job ' .. parent .. ', whose output this job takes, ended without an image')
-    finalize(KEYS[1], ARGV[3], 'canceled', created, retention, tonumber(ARGV[14]), ARGV[15])
+    skip_step(KEYS[1], ARGV[3], redis.call('HGET', KEYS[1], 'after_job'), 'without an image',
+              created, retention, tonumber(ARGV[14]), ARGV[15])
   elseif held == '' then
     served = from_cache(KEYS[1], ARGV[3], ARGV[7])
     if served == '' then wait_in(KEYS[1], ARGV[3], created, nil) end

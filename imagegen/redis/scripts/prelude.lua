@@ -257,6 +257,14 @@ local function settle_cache(key, job_id, status, entry, now, retention, grace_ms
   end
 end
 
+-- A job whose input job (`source`) ended `how` without an image: canceled, never called.
+local function skip_step(key, job_id, source, how, now, retention, grace_ms, template)
+  redis.call('HSET', key, 'error_code', 'ChainStepSkipped', 'error_message',
+             'job ' .. source .. ', whose output this job takes, ended ' .. how ..
+             '; this job never ran')
+  return finalize(key, job_id, 'canceled', now, retention, grace_ms, template)
+end
+
 -- Jobs that take this job's output (`:next`, chain steps) go on: to their waiting sets when it
 -- succeeded; otherwise each ends canceled, never called, and so do the steps after it.
 settle_next = function(key, job_id, status, now, retention, grace_ms, template)
@@ -270,10 +278,7 @@ settle_next = function(key, job_id, status, now, retention, grace_ms, template)
       if status == 'succeeded' then
         wait_in(child_key, child, now, nil)
       else
-        redis.call('HSET', child_key, 'error_code', 'ChainStepSkipped', 'error_message',
-                   'job ' .. job_id .. ', whose output this job takes, ended ' .. status ..
-                   '; this job never ran')
-        finalize(child_key, child, 'canceled', now, retention, grace_ms, template)
+        skip_step(child_key, child, job_id, status, now, retention, grace_ms, template)
       end
     end
   end

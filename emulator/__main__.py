@@ -82,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(_env("fault_seed", "0")) or None,
         help="seed for the fault and latency dice, so runs repeat",
     )
+    parser.add_argument(
+        "--denied-models",
+        default=_env("denied_models", ""),
+        help="comma-separated model ids answered with AccessDeniedException",
+    )
+    parser.add_argument(
+        "--unsubscribed-models",
+        default=_env("unsubscribed_models", ""),
+        help="comma-separated model ids answered as without a Marketplace subscription",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     return parser
 
@@ -104,7 +114,13 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         fault_rates={kind: rate for kind, rate in rates.items() if rate},
         filter_words=tuple(w.strip().lower() for w in args.filter_words.split(",") if w.strip()),
         fault_seed=args.fault_seed,
+        denied_models=_names(args.denied_models),
+        unsubscribed_models=_names(args.unsubscribed_models),
     )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,6 +49,10 @@ class EmulatorConfig:
     fault_rates: dict[str, float] = field(default_factory=dict)
     filter_words: tuple[str, ...] = ("forbidden",)
     fault_seed: int | None = None
+    # Access problems to simulate (model ids without a profile prefix): IAM or model access not
+    # granted (AccessDeniedException), or no Marketplace subscription ("Operation not allowed").
+    denied_models: tuple[str, ...] = ()
+    unsubscribed_models: tuple[str, ...] = ()
     models: tuple[str, ...] = (
         "stability.stable-image-core-v1:0",
         "stability.stable-image-core-v1:1",

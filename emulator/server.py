@@ -66,6 +66,19 @@ class _Emulator:
         base = model_id
         for prefix in _PROFILE_PREFIXES:
             base = base.removeprefix(prefix)
+        if base in self.config.denied_models:
+            raise _ApiError(
+                "AccessDeniedException",
+                403,
+                "You don't have access to the model with the specified model ID.",
+            )
+        if base in self.config.unsubscribed_models:
+            raise _ApiError(
+                "ValidationException",
+                400,
+                "Operation not allowed: the account has no AWS Marketplace subscription to "
+                "this model.",
+            )
         if base in self.config.models:
             return None
         spec = SERVICES.get(base)

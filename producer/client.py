@@ -24,6 +24,7 @@ from imagegen.errors import (
     QueueFullError,
 )
 from imagegen.ids import new_job_id, scoped_job_id
+from imagegen.models import model_for
 from imagegen.records import JobRecord, JobStatus, NewJob, ms_to_datetime
 from imagegen.redis import codecs
 from imagegen.redis.connection import connect
@@ -264,6 +265,16 @@ class Client:
             bound, tenant=tenant, batch_id=chain_id, chain=True, job_ids=ids
         )
         return chain_id, [s.record for s in submitted]
+
+    def models(self) -> list[dict[str, Any]]:
+        """The models a job may name: the registry's entry (fields, input images, output) with
+        the price this deployment charges."""
+        found = []
+        for model_id in self.settings.allowed_model_ids:
+            model = model_for(model_id)
+            entry = model.describe() if model else {"model_id": model_id, "kind": "generate"}
+            found.append({**entry, "price_usd": self.settings.price_usd(model_id)})
+        return found
 
     def chain(self, chain_id: str) -> ChainStatus:
         """Where a chain stands, with each of its steps."""

@@ -1,7 +1,7 @@
-"""Calling Stable Image Core through bedrock-runtime InvokeModel, and reading its answer.
+"""Calling a model through bedrock-runtime InvokeModel, and reading its answer.
 
-botocore's own retries are off (``total_max_attempts=1``): a read timeout retried by botocore
-would run, and bill, a generation again behind our back. ``worker.retry`` owns every retry.
+The client comes from ``imagegen.bedrock`` (botocore's retries off); ``worker.retry`` owns every
+retry.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -24,7 +22,6 @@ from botocore.exceptions import (
 )
 
 from imagegen.errors import BedrockCallError, InvalidModelOutputError
-from imagegen.settings import Settings
 from worker.retry import retry_after_s
 
 if TYPE_CHECKING:
@@ -36,30 +33,11 @@ __all__ = [
     "Generated",
     "interpret",
     "invoke_model",
-    "make_bedrock_client",
 ]
 
 INFERENCE_ERROR = "Inference error"
 FILTER_REASON_PREFIX = "Filter reason"
 _MAX_ERROR_MESSAGE_CHARS = 500
-
-
-def make_bedrock_client(settings: Settings, max_pool_connections: int) -> BedrockRuntimeClient:
-    """One client per process, shared by its threads (botocore clients are thread-safe)."""
-    if settings.bedrock_botocore_retries == "off":
-        retries: dict[str, Any] = {"mode": "standard", "total_max_attempts": 1}
-    else:  # only for comparisons: botocore then re-runs calls our policy cannot see
-        retries = {"mode": settings.bedrock_botocore_retries}
-    config = Config(
-        region_name=settings.aws_region,
-        connect_timeout=settings.bedrock_connect_timeout_s,
-        read_timeout=settings.bedrock_read_timeout_s,
-        retries=retries,  # type: ignore[arg-type]
-        max_pool_connections=max_pool_connections,
-    )
-    return boto3.session.Session().client(
-        "bedrock-runtime", endpoint_url=settings.bedrock_endpoint_url, config=config
-    )
 
 
 @dataclass(frozen=True)

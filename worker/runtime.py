@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 
 from celery.signals import worker_process_init
 
+from imagegen.bedrock import make_bedrock_client
 from imagegen.redis.connection import connect
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings, get_settings
@@ -19,7 +20,6 @@ from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import JobStore
 from imagegen.store.quarantine import Quarantine
 from imagegen.store.spend import Ledger
-from worker.bedrock import make_bedrock_client
 from worker.intake import Intake
 from worker.limiter import Limiter
 from worker.pipeline import Services

@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from imagegen.models import model_for
 from producer.api.auth import Tenant
 from producer.api.state import State
 
@@ -17,10 +16,4 @@ router = APIRouter(tags=["models"])
 
 @router.get("/v1/models", summary="The models a job may name")
 def list_models(tenant_id: Tenant, state: State) -> dict[str, list[dict[str, Any]]]:
-    settings = state.settings
-    found = []
-    for model_id in settings.allowed_model_ids:
-        model = model_for(model_id)
-        entry = model.describe() if model else {"model_id": model_id, "kind": "generate"}
-        found.append({**entry, "price_usd": settings.price_usd(model_id)})
-    return {"models": found}
+    return {"models": state.client.models()}

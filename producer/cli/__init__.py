@@ -26,7 +26,7 @@ from imagegen.errors import (
     QueueFullError,
 )
 from imagegen.settings import get_settings
-from producer.cli import jobs, ops, run, spend
+from producer.cli import jobs, ops, run, setup, spend
 from producer.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_BUSY,
@@ -52,13 +52,14 @@ _EXIT_STATUSES: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int],
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagegen",
-        description="Stable Image Core jobs on AWS Bedrock: submit, follow, operate, run.",
+        description="Stability image jobs on AWS Bedrock: submit, follow, operate, run.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     jobs.register(commands)
     ops.register(commands)
     run.register(commands)
     spend.register(commands)
+    setup.register(commands)
     return parser
 
 

@@ -176,3 +176,25 @@ def test_budgets_and_spend_from_the_shell(stack: Stack) -> None:
     assert shown["budget"]["on_exceed"] == "fail"
     bad = imagegen(stack, "budgets", "set", tenant, "--daily-hard", "-3")
     assert bad.returncode == 2
+
+
+def test_doctor_passes_on_the_local_stack_and_models_lists_every_model(stack: Stack) -> None:
+    done = imagegen(stack, "doctor", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is True
+    statuses = {check["name"]: check["status"] for check in report["checks"]}
+    assert statuses["s3 images"] == statuses["redis"] == "ok"
+    assert statuses["model us.stability.stable-image-remove-background-v1:0"] == "ok"
+    models = json.loads(imagegen(stack, "models", "--json").stdout)["models"]
+    assert len(models) == 18
+    [upscale] = [m for m in models if m["model_id"] == "us.stability.stable-fast-upscale-v1:0"]
+    assert (upscale["price_usd"], upscale["input_images"]) == (0.03, ["image"])
+
+
+def test_doctor_fails_and_says_what_to_fix(stack: Stack) -> None:
+    done = imagegen(stack, "doctor", env={"IMAGEGEN_S3_BUCKET": "no-such-bucket"})
+    assert done.returncode == 1
+    assert "does not exist" in done.stdout
+    assert "To fix:" in done.stdout
+    assert "IMAGEGEN_S3_BUCKET" in done.stdout

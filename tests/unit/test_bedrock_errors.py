@@ -11,10 +11,11 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
+from imagegen.bedrock import make_bedrock_client
 from imagegen.errors import BedrockCallError
 from imagegen.settings import Settings
 from tests.support import bedrock_payload, emulator_stats
-from worker.bedrock import invoke_model, make_bedrock_client
+from worker.bedrock import invoke_model
 from worker.retry import Disposition, RetryPolicy, disposition_of
 
 MODEL = "stability.stable-image-core-v1:0"

@@ -1,0 +1,67 @@
+"""``imagegen doctor | models``: is the deployment able to run jobs, and what models it offers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from producer.cli.common import EXIT_JOB_UNSUCCESSFUL, EXIT_OK, print_table
+from producer.client import Client
+from producer.doctor import Doctor
+
+__all__ = ["register"]
+
+_MARKS = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="check credentials, region, model access, S3 and quotas; print what to fix",
+    )
+    doctor.add_argument("--model-id", action="append", help="check only this model (repeatable)")
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(handler=_doctor)
+    models = commands.add_parser("models", help="the models a job may name, with their prices")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(handler=_models)
+
+
+def _doctor(client: Client, args: argparse.Namespace) -> int:
+    checks = Doctor(client.settings, redis_client=client.jobs.redis).run(args.model_id)
+    failed = any(check.status == "fail" for check in checks)
+    if args.json:
+        print(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}))
+        return EXIT_JOB_UNSUCCESSFUL if failed else EXIT_OK
+    print_table(
+        [("check", "status", "what was seen")]
+        + [(c.name, _MARKS[c.status], c.detail) for c in checks]
+    )
+    fixes = [c for c in checks if c.fix and c.status in {"fail", "warn"}]
+    if fixes:
+        print("\nTo fix:")
+        for check in fixes:
+            print(f"- {check.name}: {check.fix}")
+    print("\n" + ("Problems found." if failed else "Ready to run jobs."))
+    return EXIT_JOB_UNSUCCESSFUL if failed else EXIT_OK
+
+
+def _models(client: Client, args: argparse.Namespace) -> int:
+    found = client.models()
+    if args.json:
+        print(json.dumps({"models": found}))
+        return EXIT_OK
+    print_table(
+        [("model id", "kind", "$/image", "input images", "required")]
+        + [
+            (
+                m["model_id"],
+                m["kind"],
+                f"{m['price_usd']:.2f}",
+                ", ".join(m.get("input_images", [])) or "-",
+                ", ".join(m.get("required", [])) or "-",
+            )
+            for m in found
+        ]
+    )
+    return EXIT_OK

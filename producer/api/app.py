@@ -23,6 +23,7 @@ from imagegen.store.tenants import ApiKeys, AuthFailures
 from producer.api import batches, chains, health, jobs, models, secrets, tenants, uploads
 from producer.api.auth import AUTH_WINDOW_S
 from producer.api.bodies import BodyLimitMiddleware
+from producer.api.docs import install_docs
 from producer.api.limits import Held, HeldLimits
 from producer.api.metrics import metrics_router
 from producer.api.problems import Problem, install_problem_handlers
@@ -53,10 +54,15 @@ def create_app(settings: Settings | None = None, *, redis_client: Any = None) ->
         openapi_tags=[
             {"name": "jobs"},
             {"name": "batches"},
+            {"name": "chains"},
+            {"name": "uploads"},
+            {"name": "models"},
             {"name": "webhooks"},
             {"name": "health"},
         ],
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     install_problem_handlers(app)
@@ -86,6 +92,7 @@ def create_app(settings: Settings | None = None, *, redis_client: Any = None) ->
     app.include_router(tenants.router)
     app.include_router(metrics_router(redis_client, settings))
     app.include_router(health.router)
+    install_docs(app)
     _publish_job_schema(app)
     return app
 

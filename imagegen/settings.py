@@ -409,6 +409,13 @@ class Settings(BaseSettings):
         description="When set, /v1/admin/* (tenants' weights, caps and budgets) answers to "
         "Authorization: Bearer <this token>; unset, those routes do not exist (404).",
     )
+    console_session_ttl_s: int = Field(
+        default=8 * 3600,
+        ge=60,
+        le=30 * SECONDS_PER_DAY,
+        description="How long a web console login lasts (a tenant's also ends when its API key "
+        "is revoked).",
+    )
     api_metrics_token: SecretStr | None = Field(
         default=None,
         description="When set, the API's /metrics needs Authorization: Bearer <this token>.",

@@ -17,30 +17,73 @@ from typing import TYPE_CHECKING
 
 from imagegen.contract import JobSpec
 from imagegen.errors import FieldError, InvalidRequestError, JobNotFoundError
-from imagegen.ids import is_valid_job_id, scoped_job_id
+from imagegen.ids import is_valid_job_id, new_job_id, scoped_job_id
 from imagegen.inputs import (
     ImageFacts,
     ImageRef,
     UnusableImageError,
+    image_facts,
     parse_image_ref,
     probe_s3_image,
 )
 from imagegen.models import model_for
 from imagegen.records import JobRecord, JobStatus
+from imagegen.s3 import s3_uri
 from imagegen.settings import Settings
 from imagegen.store.job_reads import JobReads
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["BoundInputs", "InputBinder", "upload_key_prefix"]
+__all__ = ["BoundInputs", "InputBinder", "StoredUpload", "store_upload", "upload_key_prefix"]
 
 NO_TENANT_FOLDER = "_"
+UPLOAD_CONTENT_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 
 def upload_key_prefix(settings: Settings, tenant: str | None) -> str:
     """Where a tenant's uploads live in ``s3_bucket``: ``{uploads_prefix}/{tenant}/``."""
     return f"{settings.uploads_prefix.strip('/')}/{tenant or NO_TENANT_FOLDER}/"
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    """An input image stored under a tenant's uploads prefix."""
+
+    uri: str
+    bucket: str
+    key: str
+    facts: ImageFacts
+
+
+def upload_key(settings: Settings, tenant: str | None, image_format: str) -> str:
+    """A new key under the tenant's uploads prefix."""
+    return f"{upload_key_prefix(settings, tenant)}{new_job_id()}.{_EXTENSIONS[image_format]}"
+
+
+def store_upload(
+    s3: S3Client, settings: Settings, tenant: str | None, data: bytes, content_type: str | None
+) -> StoredUpload:
+    """Check an uploaded image (size, format from its bytes, the declared type) and store it
+    under the tenant's uploads prefix. Raises ``UnusableImageError`` saying what is wrong."""
+    if len(data) > settings.input_image_max_bytes:
+        msg = f"is {len(data):,} bytes; the limit is {settings.input_image_max_bytes:,}"
+        raise UnusableImageError(msg)
+    facts = image_facts(data)
+    declared = UPLOAD_CONTENT_TYPES.get((content_type or "").split(";")[0].strip().lower())
+    if declared is not None and declared != facts.format:
+        msg = f"Content-Type says {declared}, the image is {facts.format}"
+        raise UnusableImageError(msg)
+    key = upload_key(settings, tenant, facts.format)
+    s3.put_object(
+        Bucket=settings.s3_bucket,
+        Key=key,
+        Body=data,
+        ContentType=f"image/{facts.format}",
+        Metadata={"tenant": tenant or NO_TENANT_FOLDER},
+    )
+    return StoredUpload(s3_uri(settings.s3_bucket, key), settings.s3_bucket, key, facts)
 
 
 @dataclass(frozen=True)

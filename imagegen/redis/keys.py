@@ -31,6 +31,8 @@ key                                    type    what it holds
                                                Idempotency-Key, kept 24 h
 ``imagegen:apikey:{sha256}``           hash    an API key (stored hashed): key_id, tenant
 ``imagegen:apikeys``                   hash    key_id -> sha256 of the key, for list and revoke
+``imagegen:console:{sha256}``          hash    a console session (its token stored hashed):
+                                               role, tenant, key_id; expires with the session
 ``imagegen:authfail:client:{address}`` string failed authentications from one client address
 ``imagegen:authfail:key:{key id}``     string  ... and with one key id, each for one minute
 ``imagegen:events``                    pubsub  one JSON message per job status change (all jobs)
@@ -141,6 +143,7 @@ __all__ = [
     "auth_failures_key",
     "batch_jobs_key",
     "batch_key",
+    "console_session_key",
     "dispatch_keys",
     "endpoint_inflight_key",
     "idempotency_key",
@@ -238,6 +241,10 @@ def idempotency_key(tenant: str | None, key: str) -> str:
 
 def apikey_key(key_sha256: str) -> str:
     return f"{PREFIX}:apikey:{key_sha256}"
+
+
+def console_session_key(token_sha256: str) -> str:
+    return f"{PREFIX}:console:{token_sha256}"
 
 
 def auth_failures_key(client: str) -> str:

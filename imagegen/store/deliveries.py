@@ -24,7 +24,7 @@ from imagegen.redis.scripts import Scripts
 if TYPE_CHECKING:
     from redis import Redis
 
-__all__ = ["Deliveries", "DeliveryClaim", "SigningSecrets"]
+__all__ = ["Deliveries", "DeliveryClaim", "FailingEndpoint", "SigningSecrets"]
 
 _SECRET_BYTES = 24
 
@@ -42,6 +42,17 @@ class DeliveryClaim:
     webhook_id: str = ""
 
 
+@dataclass(frozen=True)
+class FailingEndpoint:
+    """A webhook endpoint that is not taking deliveries: disabled (it answered 410), or with
+    deliveries whose retries ran out."""
+
+    url: str
+    disabled: bool
+    exhausted: int
+    last_ms: int
+
+
 class Deliveries:
     """Webhook deliveries on one Redis client (``decode_responses=True``)."""
 
@@ -52,6 +63,34 @@ class Deliveries:
     def ids_for_job(self, job_id: str) -> list[str]:
         fields = cast("dict[str, str]", self._redis.hgetall(keys.job_key(job_id)))
         return codecs.delivery_ids(fields)
+
+    def failing_endpoints(self, limit: int = 200) -> list[FailingEndpoint]:
+        """Disabled endpoints, and endpoints of the newest ``limit`` dead-lettered deliveries,
+        most recent first."""
+        disabled = cast(
+            "list[tuple[str, float]]",
+            self._redis.zrevrange(keys.WEBHOOKS_DISABLED_KEY, 0, limit - 1, withscores=True),
+        )
+        dead = cast(
+            "list[tuple[str, float]]",
+            self._redis.zrevrange(keys.WEBHOOKS_DLQ_KEY, 0, limit - 1, withscores=True),
+        )
+        found: dict[str, FailingEndpoint] = {
+            url: FailingEndpoint(url, True, 0, int(at)) for url, at in disabled
+        }
+        deliveries = self.get_many(delivery_id for delivery_id, _ in dead)
+        for delivery_id, at in dead:
+            delivery = deliveries.get(delivery_id)
+            if delivery is None:
+                continue
+            seen = found.get(delivery.url)
+            found[delivery.url] = FailingEndpoint(
+                delivery.url,
+                seen.disabled if seen else False,
+                (seen.exhausted if seen else 0) + 1,
+                max(int(at), seen.last_ms if seen else 0),
+            )
+        return sorted(found.values(), key=lambda e: e.last_ms, reverse=True)
 
     def claim(self, delivery_id: str, lease_ms: int) -> DeliveryClaim:
         """Take the delivery for one attempt (a lease: never sent twice at once)."""

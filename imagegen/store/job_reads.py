@@ -194,15 +194,20 @@ class JobReads:
 
     def subscribe(self, job_id: str) -> JobEvents:
         """Subscribe to one job's status changes; ``close()`` when done."""
-        return JobEvents(self._redis, job_id)
+        return JobEvents(self._redis, keys.job_events_channel(job_id))
+
+    def subscribe_all(self) -> JobEvents:
+        """Subscribe to every job's status changes (the fleet's channel); ``close()`` when
+        done."""
+        return JobEvents(self._redis, keys.EVENTS_CHANNEL)
 
 
 class JobEvents:
-    """One job's status channel (one Redis connection while open)."""
+    """A status channel: one job's, or the fleet's (one Redis connection while open)."""
 
-    def __init__(self, redis: Redis, job_id: str) -> None:
+    def __init__(self, redis: Redis, channel: str) -> None:
         self._pubsub = redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        self._pubsub.subscribe(keys.job_events_channel(job_id))
+        self._pubsub.subscribe(channel)
 
     def next(self, timeout_s: float) -> Any:
         """The next event, or None after ``timeout_s``."""

@@ -13,21 +13,17 @@ from fastapi import APIRouter, Depends, Header
 from pydantic import BaseModel
 
 from imagegen.errors import FieldError
-from imagegen.ids import new_job_id
-from imagegen.inputs import UnusableImageError, image_facts
+from imagegen.inputs import UnusableImageError
 from imagegen.s3 import s3_uri
 from producer.api.auth import Tenant
 from producer.api.bodies import raw_body
 from producer.api.problems import PROBLEM_RESPONSES, ProblemError
 from producer.api.state import State
-from producer.inputs import upload_key_prefix
+from producer.inputs import UPLOAD_CONTENT_TYPES, store_upload, upload_key
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["uploads"])
-
-_CONTENT_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
-_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 
 class Upload(BaseModel):
@@ -53,7 +49,7 @@ class PresignRequest(BaseModel):
 _UPLOAD_BODY = {
     "required": True,
     "content": {
-        ctype: {"schema": {"type": "string", "format": "binary"}} for ctype in _CONTENT_TYPES
+        ctype: {"schema": {"type": "string", "format": "binary"}} for ctype in UPLOAD_CONTENT_TYPES
     },
 }
 
@@ -73,34 +69,19 @@ def upload_image(
     state: State,
     content_type: Annotated[str | None, Header(max_length=100)] = None,
 ) -> Upload:
-    settings = state.settings
-    if len(body) > settings.input_image_max_bytes:
-        msg = f"is {len(body):,} bytes; the limit is {settings.input_image_max_bytes:,}"
-        raise ProblemError(413, "Image too large", msg, [FieldError("body", msg)])
     try:
-        facts = image_facts(body)
+        stored = store_upload(state.client.s3(), state.settings, tenant_id, body, content_type)
     except UnusableImageError as e:
-        raise ProblemError(422, "Not an image", str(e), [FieldError("body", str(e))]) from e
-    declared = _CONTENT_TYPES.get((content_type or "").split(";")[0].strip().lower())
-    if declared is not None and declared != facts.format:
-        msg = f"Content-Type says {declared}, the image is {facts.format}"
-        raise ProblemError(422, "Content-Type mismatch", msg, [FieldError("Content-Type", msg)])
-    key = f"{upload_key_prefix(settings, tenant_id)}{new_job_id()}.{_EXTENSIONS[facts.format]}"
-    state.client.s3().put_object(
-        Bucket=settings.s3_bucket,
-        Key=key,
-        Body=body,
-        ContentType=f"image/{facts.format}",
-        Metadata={"tenant": tenant_id},
-    )
+        status = 413 if len(body) > state.settings.input_image_max_bytes else 422
+        raise ProblemError(status, "Unusable image", str(e), [FieldError("body", str(e))]) from e
     return Upload(
-        image=s3_uri(settings.s3_bucket, key),
-        s3_bucket=settings.s3_bucket,
-        s3_key=key,
-        format=facts.format,
-        width=facts.width,
-        height=facts.height,
-        bytes=facts.bytes,
+        image=stored.uri,
+        s3_bucket=stored.bucket,
+        s3_key=stored.key,
+        format=stored.facts.format,
+        width=stored.facts.width,
+        height=stored.facts.height,
+        bytes=stored.facts.bytes,
     )
 
 
@@ -113,7 +94,7 @@ def upload_image(
 )
 def presign_upload(body: PresignRequest, tenant_id: Tenant, state: State) -> Upload:
     settings = state.settings
-    key = f"{upload_key_prefix(settings, tenant_id)}{new_job_id()}.{_EXTENSIONS[body.format]}"
+    key = upload_key(settings, tenant_id, body.format)
     content_type = f"image/{body.format}"
     url = state.client.s3().generate_presigned_url(
         "put_object",

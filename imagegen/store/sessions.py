@@ -46,14 +46,16 @@ class ConsoleSessions:
         """A new session; returns its token (for the cookie)."""
         token = secrets.token_urlsafe(_TOKEN_BYTES)
         key = keys.console_session_key(_digest(token))
-        fields: dict[str | bytes, str | int] = {
-            "role": role,
-            "tenant": tenant or "",
-            "key_id": key_id or "",
-            "created_ms": int(time.time() * 1000),
-        }
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(key, mapping=fields)
+        pipe.hset(
+            key,
+            mapping={
+                "role": role,
+                "tenant": tenant or "",
+                "key_id": key_id or "",
+                "created_ms": int(time.time() * 1000),
+            },
+        )
         pipe.expire(key, self._ttl_s)
         pipe.execute()
         return token

@@ -39,6 +39,7 @@ from imagegen.store.jobs import CancelOutcome, Caps, CreateOutcome, JobStore
 from imagegen.store.quarantine import Quarantine
 from imagegen.store.quota import QuotaStatus, QuotaStore
 from imagegen.store.spend import Budget, Ledger, PeriodSpend, SpendRow, periods
+from imagegen.store.stats import Stats
 from imagegen.store.tenants import TENANT_PATTERN, ApiKeys, Tenants, is_tenant_name
 from producer.chains import ChainStatus, bind_steps, chain_status
 from producer.inputs import InputBinder
@@ -80,6 +81,7 @@ class Client:
         self.tenants = Tenants(self._redis)
         self.quota_store = QuotaStore(self._redis, self.settings)
         self.quarantine = Quarantine(self._redis)
+        self.stats = Stats(self._redis)
         self._s3: S3Client | None = None
         self.inputs = InputBinder(self.settings, self.reads, self.s3)
 

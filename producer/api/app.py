@@ -29,6 +29,7 @@ from producer.api.metrics import metrics_router
 from producer.api.problems import Problem, install_problem_handlers
 from producer.api.state import ApiState
 from producer.client import Client
+from producer.console import install_console
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, *, redis_client: Any = None) ->
     app.include_router(metrics_router(redis_client, settings))
     app.include_router(health.router)
     install_docs(app)
+    install_console(app)
     _publish_job_schema(app)
     return app
 

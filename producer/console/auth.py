@@ -1,0 +1,111 @@
+"""Logging in to the console: a tenant with an API key, an operator with the admin token.
+
+The session lives in Redis (``imagegen.store.sessions``); the browser holds only its token, in
+an HttpOnly, SameSite=Strict cookie scoped to ``/console``. Bad keys and tokens count against
+the same brake as the API's.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from imagegen.store.sessions import ConsoleSession, ConsoleSessions
+from producer.api.auth import client_address
+from producer.api.state import ApiState, State
+from producer.console.render import page
+
+__all__ = ["COOKIE", "Operator", "TenantLogin", "router"]
+
+COOKIE = "imagegen_console"
+COOKIE_PATH = "/console"
+LOGIN_PATH = "/console/login"
+
+router = APIRouter(include_in_schema=False)
+
+
+def sessions(state: ApiState) -> ConsoleSessions:
+    return ConsoleSessions(state.redis, state.settings.console_session_ttl_s)
+
+
+def current_session(request: Request, state: State) -> ConsoleSession | None:
+    return sessions(state).get(request.cookies.get(COOKIE, ""))
+
+
+def _to_login() -> HTTPException:
+    return HTTPException(status_code=303, headers={"Location": LOGIN_PATH})
+
+
+def tenant_session(
+    session: Annotated[ConsoleSession | None, Depends(current_session)],
+) -> ConsoleSession:
+    if session is None or session.role != "tenant" or session.tenant is None:
+        raise _to_login()
+    return session
+
+
+def operator_session(
+    session: Annotated[ConsoleSession | None, Depends(current_session)],
+) -> ConsoleSession:
+    if session is None or session.role != "operator":
+        raise _to_login()
+    return session
+
+
+TenantLogin = Annotated[ConsoleSession, Depends(tenant_session)]
+Operator = Annotated[ConsoleSession, Depends(operator_session)]
+
+
+@router.get("/console/login")
+def login_page(state: State) -> HTMLResponse:
+    return page("login.html", operator=state.settings.api_admin_token is not None)
+
+
+@router.post("/console/login")
+def login(request: Request, state: State, key: Annotated[str, Form(max_length=512)]) -> Response:
+    key = key.strip()
+    found = state.api_keys.authenticate(key)
+    if found is not None:
+        token = sessions(state).create("tenant", tenant=found.tenant, key_id=found.key_id)
+        return _logged_in(request, token, "/console")
+    admin = state.settings.api_admin_token
+    if admin is not None and hmac.compare_digest(key.encode(), admin.get_secret_value().encode()):
+        return _logged_in(request, sessions(state).create("operator"), "/console/operator")
+    address = client_address(request, state.settings.api_trusted_proxies)
+    failures, retry_after_s = state.auth_failures.add(address, "console")
+    too_many = failures > state.settings.api_auth_failures_per_minute
+    message = (
+        f"Too many failed logins; try again in {retry_after_s} s."
+        if too_many
+        else "That is not a valid API key or operator token."
+    )
+    return page(
+        "login.html",
+        status_code=429 if too_many else 401,
+        error=message,
+        operator=admin is not None,
+    )
+
+
+@router.post("/console/logout")
+def logout(request: Request, state: State) -> Response:
+    sessions(state).end(request.cookies.get(COOKIE, ""))
+    response = RedirectResponse(LOGIN_PATH, status_code=303)
+    response.delete_cookie(COOKIE, path=COOKIE_PATH)
+    return response
+
+
+def _logged_in(request: Request, token: str, target: str) -> Response:
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path=COOKIE_PATH,
+    )
+    return response

@@ -1,0 +1,66 @@
+"""The operator's console: each model's quota (configured and effective rate, tokens, throttles,
+charted live), tenants' shares and waits, the backlog, dead letters with replay, failing webhook
+endpoints and the quarantine."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from producer.api.state import ApiState, State
+from producer.console.auth import Operator
+from producer.console.render import page
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+DEAD_LETTERS_SHOWN = 50
+QUARANTINE_SHOWN = 20
+
+
+def _quota(state: ApiState) -> list[dict[str, Any]]:
+    """Each model's quota as every worker sees it, and how many of its jobs wait."""
+    client = state.client
+    return [
+        {
+            **dataclasses.asdict(status),
+            "waiting": sum(client.dispatch.waiting(status.model_id).values()),
+        }
+        for status in client.quota()
+    ]
+
+
+@router.get("/console/operator")
+def operator_page(state: State, session: Operator) -> HTMLResponse:
+    client = state.client
+    return page(
+        "operator.html",
+        quota=_quota(state),
+        shares=client.tenant_shares(),
+        queues=client.stats.queues(),
+        dead_letters=client.dead_letters(DEAD_LETTERS_SHOWN),
+        endpoints=client.webhook_deliveries.failing_endpoints(),
+        quarantined=client.quarantine.list(QUARANTINE_SHOWN),
+    )
+
+
+@router.get("/console/operator/quota.json")
+def quota_json(state: State, session: Operator) -> JSONResponse:
+    """What the live chart plots, sampled by the page every few seconds."""
+    return JSONResponse(
+        {"at_ms": int(time.time() * 1000), "models": _quota(state)},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.post("/console/operator/replay")
+def replay(
+    state: State, session: Operator, job_id: Annotated[str, Form(max_length=200)]
+) -> Response:
+    state.client.replay([job_id])
+    return RedirectResponse("/console/operator", status_code=303)

@@ -1,0 +1,116 @@
+// The console's one script: no framework, no build, nothing from another host.
+"use strict";
+
+// Times in the browser's own zone: <time datetime="ISO"> and <time data-ms="unix ms">.
+function localTimes(root) {
+  for (const el of root.querySelectorAll("time[datetime], time[data-ms]")) {
+    const raw = el.dataset.ms ? Number(el.dataset.ms) : el.getAttribute("datetime");
+    const when = new Date(raw);
+    if (!isNaN(when)) {
+      el.title = when.toISOString();
+      el.textContent = when.toLocaleString();
+    }
+  }
+}
+
+// The submit form shows (and sends) only the chosen model's fields.
+function modelFields() {
+  const select = document.getElementById("model_id");
+  if (!select) return;
+  const show = () => {
+    for (const set of document.querySelectorAll("fieldset.model-fields")) {
+      const mine = set.dataset.model === select.value;
+      set.hidden = !mine;
+      set.disabled = !mine;
+    }
+  };
+  select.addEventListener("change", show);
+  show();
+}
+
+// The job table follows the tenant's jobs over server-sent events.
+function liveJobs() {
+  const rows = document.getElementById("job-rows");
+  if (!rows || !window.EventSource) return;
+  const state = document.getElementById("live-state");
+  let pending = null;
+  const refresh = () => {
+    pending = null;
+    fetch(rows.dataset.rows, { credentials: "same-origin" })
+      .then((r) => (r.ok ? r.text() : Promise.reject(r.status)))
+      .then((html) => {
+        rows.innerHTML = html;
+        localTimes(rows);
+      })
+      .catch(() => {});
+  };
+  const events = new EventSource(rows.dataset.events);
+  events.addEventListener("open", () => { if (state) state.textContent = "live"; });
+  events.addEventListener("error", () => { if (state) state.textContent = "reconnecting"; });
+  events.addEventListener("job", () => {
+    if (!pending) pending = setTimeout(refresh, 250);
+  });
+}
+
+// The operator's quota chart: effective rate per model (lines), throttles (bars).
+function quotaChart() {
+  const svg = document.getElementById("quota-chart");
+  if (!svg) return;
+  const NS = "http://www.w3.org/2000/svg";
+  const W = 600, H = 200, PAD = 24, KEEP = 90;
+  const colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
+  const series = new Map();
+  const el = (name, attrs, text) => {
+    const node = document.createElementNS(NS, name);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (text) node.textContent = text;
+    return node;
+  };
+  const draw = () => {
+    svg.replaceChildren();
+    svg.append(el("line", { x1: PAD, y1: H - PAD, x2: W, y2: H - PAD, stroke: "#888" }));
+    let top = 1;
+    for (const points of series.values()) for (const p of points) top = Math.max(top, p.configured, p.rate);
+    svg.append(el("text", { x: 2, y: 12, "font-size": 10 }, `${Math.round(top)}/min`));
+    let index = 0;
+    for (const [model, points] of series) {
+      const colour = colours[index++ % colours.length];
+      const x = (i) => PAD + ((W - PAD) * i) / (KEEP - 1);
+      const y = (v) => H - PAD - ((H - 2 * PAD) * v) / top;
+      points.forEach((p, i) => {
+        if (p.throttles > 0) {
+          svg.append(el("rect", { x: x(i) - 2, y: y(p.throttles), width: 4, height: H - PAD - y(p.throttles), fill: colour, opacity: 0.4 }));
+        }
+      });
+      svg.append(el("polyline", {
+        points: points.map((p, i) => `${x(i)},${y(p.rate)}`).join(" "),
+        fill: "none", stroke: colour, "stroke-width": 2, "data-model": model,
+      }));
+      svg.append(el("text", { x: PAD + 4, y: 14 + 12 * index, "font-size": 10, fill: colour }, model));
+    }
+  };
+  const sample = () => {
+    fetch(svg.dataset.source, { credentials: "same-origin" })
+      .then((r) => (r.ok ? r.json() : Promise.reject(r.status)))
+      .then((data) => {
+        for (const m of data.models) {
+          const points = series.get(m.model_id) || [];
+          points.push({ rate: m.effective_rpm, configured: m.configured_rpm, throttles: m.throttles_last_minute });
+          while (points.length > KEEP) points.shift();
+          series.set(m.model_id, points);
+        }
+        svg.dataset.samples = String((Number(svg.dataset.samples) || 0) + 1);
+        draw();
+      })
+      .catch(() => {});
+  };
+  sample();
+  setInterval(sample, 2000);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  localTimes(document);
+  modelFields();
+  liveJobs();
+  quotaChart();
+});

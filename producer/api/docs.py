@@ -21,7 +21,7 @@ ASSETS_PATH = "/docs-assets"
 def install_docs(app: FastAPI) -> None:
     """Mount Swagger UI's files and the ``/docs`` page that uses them (the app is made with
     ``docs_url=None``)."""
-    app.mount(ASSETS_PATH, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    app.mount(ASSETS_PATH, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:

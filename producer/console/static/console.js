@@ -60,6 +60,9 @@ function quotaChart() {
   const W = 600, H = 200, PAD = 24, KEEP = 90;
   const colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
   const series = new Map();
+  // Models with work (calls, throttles or jobs waiting) at any sample are drawn; with none,
+  // the first model is.
+  const active = new Set();
   const el = (name, attrs, text) => {
     const node = document.createElementNS(NS, name);
     for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
@@ -73,9 +76,11 @@ function quotaChart() {
     for (const points of series.values()) for (const p of points) top = Math.max(top, p.configured, p.rate);
     svg.append(el("text", { x: 2, y: 12, "font-size": 10 }, `${Math.round(top)}/min`));
     let index = 0;
-    for (const [model, points] of series) {
+    const shown = [...series].filter(([model]) => active.has(model));
+    for (const [model, points] of shown.length ? shown : [...series].slice(0, 1)) {
       const colour = colours[index++ % colours.length];
-      const x = (i) => PAD + ((W - PAD) * i) / (KEEP - 1);
+      // The newest sample at the right edge, older ones to its left.
+      const x = (i) => W - ((W - PAD) * (points.length - 1 - i)) / (KEEP - 1);
       const y = (v) => H - PAD - ((H - 2 * PAD) * v) / top;
       points.forEach((p, i) => {
         if (p.throttles > 0) {
@@ -96,6 +101,7 @@ function quotaChart() {
         for (const m of data.models) {
           const points = series.get(m.model_id) || [];
           points.push({ rate: m.effective_rpm, configured: m.configured_rpm, throttles: m.throttles_last_minute });
+          if (m.calls_last_minute || m.throttles_last_minute || m.waiting) active.add(m.model_id);
           while (points.length > KEEP) points.shift();
           series.set(m.model_id, points);
         }

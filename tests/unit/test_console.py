@@ -1,0 +1,144 @@
+"""The web console over HTTP: who may see what, sessions that end with their key, the API's
+field-named errors beside the form's inputs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fakeredis
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from imagegen.records import JobStatus
+from imagegen.settings import Settings
+from producer.api import create_app
+from producer.client import Client
+
+OPERATOR_TOKEN = "an-operator-token-of-30-chars!"
+CORE = "stability.stable-image-core-v1:0"
+
+
+@dataclass
+class Console:
+    http: TestClient
+    client: Client
+
+    def login(self, tenant: str) -> str:
+        _, key = self.client.api_keys.create(tenant)
+        answer = self.http.post("/console/login", data={"key": key}, follow_redirects=False)
+        assert answer.status_code == 303, answer.text
+        return key
+
+
+@pytest.fixture
+def console(settings: Settings) -> Iterator[Console]:
+    settings = settings.model_copy(update={"api_admin_token": SecretStr(OPERATOR_TOKEN)})
+    redis = fakeredis.FakeRedis(decode_responses=True)
+    with TestClient(create_app(settings, redis_client=redis)) as http:
+        yield Console(http, Client(settings, redis_client=redis))
+
+
+def alerts(html: str) -> list[str]:
+    return re.findall(r'role="alert">([^<]+)<', html)
+
+
+def test_pages_need_a_login(console: Console) -> None:
+    for path in ("/console", "/console/rows", "/console/operator", "/console/events"):
+        answer = console.http.get(path, follow_redirects=False)
+        assert answer.status_code == 303, path
+        assert answer.headers["location"] == "/console/login"
+
+
+def test_a_bad_key_is_refused_and_the_key_never_reaches_a_url(console: Console) -> None:
+    refused = console.http.post("/console/login", data={"key": "igk_nope_nope"})
+    assert refused.status_code == 401
+    assert "not a valid API key" in refused.text
+    key = console.login("acme")
+    cookie = console.http.cookies.get("imagegen_console")
+    assert cookie
+    assert key not in cookie
+    page = console.http.get("/console")
+    assert page.status_code == 200
+    assert key not in page.text
+
+
+def test_a_tenant_sees_only_its_own_jobs(console: Console) -> None:
+    theirs = console.client.submit("a rival picture", tenant="rival")
+    console.login("acme")
+    mine = console.http.post(
+        "/console/jobs",
+        data={"model_id": CORE, "f.prompt": "a lighthouse at dawn", "f.aspect_ratio": "16:9"},
+        follow_redirects=False,
+    )
+    assert mine.status_code == 303
+    job_id = mine.headers["location"].split("submitted=")[1]
+    record = console.client.get(job_id)
+    assert (record.tenant, record.request.aspect_ratio) == ("acme", "16:9")  # type: ignore[union-attr]
+    rows = console.http.get("/console/rows").text
+    assert job_id in rows
+    assert theirs.job_id not in rows
+    assert theirs.job_id not in console.http.get("/console").text
+    for path in ("", "/image"):
+        assert console.http.get(f"/console/jobs/{theirs.job_id}{path}").status_code == 404
+    assert console.http.post(f"/console/jobs/{theirs.job_id}/cancel").status_code == 404
+    assert console.client.get(theirs.job_id).status is JobStatus.QUEUED
+
+
+def test_errors_are_shown_beside_their_inputs(console: Console) -> None:
+    console.login("acme")
+    answer = console.http.post(
+        "/console/jobs",
+        data={
+            "model_id": "us.stability.stable-outpaint-v1:0",
+            "f.left": "lots",
+            "f.creativity": "2",
+        },
+    )
+    assert answer.status_code == 422
+    errors = alerts(answer.text)
+    assert "Input should be a valid integer" in errors
+    assert "Input should be less than or equal to 1" in errors
+    assert "Field required" in errors  # the image
+    # Each message sits in the error span of its own input.
+    assert re.search(
+        r'f\.left" value="lots".*?role="alert">Input should be a valid integer', answer.text, re.S
+    )
+
+
+def test_cancel_from_the_job_page(console: Console) -> None:
+    console.login("acme")
+    job = console.client.submit("wait for me", tenant="acme", priority="batch")
+    page = console.http.get(f"/console/jobs/{job.job_id}")
+    assert "Cancel this job" in page.text
+    done = console.http.post(f"/console/jobs/{job.job_id}/cancel", follow_redirects=False)
+    assert done.status_code == 303
+    assert console.client.get(job.job_id).status is JobStatus.CANCELED
+
+
+def test_revoking_the_key_ends_the_session(console: Console) -> None:
+    key = console.login("acme")
+    assert console.http.get("/console", follow_redirects=False).status_code == 200
+    [found] = [k for k in console.client.api_keys.list() if k.tenant == "acme"]
+    assert key.startswith(f"igk_{found.key_id}_")
+    console.client.api_keys.revoke(found.key_id)
+    assert console.http.get("/console", follow_redirects=False).status_code == 303
+
+
+def test_the_operator_view_needs_the_operator_token(console: Console) -> None:
+    console.login("acme")
+    assert console.http.get("/console/operator", follow_redirects=False).status_code == 303
+    answer = console.http.post(
+        "/console/login", data={"key": OPERATOR_TOKEN}, follow_redirects=False
+    )
+    assert answer.headers["location"] == "/console/operator"
+    page = console.http.get("/console/operator")
+    assert page.status_code == 200
+    assert 'id="quota-chart"' in page.text
+    quota: dict[str, Any] = console.http.get("/console/operator/quota.json").json()
+    assert CORE in {m["model_id"] for m in quota["models"]}
+    # An operator session is not a tenant's.
+    assert console.http.get("/console", follow_redirects=False).status_code == 303

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 import shlex
 import signal
 import socket
@@ -42,10 +43,19 @@ def run_dev() -> int:
     flower_port = FLOWER_PORT if _port_free(FLOWER_PORT) else free_port()
     print("Starting the local stack...", flush=True)
     api_port = API_PORT if _port_free(API_PORT) else free_port()
-    with Stack(StackOptions(flower_port=flower_port, api_port=api_port)) as stack:
+    # The console's operator view (and /v1/admin) for this run only.
+    operator_token = secrets.token_urlsafe(24)
+    options = StackOptions(
+        flower_port=flower_port,
+        api_port=api_port,
+        extra_env={"IMAGEGEN_API_ADMIN_TOKEN": operator_token},
+    )
+    with Stack(options) as stack:
         print("\nUp:")
         for name, url in stack.urls.items():
             print(f"  {name:<8} {url}")
+        print(f"  console  {stack.urls['api']}/console  (log in with an API key, below, or")
+        print(f"           the operator token {operator_token})")
         print(f"  docs     {stack.urls['api']}/docs")
         print(f"  metrics  {stack.urls['api']}/metrics")
         print(f"  Flower login: {stack.flower_auth}")

@@ -14,6 +14,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.datastructures import FormData
 
 from imagegen.errors import FieldError, ImagegenError, InvalidRequestError, QueueFullError
 from imagegen.inputs import UnusableImageError
@@ -137,7 +138,11 @@ def rows(state: State, session: TenantLogin) -> HTMLResponse:
 
 @router.post("/console/jobs")
 async def submit(request: Request, state: State, session: TenantLogin) -> Response:
-    form = await request.form()
+    async with request.form() as form:  # uploaded files are closed when it ends
+        return await _submit(form, state, session)
+
+
+async def _submit(form: FormData, state: ApiState, session: ConsoleSession) -> Response:
     tenant = _tenant(session)
     model_id = str(form.get("model_id") or state.settings.model_id)
     values = {k: v for k, v in form.items() if isinstance(v, str)}

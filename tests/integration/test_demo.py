@@ -105,6 +105,7 @@ def test_make_dev_serves_the_stack_until_ctrl_c_and_then_stops_everything(
 
 
 def _check_dev(dev: subprocess.Popen[str], real_redis_url: str) -> None:
+    import http.client
     import re
     import signal
     import time
@@ -138,6 +139,20 @@ def _check_dev(dev: subprocess.Popen[str], real_redis_url: str) -> None:
     assert re.search(r"Flower login: admin:\S{12,}", text)
     with urllib.request.urlopen(api[1] + "/healthz", timeout=5) as response:
         assert response.status == 200
+    # The console's address and a working operator token.
+    token = re.search(r"the operator token (\S+)\)", text)
+    assert f"console  {api[1]}/console" in text
+    assert token, text
+    connection = http.client.HTTPConnection(api[1].removeprefix("http://"), timeout=5)
+    connection.request(
+        "POST",
+        "/console/login",
+        body=f"key={token[1]}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    answer = connection.getresponse()
+    assert (answer.status, answer.getheader("Location")) == (303, "/console/operator")
+    connection.close()
     dev.send_signal(signal.SIGINT)
     assert dev.wait(timeout=60) == 0
     rest = dev.stdout.read()

@@ -142,3 +142,38 @@ def test_the_operator_view_needs_the_operator_token(console: Console) -> None:
     assert CORE in {m["model_id"] for m in quota["models"]}
     # An operator session is not a tenant's.
     assert console.http.get("/console", follow_redirects=False).status_code == 303
+
+
+def test_an_input_image_uploaded_through_the_form(settings: Settings) -> None:
+    import io
+
+    import boto3
+    from moto import mock_aws
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.new("RGB", (256, 192), (20, 120, 200)).save(picture, format="PNG")
+    redis = fakeredis.FakeRedis(decode_responses=True)
+    with mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=settings.s3_bucket)
+        with TestClient(create_app(settings, redis_client=redis)) as http:
+            console = Console(http, Client(settings, redis_client=redis))
+            console.login("acme")
+            upscale = "us.stability.stable-fast-upscale-v1:0"
+            answer = http.post(
+                "/console/jobs",
+                data={"model_id": upscale},
+                files={"file.image": ("cat.png", picture.getvalue(), "image/png")},
+                follow_redirects=False,
+            )
+            assert answer.status_code == 303, alerts(answer.text)
+            job_id = answer.headers["location"].split("submitted=")[1]
+            image = console.client.get(job_id).request.image  # type: ignore[union-attr]
+            assert image.startswith(f"s3://{settings.s3_bucket}/uploads/acme/")
+            refused = http.post(
+                "/console/jobs",
+                data={"model_id": upscale},
+                files={"file.image": ("notes.txt", b"not a picture", "text/plain")},
+            )
+            assert refused.status_code == 422
+            assert "is not a PNG, JPEG or WebP image" in alerts(refused.text)

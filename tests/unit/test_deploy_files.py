@@ -340,7 +340,9 @@ def test_the_image_copies_every_package_the_distribution_has() -> None:
         assert f"COPY {package} ./{package}" in dockerfile, package
 
 
-def test_the_built_distribution_carries_every_lua_script(tmp_path: Path) -> None:
+def test_the_built_distribution_carries_every_lua_script_and_console_file(
+    tmp_path: Path,
+) -> None:
     import zipfile
 
     from imagegen.redis.scripts import SCRIPT_NAMES
@@ -367,3 +369,7 @@ def test_the_built_distribution_carries_every_lua_script(tmp_path: Path) -> None
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in (*SCRIPT_NAMES, "prelude"):
         assert f"imagegen/redis/scripts/{name}.lua" in names
+    console = ROOT / "producer" / "console"
+    for folder in ("templates", "static"):
+        for path in (console / folder).iterdir():
+            assert f"producer/console/{folder}/{path.name}" in names

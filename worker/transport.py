@@ -49,6 +49,25 @@ def admit(raw: str, queue: str) -> dict[str, Any] | None:
 
 
 class GatedChannel(kombu_redis.Channel):  # type: ignore[misc]
+    # The connection parameters as they were while the connection was open, by ``asynchronous``.
+    _known_connparams: dict[bool, dict[str, Any]] | None = None
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        """kombu 5.7 builds a new pool from ``self.connection.client``, which a closed
+        connection has set to None: restoring unacknowledged messages after Redis went away then
+        raised ``AttributeError: 'NoneType' object has no attribute 'hostname'`` and the worker
+        exited ("Unrecoverable error"). Here it uses the parameters it had while the connection
+        was open, so the restore fails (if Redis is still down) with a connection error, which
+        kombu and Celery retry."""
+        if self.connection.client is None and self._known_connparams:
+            known = self._known_connparams.get(asynchronous) or next(
+                iter(self._known_connparams.values())
+            )
+            return dict(known)
+        params: dict[str, Any] = super()._connparams(asynchronous)
+        self._known_connparams = {**(self._known_connparams or {}), asynchronous: dict(params)}
+        return params
+
     def _brpop_read(self, **options: Any) -> bool:
         # kombu's own read, with the gate between the pop and the delivery.
         try:

@@ -107,3 +107,22 @@ def test_a_task_on_the_wrong_queue_is_refused() -> None:
     assert reason(json.dumps(generate()), "webhooks") == "wrong-queue"
     delivery = delivery_message_template().replace("__DELIVERY_ID__", "J1:job.succeeded")
     assert reason(delivery, "interactive") == "wrong-queue"
+
+
+def test_a_closed_connection_still_knows_where_redis_is() -> None:
+    """kombu 5.7's restore of unacknowledged messages on a connection that has closed asked a
+    None for its hostname and the worker exited; the gated channel keeps the parameters."""
+    from types import SimpleNamespace
+
+    from kombu import Connection
+
+    from worker.transport import GatedChannel
+
+    channel = GatedChannel.__new__(GatedChannel)
+    channel.connection = SimpleNamespace(
+        client=Connection("redis://127.0.0.1:6390/3"), default_port=6379
+    )
+    first = channel._connparams()
+    assert (first["host"], first["port"], first["db"]) == ("127.0.0.1", 6390, 3)
+    channel.connection.client = None  # what close() leaves behind
+    assert channel._connparams() == first

@@ -13,6 +13,7 @@ from prometheus_client import Counter, Histogram, start_http_server
 __all__ = [
     "BEDROCK_CALLS",
     "BEDROCK_LATENCY",
+    "BOUGHT_TO_KEPT",
     "JOBS_FINISHED",
     "JOBS_RELEASED",
     "QUEUE_WAIT",
@@ -28,6 +29,13 @@ BEDROCK_LATENCY = Histogram(
     "InvokeModel latency, successful calls",
     ["model"],
     buckets=(0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+)
+# How long a bought image existed only in a worker's memory: from InvokeModel's answer until it
+# was uploaded to S3 or parked in Redis. A worker killed inside this window loses a paid image.
+BOUGHT_TO_KEPT = Histogram(
+    "imagegen_worker_bought_to_kept_seconds",
+    "From Bedrock's answer until the image was uploaded or parked",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 BEDROCK_CALLS = Counter(
     "imagegen_worker_bedrock_calls_total",

@@ -151,6 +151,8 @@ class _Attempt:
         self.owner = owner
         self.services = services
         self.started = started
+        # When this attempt's Bedrock call returned an image not yet uploaded or parked.
+        self.bought_at: float | None = None
         settings = services.settings
         self.bucket = settings.s3_bucket
         self.key = image_key(
@@ -204,12 +206,16 @@ class _Attempt:
                     seed=result.seed,
                 )
             generated = result
-            # The image is bought: bookkeeping that fails now must never throw it away.
+            # The image is bought: from here until it is uploaded (or parked) it exists only in
+            # this process; bookkeeping that fails now must never throw it away.
+            self.bought_at = time.perf_counter()
+            log.info("job image bought", extra=self.facts())
             self.book_purchase()
         info = inspect_image(generated.image, self.request.image_format)
         if self.best_effort("read the cancel flag", lambda: store.cancel_requested(self.job_id)):
             return self.finish(JobStatus.CANCELED, {"seed": generated.seed}, seed=generated.seed)
         self.upload(generated, info)
+        self.kept("uploaded")
         return self.succeed(generated.seed, info, latency_ms)
 
     def call_bedrock(self) -> BedrockAnswer | None:
@@ -301,7 +307,17 @@ class _Attempt:
             self.services.store.park_image(
                 self.job_id, generated.seed, base64.b64encode(generated.image).decode()
             )
+            self.kept("parked")
             raise
+
+    def kept(self, where: str) -> None:
+        """The bought image is safe (in S3, or parked in Redis): log how long it was not."""
+        if self.bought_at is None:
+            return
+        window_ms = round((time.perf_counter() - self.bought_at) * 1000, 1)
+        metrics.BOUGHT_TO_KEPT.observe(window_ms / 1000)
+        log.info("job image kept", extra=self.facts(kept=where, window_ms=window_ms))
+        self.bought_at = None
 
     def succeed(self, seed: int | None, info: ImageInfo, latency_ms: int | None) -> JobOutcome:
         fields: dict[str, str | int | None] = {

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lock test lint format demo dev bench-emulator bench-quota bench-fair bench-cache bench-submit clean
+.PHONY: install lock test lint format demo dev chaos bench-emulator bench-quota bench-fair bench-cache bench-submit clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ demo: install
 ## dev: the embedded stack in the foreground (with Flower) until Ctrl-C
 dev: install
 	$(BIN)/python -m devstack dev
+
+## chaos: kill workers and Redis under load, then audit: nothing lost, nothing bought twice (<= 15 min)
+chaos: install
+	$(BIN)/python -m devstack chaos
 
 ## bench-quota: our shared limiter against Celery rate_limit and botocore adaptive retries (minutes)
 bench-quota: install

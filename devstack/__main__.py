@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from devstack.chaos import ChaosPlan, run_chaos
 from devstack.demo import run_demo
 from devstack.processes import StackError, free_port, interrupt_on_signal
 from devstack.stack import Stack, StackOptions
@@ -23,13 +24,17 @@ _WATCH_S = 0.5
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack")
-    parser.add_argument("command", choices=("demo", "dev"))
+    parser.add_argument("command", choices=("demo", "dev", "chaos"))
+    parser.add_argument("--jobs", type=int, default=ChaosPlan.jobs, help="chaos: jobs to run")
     parser.add_argument("--out", default="out", help="where the demo saves images and records")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, interrupt_on_signal)
     try:
         if args.command == "demo":
             return run_demo(Path(args.out))
+        if args.command == "chaos":
+            report = run_chaos(ChaosPlan(jobs=args.jobs), Path(args.out), Path(".imagegen/chaos"))
+            return 0 if report["goals_met"] else 1
         return run_dev()
     except StackError as e:
         print(f"devstack: {e}", file=sys.stderr)

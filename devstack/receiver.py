@@ -67,9 +67,13 @@ class Receiver:
                 {"path": path, "headers": dict(headers.items()), "body": body, "at": time.time()}
             )
             answers = self._scripts.get(path)
-            if not answers:
-                return 200, {}, 0.0
-            return answers.pop(0) if len(answers) > 1 else answers[0]
+            answer = (
+                (200, {}, 0.0)
+                if not answers
+                else (answers.pop(0) if len(answers) > 1 else answers[0])
+            )
+            self.requests[-1]["status"] = answer[0]
+            return answer
 
     def received(self, path: str) -> list[dict[str, Any]]:
         with self._lock:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,9 @@ class StackOptions:
     run_dir: Path = Path(".imagegen")
     redis_url: str | None = None  # None: the settings' URL if it answers, else a private server
     force_private_redis: bool = False
+    # A private Redis that keeps an append-only file (fsync every second), so it can be killed
+    # and restarted the way a production Redis would be.
+    redis_appendonly: bool = False
     emulator_args: Sequence[str] = ()
     # The emulated account's quota, and the limiter set to the same rate (0: neither limits).
     # The limiter paces calls evenly (burst 1) so the emulator's burst absorbs timing jitter.
@@ -63,6 +68,7 @@ class Stack:
 
     def __init__(self, options: StackOptions | None = None) -> None:
         self.options = options or StackOptions()
+        self._redis_argv: list[str] = []
         self.run_dir = self.options.run_dir.resolve()
         self.processes = ProcessGroup(self.run_dir / "logs")
         self.env: dict[str, str] = {}
@@ -157,29 +163,43 @@ class Stack:
         data_dir = self.run_dir / "redis"
         data_dir.mkdir(parents=True, exist_ok=True)
         url = f"redis://{HOST}:{port}/0"
-        self.processes.spawn(
-            "redis",
-            [
-                binary,
-                "--bind",
-                HOST,
-                "--port",
-                str(port),
-                "--dir",
-                str(data_dir),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ],
-            env=os.environ,
-            ready=lambda: redis_answers(url, 0.2),
+        appendonly = (
+            ["yes", "--appendfsync", "everysec"] if self.options.redis_appendonly else ["no"]
         )
+        self._redis_argv = [
+            binary,
+            "--bind",
+            HOST,
+            "--port",
+            str(port),
+            "--dir",
+            str(data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            *appendonly,
+            "--protected-mode",
+            "yes",
+        ]
+        self._spawn_redis(url)
         self.private_redis = True
         self.urls["redis"] = url
         return url
+
+    def _spawn_redis(self, url: str) -> None:
+        self.processes.spawn(
+            "redis", self._redis_argv, env=os.environ, ready=lambda: redis_answers(url, 0.2)
+        )
+
+    def restart_redis(self, down_s: float, sig: int = signal.SIGKILL) -> None:
+        """Stop the private Redis with ``sig``, keep it down ``down_s``, start it again on the
+        same port and data directory (it reloads its append-only file, when it keeps one)."""
+        if not self.private_redis:
+            msg = "only a private Redis (force_private_redis) can be restarted"
+            raise StackError(msg)
+        self.processes.stop("redis", sig=sig, grace_s=5)
+        time.sleep(down_s)
+        self._spawn_redis(self.urls["redis"])
 
     def _start_s3(self) -> str:
         port = free_port()

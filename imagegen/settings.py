@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagegen.models import DEFAULT_MODEL_ID, MODELS
 
-__all__ = ["DEFAULT_MODEL_ID", "ModelLimit", "Settings", "get_settings"]
+__all__ = ["DEFAULT_MODEL_ID", "SECONDS_PER_DAY", "ModelLimit", "Settings", "get_settings"]
 
 SECONDS_PER_DAY = 86_400
 MIN_PASSWORD_CHARS = 12

@@ -195,7 +195,7 @@ class _Attempt:
             )
             if isinstance(result, Filtered):
                 if result.image_withheld and self.services.settings.filtered_images_billed:
-                    self.book_purchase()
+                    self.book_purchase()  # also ends the call
                 return self.finish(
                     JobStatus.FILTERED,
                     {
@@ -225,6 +225,7 @@ class _Attempt:
         model_id = self.record.model_id
         if self.services.store.cancel_requested(self.job_id):
             return None
+        store = self.services.store
         images = fetch_inputs(
             self.services.s3,
             self.services.reads,
@@ -232,11 +233,17 @@ class _Attempt:
             self.request,
             max_bytes=self.services.settings.input_image_max_bytes,
         )
+        body = self.request.to_bedrock_body(images)
+        # From here until the answer is booked or the job let go, a death of this process
+        # loses an answer Bedrock may have billed: the redrive then books it as spent.
+        store.mark_calling(self.job_id, self.owner, calling=True)
+        log.info("job calling Bedrock", extra=self.facts())
         try:
-            answer = invoke_model(
-                self.services.bedrock, model_id, self.request.to_bedrock_body(images)
-            )
+            answer = invoke_model(self.services.bedrock, model_id, body)
         except BedrockCallError as e:
+            self.best_effort(
+                "clear the call", lambda: store.mark_calling(self.job_id, self.owner, calling=False)
+            )
             metrics.BEDROCK_CALLS.labels(model_id, e.code).inc()
             if e.code == "ThrottlingException" and limiter.enabled(model_id):
                 limiter.report(model_id, throttled=True)

@@ -19,6 +19,7 @@ import redis as redis_lib
 from imagegen.settings import Settings
 from imagegen.store.jobs import JobStore
 from imagegen.store.maintenance import Maintenance
+from imagegen.store.spend import ledger_ttl_s
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -44,6 +45,7 @@ class OutboxSweeper:
         self._maintenance = Maintenance(
             redis, settings.job_retention_s, settings.webhook_handoff_grace_s
         )
+        self._ledger_ttl_s = ledger_ttl_s(settings.spend_retention_days)
         self._token = uuid.uuid4().hex
         self._sweeps = 0
         self._stop = threading.Event()
@@ -58,7 +60,7 @@ class OutboxSweeper:
         expired = self._jobs.expire_due()
         if expired:
             log.info("jobs expired past their deadline", extra={"jobs": len(expired)})
-        redriven = self._jobs.redrive_due()
+        redriven = self._jobs.redrive_due(self._ledger_ttl_s)
         if redriven:
             log.warning("jobs nobody held put back to wait", extra={"jobs": redriven[:20]})
         ids = self._maintenance.send_due_deliveries()

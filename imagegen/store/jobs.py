@@ -21,6 +21,7 @@ from imagegen.messages import delivery_message_template
 from imagegen.records import JobRecord, JobStatus, NewJob
 from imagegen.redis import codecs, keys
 from imagegen.redis.scripts import Scripts
+from imagegen.store.spend import DEFAULT_LEDGER_TTL_S, periods
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -219,14 +220,24 @@ class JobStore:
         )
         return [str(job_id) for job_id in expired]
 
-    def redrive_due(self) -> list[str]:
+    def redrive_due(self, ledger_ttl_s: int = DEFAULT_LEDGER_TTL_S) -> list[str]:
         """Put back in their waiting sets the jobs nobody holds: running ones whose lease ran
         out (a dead worker's, an attempt that lost Redis) and released ones no worker claimed
-        within the grace (a message lost with its worker); returns their ids."""
+        within the grace (a message lost with its worker); returns their ids. A lease that ran
+        out with a Bedrock call in flight books that call's image as spent."""
+        day, month = periods()
         put_back = self._scripts["job_redrive"](
-            keys=[], args=[EXPIRE_BATCH, self._redrive_grace_ms]
+            keys=[], args=[EXPIRE_BATCH, self._redrive_grace_ms, day, month, ledger_ttl_s]
         )
         return [str(job_id) for job_id in put_back]
+
+    def mark_calling(self, job_id: str, owner: str, calling: bool) -> bool:
+        """Mark (or clear) the Bedrock call in flight of the lease owner's attempt; False when
+        the owner no longer holds the job."""
+        done = self._scripts["job_calling"](
+            keys=[keys.job_key(job_id)], args=[owner, "1" if calling else ""]
+        )
+        return bool(done)
 
     # -- running -----------------------------------------------------------------------------
 

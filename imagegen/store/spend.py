@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from imagegen.redis import keys
 from imagegen.redis.codecs import MICRO_USD
 from imagegen.redis.scripts import Scripts
-from imagegen.settings import Settings
+from imagegen.settings import SECONDS_PER_DAY, Settings
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -45,6 +45,15 @@ _BUDGET_FIELDS = (
 
 def to_micro(usd: float) -> int:
     return round(usd * MICRO_USD)
+
+
+def ledger_ttl_s(retention_days: int) -> int:
+    """How long a day's or a month's ledger is kept."""
+    return retention_days * SECONDS_PER_DAY
+
+
+# The ledgers' life with the default ``spend_retention_days``.
+DEFAULT_LEDGER_TTL_S = ledger_ttl_s(Settings.model_fields["spend_retention_days"].default)
 
 
 def periods(now_s: float | None = None) -> tuple[str, str]:
@@ -101,7 +110,7 @@ class Ledger:
 
     @property
     def ttl_s(self) -> int:
-        return self._settings.spend_retention_days * 86_400
+        return ledger_ttl_s(self._settings.spend_retention_days)
 
     # -- an image bought ---------------------------------------------------------------------
 

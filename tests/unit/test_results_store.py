@@ -299,3 +299,31 @@ def test_a_started_job_nobody_holds_waits_again(any_redis: Any) -> None:
     assert (claim.state, claim.attempt) == (ClaimState.CLAIMED, 2)
     store.finish("J1", "owner-b", JobStatus.SUCCEEDED, {})
     assert any_redis.zcard(keys.RUNNING_KEY) == 0  # final jobs leave the index
+
+
+def test_a_call_lost_with_its_worker_is_booked_once(any_redis: Any) -> None:
+    """A worker that died with a Bedrock call in flight lost an answer Bedrock billed: putting
+    the job back books it as spent, once; a call that ended (answer booked, or let go for a
+    retry) books nothing more."""
+    from imagegen.store.spend import Ledger
+
+    new_job(any_redis)
+    store = JobStore(any_redis, RETENTION_S)
+    ledger = Ledger(any_redis, Settings(_env_file=None))  # type: ignore[call-arg]
+    store.claim("J1", "dead-worker", 30)
+    assert store.mark_calling("J1", "dead-worker", calling=True)
+    assert not store.mark_calling("J1", "someone-else", calling=True)
+    time.sleep(0.05)
+    assert store.redrive_due() == ["J1"]
+    [day] = ledger.rows(ledger.tenants()[0], 1)
+    assert day.images == 1
+    assert JobReads(any_redis).get("J1").cost_usd == day.spend_usd
+    # The next attempt's answer is booked when it arrives, and its call ends there.
+    release(any_redis)
+    store.claim("J1", "owner-b", 30)
+    store.mark_calling("J1", "owner-b", calling=True)
+    ledger.book("J1", MODEL)
+    time.sleep(0.05)
+    assert store.redrive_due() == ["J1"]  # the worker died after booking: nothing lost
+    [day] = ledger.rows(ledger.tenants()[0], 1)
+    assert day.images == 2

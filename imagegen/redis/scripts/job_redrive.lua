@@ -2,7 +2,11 @@
 -- worker died, or its attempt lost Redis and could not give the job back) and a released job
 -- that no worker claimed within the grace (its message went with a dead worker). It then waits
 -- its turn again; a late message finds it waiting and is skipped. Final jobs leave the sets.
--- KEYS: none. ARGV: batch size, grace ms. Returns the ids put back.
+-- A job whose lease ran out with a Bedrock call in flight (`calling`) lost that call's answer:
+-- the image is booked as spent (Bedrock bills what it generated), so the spend counter never
+-- falls short of what was billed; `lost_calls|{model}` counts them.
+-- KEYS: none. ARGV: batch size, grace ms, today (d:YYYY-MM-DD), this month (m:YYYY-MM), ledger
+-- ttl s. Returns the ids put back.
 local now = now_ms()
 local limit, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
 local put_back = {}
@@ -17,6 +21,12 @@ for _, id in ipairs(due) do
   else
     redis.call('ZREM', K.RUNNING, id)
     redis.call('HSET', key, 'lease_owner', '', 'lease_until_ms', 0)
+    local call = redis.call('HMGET', key, 'calling', 'model_id', 'price_micro')
+    if call[1] and call[1] ~= '' then
+      book_image(key, call[2] or '?', tonumber(call[3] or '') or 0, ARGV[3], ARGV[4],
+                 tonumber(ARGV[5]))
+      redis.call('HINCRBY', K.STATS, 'lost_calls|' .. (call[2] or '?'), 1)
+    end
     wait_in(key, id, now, nil)
     redis.call('HINCRBY', K.STATS, 'redriven|lease', 1)
     table.insert(put_back, id)

@@ -8,7 +8,7 @@ local due = now + tonumber(ARGV[3])
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
 redis.call('ZREM', K.RUNNING, job_id)
 local log = redis.call('HGET', KEYS[1], 'attempt_log') or ''
-redis.call('HSET', KEYS[1], 'lease_owner', '', 'lease_until_ms', 0,
+redis.call('HSET', KEYS[1], 'lease_owner', '', 'lease_until_ms', 0, 'calling', '',
            'attempt_log', log .. ARGV[2] .. '\n',
            'next_attempt_ms', due,
            'error_code', ARGV[4], 'error_message', ARGV[5])

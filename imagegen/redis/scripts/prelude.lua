@@ -169,6 +169,29 @@ local function reopen(key, job_id, now)
   end
 end
 
+-- Books one image Bedrock billed for a job: its tenant's spend for the day and the month (the
+-- reservation made at release becomes spend, in the periods it was reserved in; without one,
+-- `price` in `day` and `month`), the job's cost, and the fleet's image count. The job's call is
+-- no longer in flight. Returns the amount booked (micro-dollars).
+local function book_image(key, model, price, day, month, ttl)
+  local h = redis.call('HMGET', key, 'tenant', 'billed_micro')
+  local tenant = tenant_of(h[1])
+  local held, held_day, held_month = unreserve(key)
+  if held > 0 then price, day, month = held, held_day, held_month end
+  for _, period in ipairs({day, month}) do
+    local ledger = spend_key(tenant, period)
+    redis.call('HINCRBY', ledger, 'spent', price)
+    redis.call('HINCRBY', ledger, 'spent|' .. model, price)
+    redis.call('HINCRBY', ledger, 'images|' .. model, 1)
+    redis.call('EXPIRE', ledger, ttl)
+  end
+  redis.call('SADD', K.SPEND_PREFIX .. tenant .. ':days', day)
+  redis.call('SADD', K.SPEND_TENANTS, tenant)
+  redis.call('HSET', key, 'billed_micro', (tonumber(h[2] or '') or 0) + price, 'calling', '')
+  redis.call('HINCRBY', K.STATS, 'images|' .. model, 1)
+  return price
+end
+
 -- The content-addressed cache (jobs with a fixed seed): an entry per (scope, request hash)
 -- holds where the image is (K.CACHE_PREFIX .. scope .. ':' .. hash); while the first such job
 -- runs (`:leader`), identical ones wait behind it (`:followers`) instead of calling Bedrock.
@@ -309,7 +332,7 @@ finalize = function(key, job_id, status, now, retention, grace_ms, template)
   close(key, job_id)
   redis.call('ZREM', K.RUNNING, job_id)
   redis.call('HSET', key, 'status', status, 'finished_ms', now, 'lease_owner', '',
-             'lease_until_ms', 0, 'next_attempt_ms', '')
+             'lease_until_ms', 0, 'next_attempt_ms', '', 'calling', '')
   redis.call('EXPIRE', key, retention)
   if status == 'failed' then redis.call('ZADD', K.DLQ, now, job_id) end
   local model = redis.call('HGET', key, 'model_id') or '?'

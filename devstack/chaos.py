@@ -293,7 +293,7 @@ class _Chaos:
             "succeeded_without_object": len(succeeded - set(per_job)),
             "bedrock_billed_images": billed,
             "paid_twice": billed - len(succeeded),
-            "kills_in_call_to_keep_window": lost_in_window,
+            "calls_cut_by_kills": lost_in_window,
             "spend_counter_images": booked,
             "booked_as_lost_calls": lost_calls,
             "kept_window_ms": windows,
@@ -400,7 +400,7 @@ def _goals(report: dict[str, Any]) -> bool:
         and report["s3_duplicates"] == 0
         and report["s3_orphans"] == 0
         and report["webhooks_lost"] == 0
-        and report["paid_twice"] <= report["kills_in_call_to_keep_window"]
+        and report["paid_twice"] <= report["calls_cut_by_kills"]
         # Every billed image is counted; a call whose worker died is counted as billed (Bedrock
         # bills what it generated), which can overcount by the lost calls it did not bill.
         and report["bedrock_billed_images"]
@@ -419,9 +419,9 @@ def print_report(report: dict[str, Any]) -> None:
             f"{report['s3_objects']} / {report['s3_duplicates']} / {report['s3_orphans']}",
         ),
         (
-            "billed images / paid twice / kills in window",
+            "billed images / paid twice / calls cut by kills",
             f"{report['bedrock_billed_images']} / {report['paid_twice']} / "
-            f"{report['kills_in_call_to_keep_window']}",
+            f"{report['calls_cut_by_kills']}",
         ),
         (
             "spend counter images (of them booked as lost calls)",

@@ -373,3 +373,26 @@ def test_the_built_distribution_carries_every_lua_script_and_console_file(
     for folder in ("templates", "static"):
         for path in (console / folder).iterdir():
             assert f"producer/console/{folder}/{path.name}" in names
+
+
+def test_a_worker_that_exits_is_restarted_and_probed(
+    compose: dict[str, Any], k8s: list[dict[str, Any]]
+) -> None:
+    """Compose restarts every worker that exits (the YAML anchor carries the policy); Kubernetes
+    Deployments always restart their pods, and a worker that stops answering its ping fails its
+    liveness probe."""
+    services = compose["services"]
+    workers = {name: s for name, s in services.items() if name.startswith("worker")}
+    assert workers
+    for name, service in workers.items():
+        assert service.get("restart") == "unless-stopped", name
+        assert "imagegen health worker" in " ".join(service["healthcheck"]["test"]), name
+    deployments = [
+        d for d in k8s if d["kind"] == "Deployment" and "worker" in d["metadata"]["name"]
+    ]
+    assert deployments
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod.get("restartPolicy", "Always") == "Always"
+        [container] = pod["containers"]
+        assert "imagegen health worker" in " ".join(container["livenessProbe"]["exec"]["command"])

@@ -79,8 +79,12 @@ class JobConflictError(ImagegenError):
 class QueueFullError(ImagegenError):
     """Too many jobs are open (not finished yet); try again after ``retry_after_s``."""
 
-    def __init__(self, scope: str, queued: int, limit: int, retry_after_s: int) -> None:
+    def __init__(
+        self, scope: str, queued: int, limit: int, retry_after_s: int, *, setting: str = ""
+    ) -> None:
         self.retry_after_s = retry_after_s
+        # The setting that holds the cap (IMAGEGEN_MAX_QUEUED_...), for refusals kept in a record.
+        self.setting = setting
         super().__init__(
             f"{scope} has {queued} jobs not finished yet (limit {limit}); retry in "
             f"{retry_after_s} s"

@@ -2,47 +2,36 @@
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from imagegen.contract import JobSpec, ModelRequest, Priority
-from imagegen.errors import (
-    FieldError,
-    IdempotencyConflictError,
-    ImagegenError,
-    InvalidRequestError,
-    JobConflictError,
-    JobNotFoundError,
-    QueueFullError,
-)
-from imagegen.ids import new_job_id, scoped_job_id
+from imagegen.binding import InputBinder
+from imagegen.contract import JobSpec, Priority
+from imagegen.errors import FieldError, ImagegenError, InvalidRequestError, JobNotFoundError
+from imagegen.ids import new_job_id
 from imagegen.models import model_for
-from imagegen.records import JobRecord, JobStatus, NewJob, ms_to_datetime
-from imagegen.redis import codecs
+from imagegen.records import JobRecord, JobStatus, ms_to_datetime
 from imagegen.redis.connection import connect
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings, get_settings
-from imagegen.ssrf import WebhookUrlError, vet_configured
 from imagegen.store.cache import ImageCache
 from imagegen.store.deliveries import Deliveries, SigningSecrets
 from imagegen.store.dispatch import Dispatch, TenantLimits, TenantShare
 from imagegen.store.job_reads import JobPage, JobReads
-from imagegen.store.jobs import CancelOutcome, Caps, CreateOutcome, JobStore
+from imagegen.store.jobs import CancelOutcome, JobStore
 from imagegen.store.quarantine import Quarantine
 from imagegen.store.quota import QuotaStatus, QuotaStore
 from imagegen.store.spend import Budget, Ledger, PeriodSpend, SpendRow, periods
 from imagegen.store.stats import Stats
 from imagegen.store.tenants import TENANT_PATTERN, ApiKeys, Tenants, is_tenant_name
+from imagegen.submission import JobLike, RequestLike, Submitted, Submitter
 from producer.chains import ChainStatus, bind_steps, chain_status
-from producer.inputs import InputBinder
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -50,10 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["BatchStatus", "Client", "Submitted"]
 
 DEFAULT_WAIT_S = 300.0
-RequestLike = ModelRequest | Mapping[str, Any] | str
-# What submit, submit_many and submit_batch take for one job: a prompt, a request, or a whole
-# job (a JobSpec, or a mapping with a "request" key and the envelope fields beside it).
-JobLike = JobSpec | RequestLike
 
 
 class Client:
@@ -84,6 +69,14 @@ class Client:
         self.stats = Stats(self._redis)
         self._s3: S3Client | None = None
         self.inputs = InputBinder(self.settings, self.reads, self.s3)
+        self.submitter = Submitter(
+            self.settings,
+            jobs=self.jobs,
+            reads=self.reads,
+            dispatch=self.dispatch,
+            tenants=self.tenants,
+            inputs=self.inputs,
+        )
 
     def close(self) -> None:
         self._redis.close()
@@ -116,27 +109,17 @@ class Client:
         **request_fields: Any,
     ) -> JobSpec:
         """Validate one job; raises ``InvalidRequestError`` naming every bad field."""
-        if isinstance(request, str):
-            request = {"prompt": request, **request_fields}
-        elif request_fields:
-            msg = "pass request fields either in the request or as keywords, not both"
-            raise TypeError(msg)
-        body = (
-            request.model_dump(exclude_none=True)
-            if isinstance(request, ModelRequest)
-            else dict(request)
+        return self.submitter.spec(
+            request,
+            job_id=job_id,
+            model_id=model_id,
+            metadata=metadata,
+            priority=priority,
+            webhook_url=webhook_url,
+            webhook_events=webhook_events,
+            expires_at=expires_at,
+            **request_fields,
         )
-        envelope = {
-            "job_id": job_id,
-            "model_id": model_id,
-            "metadata": dict(metadata) if metadata is not None else None,
-            "priority": priority,
-            "webhook_url": webhook_url,
-            "webhook_events": list(webhook_events) if webhook_events is not None else None,
-            "expires_at": expires_at,
-        }
-        data = {"request": body, **{k: v for k, v in envelope.items() if v is not None}}
-        return self._parse(data)
 
     def submit(
         self,
@@ -158,7 +141,7 @@ class Client:
         spec = (
             self.spec(request, **options)
             if options and not isinstance(request, JobSpec)
-            else self._as_spec(request)
+            else self.submitter.spec_of(request)
         )
         [submitted] = self.create_jobs([spec], tenant=tenant, idempotency_key=idempotency_key)
         return submitted.record
@@ -185,7 +168,7 @@ class Client:
             spec
             if "priority" in spec.model_fields_set
             else spec.model_copy(update={"priority": "batch"})
-            for spec in self._as_specs(items)
+            for spec in self.submitter.specs(items)
         ]
         batch_id = new_job_id()
         submitted = self.create_jobs(parsed, tenant=tenant, batch_id=batch_id)
@@ -201,66 +184,26 @@ class Client:
         chain: bool = False,
         job_ids: list[str] | None = None,
     ) -> list[Submitted]:
-        """The one way jobs are created: validate all, vet each distinct webhook URL once, check
-        the input images, then check the queue caps, store and enqueue in one transaction (with
-        ``batch_id``, the batch record too; with ``chain``, the jobs are the steps of chain
-        ``batch_id``). Each result says whether the job is new."""
-        parsed = self._with_default_webhook(self._as_specs(list(specs)), tenant)
-        self._vet_webhooks(parsed)
-        if idempotency_key is not None and len(parsed) != 1:
-            msg = "an idempotency key covers exactly one job"
-            raise ValueError(msg)
-        now_ms = int(time.time() * 1000)
-        ids = job_ids or self._new_job_ids(parsed, tenant, now_ms)
-        bound = self.inputs.bind(parsed, tenant, ids)
-        jobs = [
-            NewJob(
-                job_id=job_id,
-                model_id=spec.model_id or self.settings.model_id,
-                spec=inputs.spec,
-                created_ms=now_ms,
-                tenant=tenant,
-                batch_id=batch_id,
-                idempotency_key=idempotency_key,
-                inputs_digest=inputs.digest,
-                after_job_id=inputs.after_job_id,
-                chain_id=batch_id if chain else None,
-                chain_last=chain and index == len(parsed) - 1,
-            )
-            for index, (job_id, spec, inputs) in enumerate(zip(ids, parsed, bound, strict=True))
-        ]
-        self._check_deadlines(jobs)
-        caps = Caps(self.settings.max_queued_total, self.settings.max_queued_per_tenant)
-        outcomes = self.jobs.create(jobs, caps=caps, dispatch=self.dispatch)
-        if outcomes and outcomes[0][0] is CreateOutcome.FULL:
-            raise self._queue_full(outcomes[0][1], tenant, len(jobs))
-        results = []
-        for job, (outcome, detail) in zip(jobs, outcomes, strict=True):
-            if outcome is CreateOutcome.CREATED:
-                served = detail.startswith("cached ")
-                record = (
-                    codecs.served_record(job, json.loads(detail.removeprefix("cached ")))
-                    if served
-                    else job.queued_record()
-                )
-                results.append(Submitted(record, created=True))
-            elif outcome is CreateOutcome.EXISTS:
-                results.append(Submitted(self._existing(job), created=False))
-            else:
-                request_sha256, first_job_id = detail.split(" ", 1)
-                if request_sha256 != job.request_sha256:
-                    raise IdempotencyConflictError(str(idempotency_key), first_job_id)
-                results.append(Submitted(self.reads.get(first_job_id), created=False))
-        return results
+        """The one way jobs are created (``imagegen.submission``): validated, inputs bound,
+        deadlines and caps checked, stored and enqueued in one transaction. Each result says
+        whether the job is new."""
+        return self.submitter.create_jobs(
+            specs,
+            tenant=tenant,
+            batch_id=batch_id,
+            idempotency_key=idempotency_key,
+            chain=chain,
+            job_ids=job_ids,
+        )
 
     def submit_chain(
         self, steps: Iterable[JobLike], *, tenant: str | None = None
     ) -> tuple[str, list[JobRecord]]:
         """Submit jobs that each may take an earlier one's output (``{"step": n}`` as an input
         image) as one chain; returns the chain id and its steps' jobs."""
-        specs = self._as_specs(list(steps))
+        specs = self.submitter.specs(list(steps))
         now_ms = int(time.time() * 1000)
-        ids = self._new_job_ids(specs, tenant, now_ms)
+        ids = self.submitter.new_job_ids(specs, tenant, now_ms)
         bound = bind_steps(specs, ids)
         chain_id = new_job_id(now_ms)
         submitted = self.create_jobs(
@@ -301,7 +244,8 @@ class Client:
     def set_tenant_webhook(self, tenant: str, url: str | None) -> None:
         """A tenant's default webhook endpoint (None removes it); vetted like a job's."""
         if url is not None:
-            self._vet_webhooks([self._parse({"request": {"prompt": "-"}, "webhook_url": url})])
+            probe = self.submitter.parse({"request": {"prompt": "-"}, "webhook_url": url})
+            self.submitter.vet_webhooks([probe])
         self.tenants.set_webhook_url(tenant, url)
 
     def signing_secrets_for(self, tenant: str | None) -> SigningSecrets:
@@ -439,136 +383,6 @@ class Client:
         self.s3().download_file(record.s3_bucket, record.s3_key, str(target))
         return target
 
-    # -- internals ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _stored_job_id(job_id: str | None, tenant: str | None) -> str | None:
-        """A tenant's own ids live in its namespace; ours (ULIDs) are unique anyway."""
-        return scoped_job_id(tenant, job_id) if job_id and tenant else job_id
-
-    def _new_job_ids(self, specs: list[JobSpec], tenant: str | None, now_ms: int) -> list[str]:
-        """The ids the jobs will be stored under: the caller's (in the tenant's namespace) or
-        new ULIDs."""
-        return [self._stored_job_id(spec.job_id, tenant) or new_job_id(now_ms) for spec in specs]
-
-    def _as_specs(self, items: list[JobLike]) -> list[JobSpec]:
-        """Every job validated; the errors of all bad jobs at once, each field under its job's
-        index when there are several."""
-        specs, errors = [], []
-        for index, item in enumerate(items):
-            try:
-                specs.append(self._as_spec(item))
-            except InvalidRequestError as e:
-                errors += [
-                    FieldError(_job_field(index, len(items), error.field), error.message)
-                    for error in e.errors
-                ]
-        if errors:
-            raise InvalidRequestError(errors)
-        return specs
-
-    def _as_spec(self, item: JobLike) -> JobSpec:
-        if isinstance(item, JobSpec):
-            return item
-        if isinstance(item, Mapping) and "request" in item:
-            return self._parse(dict(item))
-        return self.spec(item)
-
-    def _with_default_webhook(self, specs: list[JobSpec], tenant: str | None) -> list[JobSpec]:
-        if all(spec.webhook_url for spec in specs):
-            return specs
-        url = (self.tenants.webhook_url(tenant) if tenant else None) or (
-            self.settings.webhook_default_url
-        )
-        if not url:
-            return specs
-        # The default URL is checked once, by _vet_webhooks, like any other.
-        return [
-            spec if spec.webhook_url else spec.model_copy(update={"webhook_url": url})
-            for spec in specs
-        ]
-
-    def _vet_webhooks(self, specs: list[JobSpec]) -> None:
-        """Resolve and check each distinct webhook URL once; name every job that uses a
-        refused one."""
-        settings = self.settings
-        refused: dict[str, str] = {}
-        for url in {spec.webhook_url for spec in specs if spec.webhook_url}:
-            try:
-                vet_configured(url, settings)
-            except WebhookUrlError as e:
-                refused[url] = str(e)
-        if not refused:
-            return
-        raise InvalidRequestError(
-            [
-                FieldError(_job_field(index, len(specs), "webhook_url"), refused[spec.webhook_url])
-                for index, spec in enumerate(specs)
-                if spec.webhook_url in refused
-            ]
-        )
-
-    def _check_deadlines(self, jobs: list[NewJob]) -> None:
-        """Refuse the jobs whose deadline falls before their estimated start (the backlog ahead
-        of each at its tenant's share of the current rate), naming each with its estimate."""
-        if all(job.expires_ms is None for job in jobs):
-            return
-        now_ms = time.time() * 1000
-        errors = []
-        ahead: Counter[tuple[str, str | None, str]] = Counter()
-        estimates: dict[tuple[str, str | None, str], tuple[float, float] | None] = {}
-        for index, job in enumerate(jobs):
-            group = (job.model_id, job.tenant, job.spec.priority)
-            if group not in estimates:
-                found = self.dispatch.estimate(*group)
-                per_job_s = 60 / (found.rate_rpm * found.share) if found.rate_rpm else 0.0
-                estimates[group] = (
-                    None if found.start_in_s is None else (found.start_in_s, per_job_s)
-                )
-            estimate = estimates[group]
-            position_in_group = ahead[group]
-            ahead[group] += 1
-            if estimate is None or job.expires_ms is None:
-                continue
-            start_s = estimate[0] + position_in_group * estimate[1]
-            if now_ms + start_s * 1000 > job.expires_ms:
-                start = datetime.now(UTC) + timedelta(seconds=start_s)
-                message = (
-                    "cannot be met: the job would start at about "
-                    f"{start.isoformat(timespec='seconds')} ({start_s:.0f} s from now)"
-                )
-                errors.append(FieldError(_job_field(index, len(jobs), "expires_at"), message))
-        if errors:
-            raise InvalidRequestError(errors)
-
-    def _queue_full(self, detail: str, tenant: str | None, adding: int) -> QueueFullError:
-        """The refusal of a submission the caps on open jobs had no room for, with a Retry-After
-        estimated from the model's quota."""
-        scope, waiting, cap = detail.split(" ")
-        rate_per_s = max(self.settings.limit_for(self.settings.model_id).rpm / 60, 1.0)
-        retry_after_s = max(1, math.ceil((int(waiting) + adding - int(cap)) / rate_per_s))
-        name = "the service" if scope == "total" else f"tenant {tenant}"
-        return QueueFullError(name, int(waiting), int(cap), retry_after_s)
-
-    def _parse(self, data: Any) -> JobSpec:
-        return JobSpec.parse(data, **self.settings.contract_context())
-
-    def _existing(self, job: NewJob) -> JobRecord:
-        record = self.reads.get(job.job_id)
-        same = (
-            record.request == job.spec.request
-            and record.model_id == job.model_id
-            and record.metadata == job.spec.metadata
-        )
-        if not same:
-            raise JobConflictError(job.job_id)
-        return record
-
-
-class Submitted(NamedTuple):
-    record: JobRecord
-    created: bool
-
 
 class BatchStatus(BaseModel):
     """A batch as the API reports it."""
@@ -584,8 +398,3 @@ class BatchStatus(BaseModel):
 def _check_tenant_name(tenant: str) -> None:
     if not is_tenant_name(tenant):
         raise InvalidRequestError([FieldError("tenant", f"must match {TENANT_PATTERN}")])
-
-
-def _job_field(index: int, jobs: int, field: str) -> str:
-    """A field's name in an error: ``{index}.{field}`` when several jobs were submitted."""
-    return f"{index}.{field}" if jobs > 1 else field

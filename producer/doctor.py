@@ -18,11 +18,11 @@ import redis
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from imagegen.bedrock import make_bedrock_client
+from imagegen.binding import upload_key_prefix
 from imagegen.models import PROFILE_REGIONS_US, ImageModel, model_for
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings
 from imagegen.store.quota import QuotaStore
-from producer.inputs import upload_key_prefix
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header
 from pydantic import BaseModel
 
+from imagegen.binding import UPLOAD_CONTENT_TYPES, store_upload, upload_key
 from imagegen.errors import FieldError
 from imagegen.inputs import UnusableImageError
 from imagegen.s3 import s3_uri
@@ -19,7 +20,6 @@ from producer.api.auth import Tenant
 from producer.api.bodies import raw_body
 from producer.api.problems import PROBLEM_RESPONSES, ProblemError
 from producer.api.state import State
-from producer.inputs import UPLOAD_CONTENT_TYPES, store_upload, upload_key
 
 __all__ = ["router"]
 

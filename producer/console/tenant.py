@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.datastructures import FormData
 
+from imagegen.binding import store_upload
 from imagegen.errors import FieldError, ImagegenError, InvalidRequestError, QueueFullError
 from imagegen.inputs import UnusableImageError
 from imagegen.records import JobRecord, JobStatus
@@ -28,7 +29,6 @@ from producer.chains import ChainStatus
 from producer.console.auth import TenantLogin, sessions
 from producer.console.forms import model_form, read_form
 from producer.console.render import page
-from producer.inputs import store_upload
 
 __all__ = ["router"]
 

@@ -27,8 +27,9 @@ __all__ = ["fetch_inputs", "locate_input"]
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 
 
-def locate_input(value: str, reads: JobReads) -> tuple[str, str]:
-    """Where an input image is: (bucket, key). A job's output must exist (the job succeeded)."""
+def locate_input(value: str, reads: JobReads, tenant: str | None) -> tuple[str, str]:
+    """Where an input image of a job of ``tenant`` is: (bucket, key). A job's output must
+    exist (the job succeeded) and be the same tenant's."""
     ref = parse_image_ref(value)
     if ref.kind == "s3":
         return ref.bucket, ref.key
@@ -40,6 +41,10 @@ def locate_input(value: str, reads: JobReads) -> tuple[str, str]:
     except JobNotFoundError as e:
         msg = f"job {ref.job_id}, whose output this job takes, no longer exists"
         raise InputImageError(msg) from e
+    if source.tenant != tenant:
+        # Worded as a missing job: another tenant's job is not there for this one.
+        msg = f"job {ref.job_id}, whose output this job takes, no longer exists"
+        raise InputImageError(msg)
     if source.status is not JobStatus.SUCCEEDED or not source.s3_bucket or not source.s3_key:
         msg = f"job {ref.job_id}, whose output this job takes, ended {source.status.value}"
         raise InputImageError(msg)
@@ -52,14 +57,16 @@ def fetch_inputs(
     model_id: str,
     request: ModelRequest,
     *,
+    tenant: str | None,
     max_bytes: int,
 ) -> dict[str, str]:
-    """Each input image of ``request``, by field, as base64 for the body."""
+    """Each input image of ``request`` (a job of ``tenant``), by field, as base64 for the
+    body."""
     model = model_for(model_id)
     limits = model.input_limits if model else None
     images: dict[str, str] = {}
     for field, value in request.image_inputs().items():
-        bucket, key = locate_input(value, reads)
+        bucket, key = locate_input(value, reads, tenant)
         where = f"{field} (s3://{bucket}/{key})"
         try:
             obj = s3.get_object(Bucket=bucket, Key=key)

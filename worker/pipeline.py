@@ -231,6 +231,7 @@ class _Attempt:
             self.services.reads,
             model_id,
             self.request,
+            tenant=self.record.tenant,
             max_bytes=self.services.settings.input_image_max_bytes,
         )
         body = self.request.to_bedrock_body(images)

@@ -16,9 +16,11 @@ from moto import mock_aws
 from PIL import Image
 
 from imagegen.errors import InputImageError
+from imagegen.records import JobStatus
 from imagegen.requests import FastUpscaleRequest
 from imagegen.settings import Settings
 from imagegen.store.job_reads import JobReads
+from imagegen.store.jobs import ClaimState
 from producer.api import create_app
 from producer.client import Client
 from worker.inputs import fetch_inputs
@@ -121,7 +123,7 @@ def test_the_worker_fetches_the_whole_image_and_checks_it(settings: Settings) ->
         s3.put_object(Bucket="test-bucket", Key="uploads/acme/big.png", Body=png((1600, 200)))
         reads = JobReads(fakeredis.FakeRedis(decode_responses=True))
         request = FastUpscaleRequest(image="s3://test-bucket/uploads/acme/a.png")
-        images = fetch_inputs(s3, reads, UPSCALE, request, max_bytes=10**6)
+        images = fetch_inputs(s3, reads, UPSCALE, request, tenant="acme", max_bytes=10**6)
         assert base64.b64decode(images["image"]) == data
         with pytest.raises(InputImageError, match="1536"):
             fetch_inputs(
@@ -129,9 +131,35 @@ def test_the_worker_fetches_the_whole_image_and_checks_it(settings: Settings) ->
                 reads,
                 UPSCALE,
                 FastUpscaleRequest(image="s3://test-bucket/uploads/acme/big.png"),
+                tenant="acme",
                 max_bytes=10**6,
             )
         with pytest.raises(InputImageError, match="no longer exists"):
             fetch_inputs(
-                s3, reads, UPSCALE, FastUpscaleRequest(image="job:01GONE"), max_bytes=10**6
+                s3,
+                reads,
+                UPSCALE,
+                FastUpscaleRequest(image="job:01GONE"),
+                tenant="acme",
+                max_bytes=10**6,
             )
+
+
+def test_the_worker_reads_no_other_tenants_job_output(settings: Settings) -> None:
+    """A record naming another tenant's job as its input (however it got there) never reads
+    that job's image: to the worker, as to the API, the job is not there."""
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="test-bucket")
+        data = png((256, 192))
+        s3.put_object(Bucket="test-bucket", Key="images/theirs.png", Body=data)
+        client = Client(settings, redis_client=fakeredis.FakeRedis(decode_responses=True))
+        theirs = client.submit("a secret picture", tenant="rival").job_id
+        assert client.jobs.claim(theirs, "w", 60_000).state is ClaimState.CLAIMED
+        image = {"s3_bucket": "test-bucket", "s3_key": "images/theirs.png", "sha256": "x"}
+        client.jobs.finish(theirs, "w", JobStatus.SUCCEEDED, image)
+        request = FastUpscaleRequest(image=f"job:{theirs}")
+        with pytest.raises(InputImageError, match="no longer exists"):
+            fetch_inputs(s3, client.reads, UPSCALE, request, tenant="acme", max_bytes=10**6)
+        own = fetch_inputs(s3, client.reads, UPSCALE, request, tenant="rival", max_bytes=10**6)
+        assert base64.b64decode(own["image"]) == data

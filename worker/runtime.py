@@ -99,7 +99,7 @@ def intake() -> Intake:
 
     def build() -> Intake:
         shared = services()
-        return Intake(shared.store, shared.dispatch, shared.settings)
+        return Intake(shared.store, shared.dispatch, shared.settings, s3=lambda: shared.s3)
 
     return _once("intake", build)
 

@@ -100,7 +100,10 @@ key                                    type    what it holds
 ``...:{sha256}:followers``             list    identical jobs waiting for it (not for a call)
 ``imagegen:intake``                    list    the plain intake: JSON jobs pushed by backends
                                                that speak only Redis (LPUSH), taken oldest first
-``imagegen:intake:lock``               string  held by the one process reading the intake
+``imagegen:intake:readers``            zset    readers of the intake in the middle of a pass, by
+                                               the end of their lease (ms, server clock)
+``imagegen:intake:reader:{token}``     list    the messages one reader took and has not handled
+                                               yet; a lapsed reader's go back onto the intake
 ``interactive``, ``batch``,            list    Celery queues (kombu's Redis transport owns them)
 ``webhooks``
 =====================================  ======  =================================================
@@ -118,7 +121,7 @@ __all__ = [
     "DLQ_KEY",
     "EVENTS_CHANNEL",
     "INTAKE_KEY",
-    "INTAKE_LOCK_KEY",
+    "INTAKE_READERS_KEY",
     "JOB_INDEX_KEY",
     "JOB_KEY_PREFIX",
     "NO_TENANT",
@@ -147,6 +150,7 @@ __all__ = [
     "dispatch_keys",
     "endpoint_inflight_key",
     "idempotency_key",
+    "intake_reader_key",
     "job_events_channel",
     "job_key",
     "limiter_keys",
@@ -176,7 +180,7 @@ CACHE_PREFIX = f"{PREFIX}:cache:"
 # The cache scope of tenants that share cached images (no tenant name starts with "+").
 SHARED_CACHE_SCOPE = "+shared"
 SPEND_TENANTS_KEY = f"{PREFIX}:spend:tenants"
-INTAKE_LOCK_KEY = f"{PREFIX}:intake:lock"
+INTAKE_READERS_KEY = f"{PREFIX}:intake:readers"
 # The dispatcher's name for the jobs without a tenant (no tenant name can be "-").
 NO_TENANT = "-"
 DEADLINES_KEY = f"{PREFIX}:deadlines"
@@ -237,6 +241,11 @@ def batch_jobs_key(batch_id: str) -> str:
 
 def idempotency_key(tenant: str | None, key: str) -> str:
     return f"{PREFIX}:idem:{tenant or '-'}:{key}"
+
+
+def intake_reader_key(token: str) -> str:
+    """The messages one reader of the plain intake has taken and not handled yet."""
+    return f"{INTAKE_KEY}:reader:{token}"
 
 
 def apikey_key(key_sha256: str) -> str:

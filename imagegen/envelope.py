@@ -1,10 +1,13 @@
 """Checking a raw message from our queues before anything of Celery's reads it.
 
 Anyone who can write to Redis can push onto ``interactive``, ``batch`` or ``webhooks``. Celery
-trusts what it pops: a body of ``null``, a missing ``id`` header or bad base64 stops a worker.
-``check_envelope`` accepts only a well-formed task of ours (the envelope kombu's Redis transport
-stores, a protocol-2 body, one of our task names on its own queue, arguments of the right shape)
-and otherwise says why, in a short reason code and a detail that never quotes the message.
+trusts what it pops: a body of ``null``, a missing ``id`` header, bad base64, or a header such as
+``expires: []`` or ``timelimit: "abc"`` stops a worker. ``check_envelope`` accepts only a
+well-formed task of ours (the envelope kombu's Redis transport stores, a protocol-2 body, one of
+our task names on its own queue, arguments of the right shape) and otherwise says why, in a short
+reason code and a detail that never quotes the message. What Celery then reads is
+``CheckedTask.message``: an envelope rebuilt from the checked fields alone, so no other header of
+the original reaches it.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from imagegen.ids import STORED_JOB_ID_PATTERN
-from imagegen.messages import DELIVER_TASK, GENERATE_TASK, JOB_QUEUES, WEBHOOK_QUEUE
+from imagegen.ids import STORED_JOB_ID_PATTERN, is_valid_job_id
+from imagegen.messages import DELIVER_TASK, GENERATE_TASK, JOB_QUEUES, WEBHOOK_QUEUE, task_message
 
 __all__ = ["MAX_MESSAGE_BYTES", "CheckedTask", "MalformedMessageError", "check_envelope"]
 
@@ -45,13 +48,22 @@ class MalformedMessageError(ValueError):
 
 @dataclass(frozen=True)
 class CheckedTask:
-    """A well-formed task message: the envelope as parsed, and what it asks for."""
+    """A well-formed task message: what it asks for, and its delivery tag (kombu acknowledges
+    and restores a message by it)."""
 
-    envelope: dict[str, Any]
     task: str
     task_id: str
     args: list[Any]
     kwargs: dict[str, Any]
+    delivery_tag: str
+
+    def message(self, queue: str) -> dict[str, Any]:
+        """The envelope to hand to Celery: our own, built from the checked fields only."""
+        rebuilt = task_message(
+            self.task, self.task_id, self.args, queue, delivery_tag=self.delivery_tag
+        )
+        parsed: dict[str, Any] = json.loads(rebuilt)
+        return parsed
 
 
 def _refuse(reason: str, detail: str) -> MalformedMessageError:
@@ -100,7 +112,7 @@ def check_envelope(raw: str | bytes, queue: str) -> CheckedTask:
         _check_generate(task_id, args, kwargs)
     else:
         _check_deliver(task_id, args, kwargs)
-    return CheckedTask(envelope, str(task), str(task_id), args, kwargs)
+    return CheckedTask(str(task), str(task_id), args, kwargs, tag)
 
 
 def _body(envelope: dict[str, Any], properties: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -131,6 +143,9 @@ def _check_generate(task_id: Any, args: list[Any], kwargs: dict[str, Any]) -> No
         raise _refuse("bad-arguments", "args must be [job_id], the same as headers.id")
     if set(kwargs) - {"job"}:
         raise _refuse("bad-arguments", "the only keyword argument is job")
+    # A raw job has no tenant: its id may not be one of a tenant's namespace ({tenant}.{id}).
+    if "job" in kwargs and not is_valid_job_id(task_id):
+        raise _refuse("bad-arguments", "a raw job's headers.id must be a plain job id")
 
 
 def _check_deliver(task_id: Any, args: list[Any], kwargs: dict[str, Any]) -> None:

@@ -5,7 +5,13 @@ A message that is not a well-formed task of ours goes to the quarantine with its
 counted, and is logged without its body; the worker keeps consuming. A raw job (a generate
 message carrying its job as a ``job`` keyword) becomes a waiting job here (``worker.intake``), and
 the message ends: the job runs when the dispatcher releases it, like any other, and no prompt
-reaches Celery's logs, its events or Flower.
+reaches Celery's logs, its events or Flower. Any other task reaches Celery as an envelope rebuilt
+from its checked fields, never with the original's other headers.
+
+A popped message exists only in this process until Celery has it (or it became a job, or went to
+the quarantine). When the gate fails meanwhile (Redis went away while the job was being stored,
+say), the message goes back onto the end of its list that is popped next, retried until Redis
+answers: it is never dropped while the process lives.
 
 Celery uses it through ``broker_transport = "worker.transport:GatedTransport"``; the connection
 settings still come from the broker URL.
@@ -14,6 +20,7 @@ settings still come from the broker URL.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -26,6 +33,12 @@ from imagegen.messages import QUEUES
 __all__ = ["GatedChannel", "GatedTransport", "admit"]
 
 log = logging.getLogger("imagegen.gate")
+
+# Putting a message back: the first wait, doubled each failure up to the longest.
+_PUT_BACK_FIRST_WAIT_S = 0.05
+_PUT_BACK_LONGEST_WAIT_S = 2.0
+# After a message was put back, so a failure that repeats does not spin on the same message.
+_PAUSE_AFTER_PUT_BACK_S = 0.5
 
 
 def admit(raw: str, queue: str) -> dict[str, Any] | None:
@@ -43,9 +56,9 @@ def admit(raw: str, queue: str) -> dict[str, Any] | None:
         )
         return None
     if "job" in checked.kwargs:
-        intake().accept(checked.task_id, checked.kwargs["job"])
+        intake().accept_raw_job(checked.task_id, checked.kwargs["job"], raw, queue)
         return None
-    return checked.envelope
+    return checked.message(queue)
 
 
 class GatedChannel(kombu_redis.Channel):  # type: ignore[misc]
@@ -78,12 +91,22 @@ class GatedChannel(kombu_redis.Channel):  # type: ignore[misc]
                 raise
             if not dest__item:
                 raise kombu_redis.Empty()
-            dest, item = dest__item
-            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            popped_from, item = dest__item
+            popped_from = bytes_to_str(popped_from)
+            dest = popped_from.rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
             raw = bytes_to_str(item)
-            # Our queues go through the gate; Celery's own (control replies) as kombu reads them.
-            envelope = admit(raw, dest) if dest in QUEUES else loads(raw)
+            if dest not in QUEUES:  # Celery's own (control replies), as kombu reads them
+                self.connection._deliver(loads(raw), dest)
+                return True
+            try:
+                envelope = admit(raw, dest)
+            except BaseException as e:
+                self._put_back(popped_from, item, e)
+                if not isinstance(e, Exception):
+                    raise  # the process is stopping
+                time.sleep(_PAUSE_AFTER_PUT_BACK_S)
+                return True
             if envelope is not None:
                 self.connection._deliver(envelope, dest)
             return True
@@ -92,6 +115,34 @@ class GatedChannel(kombu_redis.Channel):  # type: ignore[misc]
             flush = getattr(self, "_flush_brpop_reauth", None)
             if flush is not None:
                 flush()
+
+    def _put_back(self, key: str, item: bytes | str, error: BaseException) -> None:
+        """Push a popped message back where BRPOP takes next (the right end of the list ``key``
+        it came from), retrying until Redis answers; only once when the process is stopping."""
+        stopping = not isinstance(error, Exception)
+        log.warning(
+            "the gate failed on a message; putting it back on its queue",
+            extra={"queue": key, "error": type(error).__name__, "bytes": len(item)},
+        )
+        wait_s, attempts = _PUT_BACK_FIRST_WAIT_S, 0
+        while True:
+            attempts += 1
+            try:
+                with self.conn_or_acquire() as client:
+                    client.rpush(key, item)
+            except Exception as e:
+                if stopping:
+                    log.exception("a popped message could not be put back", extra={"queue": key})
+                    return
+                log.warning(
+                    "cannot put a popped message back yet; trying again",
+                    extra={"queue": key, "attempts": attempts, "error": type(e).__name__},
+                )
+                time.sleep(wait_s)
+                wait_s = min(wait_s * 2, _PUT_BACK_LONGEST_WAIT_S)
+                continue
+            log.info("message put back on its queue", extra={"queue": key, "attempts": attempts})
+            return
 
 
 class GatedTransport(kombu_redis.Transport):  # type: ignore[misc]

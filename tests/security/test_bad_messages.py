@@ -122,3 +122,51 @@ def test_a_raw_job_runs_by_id_and_its_prompt_stays_out_of_celery(secure_stack: S
     log = (secure_stack.processes.log_dir / "worker.log").read_text()
     assert SECRET_PROMPT not in log
     assert base64.b64encode(SECRET_PROMPT.encode()).decode()[:16] not in log
+
+
+def test_headers_celery_cannot_read_never_reach_it(secure_stack: Stack) -> None:
+    """Well-formed generate messages whose headers would stop a worker that read them: the gate
+    hands Celery an envelope of its own, so the worker reads none of them and keeps working."""
+    raw = redis.Redis.from_url(secure_stack.env["IMAGEGEN_REDIS_URL"])
+    for name, value in {
+        "expires": [],
+        "timelimit": "abc",
+        "eta": "not a time",
+        "retries": "many",
+        "stamped_headers": 7,
+    }.items():
+        envelope = good_envelope(f"J-header-{name}")
+        headers = envelope["headers"]
+        assert isinstance(headers, dict)
+        headers[name] = value
+        raw.lpush("interactive", json.dumps(envelope))
+    with Client(secure_stack.settings()) as client:
+        started = time.monotonic()
+        record = client.wait(client.submit("a lighthouse after bad headers").job_id, 30)
+        assert record.status is JobStatus.SUCCEEDED
+        assert time.monotonic() - started < 15
+    assert raw.llen("interactive") == 0
+    assert secure_stack.processes.failed() == []
+    log = (secure_stack.processes.log_dir / "worker.log").read_text()
+    assert "Unrecoverable error" not in log
+
+
+def test_a_raw_job_cannot_take_a_tenants_job_id(secure_stack: Stack) -> None:
+    """A raw message has no tenant: one whose id is in globex's namespace is quarantined, and
+    globex's own job with that id is created as usual."""
+    raw = redis.Redis.from_url(secure_stack.env["IMAGEGEN_REDIS_URL"])
+    job = {"request": {"prompt": "squatting on globex's id"}}
+    squat = task_message(
+        GENERATE_TASK, "globex.rawid-1", ["globex.rawid-1"], "interactive", kwargs={"job": job}
+    )
+    raw.lpush("interactive", squat)
+    with Client(secure_stack.settings()) as client:
+        deadline = time.monotonic() + 15
+        while raw.llen("interactive") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # the gate handles what it popped
+        squatted = [e for e in client.quarantine.list(100) if "squatting" in e.message]
+        assert [e.reason for e in squatted] == ["bad-arguments"]
+        own = client.submit("globex's own picture", tenant="globex", job_id="rawid-1")
+        assert (own.job_id, own.tenant) == ("globex.rawid-1", "globex")
+        assert client.get("globex.rawid-1").request.prompt == "globex's own picture"  # type: ignore[union-attr]

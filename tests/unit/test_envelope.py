@@ -126,3 +126,15 @@ def test_a_closed_connection_still_knows_where_redis_is() -> None:
     assert (first["host"], first["port"], first["db"]) == ("127.0.0.1", 6390, 3)
     channel.connection.client = None  # what close() leaves behind
     assert channel._connparams() == first
+
+
+def test_a_raw_job_cannot_take_an_id_in_a_tenants_namespace() -> None:
+    """A raw job has no tenant: ``globex.rawid-1`` would take globex's own job id."""
+    job = {"request": {"prompt": "p"}}
+    assert reason(json.dumps(generate("globex.rawid-1", job=job))) == "bad-arguments"
+    assert check_envelope(json.dumps(generate("rawid-1", job=job)), "interactive").task_id == (
+        "rawid-1"
+    )
+    # The dispatcher's own messages name jobs by their stored ids, a tenant's included.
+    released = check_envelope(json.dumps(generate("globex.rawid-1")), "interactive")
+    assert released.task_id == "globex.rawid-1"

@@ -59,6 +59,8 @@ def make_app(settings: Settings) -> Celery:
         worker_pool=settings.worker_pool,
         worker_concurrency=settings.worker_concurrency,
         broker_connection_retry_on_startup=True,
+        # For the health check's ping and Flower's inspection; every command that changes the
+        # worker is refused (worker.remote_control, applied as the worker starts).
         worker_enable_remote_control=True,
     )
     if settings.celery_rate_limit:

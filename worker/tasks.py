@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import setup_logging, worker_ready, worker_shutdown
+from celery.signals import setup_logging, worker_init, worker_ready, worker_shutdown
+from celery.worker.control import Panel
 
 from imagegen.logs import configure_logging
 from imagegen.messages import DELIVER_TASK, GENERATE_TASK
@@ -13,6 +14,7 @@ from imagegen.settings import get_settings
 from worker.app import app
 from worker.metrics import serve_metrics
 from worker.pipeline import run_job
+from worker.remote_control import restrict_remote_control
 from worker.runtime import (
     execution_owner,
     outbox_sweeper,
@@ -48,6 +50,12 @@ def deliver_webhook(delivery_id: str) -> dict[str, Any]:
 def _logging(**_: object) -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+
+
+@worker_init.connect
+def _only_reading_commands(**_: object) -> None:
+    # Before the consumer, and with it the remote-control mailbox, starts.
+    restrict_remote_control(Panel.data)
 
 
 @worker_ready.connect

@@ -8,10 +8,11 @@ the message ends: the job runs when the dispatcher releases it, like any other, 
 reaches Celery's logs, its events or Flower. Any other task reaches Celery as an envelope rebuilt
 from its checked fields, never with the original's other headers.
 
-A popped message exists only in this process until Celery has it (or it became a job, or went to
-the quarantine). When the gate fails meanwhile (Redis went away while the job was being stored,
-say), the message goes back onto the end of its list that is popped next, retried until Redis
-answers: it is never dropped while the process lives.
+A popped message exists only in this process until Celery holds it (or it became a job, or went
+to the quarantine). When that fails (Redis went away while the job was being stored, say), the
+message goes back onto the end of its list that is popped next, retried until Redis answers: it
+is never dropped while the process lives. A message handed over twice that way runs once: every
+task is idempotent by its id.
 
 Celery uses it through ``broker_transport = "worker.transport:GatedTransport"``; the connection
 settings still come from the broker URL.
@@ -101,14 +102,13 @@ class GatedChannel(kombu_redis.Channel):  # type: ignore[misc]
                 return True
             try:
                 envelope = admit(raw, dest)
+                if envelope is not None:
+                    self.connection._deliver(envelope, dest)
             except BaseException as e:
                 self._put_back(popped_from, item, e)
                 if not isinstance(e, Exception):
                     raise  # the process is stopping
                 time.sleep(_PAUSE_AFTER_PUT_BACK_S)
-                return True
-            if envelope is not None:
-                self.connection._deliver(envelope, dest)
             return True
         finally:
             self._in_poll = None
@@ -121,7 +121,7 @@ class GatedChannel(kombu_redis.Channel):  # type: ignore[misc]
         it came from), retrying until Redis answers; only once when the process is stopping."""
         stopping = not isinstance(error, Exception)
         log.warning(
-            "the gate failed on a message; putting it back on its queue",
+            "a popped message could not be handed on; putting it back on its queue",
             extra={"queue": key, "error": type(error).__name__, "bytes": len(item)},
         )
         wait_s, attempts = _PUT_BACK_FIRST_WAIT_S, 0

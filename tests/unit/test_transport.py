@@ -11,7 +11,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,16 @@ class Consuming:
     """A worker's connection through our transport, consuming ``interactive``."""
 
     connection: Connection
-    delivered: list[Message]
+    delivered: list[Message] = field(default_factory=list)
+    # How many messages the consumer (Celery, in a worker) fails to take before it takes one.
+    failures_left: int = 0
+
+    def on_message(self, message: Message) -> None:
+        if self.failures_left:
+            self.failures_left -= 1
+            msg = "the consumer failed to take the message"
+            raise RuntimeError(msg)
+        self.delivered.append(message)
 
     def pop_one(self) -> None:
         """One BRPOP and its handling, as the worker's event loop runs them."""
@@ -84,15 +93,15 @@ class Consuming:
 @pytest.fixture
 def consuming(private_redis: PrivateRedis) -> Iterator[Consuming]:
     connection = Connection(private_redis.url, transport=GatedTransport)
-    delivered: list[Message] = []
+    consuming = Consuming(connection)
     consumer = Consumer(
         connection.channel(),
         queues=[Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE)],
-        on_message=delivered.append,
+        on_message=consuming.on_message,
         accept=["json"],
     )
     consumer.consume()
-    yield Consuming(connection, delivered)
+    yield consuming
     connection.release()
 
 
@@ -121,6 +130,18 @@ def test_a_message_the_gate_failed_on_is_taken_next(
     consuming.pop_one()
     assert seen == ["first", "first"]
     assert client.llen(QUEUE) == 1
+
+
+def test_a_message_the_consumer_failed_to_take_is_taken_next(
+    private_redis: PrivateRedis, consuming: Consuming, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "_PAUSE_AFTER_PUT_BACK_S", 0.0, raising=False)
+    private_redis.client().lpush(QUEUE, task_message(GENERATE_TASK, "J2", ["J2"], QUEUE))
+    consuming.failures_left = 1
+    consuming.pop_one()
+    assert private_redis.client().llen(QUEUE) == 1
+    consuming.pop_one()
+    assert [message.headers["id"] for message in consuming.delivered] == ["J2"]
 
 
 def test_a_popped_message_outlives_a_redis_restart_while_the_gate_works_on_it(

@@ -1,9 +1,11 @@
 """The records the service keeps: jobs (with their attempt log) and webhook deliveries.
 
-Status only moves forward: ``queued`` -> ``running`` -> one terminal status. A retry keeps the
-job ``running`` (with ``next_attempt_at`` set); a terminal status is final, except that an
-operator may replay a ``failed`` job from the dead-letter set (``JobStore.replay``). How a
-record maps onto a Redis hash is ``imagegen.redis.codecs``.
+A job's status is ``queued`` while it waits (in any of its places), ``running`` while a worker
+holds its lease, then one terminal status. A job given back after a retryable failure, or put
+back because its worker died, is ``queued`` again (its ``attempts`` and attempt log keep what
+happened); a terminal status is final, except that an operator may replay a ``failed`` job from
+the dead-letter set (``JobStore.replay``). Where a job is and how it moves is
+``imagegen.lifecycle``; how a record maps onto a Redis hash is ``imagegen.redis.codecs``.
 """
 
 from __future__ import annotations
@@ -160,6 +162,10 @@ class JobRecord(BaseModel):
     queue_position: int | None = None
     estimated_start_at: datetime | None = None
     tenant_share: float | None = None
+    # Where the job is in its lifecycle (``imagegen.lifecycle.Place``); ``paused`` while it
+    # waits in a tenant queue paused for ``paused_reason`` (budget, concurrency, rate).
+    place: str | None = None
+    paused_reason: str | None = None
 
     @property
     def is_terminal(self) -> bool:

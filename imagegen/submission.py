@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -252,35 +252,37 @@ class Submitter:
         )
 
     def check_deadlines(self, jobs: list[NewJob]) -> None:
-        """Refuse the jobs whose deadline falls before their estimated start (the backlog ahead
-        of each at its tenant's share of the current rate), naming each with its estimate."""
+        """Refuse the jobs whose deadline falls before their estimated start, naming each with
+        its estimate. A job's estimate counts only what runs before it: its tenant's jobs with
+        earlier deadlines (waiting or in this submission), at the share of the model's rate its
+        tenant gets and its own caps allow."""
         if all(job.expires_ms is None for job in jobs):
             return
+        groups: dict[tuple[str, str | None, str], list[int]] = defaultdict(list)
+        for index, job in enumerate(jobs):
+            groups[(job.model_id, job.tenant, job.spec.priority)].append(index)
         now_ms = time.time() * 1000
         errors = []
-        ahead: Counter[tuple[str, str | None, str]] = Counter()
-        estimates: dict[tuple[str, str | None, str], tuple[float, float] | None] = {}
-        for index, job in enumerate(jobs):
-            group = (job.model_id, job.tenant, job.spec.priority)
-            if group not in estimates:
-                found = self.dispatch.estimate(*group)
-                per_job_s = 60 / (found.rate_rpm * found.share) if found.rate_rpm else 0.0
-                estimates[group] = (
-                    None if found.start_in_s is None else (found.start_in_s, per_job_s)
-                )
-            estimate = estimates[group]
-            position_in_group = ahead[group]
-            ahead[group] += 1
-            if estimate is None or job.expires_ms is None:
+        for (model_id, tenant, priority), indexes in groups.items():
+            if all(jobs[i].expires_ms is None for i in indexes):
                 continue
-            start_s = estimate[0] + position_in_group * estimate[1]
-            if now_ms + start_s * 1000 > job.expires_ms:
-                start = datetime.now(UTC) + timedelta(seconds=start_s)
-                message = (
-                    "cannot be met: the job would start at about "
-                    f"{start.isoformat(timespec='seconds')} ({start_s:.0f} s from now)"
-                )
-                errors.append(FieldError(_job_field(index, len(jobs), "expires_at"), message))
+            order = sorted(indexes, key=lambda i: _deadline_order(jobs[i], i))
+            ahead = {index: rank for rank, index in enumerate(order)}
+            found = self.dispatch.estimates(
+                model_id, tenant, priority, [(jobs[i].expires_ms, ahead[i]) for i in indexes]
+            )
+            for index, estimate in zip(indexes, found, strict=True):
+                expires_ms = jobs[index].expires_ms
+                if expires_ms is None or estimate.start_in_s is None:
+                    continue
+                start_s = estimate.start_in_s
+                if now_ms + start_s * 1000 > expires_ms:
+                    start = datetime.now(UTC) + timedelta(seconds=start_s)
+                    message = (
+                        "cannot be met: the job would start at about "
+                        f"{start.isoformat(timespec='seconds')} ({start_s:.0f} s from now)"
+                    )
+                    errors.append(FieldError(_job_field(index, len(jobs), "expires_at"), message))
         if errors:
             raise InvalidRequestError(errors)
 
@@ -331,3 +333,9 @@ def _stored_job_id(job_id: str | None, tenant: str | None) -> str | None:
 def _job_field(index: int, jobs: int, field: str) -> str:
     """A field's name in an error: ``{index}.{field}`` when several jobs were submitted."""
     return f"{index}.{field}" if jobs > 1 else field
+
+
+def _deadline_order(job: NewJob, index: int) -> tuple[float, int]:
+    """Where a job of a submission goes among its tenant's jobs: earliest deadline first, then
+    the order submitted (a job without a deadline after every deadline)."""
+    return (float("inf") if job.expires_ms is None else job.expires_ms, index)

@@ -269,22 +269,23 @@ class Client:
         return self.with_position(self.reads.get(job_id))
 
     def with_position(self, record: JobRecord) -> JobRecord:
-        """The record with where it stands in the dispatcher, when it is waiting."""
+        """The record with where it stands in the dispatcher, when it is waiting (``paused``
+        with the reason while its tenant's queue is paused)."""
         if record.status is not JobStatus.QUEUED:
             return record
-        found = self.dispatch.position(
-            record.job_id, record.model_id, record.tenant, record.priority
-        )
+        found = self.dispatch.position(record.job_id, record.model_id)
         if found is None:
             return record
         start = None
         if found.start_in_s is not None:
             start = datetime.now(UTC) + timedelta(seconds=found.start_in_s)
+        paused = {"place": "paused", "paused_reason": found.paused_reason}
         return record.model_copy(
             update={
                 "queue_position": found.position,
                 "estimated_start_at": start,
                 "tenant_share": round(found.share, 4),
+                **(paused if found.paused_reason else {}),
             }
         )
 
@@ -331,11 +332,22 @@ class Client:
             for model_id in (model_ids or self.settings.allowed_model_ids)
         ]
 
-    def tenant_shares(self, model_ids: Iterable[str] | None = None) -> list[TenantShare]:
+    def tenant_shares(
+        self,
+        model_ids: Iterable[str] | None = None,
+        *,
+        tenant: str | None = None,
+        busiest: int | None = None,
+    ) -> list[TenantShare]:
         """Each tenant's share of each model's rate over the last minute, against its fair
-        share (default: every allowed model, and any other with jobs waiting)."""
+        share (default: every allowed model, and any other with jobs waiting); only
+        ``tenant``'s, or the ``busiest`` tenants', when given."""
         models = model_ids or self.dispatch.known_models()
-        return [share for model_id in models for share in self.dispatch.shares(model_id)]
+        return [
+            share
+            for model_id in models
+            for share in self.dispatch.shares(model_id, tenant, busiest=busiest)
+        ]
 
     def tenant_limits(self, tenant: str) -> TenantLimits:
         """A tenant's weight in the fair share and its caps, as the dispatcher applies them."""

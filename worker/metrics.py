@@ -59,6 +59,10 @@ JOBS_FINISHED = Counter(
     ["model", "status"],
 )
 RETRIES = Counter("imagegen_worker_retries_total", "Retries scheduled, by error code", ["code"])
+LEASES_LOST = Counter(
+    "imagegen_worker_leases_lost_total",
+    "Attempts that found their job's lease gone (taken back by the redrive) when they ended",
+)
 WEBHOOK_DELIVERIES = Counter(
     "imagegen_worker_webhook_deliveries_total",
     "Webhook delivery attempts by outcome",

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from imagegen.contract import ModelRequest
-from imagegen.errors import BedrockCallError, JobError, JobNotFoundError
+from imagegen.errors import BedrockCallError, JobError
 from imagegen.logs import prompt_facts
 from imagegen.records import JobRecord, JobStatus
 from imagegen.s3 import s3_uri
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
-from imagegen.store.jobs import ClaimState, FinishOutcome, JobStore
+from imagegen.store.jobs import CallMark, ClaimState, FinishOutcome, JobStore
 from imagegen.store.spend import Ledger
 from worker import metrics
 from worker.bedrock import BedrockAnswer, Filtered, Generated, interpret, invoke_model
@@ -59,11 +59,23 @@ class Services:
     s3: S3Client
     policy: RetryPolicy
     limiter: Limiter
+    # Sends a finished job's webhook deliveries at once, in this process (None: the
+    # delivery messages on the webhooks queue do, as from any other process).
+    deliver_now: Callable[[list[str]], None] | None = None
 
 
 # The outcome of an attempt that failed retryably: the job waits in the dispatcher for its
 # retry's due time, then for its turn.
 RETRY_SCHEDULED = "retry_scheduled"
+# The error code of a job given back to wait for its tenant's budget (no failure counted).
+BUDGET_WAIT = "BudgetWait"
+
+
+class _NoBudget:
+    """call_bedrock's answer when the call may not start for the tenant's budget."""
+
+
+_NO_BUDGET = _NoBudget()
 
 
 @dataclass(frozen=True)
@@ -89,16 +101,13 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
     started = time.perf_counter()
     lease_ms = round(services.settings.task_time_limit_s * 1000)
     claim = services.store.claim(job_id, owner, lease_ms)
-    if claim.state is not ClaimState.CLAIMED:
+    if claim.state is not ClaimState.CLAIMED or claim.record is None:
         log.info(
             "job skipped",
             extra={"job_id": job_id, "reason": claim.state.value, "attempt": claim.attempt},
         )
         return JobOutcome(job_id, claim.state.value)
-    try:
-        record = services.reads.get(job_id)
-    except JobNotFoundError:  # expired meanwhile
-        return JobOutcome(job_id, ClaimState.MISSING.value)
+    record = claim.record
     if record.request is None:  # refused on arrival
         return JobOutcome(job_id, ClaimState.MISSING.value)
     if claim.queue_wait_ms is not None:
@@ -153,6 +162,8 @@ class _Attempt:
         self.started = started
         # When this attempt's Bedrock call returned an image not yet uploaded or parked.
         self.bought_at: float | None = None
+        # This attempt bought an image (booked at once, or by its final transition).
+        self.bought = False
         settings = services.settings
         self.bucket = settings.s3_bucket
         self.key = image_key(
@@ -186,8 +197,8 @@ class _Attempt:
             generated = self.take_parked()
         if generated is None:
             answer = self.call_bedrock()
-            if answer is None:
-                return self.finish(JobStatus.CANCELED, {})
+            if answer is None or isinstance(answer, _NoBudget):
+                return self.not_called(answer)
             latency_ms = answer.latency_ms
             result = interpret(answer.payload)
             self.observe_call(
@@ -195,7 +206,7 @@ class _Attempt:
             )
             if isinstance(result, Filtered):
                 if result.image_withheld and self.services.settings.filtered_images_billed:
-                    self.book_purchase()  # also ends the call
+                    self.book_purchase()
                 return self.finish(
                     JobStatus.FILTERED,
                     {
@@ -218,9 +229,11 @@ class _Attempt:
         self.kept("uploaded")
         return self.succeed(generated.seed, info, latency_ms)
 
-    def call_bedrock(self) -> BedrockAnswer | None:
+    def call_bedrock(self) -> BedrockAnswer | _NoBudget | None:
         """InvokeModel (the dispatcher took the quota's token when it released the job); None
-        when the job was canceled meanwhile. The limiter hears how the call went."""
+        when the job was canceled meanwhile, ``_NO_BUDGET`` when its image was bought already,
+        is lost, and its tenant's hard budget has no room for a new one. The limiter hears how
+        the call went."""
         limiter = self.services.limiter
         model_id = self.record.model_id
         if self.services.store.cancel_requested(self.job_id):
@@ -237,7 +250,8 @@ class _Attempt:
         body = self.request.to_bedrock_body(images)
         # From here until the answer is booked or the job let go, a death of this process
         # loses an answer Bedrock may have billed: the redrive then books it as spent.
-        store.mark_calling(self.job_id, self.owner, calling=True)
+        if store.mark_calling(self.job_id, self.owner, calling=True) is CallMark.BUDGET:
+            return _NO_BUDGET
         log.info("job calling Bedrock", extra=self.facts())
         try:
             answer = invoke_model(self.services.bedrock, model_id, body)
@@ -257,9 +271,29 @@ class _Attempt:
         return answer
 
     def book_purchase(self) -> None:
-        """The tenant's spend and the job's cost (its budget reservation becomes spend)."""
-        model_id, ledger = self.record.model_id, self.services.ledger
-        self.best_effort("book the bought image", lambda: ledger.book(self.job_id, model_id))
+        """The image is bought: the attempt's end (its final status, or its retry) books it as
+        the tenant's spend and the job's cost; if this process dies first, the redrive books
+        the call it finds in flight."""
+        self.bought = True
+
+    def not_called(self, why: _NoBudget | None) -> JobOutcome:
+        """The call did not start: the job was canceled (None), or must wait for its budget."""
+        if why is None:
+            return self.finish(JobStatus.CANCELED, {})
+        return self.wait_for_budget()
+
+    def wait_for_budget(self) -> JobOutcome:
+        """Give the job back to wait for its tenant's budget (no attempt is counted as failed)."""
+        given_back = self.services.store.release_for_retry(
+            self.job_id,
+            self.owner,
+            attempt=self.number,
+            error_code=BUDGET_WAIT,
+            message="its image must be bought again and its tenant's hard budget has no room",
+            delay_s=0.0,
+        )
+        log.info("job waits for its budget", extra=self.facts(given_back=given_back))
+        return JobOutcome(self.job_id, RETRY_SCHEDULED)
 
     def best_effort(self, what: str, action: Callable[[], Any]) -> Any:
         """Run a bookkeeping step after an image was bought; when Redis fails it, log and go on
@@ -356,9 +390,18 @@ class _Attempt:
         s3_key: str | None = None,
         attempt_log: tuple[int, str, str] | None = None,
     ) -> JobOutcome:
-        outcome = self.services.store.finish(
-            self.job_id, self.owner, status, fields, attempt_log=attempt_log
+        deliver_now = self.services.deliver_now
+        outcome, deliveries = self.services.store.finish(
+            self.job_id,
+            self.owner,
+            status,
+            fields,
+            attempt_log=attempt_log,
+            bought=self.bought,
+            deliver_now=deliver_now is not None,
         )
+        if deliver_now is not None and deliveries:
+            deliver_now(deliveries)
         changed = outcome is FinishOutcome.FINISHED
         if changed:
             metrics.JOBS_FINISHED.labels(self.record.model_id, status.value).inc()
@@ -377,14 +420,23 @@ class _Attempt:
         earlier = sum(1 for entry in self.record.attempt_log if entry.error_code == error.code)
         decision = self.services.policy.decide(error, self.number, earlier)
         if decision.retry:
-            self.services.store.release_for_retry(
+            given_back = self.services.store.release_for_retry(
                 self.job_id,
                 self.owner,
                 attempt=self.number,
                 error_code=error.code,
                 message=error.message,
                 delay_s=decision.delay_s,
+                bought=self.bought,
             )
+            if not given_back:
+                # Another attempt, or the redrive, holds the job now: nothing to schedule.
+                metrics.LEASES_LOST.inc()
+                log.warning(
+                    "job retry not scheduled: the lease was lost",
+                    extra=self.facts(error_code=error.code, elapsed_ms=self.elapsed_ms()),
+                )
+                return JobOutcome(self.job_id, ClaimState.BUSY.value)
             metrics.RETRIES.labels(error.code).inc()
             log.warning(
                 "job retry scheduled",

@@ -15,6 +15,7 @@ from imagegen.bedrock import make_bedrock_client
 from imagegen.redis.connection import connect
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings, get_settings
+from imagegen.store.deliveries import Deliveries
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import JobStore
@@ -25,6 +26,7 @@ from worker.limiter import Limiter
 from worker.pipeline import Services
 from worker.release_loop import ReleaseLoop
 from worker.retry import RetryPolicy
+from worker.send_now import SendNow
 from worker.sweeper import OutboxSweeper
 from worker.webhooks import WebhookSender
 
@@ -49,10 +51,13 @@ _SWEEPER_CONNECTIONS = 3
 
 def build_services(settings: Settings) -> Services:
     pool_size = settings.worker_concurrency + _SPARE_CONNECTIONS
-    redis_client = connect(settings, max_connections=pool_size + _SWEEPER_CONNECTIONS)
+    redis_client = connect(
+        settings,
+        max_connections=pool_size + _SWEEPER_CONNECTIONS + settings.webhook_send_threads,
+    )
     return Services(
         settings=settings,
-        store=JobStore(redis_client, settings.job_retention_s, settings.webhook_handoff_grace_s),
+        store=JobStore.from_settings(redis_client, settings),
         dispatch=Dispatch(redis_client, settings),
         ledger=Ledger(redis_client, settings),
         reads=JobReads(redis_client),
@@ -60,6 +65,7 @@ def build_services(settings: Settings) -> Services:
         s3=make_s3_client(settings, attempts=1, max_pool_connections=pool_size),
         policy=RetryPolicy.from_settings(settings),
         limiter=Limiter(redis_client, settings),
+        deliver_now=_send_now if settings.webhook_send_threads else None,
     )
 
 
@@ -92,6 +98,23 @@ def webhook_sender() -> WebhookSender:
         return WebhookSender(shared.store.redis, shared.settings, shared.s3)
 
     return _once("webhook_sender", build)
+
+
+def send_now() -> SendNow:
+    """This process's threads that send finished jobs' webhooks at once."""
+
+    def build() -> SendNow:
+        shared = services()
+        sender = webhook_sender()
+        return SendNow(
+            sender.deliver, Deliveries(shared.store.redis), shared.settings.webhook_send_threads
+        )
+
+    return _once("send_now", build)
+
+
+def _send_now(delivery_ids: list[str]) -> None:
+    send_now()(delivery_ids)
 
 
 def intake() -> Intake:

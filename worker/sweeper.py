@@ -36,16 +36,13 @@ _TRIM_EVERY_SWEEPS = 60
 class OutboxSweeper:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._interval_s = settings.webhook_sweep_interval_s
-        self._jobs = JobStore(
+        self._jobs = JobStore.from_settings(redis, settings)
+        self._maintenance = Maintenance(
             redis,
             settings.job_retention_s,
             settings.webhook_handoff_grace_s,
-            redrive_grace_s=settings.dispatch_redrive_grace_s,
+            ledger_ttl_s(settings.spend_retention_days),
         )
-        self._maintenance = Maintenance(
-            redis, settings.job_retention_s, settings.webhook_handoff_grace_s
-        )
-        self._ledger_ttl_s = ledger_ttl_s(settings.spend_retention_days)
         self._token = uuid.uuid4().hex
         self._sweeps = 0
         self._stop = threading.Event()
@@ -60,7 +57,7 @@ class OutboxSweeper:
         expired = self._jobs.expire_due()
         if expired:
             log.info("jobs expired past their deadline", extra={"jobs": len(expired)})
-        redriven = self._jobs.redrive_due(self._ledger_ttl_s)
+        redriven = self._jobs.redrive_due()
         if redriven:
             log.warning("jobs nobody held put back to wait", extra={"jobs": redriven[:20]})
         ids = self._maintenance.send_due_deliveries()

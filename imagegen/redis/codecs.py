@@ -62,6 +62,7 @@ _TEXT_FIELDS = (
     "tenant",
     "batch_id",
     "chain_id",
+    "place",
 )
 
 

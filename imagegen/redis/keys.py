@@ -115,6 +115,7 @@ from typing import NamedTuple
 
 __all__ = [
     "APIKEYS_KEY",
+    "BATCH_KEY_PREFIX",
     "CACHE_PREFIX",
     "DEADLINES_KEY",
     "DISPATCH_MODELS_KEY",
@@ -132,6 +133,7 @@ __all__ = [
     "SPEND_PREFIX",
     "SPEND_TENANTS_KEY",
     "STATS_KEY",
+    "SUBMISSION_SEQ_KEY",
     "TENANT_KEY_PREFIX",
     "UNUSED_KEY",
     "WEBHOOKS_DISABLED_KEY",
@@ -186,6 +188,9 @@ NO_TENANT = "-"
 DEADLINES_KEY = f"{PREFIX}:deadlines"
 RUNNING_KEY = f"{PREFIX}:running"
 APIKEYS_KEY = f"{PREFIX}:apikeys"
+BATCH_KEY_PREFIX = f"{PREFIX}:batch:"
+# Counts submissions: the order of jobs submitted in the same millisecond.
+SUBMISSION_SEQ_KEY = f"{PREFIX}:seq"
 JOB_KEY_PREFIX = f"{PREFIX}:job:"
 TENANT_KEY_PREFIX = f"{PREFIX}:tenant:"
 # Stands in for a key a script is given but does not touch (a job without a tenant, say).
@@ -232,11 +237,11 @@ def tenant_open_key(tenant: str) -> str:
 
 
 def batch_key(batch_id: str) -> str:
-    return f"{PREFIX}:batch:{batch_id}"
+    return f"{BATCH_KEY_PREFIX}{batch_id}"
 
 
 def batch_jobs_key(batch_id: str) -> str:
-    return f"{PREFIX}:batch:{batch_id}:jobs"
+    return f"{BATCH_KEY_PREFIX}{batch_id}:jobs"
 
 
 def idempotency_key(tenant: str | None, key: str) -> str:
@@ -292,6 +297,10 @@ class DispatchKeys(NamedTuple):
     """The dispatcher's keys of one model (the waiting sets: ``waiting_key``)."""
 
     tenants: str
+    paused: str
+    waiting: str
+    weight: str
+    finish: str
     delayed: str
     released: str
     active: str
@@ -301,11 +310,20 @@ class DispatchKeys(NamedTuple):
 def dispatch_keys(model_id: str) -> DispatchKeys:
     base = f"{DISPATCH_PREFIX}{model_id}"
     return DispatchKeys(
-        f"{base}:tenants",
-        f"{base}:delayed",
-        f"{base}:released",
-        f"{base}:active",
-        f"{base}:state",
+        *(
+            f"{base}:{name}"
+            for name in (
+                "tenants",
+                "paused",
+                "waiting",
+                "weight",
+                "finish",
+                "delayed",
+                "released",
+                "active",
+                "state",
+            )
+        )
     )
 
 

@@ -11,12 +11,13 @@ import base64
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import redis as redis_lib
 
+from imagegen.messages import DELIVERY_ID_PLACEHOLDER, WEBHOOK_QUEUE, delivery_message_template
 from imagegen.records import WebhookDelivery
 from imagegen.redis import codecs, keys
 from imagegen.redis.scripts import Scripts
@@ -60,6 +61,14 @@ class Deliveries:
         self._redis = redis
         self._scripts = Scripts.of(redis)
 
+    def enqueue(self, delivery_ids: Sequence[str]) -> None:
+        """Queue a delivery message for each (one round trip): what the scripts do for a
+        delivery nobody sends at once."""
+        template = delivery_message_template()
+        messages = [template.replace(DELIVERY_ID_PLACEHOLDER, d) for d in delivery_ids]
+        if messages:
+            self._redis.lpush(WEBHOOK_QUEUE, *messages)
+
     def ids_for_job(self, job_id: str) -> list[str]:
         fields = cast("dict[str, str]", self._redis.hgetall(keys.job_key(job_id)))
         return codecs.delivery_ids(fields)
@@ -95,7 +104,7 @@ class Deliveries:
     def claim(self, delivery_id: str, lease_ms: int) -> DeliveryClaim:
         """Take the delivery for one attempt (a lease: never sent twice at once)."""
         key = keys.webhook_key(delivery_id)
-        state, attempt = self._scripts["delivery_claim"](keys=[key], args=[delivery_id, lease_ms])
+        state, attempt = self._scripts.run("delivery_claim", [key], [delivery_id, lease_ms])
         if state != "claimed":
             return DeliveryClaim(str(state), int(attempt))
         fields = cast("dict[str, str]", self._redis.hgetall(key))
@@ -111,8 +120,8 @@ class Deliveries:
     def take_endpoint_slot(self, endpoint: str, cap: int, lease_ms: int, slot: str) -> bool:
         """Hold one of ``cap`` in-flight slots of an endpoint until ``free_endpoint_slot`` or
         the lease ends."""
-        taken = self._scripts["slot_take"](
-            keys=[keys.endpoint_inflight_key(endpoint)], args=[cap, lease_ms, slot]
+        taken = self._scripts.run(
+            "slot_take", [keys.endpoint_inflight_key(endpoint)], [cap, lease_ms, slot]
         )
         return bool(taken)
 
@@ -121,8 +130,8 @@ class Deliveries:
 
     def defer(self, delivery_id: str, delay_s: float) -> bool:
         """Give a claimed delivery back, due after ``delay_s``, without counting the attempt."""
-        deferred = self._scripts["delivery_defer"](
-            keys=[keys.webhook_key(delivery_id)], args=[delivery_id, round(delay_s * 1000)]
+        deferred = self._scripts.run(
+            "delivery_defer", [keys.webhook_key(delivery_id)], [delivery_id, round(delay_s * 1000)]
         )
         return bool(deferred)
 
@@ -140,9 +149,10 @@ class Deliveries:
         """Log one attempt; ``outcome`` (delivered, retry, exhausted, refused, disabled) says
         what follows: a retry is due after ``delay_s``."""
         line = codecs.delivery_attempt_line(attempt, status, latency_ms, error, delay_s)
-        self._scripts["delivery_record"](
-            keys=[keys.webhook_key(delivery_id)],
-            args=[delivery_id, outcome, line, round((delay_s or 0) * 1000)],
+        self._scripts.run(
+            "delivery_record",
+            [keys.webhook_key(delivery_id)],
+            [delivery_id, outcome, line, round((delay_s or 0) * 1000)],
         )
 
     def for_job(self, job_id: str) -> list[WebhookDelivery]:
@@ -165,8 +175,8 @@ class Deliveries:
         return [
             delivery_id
             for delivery_id in delivery_ids
-            if self._scripts["delivery_redeliver"](
-                keys=[keys.webhook_key(delivery_id)], args=[delivery_id]
+            if self._scripts.run(
+                "delivery_redeliver", [keys.webhook_key(delivery_id)], [delivery_id]
             )
         ]
 

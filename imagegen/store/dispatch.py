@@ -2,11 +2,13 @@
 released into the Celery queues only as fast as the model's shared token bucket allows and only
 as many as workers can start now.
 
-Releasing is one Lua script (``dispatch_release.lua``: weighted fair queuing between tenants,
-interactive before batch with a bound, earliest deadline first) that any process may run at any
-time; several at once are safe. A submission runs it in its own transaction, so a job that finds
-tokens free and nothing ahead of it is released at once; every worker runs it from its release
-loop (``worker.release_loop``) and as it finishes a job. Nobody leads.
+Releasing is one Lua script (``dispatch_release.lua``: weighted fair queuing between tenants'
+queues, interactive before batch with a bound, earliest deadline first) that any process may run
+at any time; several at once are safe. A tenant's queue that cannot be served (its budget, its
+caps) is paused, out of the scan, until it can be (``imagegen.lifecycle``). A submission runs the
+release in its own transaction, so a job that finds tokens free and nothing ahead of it is
+released at once; every worker runs it from its release loop (``worker.release_loop``) and as it
+finishes a job. Nobody leads.
 
 Tenants' weights and caps come from the settings and, per tenant, from the tenant's record (set
 through the API or ``imagegen tenants set``), which wins.
@@ -17,16 +19,17 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from imagegen.messages import delivery_message_template, generate_message_template
+from imagegen.messages import generate_message_template
 from imagegen.redis import keys
 from imagegen.redis.scripts import Scripts
 from imagegen.settings import Settings
+from imagegen.store.context import JobContext
 from imagegen.store.quota import KEY_TTL_MS
-from imagegen.store.spend import periods, to_micro
+from imagegen.store.spend import to_micro
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -36,8 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["UNLIMITED_LOOKAHEAD", "Dispatch", "Position", "Release", "TenantLimits"]
 
-# Most jobs one run of the release script releases.
-RELEASE_MOST = 200
+# Most jobs one run of the release script releases (a run holds Redis about 15 us per job).
+RELEASE_MOST = 64
 # Released and unclaimed jobs allowed for a model without a rate limit.
 UNLIMITED_LOOKAHEAD = 64
 _NOTHING_WAITS = -1
@@ -57,12 +60,14 @@ class Release:
 
 @dataclass(frozen=True)
 class Position:
-    """Where a waiting job stands: 1 is next. ``start_in_s`` is None without a rate limit."""
+    """Where a waiting job stands: 1 is next. ``start_in_s`` is None when nothing bounds it (no
+    rate limit, cap or pause); ``paused_reason`` says why its tenant's queue is paused."""
 
     position: int
     start_in_s: float | None
     share: float
     rate_rpm: float
+    paused_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,12 +105,12 @@ class Dispatch:
         self.redis = redis
         self._settings = settings
         self._scripts = Scripts.of(redis)
-        self._weights = json.dumps(settings.tenant_weights)
+        self._context = JobContext.from_settings(settings)
+        self._weights = json.dumps(settings.tenant_weights, sort_keys=True)
         self._templates = (
             generate_message_template("interactive"),
             generate_message_template("batch"),
         )
-        self._delivery_template = delivery_message_template()
 
     def _bucket(self, model_id: str) -> keys.LimiterKeys:
         return keys.limiter_keys(self._settings.aws_region, model_id)
@@ -117,11 +122,11 @@ class Dispatch:
             return UNLIMITED_LOOKAHEAD
         return max(2, math.ceil(rpm / 60 * self._settings.dispatch_lookahead_s))
 
-    def _release_args(self, model_id: str, now_ms: float | None) -> list[Any]:
+    def _release_args(self, model_id: str) -> list[Any]:
         settings = self._settings
         limit = settings.limit_for(model_id)
-        day, month = periods()
         return [
+            *self._context.args(),
             model_id,
             limit.rpm,
             limit.burst,
@@ -129,63 +134,49 @@ class Dispatch:
             RELEASE_MOST,
             self.lookahead(model_id),
             limit.max_concurrency,
-            "" if now_ms is None else now_ms,
             KEY_TTL_MS,
             settings.dispatch_batch_every,
             *self._templates,
-            self._weights,
             settings.tenant_rate_limit_rpm,
             settings.tenant_max_concurrency,
-            settings.job_retention_s,
-            round(settings.webhook_handoff_grace_s * 1000),
-            self._delivery_template,
             to_micro(settings.price_usd(model_id)),
-            day,
-            month,
-            settings.spend_retention_days * 86_400,
         ]
 
     def release(self, model_id: str, now_ms: float | None = None) -> Release:
-        """Release what the model's quota and caps allow now (``now_ms`` replaces the server
-        clock in tests)."""
+        """Release what the model's quota and caps allow now (``now_ms`` replaces the clock)."""
         bucket = self._bucket(model_id)
-        raw = self._scripts["dispatch_release"](
-            keys=[bucket.bucket, bucket.calls], args=self._release_args(model_id, now_ms)
+        raw = self._scripts.run(
+            "dispatch_release",
+            [bucket.bucket, bucket.calls],
+            self._release_args(model_id),
+            now_ms=now_ms,
         )
         return _release_from(raw)
 
     def release_in(self, pipe: Pipeline, model_ids: Iterable[str]) -> None:
         """Queue a release of each model on ``pipe`` (a submission's transaction)."""
-        script = self._scripts["dispatch_release"]
         for model_id in model_ids:
             bucket = self._bucket(model_id)
-            script(
-                keys=[bucket.bucket, bucket.calls],
-                args=self._release_args(model_id, None),
+            self._scripts.run(
+                "dispatch_release",
+                [bucket.bucket, bucket.calls],
+                self._release_args(model_id),
                 client=pipe,
             )
 
     def submit_fields(self, job: NewJob) -> dict[str, str]:
-        """What a job's record needs beyond its submission for the cache (fixed seeds): its key,
-        how long an entry serves, and where a hit is booked (price, day, month)."""
+        """What a job's record needs beyond its submission: the price it reserves when released,
+        and for the cache (fixed seeds) its key and how long an entry serves."""
         settings = self._settings
+        fields = {"price_micro": str(to_micro(settings.price_usd(job.model_id)))}
         cache_key = job.cache_key
         if cache_key is None or settings.cache_ttl_s <= 0:
-            return {}
-        day, month = periods()
+            return fields
         copy = {"cache_copy": "1"} if settings.cache_copy_objects else {}
-        return {
-            **copy,
-            "cache_key": cache_key,
-            "cache_ttl": str(settings.cache_ttl_s),
-            "price_micro": str(to_micro(settings.price_usd(job.model_id))),
-            "cache_day": day,
-            "cache_month": month,
-            "ledger_ttl": str(settings.spend_retention_days * 86_400),
-        }
+        return {**fields, **copy, "cache_key": cache_key, "cache_ttl": str(settings.cache_ttl_s)}
 
     def models_with_work(self) -> list[str]:
-        """Models with jobs waiting, due later or released and unclaimed."""
+        """Models with jobs waiting, paused, due later or released and unclaimed."""
         return sorted(str(m) for m in self.redis.smembers(keys.DISPATCH_MODELS_KEY))
 
     def known_models(self) -> list[str]:
@@ -194,60 +185,58 @@ class Dispatch:
 
     # -- where jobs stand --------------------------------------------------------------------
 
-    def _position(
-        self, job_id: str, model_id: str, tenant: str | None, priority: str, ahead: int
-    ) -> Position | None:
+    def _limits_args(self, model_id: str) -> list[Any]:
         limit = self._settings.limit_for(model_id)
-        position, start_ms, share, rate = self._scripts["dispatch_position"](
-            keys=[self._bucket(model_id).bucket],
-            args=[
-                job_id,
-                model_id,
-                tenant or "",
-                priority,
-                self._weights,
-                limit.rpm,
-                limit.burst,
-                limit.rpm * self._settings.rate_floor_fraction,
-                ahead,
-            ],
-        )
-        if int(position) == 0:
-            return None
-        start = float(start_ms)
-        return Position(
-            position=int(position),
-            start_in_s=None if start < 0 else start / 1000,
-            share=float(share),
-            rate_rpm=float(rate),
-        )
+        return [
+            self._weights,
+            limit.rpm,
+            limit.burst,
+            limit.rpm * self._settings.rate_floor_fraction,
+            self._settings.tenant_rate_limit_rpm,
+            self._settings.tenant_max_concurrency,
+            self._settings.dispatch_batch_every,
+        ]
 
-    def position(
-        self, job_id: str, model_id: str, tenant: str | None, priority: str
-    ) -> Position | None:
-        """The waiting job's position and start estimate; None when it is not waiting."""
-        return self._position(job_id, model_id, tenant, priority, 0)
+    def position(self, job_id: str, model_id: str) -> Position | None:
+        """The waiting job's position and start estimate; None when it is not waiting. Costs
+        O(log n) in tenants and jobs."""
+        raw = self._scripts.run(
+            "dispatch_position",
+            [self._bucket(model_id).bucket],
+            [job_id, *self._limits_args(model_id)],
+        )
+        return _position_from(raw)
 
-    def estimate(
-        self, model_id: str, tenant: str | None, priority: str, ahead_in_submission: int = 0
-    ) -> Position:
-        """Where a job about to be submitted would stand, after ``ahead_in_submission`` jobs of
-        the same model, tenant and class submitted with it."""
-        found = self._position("", model_id, tenant, priority, ahead_in_submission)
-        assert found is not None  # a new job always has a position
-        return found
+    def estimates(
+        self,
+        model_id: str,
+        tenant: str | None,
+        priority: str,
+        jobs: Sequence[tuple[int | None, int]],
+    ) -> list[Position]:
+        """Where jobs about to be submitted would stand: per job its deadline (ms, or None) and
+        how many jobs of the same submission go before it. Each counts only the tenant's jobs
+        that run before it (earlier deadlines), at the share its caps let it have."""
+        args: list[Any] = [model_id, tenant or "", priority, *self._limits_args(model_id)]
+        for deadline_ms, ahead in jobs:
+            args += ["" if deadline_ms is None else deadline_ms, ahead]
+        raw = self._scripts.run("dispatch_estimate", [self._bucket(model_id).bucket], args)
+        found = [_position_from(item) for item in raw]
+        return [item for item in found if item is not None]
 
     def waiting(self, model_id: str) -> dict[str, int]:
-        """Jobs waiting per tenant for one model (``-`` for jobs without a tenant)."""
-        tenants = [str(t) for t in self.redis.zrange(keys.dispatch_keys(model_id).tenants, 0, -1)]
-        pipe = self.redis.pipeline(transaction=False)
-        for tenant in tenants:
-            for priority in ("interactive", "batch"):
-                pipe.zcard(keys.waiting_key(model_id, tenant, priority))
-        counts = pipe.execute()
-        return {
-            tenant: int(counts[2 * i]) + int(counts[2 * i + 1]) for i, tenant in enumerate(tenants)
-        }
+        """Jobs waiting per tenant for one model (``-`` for jobs without a tenant): one read."""
+        raw = self.redis.hgetall(keys.dispatch_keys(model_id).waiting)
+        return {str(tenant): int(count) for tenant, count in raw.items() if int(count) > 0}
+
+    def paused(self, model_id: str) -> dict[str, str]:
+        """Tenants whose queue of the model is paused, and why (budget, concurrency, rate)."""
+        names = keys.dispatch_keys(model_id)
+        tenants = [str(t) for t in self.redis.zrange(names.paused, 0, -1)]
+        if not tenants:
+            return {}
+        reasons = self.redis.hmget(names.state, [f"pause|{t}" for t in tenants])
+        return {t: str(r or "") for t, r in zip(tenants, reasons, strict=True)}
 
     def released_last_minute(self, model_id: str) -> Counter[str]:
         """Jobs released per tenant over the last minute: each tenant's share of the rate."""
@@ -257,26 +246,76 @@ class Dispatch:
         members = self.redis.zrangebyscore(bucket.calls, now_ms - 60_000, "+inf")
         return Counter(str(m).split("|", 1)[0] for m in members)
 
-    def shares(self, model_id: str) -> list[TenantShare]:
-        """Every tenant with jobs waiting or released over the last minute, for one model."""
-        waiting = self.waiting(model_id)
-        recent = self.released_last_minute(model_id)
+    def shares(
+        self, model_id: str, tenant: str | None = None, *, busiest: int | None = None
+    ) -> list[TenantShare]:
+        """Every tenant with jobs waiting or released over the last minute, for one model (only
+        ``tenant``'s when given; the ``busiest`` by jobs waiting, then released, when given): a
+        few reads whatever the number of tenants."""
+        names = keys.dispatch_keys(model_id)
+        pipe = self.redis.pipeline(transaction=False)
+        if tenant is None:
+            pipe.hgetall(names.waiting)
+            pipe.hgetall(names.weight)
+        else:
+            pipe.hmget(names.waiting, [tenant])
+            pipe.hmget(names.weight, [tenant])
+        pipe.hget(names.state, "weight_sum")
+        raw_waiting, raw_weights, raw_sum = pipe.execute()
+        if tenant is None:
+            waiting = {str(t): int(n) for t, n in raw_waiting.items() if int(n) > 0}
+            ready = {str(t): float(w) for t, w in raw_weights.items()}
+        else:
+            waiting = {tenant: int(raw_waiting[0])} if raw_waiting[0] else {}
+            ready = {tenant: float(raw_weights[0])} if raw_weights[0] else {}
+        everyone = self.released_last_minute(model_id)
+        released = sum(everyone.values())
+        recent = everyone
+        if tenant is not None:
+            recent = Counter({tenant: everyone[tenant]}) if everyone[tenant] else Counter()
+        weight_sum = float(raw_sum or 0)
         tenants = sorted({*waiting, *recent})
-        weights = {tenant: self.tenant_limits(tenant).weight for tenant in tenants}
-        waiting_weight = sum(weights[t] for t in waiting)
-        released = sum(recent.values())
+        if busiest is not None and len(tenants) > busiest:
+            ranked = sorted(tenants, key=lambda t: (-waiting.get(t, 0), -recent[t], t))
+            tenants = sorted(ranked[:busiest])
+        unknown = [t for t in tenants if t not in ready]
+        weights = {**dict(zip(unknown, self._weights_of(unknown), strict=True)), **ready}
         return [
             TenantShare(
                 model_id=model_id,
-                tenant=tenant,
-                weight=weights[tenant],
-                waiting=waiting.get(tenant, 0),
-                released_last_minute=recent[tenant],
-                share=recent[tenant] / released if released else 0.0,
-                fair_share=weights[tenant] / waiting_weight if tenant in waiting else None,
+                tenant=name,
+                weight=weights[name],
+                waiting=waiting.get(name, 0),
+                released_last_minute=recent[name],
+                share=recent[name] / released if released else 0.0,
+                fair_share=ready[name] / weight_sum if name in ready and weight_sum else None,
             )
-            for tenant in tenants
+            for name in tenants
         ]
+
+    def _weights_of(self, tenants: list[str]) -> list[float]:
+        """Tenants' weights as the dispatcher applies them (record over settings), one read."""
+        if not tenants:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for name in tenants:
+            pipe.hget(keys.tenant_key(name), "weight")
+        defaults = self._settings.tenant_weights
+        return [
+            float(found) if found else defaults.get(name, 1.0)
+            for name, found in zip(tenants, pipe.execute(), strict=True)
+        ]
+
+    def queue_counts(self, model_id: str) -> tuple[int, int, dict[str, int]]:
+        """Jobs waiting (all tenants), tenant queues ready, and paused queues by reason."""
+        names = keys.dispatch_keys(model_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(names.state, "jobs")
+        pipe.zcard(names.tenants)
+        pipe.zrange(names.paused, 0, -1)
+        jobs, ready, paused = pipe.execute()
+        reasons = Counter(self.paused(model_id).values()) if paused else Counter()
+        return int(jobs or 0), int(ready), dict(reasons)
 
     def counts(self, model_id: str) -> tuple[int, int, int]:
         """Jobs of the model due later (retries), released and unclaimed, released or running."""
@@ -299,7 +338,8 @@ class Dispatch:
         max_concurrency: int | None = None,
     ) -> TenantLimits:
         """Set a tenant's weight or caps (None leaves one as it is; a negative value clears it
-        back to the settings' default; a weight must be above 0)."""
+        back to the settings' default; a weight must be above 0). Its paused queues are looked
+        at again by the next release."""
         if weight == 0:
             msg = "a weight must be above 0 (a negative one clears it)"
             raise ValueError(msg)
@@ -312,6 +352,7 @@ class Dispatch:
                 self.redis.hdel(key, name)
             else:
                 self.redis.hset(key, name, str(value))
+        self._scripts.run("tenant_resume", [], [tenant, self._weights])
         return self.tenant_limits(tenant)
 
     def tenant_limits(self, tenant: str) -> TenantLimits:
@@ -326,6 +367,20 @@ class Dispatch:
             if max_concurrency
             else settings.tenant_max_concurrency,
         )
+
+
+def _position_from(raw: list[Any]) -> Position | None:
+    position, start_ms, share, rate, reason = raw
+    if int(position) == 0:
+        return None
+    start = float(start_ms)
+    return Position(
+        position=int(position),
+        start_in_s=None if start < 0 else start / 1000,
+        share=float(share),
+        rate_rpm=float(rate),
+        paused_reason=str(reason) or None,
+    )
 
 
 def _release_from(raw: list[Any]) -> Release:

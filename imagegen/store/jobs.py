@@ -1,11 +1,13 @@
-"""The job store: every transition of a job record, each one Lua script on the server clock.
+"""The job store: the events of a job's lifecycle (``imagegen.lifecycle``), each one Lua script
+on the server clock.
 
-submit (into its waiting set) -> released by the dispatcher (``imagegen.store.dispatch``) ->
-claim -> (release for a retry, back to the dispatcher at its due time | finish); cancel and
-expire end a job nobody holds; refuse records a raw message that broke the rules; replay reopens
-a failed job. A claim takes a lease: a redelivered message finds the job final (skipped), leased
-by a live attempt (skipped), back in the dispatcher (skipped), or released and free to run; only
-the lease owner may release or finish it. Reading and listing are ``imagegen.store.job_reads``.
+submit (its first place) -> released by the dispatcher (``imagegen.store.dispatch``) -> claim ->
+(retry, back to the dispatcher at its due time | finish); cancel and expire end a job nobody
+holds; redrive puts back a job nobody holds any more; refuse records a raw message that broke
+the rules; replay reopens a failed job. A claim takes a lease: a redelivered message finds the
+job final, leased by a live attempt, or back in the dispatcher (skipped), or released and free
+to run; only the lease owner may mark its call, book its image, retry or finish it. Reading and
+listing are ``imagegen.store.job_reads``.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from imagegen.messages import delivery_message_template
 from imagegen.records import JobRecord, JobStatus, NewJob
 from imagegen.redis import codecs, keys
 from imagegen.redis.scripts import Scripts
-from imagegen.store.spend import DEFAULT_LEDGER_TTL_S, periods
+from imagegen.settings import Settings
+from imagegen.store.context import JobContext
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -30,12 +32,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDEMPOTENCY_TTL_S",
+    "CallMark",
     "CancelOutcome",
     "Caps",
     "Claim",
     "ClaimState",
     "CreateOutcome",
     "FinishOutcome",
+    "Finished",
     "JobStore",
 ]
 
@@ -79,10 +83,22 @@ class ClaimState(StrEnum):
     WAITING = "waiting"  # back in the dispatcher: only its next release runs it
 
 
+class CallMark(StrEnum):
+    OK = "ok"
+    LEASE = "lease"  # the owner no longer holds the job
+    BUDGET = "budget"  # a re-call its tenant's hard budget has no room for
+
+
 class FinishOutcome(StrEnum):
     FINISHED = "finished"
     ALREADY_FINAL = "final"
     NOT_LEASED = "lease"  # another attempt holds the job
+
+
+class Finished(NamedTuple):
+    outcome: FinishOutcome
+    # The job's webhook deliveries its caller said it would send at once (``deliver_now``).
+    deliveries: list[str]
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,8 @@ class Claim:
     state: ClaimState
     attempt: int
     queue_wait_ms: int | None = None  # creation to first start, on a job's first claim
+    # The job's record as the claim left it (without its webhook deliveries), when claimed.
+    record: JobRecord | None = None
 
 
 class JobStore:
@@ -101,13 +119,30 @@ class JobStore:
         retention_s: int,
         webhook_grace_s: float = 30.0,
         redrive_grace_s: float = REDRIVE_GRACE_S,
+        *,
+        context: JobContext | None = None,
     ) -> None:
         self.redis = redis
         self.retention_s = retention_s
-        self._webhook_grace_ms = round(webhook_grace_s * 1000)
+        self.context = context or JobContext(retention_s, round(webhook_grace_s * 1000))
         self._redrive_grace_ms = round(redrive_grace_s * 1000)
         self._scripts = Scripts.of(redis)
-        self._delivery_template = delivery_message_template()
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: Settings) -> JobStore:
+        return cls(
+            redis,
+            settings.job_retention_s,
+            settings.webhook_handoff_grace_s,
+            settings.dispatch_redrive_grace_s,
+            context=JobContext.from_settings(settings),
+        )
+
+    def _run(self, name: str, job_id: str | None, args: list[Any]) -> Any:
+        """A job script on one job (its hash is KEYS[1]) or none, with the job context."""
+        job_keys = [keys.job_key(job_id)] if job_id is not None else []
+        head = [job_id] if job_id is not None else []
+        return self._scripts.run(name, job_keys, [*self.context.args(), *head, *args])
 
     # -- arriving ----------------------------------------------------------------------------
 
@@ -115,34 +150,29 @@ class JobStore:
         self,
         jobs: Sequence[NewJob],
         *,
-        enqueue: bool = True,
         caps: Caps | None = None,
         dispatch: Dispatch | None = None,
     ) -> list[tuple[CreateOutcome, str]]:
-        """Store each job and (unless ``enqueue`` is False) put it in its waiting set, all in one
-        transaction; when they carry a batch id, the batch record too (one batch per call). With
-        ``caps``, nothing is created when the jobs would not fit (every outcome is then
-        ``FULL``). With ``dispatch``, the same transaction then releases what the quota allows
-        now, so a job with nothing ahead of it starts at once.
+        """Store each job and give it its first place (waiting, after its input job, following
+        an identical job, or final from the cache), all in one transaction; when they carry a
+        batch id, the batch record too (one batch per call). With ``caps``, nothing is created
+        when the jobs would not fit (every outcome is then ``FULL``). With ``dispatch``, the same
+        transaction then releases what the quota allows now, so a job with nothing ahead of it
+        starts at once.
 
         Returns per job the outcome and its detail: for ``CREATED``, ``"cached {JSON}"`` (the
-        fields it got) when the cache served it at once, ``"following"`` when it waits for an
-        identical job in flight; for
-        ``IDEMPOTENT``, ``"<request sha256> <job id>"`` of the job the key was first used for;
-        for ``FULL``, ``"<scope> <waiting> <cap>"`` on the first job."""
-        pipe = self.redis.pipeline(transaction=True)
-        submit = self._scripts["job_submit"]
+        fields it got) when the cache served it at once; for ``IDEMPOTENT``, ``"<request
+        sha256> <job id>"`` of the job the key was first used for; for ``FULL``, ``"<scope>
+        <waiting> <cap>"`` on the first job."""
         refusal = keys.submit_refusal_key(uuid.uuid4().hex)
+        context = self.context.args()
+        submits = []
         for index, job in enumerate(jobs):
             idempotency = f"{job.request_sha256} {job.job_id}" if job.idempotency_key else ""
-            expires_ms = job.expires_ms
-            argv = [
-                str(self.retention_s),
-                str(job.created_ms),
+            argv: list[Any] = [
+                *context,
                 job.job_id,
-                "1" if enqueue else "",
                 idempotency,
-                "" if expires_ms is None else str(expires_ms),
                 job.tenant or "",
                 job.batch_id or "",
                 str(IDEMPOTENCY_TTL_S),
@@ -150,8 +180,6 @@ class JobStore:
                 str(caps.total if caps else 0),
                 str(caps.per_tenant if caps else 0),
                 str(len(jobs) if job.batch_id and index == 0 else 0),
-                str(self._webhook_grace_ms),
-                self._delivery_template,
             ]
             fields = codecs.new_job_fields(job)
             if dispatch is not None:
@@ -159,27 +187,28 @@ class JobStore:
             for name, value in fields.items():
                 argv += [name, value]
             tenant = job.tenant
-            submit(
-                keys=[
-                    keys.job_key(job.job_id),
-                    keys.JOB_INDEX_KEY,
-                    keys.tenant_jobs_key(tenant) if tenant else keys.UNUSED_KEY,
-                    keys.OPEN_KEY,
-                    keys.tenant_open_key(tenant) if tenant else keys.UNUSED_KEY,
-                    keys.idempotency_key(tenant, job.idempotency_key)
-                    if job.idempotency_key
-                    else keys.UNUSED_KEY,
-                    keys.DEADLINES_KEY,
-                    keys.batch_jobs_key(job.batch_id) if job.batch_id else keys.UNUSED_KEY,
-                    refusal,
-                    keys.batch_key(job.batch_id) if job.batch_id else keys.UNUSED_KEY,
-                ],
-                args=argv,
-                client=pipe,
-            )
-        if enqueue and dispatch is not None:
-            dispatch.release_in(pipe, sorted({job.model_id for job in jobs}))
-        results = pipe.execute()[: len(jobs)]
+            job_keys = [
+                keys.job_key(job.job_id),
+                keys.JOB_INDEX_KEY,
+                keys.tenant_jobs_key(tenant) if tenant else keys.UNUSED_KEY,
+                keys.OPEN_KEY,
+                keys.tenant_open_key(tenant) if tenant else keys.UNUSED_KEY,
+                keys.idempotency_key(tenant, job.idempotency_key)
+                if job.idempotency_key
+                else keys.UNUSED_KEY,
+                keys.batch_jobs_key(job.batch_id) if job.batch_id else keys.UNUSED_KEY,
+                refusal,
+                keys.batch_key(job.batch_id) if job.batch_id else keys.UNUSED_KEY,
+            ]
+            submits.append((job_keys, argv))
+
+        def build(pipe: Any) -> None:
+            for job_keys, argv in submits:
+                self._scripts.run("job_submit", job_keys, argv, client=pipe)
+            if dispatch is not None:
+                dispatch.release_in(pipe, sorted({job.model_id for job in jobs}))
+
+        results = self._scripts.execute(build)[: len(jobs)]
         return [(CreateOutcome(state), str(detail)) for state, detail in results]
 
     def refuse(
@@ -190,10 +219,10 @@ class JobStore:
         fields = codecs.refused_job_fields(
             model_id, request, error_code, problems[:ERROR_MESSAGE_MAX_CHARS]
         )
-        argv: list[str | int] = [job_id, self.retention_s]
+        argv: list[str | int] = []
         for name, value in fields.items():
             argv += [name, value]
-        return bool(self._scripts["job_refuse"](keys=[keys.job_key(job_id)], args=argv))
+        return bool(self._run("job_refuse", job_id, argv))
 
     def exists(self, job_id: str) -> bool:
         return bool(self.redis.exists(keys.job_key(job_id)))
@@ -201,60 +230,43 @@ class JobStore:
     # -- ending before a start ---------------------------------------------------------------
 
     def cancel(self, job_id: str) -> CancelOutcome:
-        outcome = self._scripts["job_cancel"](
-            keys=[keys.job_key(job_id)],
-            args=[job_id, self.retention_s, self._webhook_grace_ms, self._delivery_template],
-        )
-        return CancelOutcome(outcome)
+        return CancelOutcome(self._run("job_cancel", job_id, []))
 
     def expire_due(self) -> list[str]:
-        """End jobs whose deadline passed before they started; returns their ids."""
-        expired = self._scripts["job_expire_due"](
-            keys=[keys.DEADLINES_KEY],
-            args=[
-                EXPIRE_BATCH,
-                self.retention_s,
-                self._webhook_grace_ms,
-                self._delivery_template,
-            ],
+        """End jobs whose deadline passed before they ever started; returns their ids."""
+        expired = self._scripts.run(
+            "job_expire_due", [keys.DEADLINES_KEY], [*self.context.args(), EXPIRE_BATCH]
         )
         return [str(job_id) for job_id in expired]
 
-    def redrive_due(self, ledger_ttl_s: int = DEFAULT_LEDGER_TTL_S) -> list[str]:
+    def redrive_due(self) -> list[str]:
         """Put back in their waiting sets the jobs nobody holds: running ones whose lease ran
         out (a dead worker's, an attempt that lost Redis) and released ones no worker claimed
         within the grace (a message lost with its worker); returns their ids. A lease that ran
         out with a Bedrock call in flight books that call's image as spent."""
-        day, month = periods()
-        put_back = self._scripts["job_redrive"](
-            keys=[], args=[EXPIRE_BATCH, self._redrive_grace_ms, day, month, ledger_ttl_s]
+        put_back = self._scripts.run(
+            "job_redrive", [], [*self.context.args(), EXPIRE_BATCH, self._redrive_grace_ms]
         )
         return [str(job_id) for job_id in put_back]
 
-    def mark_calling(self, job_id: str, owner: str, calling: bool) -> bool:
-        """Mark (or clear) the Bedrock call in flight of the lease owner's attempt; False when
-        the owner no longer holds the job."""
-        done = self._scripts["job_calling"](
-            keys=[keys.job_key(job_id)], args=[owner, "1" if calling else ""]
-        )
-        return bool(done)
+    def mark_calling(self, job_id: str, owner: str, calling: bool) -> CallMark:
+        """Mark (or clear) the Bedrock call in flight of the lease owner's attempt. ``LEASE``
+        when the owner no longer holds the job; ``BUDGET`` when the job, whose image was already
+        bought, must call again and its tenant's hard budget has no room (give it back)."""
+        return CallMark(self._run("job_calling", job_id, [owner, "1" if calling else ""]))
 
     # -- running -----------------------------------------------------------------------------
 
     def claim(self, job_id: str, owner: str, lease_ms: int) -> Claim:
-        state, attempts, waited_ms = self._scripts["job_claim"](
-            keys=[keys.job_key(job_id)],
-            args=[
-                job_id,
-                owner,
-                lease_ms,
-                self.retention_s,
-                self._webhook_grace_ms,
-                self._delivery_template,
-            ],
-        )
+        """Take the released job for one attempt; a claimed one comes with its record (one round
+        trip)."""
+        state, attempts, waited_ms, *pairs = self._run("job_claim", job_id, [owner, lease_ms])
         waited = int(waited_ms)
-        return Claim(ClaimState(state), int(attempts), None if waited < 0 else waited)
+        record = None
+        if pairs:
+            fields = dict(zip(pairs[::2], pairs[1::2], strict=True))
+            record = codecs.record_from_hash(fields)
+        return Claim(ClaimState(state), int(attempts), None if waited < 0 else waited, record)
 
     def copy_source(self, job_id: str) -> tuple[str, str] | None:
         """The cached image (bucket, key) this job copies instead of calling Bedrock, if any."""
@@ -273,16 +285,22 @@ class JobStore:
         error_code: str,
         message: str,
         delay_s: float,
+        bought: bool = False,
     ) -> bool:
+        """Give the lease back after a retryable failure (``bought``: the attempt bought an
+        image, booked now); False when ``owner`` no longer holds the job (another attempt, or
+        the redrive, has it)."""
         line = codecs.attempt_line(attempt, error_code, message, delay_s)
-        released = self._scripts["job_release"](
-            keys=[keys.job_key(job_id)],
-            args=[
+        released = self._run(
+            "job_retry",
+            job_id,
+            [
                 owner,
                 line,
                 round(delay_s * 1000),
                 error_code,
                 message[:ERROR_MESSAGE_MAX_CHARS],
+                "1" if bought else "",
             ],
         )
         return bool(released)
@@ -295,27 +313,33 @@ class JobStore:
         fields: dict[str, str | int | None],
         *,
         attempt_log: tuple[int, str, str] | None = None,
-    ) -> FinishOutcome:
+        bought: bool = False,
+        deliver_now: bool = False,
+    ) -> Finished:
         """Write the final status and its fields, when ``owner`` holds the job's lease.
 
-        ``attempt_log`` (attempt, error code, message) adds the last attempt to the log."""
+        ``attempt_log`` (attempt, error code, message) adds the last attempt to the log;
+        ``bought`` says this attempt bought an image: it is booked as spent now (its reservation,
+        in the periods it was held in). With ``deliver_now`` the caller sends the job's new
+        webhook deliveries itself (returned); no message is queued for them, and the outbox
+        sends them after the hand-off grace if it does not."""
         if not status.is_terminal:
             msg = f"{status} is not a final status"
             raise ValueError(msg)
         line = codecs.attempt_line(*attempt_log, None) if attempt_log else ""
         argv: list[str | int] = [
-            job_id,
             status.value,
-            self.retention_s,
             line,
-            self._webhook_grace_ms,
-            self._delivery_template,
             owner,
+            "1" if bought else "",
+            "1" if deliver_now else "",
         ]
         for name, value in fields.items():
             argv += [name, "" if value is None else value]
-        changed, reason = self._scripts["job_finish"](keys=[keys.job_key(job_id)], args=argv)
-        return FinishOutcome.FINISHED if int(changed) else FinishOutcome(reason)
+        changed, detail = self._run("job_finish", job_id, argv)
+        if not int(changed):
+            return Finished(FinishOutcome(detail), [])
+        return Finished(FinishOutcome.FINISHED, [d for d in str(detail).split(",") if d])
 
     # -- images bought but not yet stored ----------------------------------------------------
 
@@ -360,8 +384,6 @@ class JobStore:
         """Put these failed jobs back in their waiting sets; returns the ids replayed."""
         replayed = []
         for job_id in job_ids:
-            if self._scripts["job_replay"](
-                keys=[keys.job_key(job_id)], args=[job_id, self.retention_s]
-            ):
+            if self._run("job_replay", job_id, []):
                 replayed.append(job_id)
         return replayed

@@ -3,7 +3,7 @@ rate, and the calls and throttles of the last minute.
 
 The dispatcher takes the tokens (``dispatch_release.lua``); workers report each call's outcome
 here (``worker.limiter``). Each step is one Lua script on the server clock (``load_bucket`` in
-the prelude computes the bucket the same way for every script).
+``scripts/lib/bucket.lua`` computes the bucket the same way for every script).
 """
 
 from __future__ import annotations
@@ -57,18 +57,19 @@ class QuotaStore:
         settings = self._settings
         limit = settings.limit_for(model_id)
         bucket = self._keys(model_id)
-        rate = self._scripts["quota_report"](
-            keys=[bucket.bucket, bucket.throttles],
-            args=[
+        rate = self._scripts.run(
+            "quota_report",
+            [bucket.bucket, bucket.throttles],
+            [
                 *self._bucket_args(model_id),
                 "throttled" if throttled else "ok",
                 limit.rpm * settings.rate_increase_fraction,
                 settings.rate_decrease_factor,
                 settings.rate_decrease_cooldown_s * 1000,
                 uuid.uuid4().hex,
-                "" if now_ms is None else now_ms,
                 KEY_TTL_MS,
             ],
+            now_ms=now_ms,
         )
         return float(rate)
 
@@ -76,9 +77,10 @@ class QuotaStore:
         """The quota of ``model_id`` as every worker sees it now (Redis server clock)."""
         limit = self._settings.limit_for(model_id)
         bucket = self._keys(model_id)
-        tokens, rate, calls, throttles, total = self._scripts["quota_peek"](
-            keys=[bucket.bucket, bucket.calls, bucket.throttles],
-            args=self._bucket_args(model_id),
+        tokens, rate, calls, throttles, total = self._scripts.run(
+            "quota_peek",
+            [bucket.bucket, bucket.calls, bucket.throttles],
+            self._bucket_args(model_id),
         )
         return QuotaStatus(
             model_id=model_id,

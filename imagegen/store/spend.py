@@ -1,9 +1,10 @@
 """Spend: each tenant's budgets, and its ledger of what Bedrock billed, per UTC day and month.
 
 The dispatcher reserves a job's price in its tenant's day and month ledgers when it releases it
-(``dispatch_release.lua``), and passes over a tenant whose hard budget has no room (or ends the
-job ``budget_exceeded``, as the tenant chose). A bought image turns the reservation into spend
-(``job_bought.lua``); a job that ends without one gives its reservation back. Amounts are whole
+(``dispatch_release.lua``), and pauses a tenant's queue while its hard budget has no room (or ends
+the job ``budget_exceeded``, as the tenant chose). A bought image turns the reservation into spend
+(``job_bought.lua``, ``JobStore.book``); a job that ends without one gives its reservation back.
+Periods are the Redis clock's UTC days and months (``scripts/lib/clock.lua``). Amounts are whole
 micro-dollars in Redis, so sums never drift.
 """
 
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from imagegen.redis import keys
 from imagegen.redis.codecs import MICRO_USD
@@ -50,10 +52,6 @@ def to_micro(usd: float) -> int:
 def ledger_ttl_s(retention_days: int) -> int:
     """How long a day's or a month's ledger is kept."""
     return retention_days * SECONDS_PER_DAY
-
-
-# The ledgers' life with the default ``spend_retention_days``.
-DEFAULT_LEDGER_TTL_S = ledger_ttl_s(Settings.model_fields["spend_retention_days"].default)
 
 
 def periods(now_s: float | None = None) -> tuple[str, str]:
@@ -112,33 +110,11 @@ class Ledger:
     def ttl_s(self) -> int:
         return ledger_ttl_s(self._settings.spend_retention_days)
 
-    # -- an image bought ---------------------------------------------------------------------
-
-    def book(self, job_id: str, model_id: str) -> float:
-        """Book the image Bedrock returned for ``job_id``: its tenant's spend, the job's cost.
-        Returns the dollars booked."""
-        day, month = periods()
-        booked = self._scripts["job_bought"](
-            keys=[keys.job_key(job_id)],
-            args=[model_id, to_micro(self._settings.price_usd(model_id)), day, month, self.ttl_s],
-        )
-        return int(booked) / MICRO_USD
-
     # -- budgets -----------------------------------------------------------------------------
 
     def budget(self, tenant: str) -> Budget:
         raw = self._redis.hmget(keys.tenant_key(tenant), [*_BUDGET_FIELDS, "budget_on_exceed"])
-        daily_hard, daily_soft, monthly_hard, monthly_soft = (
-            None if not v else int(v) / MICRO_USD for v in raw[:4]
-        )
-        return Budget(
-            tenant=tenant,
-            daily_hard=daily_hard,
-            daily_soft=daily_soft,
-            monthly_hard=monthly_hard,
-            monthly_soft=monthly_soft,
-            on_exceed="fail" if raw[4] == "fail" else "wait",
-        )
+        return _budget(tenant, raw)
 
     def set_budget(self, budget: Budget) -> Budget:
         """Replace the tenant's budgets (a None amount: no budget of that kind)."""
@@ -155,22 +131,44 @@ class Ledger:
                 pipe.hset(key, name, to_micro(amount))
         pipe.hset(key, "budget_on_exceed", budget.on_exceed)
         pipe.execute()
+        # Queues paused for the old budget are looked at again by the next release.
+        self._scripts.run(
+            "tenant_resume", [], [budget.tenant, json.dumps(self._settings.tenant_weights)]
+        )
         return self.budget(budget.tenant)
 
     # -- reports -----------------------------------------------------------------------------
 
     def period(self, tenant: str | None, period: str) -> PeriodSpend:
         raw = self._redis.hmget(keys.spend_key(tenant, period), ["spent", "reserved", "warned"])
-        return PeriodSpend(
-            tenant=tenant or keys.NO_TENANT,
-            period=period,
-            spent_usd=int(raw[0] or 0) / MICRO_USD,
-            reserved_usd=int(raw[1] or 0) / MICRO_USD,
-            soft_budget_crossed=bool(raw[2]),
-        )
+        return _period_spend(tenant, period, raw)
 
-    def tenants(self) -> list[str]:
-        return sorted(str(t) for t in self._redis.smembers(keys.SPEND_TENANTS_KEY))
+    def tenants(self, most: int | None = None) -> list[str]:
+        """Tenants with spend (or cache hits) within the ledgers' life; with ``most``, only the
+        ones that spent most recently."""
+        found = self._redis.zrange(
+            keys.SPEND_TENANTS_KEY, 0, -1 if most is None else most - 1, desc=True
+        )
+        return sorted(str(t) for t in found)
+
+    def snapshot(self, tenants: list[str]) -> list[tuple[str, PeriodSpend, PeriodSpend, Budget]]:
+        """Today's and this month's spend and the budgets of ``tenants``, in one round trip."""
+        day, month = periods()
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant in tenants:
+            pipe.hmget(keys.spend_key(tenant, day), ["spent", "reserved", "warned"])
+            pipe.hmget(keys.spend_key(tenant, month), ["spent", "reserved", "warned"])
+            pipe.hmget(keys.tenant_key(tenant), [*_BUDGET_FIELDS, "budget_on_exceed"])
+        replies = pipe.execute()
+        return [
+            (
+                tenant,
+                _period_spend(tenant, day, replies[3 * i]),
+                _period_spend(tenant, month, replies[3 * i + 1]),
+                _budget(tenant, replies[3 * i + 2]),
+            )
+            for i, tenant in enumerate(tenants)
+        ]
 
     def rows(self, tenant: str | None, days: int = 31) -> list[SpendRow]:
         """Per model and day, newest day first, over the last ``days`` days with spend."""
@@ -202,6 +200,30 @@ class Ledger:
                 for model_id in models
             ]
         return found
+
+
+def _budget(tenant: str, raw: list[Any]) -> Budget:
+    daily_hard, daily_soft, monthly_hard, monthly_soft = (
+        None if not v else int(v) / MICRO_USD for v in raw[:4]
+    )
+    return Budget(
+        tenant=tenant,
+        daily_hard=daily_hard,
+        daily_soft=daily_soft,
+        monthly_hard=monthly_hard,
+        monthly_soft=monthly_soft,
+        on_exceed="fail" if raw[4] == "fail" else "wait",
+    )
+
+
+def _period_spend(tenant: str | None, period: str, raw: list[Any]) -> PeriodSpend:
+    return PeriodSpend(
+        tenant=tenant or keys.NO_TENANT,
+        period=period,
+        spent_usd=int(raw[0] or 0) / MICRO_USD,
+        reserved_usd=int(raw[1] or 0) / MICRO_USD,
+        soft_budget_crossed=bool(raw[2]),
+    )
 
 
 def rows_as_csv(rows: list[SpendRow]) -> str:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from devstack.stack import Stack
-from imagegen.records import JobStatus
+from imagegen.records import JobStatus, NewJob
+from imagegen.store.spend import Budget
 from producer.client import Client
 from tests.integration.conftest import FAST_RETRIES, start_stack
 from tests.integration.test_end_to_end import wait_all
@@ -54,13 +56,34 @@ def test_interactive_jobs_finish_before_a_500_job_batch_ahead_of_them(
     assert finished_before < BATCH_SIZE * 0.2, finished_before
 
 
+def test_a_deadline_goes_ahead_of_its_tenants_backlog_and_is_met(busy_stack: Stack) -> None:
+    """Earliest deadline first: a job due in 2 s behind 300 of its tenant's jobs without one is
+    accepted (its estimate counts only what goes before it) and starts in time."""
+    with Client(busy_stack.settings()) as client:
+        client.submit_batch([client.spec(f"filler {i}") for i in range(300)])
+        deadline = datetime.now(UTC) + timedelta(seconds=2)
+        soon = client.submit("due soon", priority="batch", expires_at=deadline)
+        record = client.wait(soon.job_id, timeout_s=60)
+    assert record.status is JobStatus.SUCCEEDED
+    assert record.started_at is not None
+    assert record.started_at < deadline
+
+
 def test_a_job_not_started_by_its_deadline_expires_without_calling_bedrock(
     busy_stack: Stack,
 ) -> None:
+    """A job whose tenant cannot be served (no budget left) when its deadline passes ends
+    expired by the sweeper, never claimed."""
+    tenant = f"broke-{uuid.uuid4().hex[:8]}"
     with Client(busy_stack.settings()) as client:
-        client.submit_batch([client.spec(f"filler {i}") for i in range(300)])
+        client.set_budget(Budget(tenant, daily_hard=0.0))
         deadline = datetime.now(UTC) + timedelta(seconds=1)
-        late = client.submit("too late", priority="batch", expires_at=deadline)
+        spec = client.spec("too late", priority="batch", expires_at=deadline)
+        late = NewJob(
+            f"{tenant}.late", client.settings.model_id, spec, int(time.time() * 1000), tenant
+        )
+        # Stored as a backend's raw write would be: no estimate refuses it at the door.
+        client.jobs.create([late], dispatch=client.dispatch)
         record = client.wait(late.job_id, timeout_s=60)
     assert record.status is JobStatus.EXPIRED
     assert record.started_at is None

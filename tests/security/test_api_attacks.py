@@ -14,6 +14,7 @@ import pytest
 from devstack.stack import Stack
 from imagegen.contract import JobSpec
 from imagegen.records import NewJob
+from imagegen.store.spend import Budget
 from producer.client import Client
 
 pytestmark = pytest.mark.integration
@@ -35,11 +36,13 @@ def test_one_tenants_streams_cannot_starve_another(
     api: httpx.Client, secure_stack: Stack, tenant_keys: dict[str, str]
 ) -> None:
     mallory, alice = bearer(tenant_keys["mallory"]), bearer(tenant_keys["alice"])
-    # A job of Mallory's that stays waiting (recorded, never queued): its streams stay open.
+    # A job of Mallory's that stays waiting (no budget: its queue is paused): its streams stay
+    # open.
     with Client(secure_stack.settings()) as client:
+        client.set_budget(Budget("mallory", daily_hard=0.0))
         spec = JobSpec.parse({"request": {"prompt": "waits for ever"}})
         waiting = NewJob("mallory.waits", "stability.stable-image-core-v1:0", spec, 1, "mallory")
-        client.jobs.create([waiting], enqueue=False)
+        client.jobs.create([waiting], dispatch=client.dispatch)
     job = {"url": "/v1/jobs/waits"}
     opened: list[httpx.Response] = []
     stop = threading.Event()
@@ -74,6 +77,8 @@ def test_one_tenants_streams_cannot_starve_another(
     finally:
         stop.set()
         api.post(f"{job['url']}/cancel", headers=mallory)  # the streams see it end
+        with Client(secure_stack.settings()) as client:
+            client.set_budget(Budget("mallory"))  # no budget again, for the other tests
 
 
 def test_guessing_keys_is_braked_and_never_locks_out_a_valid_key(

@@ -19,6 +19,7 @@ from imagegen.contract import JobSpec
 from imagegen.records import JobStatus, NewJob
 from imagegen.redis import keys
 from imagegen.settings import Settings
+from imagegen.store.context import JobContext
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import Caps, ClaimState, CreateOutcome, JobStore
@@ -49,7 +50,12 @@ class Rig:
     def __init__(self, redis: Any, **settings: Any) -> None:
         self.redis = redis
         self.settings = make_settings(**settings)
-        self.store = JobStore(redis, RETENTION_S, redrive_grace_s=0.0)
+        self.store = JobStore(
+            redis,
+            RETENTION_S,
+            redrive_grace_s=0.0,
+            context=JobContext.from_settings(self.settings),
+        )
         self.dispatch = Dispatch(redis, self.settings)
         self.model = model()
         self.count = 0
@@ -241,7 +247,9 @@ def test_a_tenant_concurrency_cap_counts_its_released_and_running_jobs(any_redis
     rig.submit("b", 5)
     released = tenants_of(rig.release())
     assert Counter(released) == {"a": 2, "b": 2}
-    assert rig.dispatch.release(rig.model).next_s == float("inf")
+    # Both queues left the scan until one of their jobs ends: nothing to poll for.
+    assert rig.dispatch.paused(rig.model) == {"a": "concurrency", "b": "concurrency"}
+    assert rig.dispatch.release(rig.model).next_s is None
 
 
 # -- one mechanism for everything later ---------------------------------------------------
@@ -340,18 +348,18 @@ def test_position_counts_what_fair_share_releases_first(any_redis: Any) -> None:
     rig = Rig(any_redis, rate_limit_rpm=60, rate_limit_burst=1)
     a_jobs = rig.submit("a", 10)
     [b_job] = rig.submit("b")
-    b = rig.dispatch.position(b_job, rig.model, "b", "interactive")
+    b = rig.dispatch.position(b_job, rig.model)
     assert b is not None
     assert b.position == 2  # one of a's jobs may go first, then b's
     assert b.share == pytest.approx(0.5)
-    last_a = rig.dispatch.position(a_jobs[-1], rig.model, "a", "interactive")
+    last_a = rig.dispatch.position(a_jobs[-1], rig.model)
     assert last_a is not None
     assert last_a.position == 11  # a's nine before it and b's one
     assert last_a.start_in_s == pytest.approx(11 - 2, abs=1.0)  # a job a second, 2 tokens now
-    new = rig.dispatch.estimate(rig.model, "c", "interactive")
+    [new] = rig.dispatch.estimates(rig.model, "c", "interactive", [(None, 0)])
     assert new.position == 3  # a and b each get one first
     rig.release(now_ms=None)
-    assert rig.dispatch.position(b_job, rig.model, "b", "interactive") is None  # released
+    assert rig.dispatch.position(b_job, rig.model) is None  # released
 
 
 # -- the property -----------------------------------------------------------------------------

@@ -64,9 +64,9 @@ def test_a_pushed_job_waits_and_is_released_like_any_other(
     first, second = reads.get("acme.order-1"), reads.get("order-2")
     assert (first.tenant, first.request.prompt) == ("acme", "a red fox")
     assert (second.tenant, second.priority) == (None, "batch")
-    assert any_redis.hget(keys.job_key("acme.order-1"), "dispatch") in ("waiting", "released")
+    assert any_redis.hget(keys.job_key("acme.order-1"), "place") in ("waiting", "released")
     Dispatch(any_redis, settings).release(first.model_id)
-    assert any_redis.hget(keys.job_key("acme.order-1"), "dispatch") == "released"
+    assert any_redis.hget(keys.job_key("acme.order-1"), "place") == "released"
 
 
 def test_reading_a_message_twice_makes_one_job(any_redis: Any, settings: Settings) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from imagegen.records import DeliveryAttempt, JobRecord, WebhookDelivery
-from imagegen.redis.scripts import SCRIPT_NAMES, SCRIPTS_DIR, script_source
+from imagegen.redis.scripts import SCRIPT_NAMES, SCRIPTS_DIR, function_name, library_source
 from imagegen.store.dispatch import TenantLimits
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,20 +79,36 @@ def test_lua_lives_only_in_script_files_of_the_core() -> None:
             assert "redis.call(" not in path.read_text(), path
 
 
-def test_every_script_file_names_its_keys_and_arguments_and_loads() -> None:
+# Library functions that touch keys beyond a script's KEYS.
+_TOUCHING = re.compile(
+    r"\b(transition|load_job|queue_add|queue_remove|queue_empty|pause|resume|resume_paused|"
+    r"book_image|book_hit|add_delivery|budget_room|cache_lookup|estimate_start|jobs_ahead|"
+    r"free_slot|tenant_tokens|tenant_weight|announce|unreserve)\(|\bK\.[A-Z_]+"
+)
+
+
+def test_every_script_file_names_its_keys_arguments_and_key_families() -> None:
     assert len(SCRIPT_NAMES) >= 15
     for name in SCRIPT_NAMES:
         text = (SCRIPTS_DIR / f"{name}.lua").read_text()
         header = re.match(r"(?:--[^\n]*\n)+", text)
         assert header, name
-        assert "KEYS" in header[0] or "ARGV" in header[0], name
-        assert "local function now_ms" in script_source(name)
+        assert "KEYS" in header[0] and "ARGV" in header[0], name
+        body = text[header.end() :]
+        if _TOUCHING.search(body):
+            # A script that reaches keys outside its KEYS says which families (Redis Cluster
+            # could not route it: the README says so).
+            assert "Touches" in header[0] or "Reads:" in header[0], name
+    source = library_source()
+    assert "local LIFECYCLE" in source
+    for name in SCRIPT_NAMES:
+        assert f"function_name = '{function_name(name)}'" in source, name
 
 
 def hash_only_field_names() -> set[str]:
     """Field names the scripts write that are no attribute of a public record: only the core
     may spell them."""
-    lua = "\n".join(path.read_text() for path in SCRIPTS_DIR.glob("*.lua"))
+    lua = "\n".join(path.read_text() for path in SCRIPTS_DIR.rglob("*.lua"))
     quoted = set(re.findall(r"'([a-z]+(?:_[a-z]+)+)'", lua))
     public = {
         *JobRecord.model_fields,

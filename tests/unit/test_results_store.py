@@ -14,7 +14,7 @@ from imagegen.redis import keys
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
-from imagegen.store.jobs import Caps, ClaimState, CreateOutcome, FinishOutcome, JobStore
+from imagegen.store.jobs import CallMark, Caps, ClaimState, CreateOutcome, FinishOutcome, JobStore
 
 RETENTION_S = 3600
 LEASE_MS = 60_000
@@ -45,7 +45,7 @@ def test_submit_writes_a_queued_record_and_one_message(any_redis: Any) -> None:
     assert record.status is JobStatus.QUEUED
     assert record.metadata == {"order": 7}
     assert any_redis.llen("interactive") == 1
-    assert 0 < any_redis.ttl(keys.job_key("J1")) <= RETENTION_S
+    assert any_redis.ttl(keys.job_key("J1")) == -1  # an open job never expires
     # Same id again: nothing new is written or queued.
     spec = JobSpec.parse({"request": {"prompt": "other"}})
     assert store.create([NewJob("J1", "m", spec, 0)]) == [(CreateOutcome.EXISTS, "")]
@@ -99,13 +99,12 @@ def test_released_job_can_be_claimed_and_the_attempt_is_logged(any_redis: Any) -
         delay_s=2.5,
     )
     record = JobReads(any_redis).get("J1")
-    assert record.status is JobStatus.RUNNING
+    assert (record.status, record.place) == (JobStatus.QUEUED, "delayed")
     assert record.next_attempt_at is not None
     assert [(e.attempt, e.error_code, e.retry_in_s) for e in record.attempt_log] == [
         (1, "ThrottlingException", 2.5)
     ]
     # The retry waits in the dispatcher until it is due; no message can run it before.
-    assert any_redis.hget(keys.job_key("J1"), "dispatch") == "delayed"
     assert results.claim("J1", "owner-b", LEASE_MS).state is ClaimState.WAITING
 
 
@@ -113,10 +112,10 @@ def test_a_final_status_is_final(any_redis: Any) -> None:
     new_job(any_redis)
     results = JobStore(any_redis, RETENTION_S)
     results.claim("J1", "owner-a", LEASE_MS)
-    assert results.finish("J1", "owner-a", JobStatus.SUCCEEDED, {"seed": 5, "s3_key": "k"}) is (
+    assert results.finish("J1", "owner-a", JobStatus.SUCCEEDED, {"seed": 5, "s3_key": "k"})[0] is (
         FinishOutcome.FINISHED
     )
-    assert results.finish("J1", "owner-a", JobStatus.FAILED, {"error_code": "Late"}) is (
+    assert results.finish("J1", "owner-a", JobStatus.FAILED, {"error_code": "Late"})[0] is (
         FinishOutcome.ALREADY_FINAL
     )
     record = JobReads(any_redis).get("J1")
@@ -190,10 +189,10 @@ def test_only_the_lease_owner_can_finish_a_job(any_redis: Any) -> None:
     store = JobStore(any_redis, RETENTION_S)
     store.claim("J1", "owner-a", LEASE_MS)
     late = store.finish("J1", "owner-b", JobStatus.SUCCEEDED, {"s3_key": "someone-else"})
-    assert late is FinishOutcome.NOT_LEASED
+    assert late.outcome is FinishOutcome.NOT_LEASED
     record = JobReads(any_redis).get("J1")
     assert (record.status, record.s3_key) == (JobStatus.RUNNING, None)
-    assert store.finish("J1", "owner-a", JobStatus.SUCCEEDED, {"s3_key": "k"}) is (
+    assert store.finish("J1", "owner-a", JobStatus.SUCCEEDED, {"s3_key": "k"})[0] is (
         FinishOutcome.FINISHED
     )
 
@@ -311,19 +310,26 @@ def test_a_call_lost_with_its_worker_is_booked_once(any_redis: Any) -> None:
     store = JobStore(any_redis, RETENTION_S)
     ledger = Ledger(any_redis, Settings(_env_file=None))  # type: ignore[call-arg]
     store.claim("J1", "dead-worker", 30)
-    assert store.mark_calling("J1", "dead-worker", calling=True)
-    assert not store.mark_calling("J1", "someone-else", calling=True)
+    assert store.mark_calling("J1", "dead-worker", calling=True) is CallMark.OK
+    assert store.mark_calling("J1", "someone-else", calling=True) is CallMark.LEASE
     time.sleep(0.05)
     assert store.redrive_due() == ["J1"]
     [day] = ledger.rows(ledger.tenants()[0], 1)
     assert day.images == 1
     assert JobReads(any_redis).get("J1").cost_usd == day.spend_usd
-    # The next attempt's answer is booked when it arrives, and its call ends there.
+    # The next attempt's image is booked when it ends (here: a retry, its upload having failed),
+    # and its call ends there.
     release(any_redis)
     store.claim("J1", "owner-b", 30)
     store.mark_calling("J1", "owner-b", calling=True)
-    ledger.book("J1", MODEL)
+    store.release_for_retry(
+        "J1", "owner-b", attempt=2, error_code="StorageError", message="m", delay_s=0, bought=True
+    )
+    [day] = ledger.rows(ledger.tenants()[0], 1)
+    assert day.images == 2
+    release(any_redis)
+    store.claim("J1", "owner-c", 30)
     time.sleep(0.05)
-    assert store.redrive_due() == ["J1"]  # the worker died after booking: nothing lost
+    assert store.redrive_due() == ["J1"]  # died before calling again: nothing more is booked
     [day] = ledger.rows(ledger.tenants()[0], 1)
     assert day.images == 2

@@ -30,23 +30,25 @@ class Rig:
         self.settings = Settings(  # type: ignore[call-arg]
             _env_file=None, rate_limit_rpm=0, dispatch_lookahead_s=3600
         )
-        self.store = JobStore(redis, 3600)
+        self.store = JobStore.from_settings(redis, self.settings)
         self.dispatch = Dispatch(redis, self.settings)
         self.ledger = Ledger(redis, self.settings)
         self.tenant = f"t{uuid.uuid4().hex[:8]}"
         self.reads = JobReads(redis)
+        self.count = 0
 
     def submit(self, n: int) -> list[str]:
         spec = JobSpec.parse({"request": {"prompt": "p"}})
         now = int(time.time() * 1000)
-        ids = [f"{self.tenant}.{i}" for i in range(n)]
+        ids = [f"{self.tenant}.{self.count + i}" for i in range(n)]
+        self.count += n
         self.store.create([NewJob(i, CORE, spec, now, tenant=self.tenant) for i in ids])
         return ids
 
     def statuses(self, ids: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}
         for job_id in ids:
-            state = self.redis.hget(keys.job_key(job_id), "dispatch") or ""
+            state = self.redis.hget(keys.job_key(job_id), "place") or ""
             status = self.redis.hget(keys.job_key(job_id), "status")
             name = state if status == "queued" else status
             found[name] = found.get(name, 0) + 1
@@ -55,8 +57,7 @@ class Rig:
     def run(self, job_id: str) -> None:
         """What a worker does with a released job that gets its image."""
         assert self.store.claim(job_id, "w", LEASE_MS).state.value == "claimed"
-        self.ledger.book(job_id, CORE)
-        self.store.finish(job_id, "w", JobStatus.SUCCEEDED, {})
+        self.store.finish(job_id, "w", JobStatus.SUCCEEDED, {}, bought=True)
 
     def today(self) -> Any:
         return self.ledger.period(self.tenant, periods()[0])
@@ -70,7 +71,7 @@ def test_a_hard_budget_worth_ten_images_buys_exactly_ten(any_redis: Any) -> None
     assert rig.statuses(ids) == {"released": 10, "budget_exceeded": 10}
     assert rig.today().reserved_usd == pytest.approx(0.40)
     for job_id in ids:
-        if rig.redis.hget(keys.job_key(job_id), "dispatch") == "released":
+        if rig.redis.hget(keys.job_key(job_id), "place") == "released":
             rig.run(job_id)
     today = rig.today()
     assert (today.spent_usd, today.reserved_usd) == (pytest.approx(0.40), 0)
@@ -147,9 +148,12 @@ def test_crossing_a_soft_budget_is_counted_once(any_redis: Any) -> None:
     warnings = [
         c.value
         for c in Stats(any_redis).counters()
-        if c.kind == "budget_warnings" and c.labels == (rig.tenant, "daily")
+        if c.kind == "budget_warnings" and c.labels == ("daily",)
     ]
     assert warnings == [1]
+    rig.submit(5)
+    assert rig.dispatch.release(CORE).released == 5
+    assert [c.value for c in Stats(any_redis).counters() if c.kind == "budget_warnings"] == [1]
 
 
 def test_spend_reports_by_day_and_model_and_as_csv(any_redis: Any) -> None:

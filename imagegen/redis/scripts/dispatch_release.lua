@@ -1,266 +1,259 @@
--- Releases the model's next jobs into their Celery queues: as many as its token bucket has
--- tokens, as workers can start now (released and not yet claimed stays below the lookahead)
--- and as its concurrency cap allows. Any process may run it at any time, several at once.
+-- Releases the model's next jobs into their Celery queues (event release): as many as its
+-- token bucket has tokens, as workers can start now (released and not yet claimed stays below
+-- the lookahead) and as its concurrency cap allows. Any process may run it at any time, several
+-- at once; workers run it from their release loop and as they finish jobs.
 --
--- Which job goes next: weighted fair queuing by start tags (SFQ) between the tenants with jobs
--- waiting. The tenant with the smallest tag is served; its tag then moves on by the job's cost
+-- Which job goes next: weighted fair queuing by start tags (SFQ) between the ready tenant
+-- queues. The queue with the smallest tag is served; its tag then moves on by the job's cost
 -- over its weight, and the virtual time becomes the tag just served. Within a tenant,
 -- interactive before batch, but after `batch_every` interactive jobs in a row while batch jobs
--- waited, one batch job goes; within a class, earliest deadline first, then first submitted. A
--- tenant over its own rate or concurrency cap is passed over (it keeps its tag).
+-- waited, one batch job goes; within a class, earliest deadline first, then submission order.
 --
--- A released job reserves its model's price in its tenant's spend ledgers (the day's and the
--- month's); a tenant whose hard budget has no room for it is passed over until the next period,
--- or, when its budgets say `fail`, its job ends `budget_exceeded`, never called. A job that holds
--- a reservation already (a retry) keeps it. The first reservation past a soft budget in a period
--- is counted, and sends `tenant.budget_warning` to the tenant's webhook (or the job's).
+-- A queue whose turn comes and that cannot be served is paused (queues.lua), out of the scan
+-- until it can be: its concurrency cap is full (until a slot frees), its rate cap has no token
+-- (until the next is due), its hard budget has no room for the job's price (until the next UTC
+-- day or month, a reservation given back or a budget change; with `fail` the job ends
+-- budget_exceeded instead, never called). So however many tenants cannot be served, one run
+-- costs what the jobs it releases cost.
 --
--- On the way, due retries move from the delayed set to their waiting sets; a popped job that
--- was canceled or whose deadline passed ends without a token.
+-- A released job reserves its price in its tenant's day and month ledgers; one that holds a
+-- reservation (a retry) keeps it, one whose image was already bought needs none (a re-run
+-- adopts it; job_calling.lua reserves if it must call again). The first reservation past a
+-- soft budget in a period sends tenant.budget_warning. A fixed-seed job whose image is in the
+-- cache now ends served (or, copying objects, is released to copy it: no token, no
+-- reservation); one whose identical job is released or running follows it; otherwise it takes
+-- the lead. A popped job whose deadline passed ends expired, without a token.
 -- KEYS: 1 the quota's bucket, 2 its calls (last minute).
--- ARGV: 1 model id, 2 configured rpm (0 = no limit), 3 burst, 4 floor rpm, 5 most releases in
---       this run, 6 lookahead (released, unclaimed jobs allowed), 7 the model's concurrency cap
---       (0 = none), 8 now ('' = server clock), 9 key ttl ms, 10 batch_every, 11 generate
---       template for 'interactive', 12 for 'batch', 13 tenant weights (JSON object), 14 a
---       tenant's rpm cap (0 = none), 15 a tenant's concurrency cap (0 = none), 16 retention_s,
---       17 webhook grace ms, 18 delivery message template, 19 the model's price (micro-
---       dollars), 20 today (d:YYYY-MM-DD), 21 this month (m:YYYY-MM), 22 ledger ttl s.
--- Returns {released, next_ms, tenants waiting}: next_ms is when a release can next succeed
--- (ms from now; '0' now), '-1' when nothing waits, '-2' when only a claim or a finished job
--- can make room (the caps are full).
-local model = ARGV[1]
+-- ARGV: 1 now, 2-6 the job context, 7 model id, 8 configured rpm (0 = no limit), 9 burst,
+--       10 floor rpm, 11 most releases in this run, 12 lookahead (released, unclaimed jobs
+--       allowed), 13 the model's concurrency cap (0 = none), 14 key ttl ms, 15 batch_every,
+--       16 generate template for 'interactive', 17 for 'batch', 18 a tenant's rpm cap
+--       (0 = none), 19 a tenant's concurrency cap (0 = none), 20 the model's price (micro-
+--       dollars; for jobs whose record names none).
+-- Touches: the released jobs' records, imagegen:dispatch:{model}:* (wait:{t}:{class},
+-- tenants, paused, waiting, weight, finish, state, delayed, released, active),
+-- imagegen:dispatch:models, the interactive and batch queues, imagegen:tenant:{t} (caps and
+-- budgets, read), imagegen:tenant:{t}:active|paused|bucket, imagegen:spend:{t}:{period},
+-- imagegen:cache:{scope}:{hash} and its :leader and :followers, imagegen:stats; and for jobs
+-- that end here (expired, served, budget_exceeded; a final transition):
+--   imagegen:job:{id} and its :next and :parked-image, imagegen:open, imagegen:deadlines,
+--   imagegen:running, imagegen:dlq, imagegen:stats, imagegen:tenant:{t}:open|active|paused,
+--   imagegen:spend:{t}:{period} (reservations given back), imagegen:batch:{id},
+--   imagegen:webhook:{delivery}, imagegen:webhooks:due, the webhooks queue, the events channels,
+--   imagegen:cache:{scope}:{hash} and its :leader and :followers (their jobs too), the jobs of
+--   its :next list, imagegen:dispatch:{model}:* (wait:{t}:{class}, tenants, paused, waiting,
+--   weight, finish, state, delayed, released, active) and imagegen:dispatch:models.
+-- Returns {released, next_ms, tenant queues ready}: next_ms is when a release can next succeed
+-- (ms from now; '0' now), '-1' when nothing waits or is due, '-2' when only a claim or a
+-- finished job can make room (the model's caps are full).
+local ctx = job_context(ARGV)
+local model = ARGV[ARG0]
 local base = dispatch_base(model)
-local tenants_key, delayed_key = base .. ':tenants', base .. ':delayed'
-local released_key, active_key, state_key = base .. ':released', base .. ':active', base .. ':state'
-local configured, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
-local most, lookahead, model_cap = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local now = clock(ARGV[8])
-local now_int = math.floor(now)
-local ttl = tonumber(ARGV[9])
-local batch_every = tonumber(ARGV[10])
-local templates = {interactive = ARGV[11], batch = ARGV[12]}
-local weights = cjson.decode(ARGV[13])
-local tenant_rpm_default, tenant_cap_default = tonumber(ARGV[14]), tonumber(ARGV[15])
-local retention, grace, delivery_template = tonumber(ARGV[16]), tonumber(ARGV[17]), ARGV[18]
-local price, day, month, ledger_ttl = tonumber(ARGV[19]), ARGV[20], ARGV[21], tonumber(ARGV[22])
-local PERIODS = {{day, 'daily'}, {month, 'monthly'}}
+local tenants_key, paused_key = base .. ':tenants', base .. ':paused'
+local delayed_key, released_key, active_key = base .. ':delayed', base .. ':released', base .. ':active'
+local state_key = base .. ':state'
+local configured, burst, floor = tonumber(ARGV[ARG0 + 1]), tonumber(ARGV[ARG0 + 2]), tonumber(ARGV[ARG0 + 3])
+local most, lookahead = tonumber(ARGV[ARG0 + 4]), tonumber(ARGV[ARG0 + 5])
+local model_cap, ttl = tonumber(ARGV[ARG0 + 6]), tonumber(ARGV[ARG0 + 7])
+local batch_every = tonumber(ARGV[ARG0 + 8])
+local templates = {interactive = ARGV[ARG0 + 9], batch = ARGV[ARG0 + 10]}
+local tenant_rpm_default, tenant_cap_default = tonumber(ARGV[ARG0 + 11]), tonumber(ARGV[ARG0 + 12])
+local model_price = tonumber(ARGV[ARG0 + 13])
 
--- Retries whose time has come wait for their turn again.
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now_int, 'LIMIT', 0, 500)) do
-  redis.call('ZREM', delayed_key, id)
-  local key = job_key(id)
-  if redis.call('HGET', key, 'dispatch') == 'delayed' then wait_in(key, id, now_int, nil) end
+-- Nothing ready and nothing whose time came: nothing to release (the common run, cheap).
+local function first_due(key)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #first == 0 or first[2] == 'inf' then return nil end
+  return tonumber(first[2])
+end
+if redis.call('EXISTS', tenants_key) == 0 then
+  local due = math.min(first_due(paused_key) or math.huge, first_due(delayed_key) or math.huge)
+  if due > NOW_MS then
+    if due == math.huge then
+      if redis.call('EXISTS', paused_key) == 0 and redis.call('EXISTS', released_key) == 0 then
+        redis.call('SREM', K.DISPATCH_MODELS, model)
+      end
+      return {0, '-1', 0}
+    end
+    return {0, tostring(due - NOW), 0}
+  end
+end
+
+-- Paused queues whose time came, then retries whose time came.
+for _, tenant in ipairs(redis.call('ZRANGEBYSCORE', paused_key, '-inf', NOW_MS, 'LIMIT', 0, 500)) do
+  resume(model, tenant)
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed_key, '-inf', NOW_MS, 'LIMIT', 0, 500)) do
+  local job = load_job(id)
+  if not (job and job.place == 'delayed' and transition(job, 'due')) then
+    redis.call('ZREM', delayed_key, id)
+  end
 end
 
 local limited = configured > 0
 local tokens, rate, bucket = math.huge, 0, nil
 if limited then
   -- Two tokens at least, so a release run a little late loses none of the quota.
-  tokens, rate, bucket = load_bucket(KEYS[1], configured, math.max(burst, 2),
-                                     tonumber(ARGV[4]), now)
+  tokens, rate, bucket = load_bucket(KEYS[1], configured, math.max(burst, 2), floor, NOW)
 end
-
+local released_n = redis.call('ZCARD', released_key)
+local active_n = model_cap > 0 and redis.call('ZCARD', active_key) or 0
 local function room()
-  local free = lookahead - redis.call('ZCARD', released_key)
-  if model_cap > 0 then free = math.min(free, model_cap - redis.call('ZCARD', active_key)) end
+  local free = lookahead - released_n
+  if model_cap > 0 then free = math.min(free, model_cap - active_n) end
   return free
 end
 
-local function tenant_config(tenant)
-  local weight, rpm, cap = weights[tenant] or 1, tenant_rpm_default, tenant_cap_default
-  if tenant ~= K.NO_TENANT then
-    local h = redis.call('HMGET', K.TENANT_PREFIX .. tenant, 'weight', 'rate_rpm',
-                         'max_concurrency')
-    weight = tonumber(h[1] or '') or weight
-    rpm = tonumber(h[2] or '') or rpm
-    cap = tonumber(h[3] or '') or cap
+-- Each tenant's caps, weight, budget room and slots, read once per run.
+local tenants = {}
+local function tenant(t)
+  local c = tenants[t]
+  if c then return c end
+  c = {rpm = tenant_rpm_default, cap = tenant_cap_default, reserved_for = nil}
+  if t ~= K.NO_TENANT then
+    local h = redis.call('HMGET', K.TENANT_PREFIX .. t, 'rate_rpm', 'max_concurrency')
+    c.rpm = tonumber(h[1] or '') or c.rpm
+    c.cap = tonumber(h[2] or '') or c.cap
+    if c.cap > 0 then c.active = redis.call('ZCARD', K.TENANT_PREFIX .. t .. ':active') end
   end
-  return math.max(weight, 1e-6), rpm, cap
-end
-
--- The tenant's own rate cap: its tokens now (math.huge without a cap).
-local function tenant_tokens(tenant, rpm)
-  if rpm <= 0 or tenant == K.NO_TENANT then return math.huge, nil end
-  local key = K.TENANT_PREFIX .. tenant .. ':bucket'
-  local h = redis.call('HMGET', key, 'tokens', 'updated_ms')
-  local capacity = math.max(1, rpm / 60)
-  local t = tonumber(h[1] or '') or capacity
-  local updated = tonumber(h[2] or '') or now
-  if now > updated then t = math.min(capacity, t + (now - updated) * rpm / 60000) end
-  return t, key
-end
-
-local function has_room(tenant, rpm, cap)
-  if cap > 0 and tenant ~= K.NO_TENANT
-     and redis.call('ZCARD', K.TENANT_PREFIX .. tenant .. ':active') >= cap then
-    return false
+  -- Its weight now (its record may have changed it): the ready queue's counted weight follows.
+  c.weight = tenant_weight(t)
+  local counted = tonumber(redis.call('HGET', base .. ':weight', t) or '')
+  if counted and counted ~= c.weight then
+    redis.call('HSET', base .. ':weight', t, c.weight)
+    redis.call('HINCRBYFLOAT', state_key, 'weight_sum', c.weight - counted)
   end
-  return tenant_tokens(tenant, rpm) >= 1
+  tenants[t] = c
+  return c
 end
 
--- 'ok', or what the tenant's budgets say when its hard budget has no room for one more job.
-local function budget_verdict(tenant)
-  if tenant == K.NO_TENANT then return 'ok' end
-  local h = redis.call('HMGET', K.TENANT_PREFIX .. tenant, 'budget_daily_hard',
-                       'budget_monthly_hard', 'budget_on_exceed')
-  for i, period in ipairs(PERIODS) do
-    local limit = tonumber(h[i] or '')
-    if limit then
-      local s = redis.call('HMGET', spend_key(tenant, period[1]), 'spent', 'reserved')
-      if (tonumber(s[1] or '') or 0) + (tonumber(s[2] or '') or 0) + price > limit then
-        if h[3] == 'fail' then return 'fail' end
-        return 'wait'
-      end
-    end
-  end
-  return 'ok'
-end
-
--- The tenant.budget_warning delivery of one period, hung off the job that crossed the budget
--- (its record keeps the delivery's log); its webhook-id names the tenant and the period.
-local function warn(tenant, key, job_id, period, kind)
-  local url = redis.call('HGET', K.TENANT_PREFIX .. tenant, 'webhook_url')
-  if not url or url == '' then url = redis.call('HGET', key, 'webhook_url') end
-  if not url or url == '' then return end
-  local id = job_id .. ':tenant.budget_warning:' .. kind
-  local delivery_key = K.WEBHOOK_PREFIX .. id
-  if redis.call('EXISTS', delivery_key) == 1 then return end
-  local webhook_id = 'msg_budget_' .. tenant .. '_' .. string.gsub(period, '[^%w-]', '_')
-  redis.call('HSET', delivery_key, 'delivery_id', id, 'job_id', job_id,
-             'event', 'tenant.budget_warning', 'url', url, 'webhook_id', webhook_id,
-             'state', 'pending', 'attempts', 0, 'created_ms', now_int, 'next_ms', now_int,
-             'lease_until_ms', 0)
-  redis.call('EXPIRE', delivery_key, retention)
-  redis.call('ZADD', K.WEBHOOKS_DUE, now_int + grace, id)
-  local listed = redis.call('HGET', key, 'webhook_deliveries') or ''
-  if listed == '' then listed = id else listed = listed .. ',' .. id end
-  redis.call('HSET', key, 'webhook_deliveries', listed)
-  redis.call('LPUSH', K.WEBHOOK_QUEUE, (string.gsub(delivery_template, K.DELIVERY_ID, id)))
-end
-
-local function reserve(tenant, key, job_id)
-  local soft = {}
-  if tenant ~= K.NO_TENANT then
-    soft = redis.call('HMGET', K.TENANT_PREFIX .. tenant, 'budget_daily_soft',
-                      'budget_monthly_soft')
-  end
-  for i, period in ipairs(PERIODS) do
-    local ledger = spend_key(tenant, period[1])
-    local held = redis.call('HINCRBY', ledger, 'reserved', price)
-    redis.call('EXPIRE', ledger, ledger_ttl)
-    local limit = tonumber(soft[i] or '')
-    if limit and held + (tonumber(redis.call('HGET', ledger, 'spent') or '') or 0) >= limit
-       and redis.call('HSETNX', ledger, 'warned', now_int) == 1 then
-      redis.call('HINCRBY', K.STATS, 'budget_warnings|' .. tenant .. '|' .. period[2], 1)
-      warn(tenant, key, job_id, period[1], period[2])
-    end
-  end
-  redis.call('HSET', key, 'reserved_micro', price, 'reserved_day', day, 'reserved_month', month)
-  redis.call('SADD', K.SPEND_TENANTS, tenant)
-end
-
-local skipped = {}
-local vtime = tonumber(redis.call('HGET', state_key, 'vtime') or '') or 0
-local released, capped, blocked = 0, false, false
-local budget = most
-local passes = 0
-while released < budget and passes < most + 500 do
+local vtime = vtime_of(base)
+local released, blocked, passes = 0, false, 0
+while released < most and passes < most + 500 do
   passes = passes + 1
   if limited and tokens < 1 then break end
   if room() < 1 then blocked = true; break end
-  local candidates = redis.call('ZRANGE', tenants_key, 0, 31, 'WITHSCORES')
-  if #candidates == 0 then break end
-  local tenant, tag, weight, rpm
-  capped = false
-  for i = 1, #candidates, 2 do
-    local t, s = candidates[i], tonumber(candidates[i + 1])
-    local interactive, batch = wait_key(model, t, 'interactive'), wait_key(model, t, 'batch')
-    if redis.call('ZCARD', interactive) + redis.call('ZCARD', batch) == 0 then
-      redis.call('ZREM', tenants_key, t)
-      redis.call('HSET', state_key, 'finish|' .. t, s, 'streak|' .. t, 0)
-    else
-      local w, r, c = tenant_config(t)
-      if not skipped[t] and has_room(t, r, c) then
-        tenant, tag, weight, rpm = t, s, w, r
-        break
-      end
-      capped = true
-    end
-  end
-  if not tenant then break end
-  local interactive, batch = wait_key(model, tenant, 'interactive'), wait_key(model, tenant, 'batch')
-  local waiting_interactive = redis.call('ZCARD', interactive)
-  local waiting_batch = redis.call('ZCARD', batch)
-  local streak = tonumber(redis.call('HGET', state_key, 'streak|' .. tenant) or '') or 0
-  local class = 'batch'
-  if waiting_interactive > 0 and (waiting_batch == 0 or streak < batch_every) then
-    class = 'interactive'
-  end
-  local class_key = class == 'interactive' and interactive or batch
-  local popped = redis.call('ZPOPMIN', class_key)
-  local id = popped[1]
-  if class == 'interactive' and waiting_batch > 0 then streak = streak + 1 else streak = 0 end
-  redis.call('HSET', state_key, 'streak|' .. tenant, streak)
-  local key = job_key(id)
-  local h = redis.call('HMGET', key, 'status', 'dispatch', 'cancel_requested', 'expires_ms',
-                       'priority', 'reserved_micro', 'copy_from_key')
-  -- A job that copies a cached image calls nobody: no token, no reservation.
-  local copies = h[7] and h[7] ~= ''
-  local verdict = 'ok'
-  if h[1] and not TERMINAL[h[1]] and h[2] == 'waiting' and h[3] ~= '1' and not copies
-     and (tonumber(h[6] or '') or 0) <= 0 then
-    verdict = budget_verdict(tenant)
-  end
-  if not h[1] or TERMINAL[h[1]] or h[2] ~= 'waiting' then
-    -- Not the dispatcher's any more: nothing to do.
-  elseif h[3] == '1' then
-    finalize(key, id, 'canceled', now_int, retention, grace, delivery_template)
-  elseif h[1] == 'queued' and tonumber(h[4] or '') and now_int >= tonumber(h[4]) then
-    finalize(key, id, 'expired', now_int, retention, grace, delivery_template)
-  elseif verdict == 'fail' then
-    finalize(key, id, 'budget_exceeded', now_int, retention, grace, delivery_template)
-  elseif verdict == 'wait' then
-    -- Back in its place; the tenant sits out this run (its budget has no room until the next
-    -- period or a higher budget).
-    redis.call('ZADD', class_key, popped[2], id)
-    skipped[tenant] = true
-    capped = true
+  local head = redis.call('ZRANGE', tenants_key, 0, 0, 'WITHSCORES')
+  if #head == 0 then break end
+  local t, tag = head[1], tonumber(head[2])
+  local c = tenant(t)
+  local t_tokens, t_bucket = tenant_tokens(t, c.rpm)
+  if c.cap > 0 and t ~= K.NO_TENANT and c.active >= c.cap then
+    pause(model, t, 'concurrency', math.huge)
+  elseif t_tokens < 1 then
+    pause(model, t, 'rate', NOW + (1 - t_tokens) * 60000 / c.rpm)
   else
-    if not copies and (tonumber(h[6] or '') or 0) <= 0 then reserve(tenant, key, id) end
-    local queue = h[5] == 'batch' and 'batch' or 'interactive'
-    local message = string.gsub(templates[queue], K.JOB_ID, id)
-    message = string.gsub(message, K.NONCE, tostring(now_int) .. '.' .. released)
-    redis.call('LPUSH', queue, message)
-    redis.call('HSET', key, 'dispatch', 'released', 'released_ms', now_int)
-    redis.call('ZADD', released_key, now_int, id)
-    redis.call('ZADD', active_key, now_int, id)
-    if tenant ~= K.NO_TENANT then
-      redis.call('ZADD', K.TENANT_PREFIX .. tenant .. ':active', now_int, id)
-      local t, tkey = tenant_tokens(tenant, rpm)
-      if tkey then
-        redis.call('HSET', tkey, 'tokens', tostring(t - 1), 'updated_ms', tostring(now))
-        redis.call('PEXPIRE', tkey, ttl)
+    local interactive, batch = wait_key(model, t, 'interactive'), wait_key(model, t, 'batch')
+    local has_batch = redis.call('EXISTS', batch) == 1
+    local streak = tonumber(redis.call('HGET', state_key, 'streak|' .. t) or '') or 0
+    local class_key = interactive
+    if has_batch and (streak >= batch_every or redis.call('EXISTS', interactive) == 0) then
+      class_key = batch
+    end
+    local popped = redis.call('ZPOPMIN', class_key)
+    local id = popped[1]
+    local job = id and load_job(id)
+    if not job or job.place ~= 'waiting' then
+      -- Not the dispatcher's (a stray id, or a count out of step): keep the counts right.
+      if id then
+        queue_remove({id = id, model = model, tenant = t}, true)
+      else
+        queue_empty(base, model, t)
       end
-    end
-    redis.call('HINCRBY', K.STATS, 'released|' .. model .. '|' .. tenant, 1)
-    if not copies then
-      redis.call('ZADD', KEYS[2], now, tenant .. '|' .. id)
-      tokens = tokens - 1
-    end
-    released = released + 1
-    vtime = math.max(vtime, tag)
-    local finish = tag + 1 / weight
-    if redis.call('ZCARD', interactive) + redis.call('ZCARD', batch) > 0 then
-      redis.call('ZADD', tenants_key, finish, tenant)
+      redis.call('HINCRBY', K.STATS, 'stray|' .. model, 1)
     else
-      redis.call('ZREM', tenants_key, tenant)
-      redis.call('HSET', state_key, 'finish|' .. tenant, finish, 'streak|' .. tenant, 0)
+      local opts = {popped = true}
+      local expires = tonumber(job.f.expires_ms or '')
+      local found = nil
+      if job.f.cache_entry and not job.f.copy_from_key then found = cache_lookup(job) end
+      local copies = job.f.copy_from_key ~= nil or (found and found[1] == 'hit' and job.f.cache_copy == '1')
+      if not job.f.price_micro then set_fields(job, {'price_micro', model_price}) end
+      local price = 0
+      if not copies and number(job, 'reserved_micro') <= 0
+         and (number(job, 'billed_micro') <= 0 or job.f.recall == '1') then
+        price = number(job, 'price_micro')
+      end
+      if expires and not job.f.started_ms and NOW_MS >= expires then
+        transition(job, 'expire', {popped = true, status = 'expired'})
+      elseif found and found[1] == 'hit' and not copies then
+        transition(job, 'serve', {popped = true, status = 'succeeded', cached = found[2],
+                                  source = found[3]})
+      elseif found and found[1] == 'follow' then
+        transition(job, 'follow', {popped = true, leader = found[2]})
+      else
+        local blocked_until = nil
+        if price > 0 then
+          c.budget = c.budget or budget_room(t)
+          blocked_until = budget_blocked_until(c.budget, price)
+        end
+        if blocked_until and c.budget.on_exceed == 'fail' then
+          transition(job, 'budget_exceeded', {popped = true, status = 'budget_exceeded'})
+        elseif blocked_until then
+          -- Back in its place; the queue waits for its budget.
+          redis.call('ZADD', class_key, popped[2], id)
+          pause(model, t, 'budget', blocked_until)
+        else
+          if found and found[1] == 'hit' then
+            EFFECTS.prepare_copy(job, {cached = found[2], source = found[3]})
+          elseif found then
+            redis.call('SET', job.f.cache_entry .. ':leader', id, 'EX', ctx.retention)
+          end
+          if price > 0 then
+            c.budget.left[1] = c.budget.left[1] - price
+            c.budget.left[2] = c.budget.left[2] - price
+            c.reserved_for = job
+          end
+          -- The queue's next tag, before the transition may find it empty (its finish tag).
+          vtime = math.max(vtime, tag)
+          redis.call('ZADD', tenants_key, tag + 1 / c.weight, t)
+          if class_key == interactive and has_batch then streak = streak + 1 else streak = 0 end
+          redis.call('HSET', state_key, 'streak|' .. t, streak, 'vtime', vtime)
+          transition(job, 'release', {popped = true, reserve = price, templates = templates,
+                                      nonce = tostring(NOW_MS) .. '.' .. released})
+          released, released_n = released + 1, released_n + 1
+          if c.active then c.active = c.active + 1 end
+          if model_cap > 0 then active_n = active_n + 1 end
+          if t_bucket then
+            redis.call('HSET', t_bucket, 'tokens', tostring(t_tokens - 1), 'updated_ms', tostring(NOW))
+            redis.call('PEXPIRE', t_bucket, ttl)
+          end
+          redis.call('HINCRBY', K.STATS, 'released|' .. model, 1)
+          if not copies then
+            redis.call('ZADD', KEYS[2], NOW, t .. '|' .. id)
+            tokens = tokens - 1
+          end
+        end
+      end
     end
   end
 end
-redis.call('HSET', state_key, 'vtime', vtime)
+
+if room() < 1 then blocked = true end
+
+-- Soft budgets: the first reservation past one in a period warns the tenant.
+for t, c in pairs(tenants) do
+  if c.reserved_for and t ~= K.NO_TENANT then
+    local today, this_month = ledger_periods()
+    local PERIOD_KINDS = {{today, 'daily'}, {this_month, 'monthly'}}
+    local soft = redis.call('HMGET', K.TENANT_PREFIX .. t, 'budget_daily_soft', 'budget_monthly_soft')
+    for i, period in ipairs(PERIOD_KINDS) do
+      local limit = tonumber(soft[i] or '')
+      if limit then
+        local ledger = spend_key(t, period[1])
+        local s = redis.call('HMGET', ledger, 'spent', 'reserved')
+        if (tonumber(s[1] or '') or 0) + (tonumber(s[2] or '') or 0) >= limit
+           and redis.call('HSETNX', ledger, 'warned', NOW_MS) == 1 then
+          redis.call('HINCRBY', K.STATS, 'budget_warnings|' .. period[2], 1)
+          add_budget_warning(c.reserved_for, period[1], period[2], ctx)
+        end
+      end
+    end
+  end
+end
+
+redis.call('ZREMRANGEBYSCORE', base .. ':finish', '-inf', vtime)
 if released > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', NOW - 60000)
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
 if limited then
@@ -269,10 +262,10 @@ if limited then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
 
-local waiting = redis.call('ZCARD', tenants_key)
+local ready = redis.call('ZCARD', tenants_key)
 local next_ms = -1
-if waiting > 0 then
-  if blocked or capped and released == 0 then
+if ready > 0 then
+  if blocked then
     next_ms = -2
   elseif limited and tokens < 1 then
     next_ms = (1 - tokens) * 60000 / rate
@@ -280,16 +273,17 @@ if waiting > 0 then
     next_ms = 0
   end
 end
-local first_due = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')
-if #first_due > 0 then
-  local due_in = math.max(0, tonumber(first_due[2]) - now)
-  if next_ms == -1 then
-    next_ms = due_in
-  elseif next_ms >= 0 then
-    next_ms = math.min(next_ms, due_in)
+if next_ms ~= -2 then
+  for _, key in ipairs({paused_key, delayed_key}) do
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if #first > 0 and first[2] ~= 'inf' then
+      local due_in = math.max(0, tonumber(first[2]) - NOW)
+      if next_ms == -1 then next_ms = due_in else next_ms = math.min(next_ms, due_in) end
+    end
   end
 end
-if waiting == 0 and #first_due == 0 and redis.call('ZCARD', released_key) == 0 then
+if ready == 0 and redis.call('EXISTS', paused_key) == 0 and redis.call('EXISTS', delayed_key) == 0
+   and redis.call('EXISTS', released_key) == 0 then
   redis.call('SREM', K.DISPATCH_MODELS, model)
 end
-return {released, tostring(next_ms), waiting}
+return {released, tostring(next_ms), ready}

@@ -1,16 +1,24 @@
--- Cancels a job: one nobody holds (waiting, released but not claimed, or waiting for a retry)
--- ends `canceled` now and leaves the dispatcher; a running one gets the cancel flag (the worker
--- stops before its Bedrock call or its upload). A released job's message finds it final.
--- KEYS: job hash. ARGV: job_id, retention_s, webhook grace ms, delivery message template.
+-- Cancels a job: one nobody holds (waiting, delayed, after, following, or released and not
+-- claimed) ends canceled now (event cancel); a running one gets the cancel flag (event
+-- request_cancel: the worker stops before its Bedrock call or its upload). A released job's
+-- message then finds it final.
+-- KEYS: job hash. ARGV: 1 now, 2-6 the job context, 7 job_id.
+-- Touches (a final transition):
+--   imagegen:job:{id} and its :next and :parked-image, imagegen:open, imagegen:deadlines,
+--   imagegen:running, imagegen:dlq, imagegen:stats, imagegen:tenant:{t}:open|active|paused,
+--   imagegen:spend:{t}:{period} (reservations given back), imagegen:batch:{id},
+--   imagegen:webhook:{delivery}, imagegen:webhooks:due, the webhooks queue, the events channels,
+--   imagegen:cache:{scope}:{hash} and its :leader and :followers (their jobs too), the jobs of
+--   its :next list, imagegen:dispatch:{model}:* (wait:{t}:{class}, tenants, paused, waiting,
+--   weight, finish, state, delayed, released, active) and imagegen:dispatch:models.
 -- Returns canceled | requested | terminal | missing.
-local h = redis.call('HMGET', KEYS[1], 'status', 'dispatch')
-local status = h[1]
-if not status then return 'missing' end
-if TERMINAL[status] then return 'terminal' end
-if status == 'queued' or h[2] == 'waiting' or h[2] == 'delayed' then
-  finalize(KEYS[1], ARGV[1], 'canceled', now_ms(), tonumber(ARGV[2]), tonumber(ARGV[3]),
-           ARGV[4])
-  return 'canceled'
+job_context(ARGV)
+local job = load_job(ARGV[ARG0])
+if not job then return 'missing' end
+if job.place == 'final' then return 'terminal' end
+if job.place == 'running' then
+  transition(job, 'request_cancel')
+  return 'requested'
 end
-redis.call('HSET', KEYS[1], 'cancel_requested', '1')
-return 'requested'
+transition(job, 'cancel', {status = 'canceled'})
+return 'canceled'

@@ -1,44 +1,40 @@
--- Claims a released job for one attempt: a lease owned by the caller, so a redelivered message
--- finds the job final (skipped), leased by a live attempt (skipped), back in the dispatcher
--- (skipped: only the message of its next release may run it), or free to run.
--- KEYS: job hash. ARGV: job_id, lease owner, lease_ms, retention_s, webhook grace ms, delivery
--- message template.
--- Returns {state, attempts, ms since the job was created (its first claim), else -1}:
--- claimed | missing | terminal | busy | waiting | canceled | expired (a deadline passed before
--- the job started).
-local h = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'cancel_requested', 'expires_ms',
-                     'lease_until_ms', 'dispatch', 'model_id', 'created_ms')
-local status = h[1]
-if not status then return {'missing', 0, -1} end
-local attempts = tonumber(h[2] or '0')
-if TERMINAL[status] then return {'terminal', attempts, -1} end
-local now = now_ms()
-local retention, grace = tonumber(ARGV[4]), tonumber(ARGV[5])
-if h[3] == '1' then
-  finalize(KEYS[1], ARGV[1], 'canceled', now, retention, grace, ARGV[6])
-  return {'canceled', attempts, -1}
-end
-local expires = tonumber(h[4] or '')
-if status == 'queued' and expires and now >= expires then
-  finalize(KEYS[1], ARGV[1], 'expired', now, retention, grace, ARGV[6])
-  return {'expired', attempts, -1}
-end
-if status == 'running' and (tonumber(h[5] or '0') or 0) > now then
+-- Claims a released job for one attempt: a lease owned by the caller (event claim), so a
+-- redelivered message finds the job final, leased by a live attempt, or back in the
+-- dispatcher (only the message of its next release may run it), and is skipped.
+-- KEYS: job hash. ARGV: 1 now, 2-6 the job context, 7 job_id, 8 lease owner, 9 lease ms.
+-- Touches: imagegen:running, imagegen:deadlines, imagegen:dispatch:{model}:released|active,
+-- imagegen:tenant:{t}:active, the events channels, imagegen:webhook:{delivery},
+-- imagegen:webhooks:due, the webhooks queue; on a cancel or an expiry (a final transition):
+--   imagegen:job:{id} and its :next and :parked-image, imagegen:open, imagegen:deadlines,
+--   imagegen:running, imagegen:dlq, imagegen:stats, imagegen:tenant:{t}:open|active|paused,
+--   imagegen:spend:{t}:{period} (reservations given back), imagegen:batch:{id},
+--   imagegen:webhook:{delivery}, imagegen:webhooks:due, the webhooks queue, the events channels,
+--   imagegen:cache:{scope}:{hash} and its :leader and :followers (their jobs too), the jobs of
+--   its :next list, imagegen:dispatch:{model}:* (wait:{t}:{class}, tenants, paused, waiting,
+--   weight, finish, state, delayed, released, active) and imagegen:dispatch:models.
+-- Returns {state, attempts, ms since the job was created (its first claim), else -1}, and
+-- when claimed the record's field/value pairs after them: claimed | missing | terminal | busy
+-- | waiting | canceled | expired (a deadline passed before the job ever started).
+job_context(ARGV)
+local job = load_job(ARGV[ARG0])
+if not job then return {'missing', 0, -1} end
+local attempts = number(job, 'attempts')
+if job.place == 'final' then return {'terminal', attempts, -1} end
+if job.place == 'running' and number(job, 'lease_until_ms') > NOW_MS then
   return {'busy', attempts, -1}
 end
--- A record without a dispatch state predates the dispatcher: its message is its release.
-if h[6] and h[6] ~= '' and h[6] ~= 'released' then return {'waiting', attempts, -1} end
-attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', ARGV[2],
-           'lease_until_ms', now + tonumber(ARGV[3]), 'next_attempt_ms', '', 'dispatch', 'claimed')
-redis.call('ZREM', dispatch_base(h[7] or '') .. ':released', ARGV[1])
-redis.call('ZADD', K.RUNNING, now + tonumber(ARGV[3]), ARGV[1])
-redis.call('EXPIRE', KEYS[1], retention)
-local waited = -1
-if status ~= 'running' then
-  redis.call('HSETNX', KEYS[1], 'started_ms', now)
-  waited = now - (tonumber(h[8] or '') or now)
-  announce(ARGV[1], 'running')
-  add_delivery(KEYS[1], ARGV[1], 'job.started', now, grace, retention, ARGV[6])
+if job.place ~= 'released' then return {'waiting', attempts, -1} end
+if job.f.cancel_requested == '1' then
+  transition(job, 'cancel', {status = 'canceled'})
+  return {'canceled', attempts, -1}
 end
-return {'claimed', attempts, waited}
+local expires = tonumber(job.f.expires_ms or '')
+if expires and not job.f.started_ms and NOW_MS >= expires then
+  transition(job, 'expire', {status = 'expired'})
+  return {'expired', attempts, -1}
+end
+local opts = {owner = ARGV[ARG0 + 1], lease_until = NOW_MS + tonumber(ARGV[ARG0 + 2])}
+transition(job, 'claim', opts)
+local answer = {'claimed', opts.attempts, opts.waited or -1}
+for _, value in ipairs(redis.call('HGETALL', job.key)) do table.insert(answer, value) end
+return answer

@@ -1,26 +1,25 @@
 -- Tells a quota how a call went (AIMD): a throttle multiplies the rate by decrease_factor (once
 -- per cooldown) and empties the bucket; a success adds increase_rpm back, up to the quota.
--- KEYS: bucket, throttles. ARGV: configured_rpm, burst, floor_rpm, outcome ok|throttled,
--- increase_rpm, decrease_factor, cooldown_ms, event id, now ('' = server clock), key ttl ms.
+-- KEYS: bucket, throttles. ARGV: 1 now, 2 configured_rpm, 3 burst, 4 floor_rpm, 5 outcome
+-- ok|throttled, 6 increase_rpm, 7 decrease_factor, 8 cooldown_ms, 9 event id, 10 key ttl ms.
 -- Returns the new rate (string).
-local configured, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local floor = tonumber(ARGV[3])
-local now = clock(ARGV[9])
+local configured, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
+local floor = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[10])
-local tokens, rate, state = load_bucket(KEYS[1], configured, burst, floor, now)
+local tokens, rate, state = load_bucket(KEYS[1], configured, burst, floor, NOW)
 local last_decrease, throttles = state.last_decrease, state.throttles_total
-if ARGV[4] == 'throttled' then
+if ARGV[5] == 'throttled' then
   throttles = throttles + 1
-  redis.call('ZADD', KEYS[2], now, ARGV[8])
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
+  redis.call('ZADD', KEYS[2], NOW, ARGV[9])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', NOW - 60000)
   redis.call('PEXPIRE', KEYS[2], ttl)
-  if now - last_decrease >= tonumber(ARGV[7]) then
-    rate = math.max(floor, rate * tonumber(ARGV[6]))
-    last_decrease = now
+  if NOW - last_decrease >= tonumber(ARGV[8]) then
+    rate = math.max(floor, rate * tonumber(ARGV[7]))
+    last_decrease = NOW
     tokens = math.min(tokens, 0)
   end
 else
-  rate = math.min(configured, rate + tonumber(ARGV[5]))
+  rate = math.min(configured, rate + tonumber(ARGV[6]))
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated_ms', tostring(state.updated),
            'rate_rpm', tostring(rate), 'configured_rpm', tostring(configured),

@@ -1,0 +1,93 @@
+-- Spend: each tenant's ledgers per UTC day (d:YYYY-MM-DD) and month (m:YYYY-MM), in
+-- micro-dollars: spent, reserved, spent|{model}, images|{model}, hits|{model}, saved|{model},
+-- warned. Periods are the Redis clock's (ledger_periods).
+local function spend_key(tenant, period) return K.SPEND_PREFIX .. tenant .. ':' .. period end
+
+-- The tenant had spend (or hits) now: listed for reports until its ledgers expire.
+local function note_spender(tenant, day, ttl)
+  local days = K.SPEND_PREFIX .. tenant .. ':days'
+  redis.call('SADD', days, day)
+  redis.call('EXPIRE', days, ttl)
+  redis.call('ZADD', K.SPEND_TENANTS, NOW_MS, tenant)
+end
+
+-- Gives back what a job holds of its tenant's budgets (it ended, or its image was bought); a
+-- queue of the tenant paused for its budget may then be served. Returns the amount, and the
+-- day and month it was held in.
+local function unreserve(job)
+  local amount = number(job, 'reserved_micro')
+  if amount <= 0 then return 0, nil, nil end
+  local day, month = job.f.reserved_day, job.f.reserved_month
+  redis.call('HINCRBY', spend_key(job.tenant, day), 'reserved', -amount)
+  redis.call('HINCRBY', spend_key(job.tenant, month), 'reserved', -amount)
+  set_fields(job, {'reserved_micro', 0})
+  resume_paused(job.tenant, 'budget')
+  return amount, day, month
+end
+
+-- Books one image Bedrock billed for the job: its reservation becomes spend in the periods it
+-- was held in (without one, its price today and this month), the job's cost, the fleet's
+-- image count; the call is no longer in flight. Returns the amount booked (micro-dollars).
+local function book_image(job, ledger_ttl)
+  local price, day, month = unreserve(job)
+  if price <= 0 then
+    day, month = ledger_periods()
+    price = number(job, 'price_micro')
+  end
+  for _, period in ipairs({day, month}) do
+    local ledger = spend_key(job.tenant, period)
+    redis.call('HINCRBY', ledger, 'spent', price)
+    redis.call('HINCRBY', ledger, 'spent|' .. job.model, price)
+    redis.call('HINCRBY', ledger, 'images|' .. job.model, 1)
+    redis.call('EXPIRE', ledger, ledger_ttl)
+  end
+  note_spender(job.tenant, day, ledger_ttl)
+  set_fields(job, {'billed_micro', number(job, 'billed_micro') + price, 'calling', ''})
+  redis.call('HINCRBY', K.STATS, 'images|' .. job.model, 1)
+  return price
+end
+
+-- A cache hit in the tenant's ledgers of today and this month: one more hit, and the price it
+-- saved.
+local function book_hit(job, ledger_ttl)
+  local today, this_month = ledger_periods()
+  for _, period in ipairs({today, this_month}) do
+    local ledger = spend_key(job.tenant, period)
+    redis.call('HINCRBY', ledger, 'hits|' .. job.model, 1)
+    redis.call('HINCRBY', ledger, 'saved|' .. job.model, number(job, 'price_micro'))
+    redis.call('EXPIRE', ledger, ledger_ttl)
+  end
+  note_spender(job.tenant, today, ledger_ttl)
+  redis.call('HINCRBY', K.STATS, 'cache_hits|' .. job.model, 1)
+end
+
+-- What a tenant's hard budgets leave for new reservations now: {left = {day, month}
+-- (micro-dollars, math.huge without a budget), ends = {day end, month end} (ms), on_exceed =
+-- 'wait' | 'fail'}. Kept per release run and drawn down locally.
+local function budget_room(tenant)
+  local today, this_month, day_ends, month_ends = ledger_periods()
+  local room = {left = {math.huge, math.huge}, ends = {day_ends, month_ends},
+                on_exceed = 'wait'}
+  if tenant == K.NO_TENANT then return room end
+  local h = redis.call('HMGET', K.TENANT_PREFIX .. tenant, 'budget_daily_hard',
+                       'budget_monthly_hard', 'budget_on_exceed')
+  for i, period in ipairs({today, this_month}) do
+    local limit = tonumber(h[i] or '')
+    if limit then
+      local s = redis.call('HMGET', spend_key(tenant, period), 'spent', 'reserved')
+      room.left[i] = limit - (tonumber(s[1] or '') or 0) - (tonumber(s[2] or '') or 0)
+    end
+  end
+  if h[3] == 'fail' then room.on_exceed = 'fail' end
+  return room
+end
+
+-- nil when `price` fits both budgets; else when it may fit again (the latest end among the
+-- periods without room).
+local function budget_blocked_until(room, price)
+  local until_ms = nil
+  for i = 1, 2 do
+    if room.left[i] < price then until_ms = math.max(until_ms or 0, room.ends[i]) end
+  end
+  return until_ms
+end

@@ -338,6 +338,14 @@ class Settings(BaseSettings):
         description="Hosts a webhook may reach even on private or loopback addresses "
         '(JSON list, e.g. ["127.0.0.1"] for a local receiver).',
     )
+    webhook_send_threads: int = Field(
+        default=4,
+        ge=0,
+        le=256,
+        description="Threads per worker process that send a finished job's webhooks at once, "
+        "without a message on the webhooks queue (retries, and deliveries when they are all "
+        "busy, go through the queue). 0 = always through the queue.",
+    )
     webhook_max_in_flight_per_endpoint: int = Field(
         default=4,
         ge=0,
@@ -415,6 +423,13 @@ class Settings(BaseSettings):
         le=30 * SECONDS_PER_DAY,
         description="How long a web console login lasts (a tenant's also ends when its API key "
         "is revoked).",
+    )
+    metrics_tenants_max: int = Field(
+        default=100,
+        ge=0,
+        le=100_000,
+        description="Per-tenant series on /metrics for at most this many tenants (the busiest "
+        "per model, the most recently spending); the fleet's totals always count every tenant.",
     )
     api_metrics_token: SecretStr | None = Field(
         default=None,

@@ -20,7 +20,7 @@ from imagegen.messages import QUEUES
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.quota import QuotaStore
-from imagegen.store.spend import Ledger, periods
+from imagegen.store.spend import Ledger
 from imagegen.store.stats import Stats
 from producer.api.problems import ProblemError
 
@@ -78,13 +78,19 @@ class FleetCollector(Collector):
         )
         warnings = CounterMetricFamily(
             "imagegen_budget_warnings",
-            "Soft budgets crossed, by tenant and period (daily, monthly)",
-            labels=["tenant", "period"],
+            "Soft budgets crossed, by period (daily, monthly); per tenant: "
+            "imagegen_tenant_soft_budget_crossed",
+            labels=["period"],
         )
         released = CounterMetricFamily(
             "imagegen_dispatch_released",
-            "Jobs the dispatcher released to the workers, by model and tenant",
-            labels=["model", "tenant"],
+            "Jobs the dispatcher released to the workers, by model",
+            labels=["model"],
+        )
+        paused = CounterMetricFamily(
+            "imagegen_dispatch_pauses",
+            "Tenant queues paused because they could not be served, by reason",
+            labels=["reason"],
         )
         prices = self._settings.model_prices_usd
         for counter in self._stats.counters():
@@ -102,12 +108,14 @@ class FleetCollector(Collector):
                 quarantined.add_metric(labels, value)
             elif kind == "redriven" and len(labels) == 1:
                 redriven.add_metric(labels, value)
-            elif kind == "released" and len(labels) == 2:
+            elif kind == "released" and len(labels) == 1:
                 released.add_metric(labels, value)
-            elif kind == "budget_warnings" and len(labels) == 2:
+            elif kind == "budget_warnings" and len(labels) == 1:
                 warnings.add_metric(labels, value)
+            elif kind == "paused" and len(labels) == 1:
+                paused.add_metric(labels, value)
         yield from (jobs, images, spend, retries, webhooks, quarantined, redriven, released)
-        yield warnings
+        yield from (warnings, paused)
 
     def _spend(self) -> Iterator[Metric]:
         spent = GaugeMetricFamily(
@@ -125,13 +133,17 @@ class FleetCollector(Collector):
             "The tenant's budgets",
             labels=["tenant", "period", "kind"],
         )
-        day, month = periods()
-        for tenant in self._ledger.tenants():
-            for name, period in (("day", day), ("month", month)):
-                found = self._ledger.period(tenant, period)
+        crossed = GaugeMetricFamily(
+            "imagegen_tenant_soft_budget_crossed",
+            "1 when the tenant's soft budget of this UTC day or month was crossed",
+            labels=["tenant", "period"],
+        )
+        tenants = self._ledger.tenants(most=self._settings.metrics_tenants_max)
+        for tenant, day, month, budget in self._ledger.snapshot(tenants):
+            for name, found in (("day", day), ("month", month)):
                 spent.add_metric([tenant, name], found.spent_usd)
                 reserved.add_metric([tenant, name], found.reserved_usd)
-            budget = self._ledger.budget(tenant)
+                crossed.add_metric([tenant, name], float(found.soft_budget_crossed))
             for period_name, kind, amount in (
                 ("day", "hard", budget.daily_hard),
                 ("day", "soft", budget.daily_soft),
@@ -140,12 +152,12 @@ class FleetCollector(Collector):
             ):
                 if amount is not None:
                     budgets.add_metric([tenant, period_name, kind], amount)
-        yield from (spent, reserved, budgets)
+        yield from (spent, reserved, budgets, crossed)
 
     def _dispatcher(self) -> Iterator[Metric]:
         waiting = GaugeMetricFamily(
             "imagegen_dispatch_waiting",
-            "Jobs waiting in the dispatcher for their turn",
+            "Jobs waiting in the dispatcher for their turn (the busiest tenants)",
             labels=["model", "tenant"],
         )
         share = GaugeMetricFamily(
@@ -155,7 +167,7 @@ class FleetCollector(Collector):
         )
         fair = GaugeMetricFamily(
             "imagegen_dispatch_fair_share",
-            "The tenant's weight over the weights of every tenant with jobs waiting",
+            "The tenant's weight over the weights of every tenant queue ready to be served",
             labels=["model", "tenant"],
         )
         held = GaugeMetricFamily(
@@ -163,8 +175,19 @@ class FleetCollector(Collector):
             "Jobs of a model due later (retries), released and unclaimed, or in flight",
             labels=["model", "state"],
         )
+        queued = GaugeMetricFamily(
+            "imagegen_dispatch_waiting_jobs",
+            "Jobs waiting in the dispatcher, every tenant",
+            labels=["model"],
+        )
+        queues = GaugeMetricFamily(
+            "imagegen_dispatch_queues",
+            "Tenant queues with jobs waiting: ready to be served, or paused (by reason)",
+            labels=["model", "state"],
+        )
+        busiest = self._settings.metrics_tenants_max
         for model_id in self._dispatch.known_models():
-            for tenant in self._dispatch.shares(model_id):
+            for tenant in self._dispatch.shares(model_id, busiest=busiest):
                 labels = [model_id, tenant.tenant]
                 waiting.add_metric(labels, tenant.waiting)
                 share.add_metric(labels, tenant.share)
@@ -173,7 +196,12 @@ class FleetCollector(Collector):
             delayed, released, active = self._dispatch.counts(model_id)
             for state, value in (("delayed", delayed), ("released", released), ("active", active)):
                 held.add_metric([model_id, state], value)
-        yield from (waiting, share, fair, held)
+            jobs, ready, paused = self._dispatch.queue_counts(model_id)
+            queued.add_metric([model_id], jobs)
+            queues.add_metric([model_id, "ready"], ready)
+            for reason, count in sorted(paused.items()):
+                queues.add_metric([model_id, f"paused_{reason}"], count)
+        yield from (waiting, share, fair, held, queued, queues)
 
     def _quota(self) -> Iterator[Metric]:
         configured = GaugeMetricFamily(

@@ -82,7 +82,7 @@ def _limits(found: TenantLimits) -> TenantLimitsResource:
 )
 def get_tenant(tenant_id: Tenant, state: State) -> TenantResource:
     client = state.client
-    shares = [s for s in client.tenant_shares() if s.tenant == tenant_id]
+    shares = client.tenant_shares(tenant=tenant_id)
     return TenantResource(
         **_limits(client.tenant_limits(tenant_id)).model_dump(),
         cache_shared=client.cache.shared(tenant_id),

@@ -41,7 +41,7 @@ def operator_page(state: State, session: Operator) -> HTMLResponse:
     return page(
         "operator.html",
         quota=_quota(state),
-        shares=client.tenant_shares(),
+        shares=client.tenant_shares(busiest=client.settings.metrics_tenants_max),
         queues=client.stats.queues(),
         dead_letters=client.dead_letters(DEAD_LETTERS_SHOWN),
         endpoints=client.webhook_deliveries.failing_endpoints(),

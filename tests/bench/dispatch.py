@@ -1,0 +1,479 @@
+"""``make bench-dispatch``: what the dispatcher costs Redis as tenants, unservable tenants and
+waiting jobs grow, against the same figures with 10 tenants in the same run.
+
+On a private ``redis-server`` (``tests.bench.whole_job``'s, checked to be ours), the real
+scripts through the real stores:
+
+  release    Redis time (``INFO commandstats``, EVALSHA usec) per released job, each run
+             releasing one job (a token per run, as at a steady quota), and the same with runs of
+             up to 64 jobs
+  position   Redis time per position read of a random waiting job
+  idle       Redis CPU per second (``used_cpu_sys + used_cpu_user``) of 20 worker processes'
+             release loops (each reading the intake too, as workers do) while every waiting
+             tenant cannot be served
+  scrape     wall time of a ``/metrics`` scrape and of ``GET /v1/tenant`` at 10,000 tenants
+  script     the longest single script run (SLOWLOG, every command logged), p99 and max, while
+             submitting, releasing at 60,000/min, claiming and finishing
+  whole job  Redis CPU per whole job (submit to final record and webhook) against a Celery no-op
+             task (``tests.bench.whole_job``)
+
+Rows: 10 tenants and none unservable (the baseline), 1,000 and 10,000 tenants with 0 and 1,000
+more that cannot be served (half past a hard budget, half at their concurrency cap), with 1,000
+and 1,000,000 jobs waiting. ``--quick`` stops at 100,000 jobs (the 1 M rows take minutes to load).
+
+Goals, one line each at the end: release and position cost at 10,000 tenants within 2x of the
+baseline; idle loops below 1 % of one Redis core; no script holds Redis longer than 2 ms p99; a
+scrape under 50 ms at 10,000 tenants; Redis CPU per whole job at most 2x the Celery no-op's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from imagegen.contract import JobSpec
+from imagegen.records import JobStatus, NewJob
+from imagegen.redis import keys
+from imagegen.redis.scripts import SCRIPT_NAMES, function_name
+from imagegen.settings import Settings
+from imagegen.store.dispatch import Dispatch
+from imagegen.store.jobs import JobStore
+from imagegen.store.spend import Budget, Ledger, periods
+from tests.bench.whole_job import _PrivateRedis
+
+MODEL = "stability.stable-image-core-v1:0"
+RELEASE_GOAL_RATIO = 2.0
+IDLE_GOAL_MS_PER_S = 10.0  # 1 % of one core
+SCRIPT_GOAL_MS = 2.0
+SCRAPE_GOAL_MS = 50.0
+CHUNK = 1_000
+RELEASE_RUNS = 2_000
+BATCH_RUNS = 30
+POSITION_READS = 1_000
+IDLE_PROCESSES = 20
+IDLE_S = 10.0
+SCRAPES = 20
+LOAD_S = 10.0
+
+
+@dataclass(frozen=True)
+class Row:
+    tenants: int
+    unservable: int
+    jobs: int
+    release_us: float  # per released job, one job a run
+    batch_release_us: float  # per released job, runs of up to 64
+    position_us: float
+
+
+@dataclass(frozen=True)
+class Figures:
+    rows: list[Row]
+    idle_ms_per_s: float
+    scrape_ms: tuple[float, float]  # median, p99
+    tenant_ms: tuple[float, float]
+    script_p99_ms: float
+    script_max_ms: float
+    slowest_script: str
+    exec_p99_ms: float
+    whole_job: Any
+
+
+def settings_for(url: str, **values: Any) -> Settings:
+    base: dict[str, Any] = {
+        "redis_url": url,
+        "rate_limit_rpm": 6_000_000,
+        "rate_limit_burst": 1,
+        "dispatch_lookahead_s": 1_000_000,
+    }
+    return Settings(_env_file=None, **{**base, **values})  # type: ignore[call-arg]
+
+
+def evalsha_usec(client: redis.Redis) -> int:
+    """Redis time spent in our scripts (functions) so far, in microseconds."""
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("usec", 0)) for c in ("fcall", "fcall_ro"))
+
+
+class Loader:
+    """Jobs and tenants put in place through the stores, as the service does."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.store = JobStore.from_settings(client, settings)
+        self.dispatch = Dispatch(client, settings)
+        self.ledger = Ledger(client, settings)
+        self.spec = JobSpec.parse({"request": {"prompt": "a lighthouse at dawn"}})
+        self.count = 0
+
+    def submit(self, tenants: Sequence[str], per_tenant: int) -> None:
+        now = int(time.time() * 1000)
+        batch: list[NewJob] = []
+        for _ in range(per_tenant):
+            for tenant in tenants:
+                self.count += 1
+                batch.append(NewJob(f"{tenant}.j{self.count}", MODEL, self.spec, now, tenant))
+                if len(batch) >= CHUNK:
+                    self.store.create(batch)
+                    batch = []
+        if batch:
+            self.store.create(batch)
+
+    def unservable(self, n: int) -> None:
+        """n tenants that cannot be served: half with no budget, half at a concurrency cap of 1
+        with their one job released."""
+        capped = [f"capped{i:05d}" for i in range(n // 2)]
+        broke = [f"broke{i:05d}" for i in range(n - n // 2)]
+        for tenant in capped:
+            self.dispatch.set_tenant_limits(tenant, max_concurrency=1)
+        self.submit(capped, 2)
+        ample = Dispatch(self.client, self.settings.model_copy(update={"rate_limit_rpm": 0.0}))
+        while ample.release(MODEL).released:
+            pass
+        for tenant in broke:
+            self.ledger.set_budget(Budget(tenant, daily_hard=0.0))
+        self.submit(broke, 1)
+        while ample.release(MODEL).released:
+            pass
+        self.client.delete("interactive")
+
+
+def measure_row(
+    server: _PrivateRedis, tenants: int, unservable: int, jobs: int
+) -> tuple[Row, Loader]:
+    client = server.client
+    client.flushall()
+    settings = settings_for(server.url)
+    loader = Loader(client, settings)
+    if unservable:
+        loader.unservable(unservable)
+    names = [f"t{i:05d}" for i in range(tenants)]
+    loader.submit(names, max(1, jobs // tenants))
+    dispatch = loader.dispatch
+    # Position reads of random waiting jobs (before any is released).
+    sample = []
+    for tenant in random.sample(names, min(len(names), 200)):
+        members = client.zrange(keys.waiting_key(MODEL, tenant, "interactive"), 0, -1)
+        sample += [str(m) for m in members[:: max(1, len(members) // 5)]]
+    before = evalsha_usec(client)
+    for _ in range(POSITION_READS):
+        dispatch.position(random.choice(sample), MODEL)
+    position_us = (evalsha_usec(client) - before) / POSITION_READS
+    # One job a run: the bucket gives one token per run (a quarter of the jobs at most).
+    one = Dispatch(client, settings_for(server.url, rate_limit_rpm=60_000, rate_limit_burst=1))
+    clock = time.time() * 1000
+    one.release(MODEL, now_ms=clock)
+    before, released = evalsha_usec(client), 0
+    for run in range(min(RELEASE_RUNS, jobs // 4)):
+        clock += 1.0  # a token every millisecond at 60,000/min
+        released += one.release(MODEL, now_ms=clock).released
+        if run % 500 == 499:
+            client.delete("interactive")
+    release_us = (evalsha_usec(client) - before) / max(1, released)
+    # Runs of up to 64 (after idle, or without a rate).
+    before, released = evalsha_usec(client), 0
+    for _ in range(max(1, min(BATCH_RUNS, jobs // 4 // 64))):
+        released += dispatch.release(MODEL).released
+    client.delete("interactive")
+    batch_us = (evalsha_usec(client) - before) / max(1, released)
+    return Row(tenants, unservable, jobs, release_us, batch_us, position_us), loader
+
+
+def _idle_loop(url: str, seconds: float) -> None:
+    from worker.intake import Intake
+    from worker.release_loop import ReleaseLoop
+
+    settings = settings_for(url, rate_limit_rpm=1200)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    store = JobStore.from_settings(client, settings)
+    dispatch = Dispatch(client, settings)
+    intake = Intake(store, dispatch, settings)
+    loop = ReleaseLoop(dispatch, settings, read_intake=intake.read_list)
+    loop.start()
+    time.sleep(seconds)
+    loop.stop()
+
+
+def measure_idle(server: _PrivateRedis) -> float:
+    """Redis CPU (ms per second) of 20 processes' release loops, every tenant unservable."""
+    client = server.client
+    client.flushall()
+    loader = Loader(client, settings_for(server.url))
+    loader.unservable(1_000)
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_idle_loop, args=(server.url, IDLE_S + 6))
+        for _ in range(IDLE_PROCESSES)
+    ]
+    for process in processes:
+        process.start()
+    time.sleep(5)  # started, scripts loaded
+    start = server.reading()
+    time.sleep(IDLE_S)
+    end = server.reading()
+    for process in processes:
+        process.join(timeout=30)
+    return (end.cpu_s - start.cpu_s) * 1000 / (end.at - start.at)
+
+
+def measure_scrape(
+    server: _PrivateRedis, loader: Loader
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """A /metrics scrape and GET /v1/tenant with the state as it is (10,000 tenants), after
+    every tenant has spend today."""
+    from fastapi.testclient import TestClient
+
+    from producer.api.app import create_app
+    from producer.client import Client
+
+    client = server.client
+    tenants = sorted(str(t) for t in client.hkeys(keys.dispatch_keys(MODEL).waiting))
+    day, month = periods()
+    pipe = client.pipeline(transaction=False)
+    now_ms = int(time.time() * 1000)
+    for tenant in tenants:
+        for period in (day, month):
+            pipe.hset(
+                keys.spend_key(tenant, period),
+                mapping={"spent": 40_000, f"spent|{MODEL}": 40_000, f"images|{MODEL}": 1},
+            )
+            pipe.expire(keys.spend_key(tenant, period), 86_400)
+        pipe.zadd(keys.SPEND_TENANTS_KEY, {tenant: now_ms})
+    pipe.execute()
+    settings = settings_for(server.url, api_admin_token="x" * 32)
+    with Client(settings, redis_client=client) as api_client:
+        _, key = api_client.api_keys.create(tenants[0])
+    app = create_app(settings, redis_client=client)
+    scrapes, reads = [], []
+    with TestClient(app) as http:
+        for _ in range(SCRAPES):
+            start = time.perf_counter()
+            assert http.get("/metrics").status_code == 200
+            scrapes.append((time.perf_counter() - start) * 1000)
+            start = time.perf_counter()
+            assert (
+                http.get("/v1/tenant", headers={"Authorization": f"Bearer {key}"}).status_code
+                == 200
+            )
+            reads.append((time.perf_counter() - start) * 1000)
+    return _median_p99(scrapes), _median_p99(reads)
+
+
+def _median_p99(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def measure_scripts(server: _PrivateRedis) -> tuple[float, float, str, float]:
+    """The longest script runs while 1,000 tenants submit and the fleet releases at 60,000/min,
+    claims and finishes: p99 and max of EVALSHA (and p99 of EXEC, a submission's transaction)
+    from a SLOWLOG that logs every command."""
+    client = server.client
+    client.flushall()
+    settings = settings_for(
+        server.url, rate_limit_rpm=60_000, rate_limit_burst=10, dispatch_lookahead_s=2
+    )
+    loader = Loader(client, settings)
+    loader.unservable(1_000)
+    tenants = [f"t{i:05d}" for i in range(1_000)]
+    loader.submit(tenants, 5)
+    functions = {function_name(name): name for name in SCRIPT_NAMES}
+    client.config_set("slowlog-log-slower-than", 0)
+    client.config_set("slowlog-max-len", 1_000_000)
+    client.slowlog_reset()
+    stop = threading.Event()
+
+    def submit() -> None:
+        while not stop.is_set():
+            loader_local = Loader(redis.Redis.from_url(server.url, decode_responses=True), settings)
+            loader_local.count = random.randint(10**7, 10**9)
+            loader_local.store.create(
+                [
+                    NewJob(
+                        f"{t}.s{uuid.uuid4().hex[:10]}",
+                        MODEL,
+                        loader.spec,
+                        int(time.time() * 1000),
+                        t,
+                    )
+                    for t in random.sample(tenants, 20)
+                ],
+                dispatch=loader_local.dispatch,
+            )
+            time.sleep(0.02)
+
+    def work() -> None:
+        own = redis.Redis.from_url(server.url, decode_responses=True)
+        store = JobStore.from_settings(own, settings)
+        dispatch = Dispatch(own, settings)
+        owner = uuid.uuid4().hex
+        while not stop.is_set():
+            dispatch.release(MODEL)
+            for _ in range(64):
+                raw = own.rpop("interactive")
+                if raw is None:
+                    break
+                job_id = __import__("json").loads(raw)["headers"]["id"]
+                if store.claim(job_id, owner, 60_000).state.value == "claimed":
+                    store.finish(job_id, owner, JobStatus.SUCCEEDED, {"s3_key": "k"})
+            time.sleep(0.001)
+
+    threads = [threading.Thread(target=submit), *(threading.Thread(target=work) for _ in range(2))]
+    for thread in threads:
+        thread.start()
+    time.sleep(LOAD_S)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    entries = client.slowlog_get(1_000_000)
+    client.config_set("slowlog-log-slower-than", 10_000)
+    scripts: list[tuple[float, str]] = []
+    execs: list[float] = []
+    for entry in entries:
+        command = entry["command"]
+        if isinstance(command, bytes):
+            command = command.decode(errors="replace")
+        words = str(command).split()
+        if not words:
+            continue
+        name = words[0].lower()
+        if name in ("fcall", "fcall_ro"):
+            scripts.append((entry["duration"] / 1000, functions.get(words[1], words[1])))
+        elif name == "exec":
+            execs.append(entry["duration"] / 1000)
+    scripts.sort()
+    durations = [d for d, _ in scripts]
+    p99 = durations[int(len(durations) * 0.99)] if durations else 0.0
+    slowest = scripts[-1] if scripts else (0.0, "-")
+    exec_p99 = sorted(execs)[int(len(execs) * 0.99)] if execs else 0.0
+    return p99, slowest[0], slowest[1], exec_p99
+
+
+@contextmanager
+def _run_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="bench-dispatch-") as path:
+        yield Path(path)
+
+
+def measure(*, quick: bool = False, whole_jobs: int = 2000) -> Figures:
+    from tests.bench import whole_job
+
+    plan = [
+        (10, 0, 1_000),
+        (1_000, 0, 1_000),
+        (1_000, 1_000, 1_000),
+        (10_000, 0, 1_000 * 10),
+        (10_000, 1_000, 10_000),
+    ]
+    big = 100_000 if quick else 1_000_000
+    plan += [(10_000, 0, big), (10_000, 1_000, big)]
+    rows: list[Row] = []
+    with _run_dir() as run_dir, _PrivateRedis("dispatch", run_dir) as server:
+        loader = None
+        for tenants, unservable, jobs in plan:
+            print(
+                f"loading {tenants:,} tenants, {unservable:,} unservable, {jobs:,} jobs ...",
+                file=sys.stderr,
+            )
+            row, loader = measure_row(server, tenants, unservable, jobs)
+            rows.append(row)
+            print(f"  {row}", file=sys.stderr)
+        assert loader is not None
+        print("scrape ...", file=sys.stderr)
+        scrape, tenant = measure_scrape(server, loader)
+        print("idle loops ...", file=sys.stderr)
+        idle = measure_idle(server)
+        print("scripts under load ...", file=sys.stderr)
+        p99, slowest_ms, slowest_name, exec_p99 = measure_scripts(server)
+    print("whole job against a Celery no-op ...", file=sys.stderr)
+    whole = whole_job.measure(jobs=whole_jobs)
+    return Figures(rows, idle, scrape, tenant, p99, slowest_ms, slowest_name, exec_p99, whole)
+
+
+def _verdict(met: bool) -> str:
+    return "MET" if met else "NOT MET"
+
+
+def report(figures: Figures) -> list[str]:
+    from tests.bench import whole_job
+
+    header = ("tenants", "unservable", "jobs", "release us/job", "(runs of 64)", "position us")
+    lines = [
+        "The dispatcher's Redis cost (real scripts, a private Redis; us = microseconds of Redis",
+        "time per released job or per position read)",
+        "",
+        " ".join(f"{name:>14}" for name in header),
+    ]
+    for row in figures.rows:
+        cells = (
+            f"{row.tenants:,}",
+            f"{row.unservable:,}",
+            f"{row.jobs:,}",
+            f"{row.release_us:.1f}",
+            f"{row.batch_release_us:.1f}",
+            f"{row.position_us:.1f}",
+        )
+        lines.append(" ".join(f"{cell:>14}" for cell in cells))
+    base = figures.rows[0]
+    big = [r for r in figures.rows if r.tenants >= 10_000]
+    worst = max(big, key=lambda r: r.release_us)
+    worst_position = max(big, key=lambda r: r.position_us)
+    release_ratio = worst.release_us / base.release_us
+    position_ratio = worst_position.position_us / base.position_us
+    scrape_median, scrape_p99 = figures.scrape_ms
+    tenant_median, tenant_p99 = figures.tenant_ms
+    idle_percent = figures.idle_ms_per_s / 10
+    lines += [
+        "",
+        f"idle release loops of {IDLE_PROCESSES} processes, every waiting tenant unservable: "
+        f"{figures.idle_ms_per_s:.2f} ms of Redis CPU per second",
+        f"/metrics at 10,000 tenants: {scrape_median:.1f} ms median, {scrape_p99:.1f} ms p99",
+        f"GET /v1/tenant at 10,000 tenants: {tenant_median:.1f} ms median, {tenant_p99:.1f} ms p99",
+        f"scripts while releasing at 60,000/min: p99 {figures.script_p99_ms:.3f} ms, longest "
+        f"{figures.script_max_ms:.3f} ms ({figures.slowest_script}); a submission's "
+        f"transaction p99 {figures.exec_p99_ms:.3f} ms",
+        "",
+        *whole_job.report_lines(figures.whole_job),
+        "",
+        f"release cost at 10,000 tenants within {RELEASE_GOAL_RATIO:g}x of 10 tenants: "
+        f"{worst.release_us:.1f} vs {base.release_us:.1f} us ({release_ratio:.2f}x) ... "
+        + _verdict(release_ratio <= RELEASE_GOAL_RATIO),
+        f"position cost at 10,000 tenants within {RELEASE_GOAL_RATIO:g}x of 10 tenants: "
+        f"{worst_position.position_us:.1f} vs {base.position_us:.1f} us "
+        f"({position_ratio:.2f}x) ... " + _verdict(position_ratio <= RELEASE_GOAL_RATIO),
+        f"idle release loops below 1 % of one Redis core: {idle_percent:.2f} % ... "
+        + _verdict(figures.idle_ms_per_s < IDLE_GOAL_MS_PER_S),
+        f"no script holds Redis longer than {SCRIPT_GOAL_MS:g} ms p99: "
+        f"{figures.script_p99_ms:.3f} ms ... " + _verdict(figures.script_p99_ms <= SCRIPT_GOAL_MS),
+        f"a /metrics scrape under {SCRAPE_GOAL_MS:g} ms at 10,000 tenants: p99 "
+        f"{scrape_p99:.1f} ms ... " + _verdict(scrape_p99 < SCRAPE_GOAL_MS),
+    ]
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="stop at 100,000 waiting jobs")
+    parser.add_argument("--whole-jobs", type=int, default=2000)
+    args = parser.parse_args(argv)
+    for line in report(measure(quick=args.quick, whole_jobs=args.whole_jobs)):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lock test lint format demo dev chaos bench-emulator bench-quota bench-fair bench-cache bench-submit clean
+.PHONY: install lock test lint format demo dev chaos bench-emulator bench-quota bench-fair bench-cache bench-submit bench-dispatch clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ bench-cache: install
 ## bench-submit: jobs per second onto the queue (client, API) against a plain Celery loop
 bench-submit: install
 	$(BIN)/python -m tests.bench.submit
+
+## bench-dispatch: the dispatcher's Redis cost at 10 to 10,000 tenants and 1 M jobs, idle loops, scrapes, the longest script, a whole job against a Celery no-op (about 20 min)
+bench-dispatch: install
+	$(BIN)/python -m tests.bench.dispatch
 
 ## bench-emulator: requests per second the Bedrock emulator serves (1:1 PNG, no latency)
 bench-emulator: install

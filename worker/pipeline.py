@@ -69,6 +69,8 @@ class Services:
 RETRY_SCHEDULED = "retry_scheduled"
 # The error code of a job given back to wait for its tenant's budget (no failure counted).
 BUDGET_WAIT = "BudgetWait"
+# Call errors after which Bedrock may have generated and billed an image nobody read.
+BILLED_UNSEEN = frozenset({"ReadTimeout"})
 
 
 class _NoBudget:
@@ -256,9 +258,18 @@ class _Attempt:
         try:
             answer = invoke_model(self.services.bedrock, model_id, body)
         except BedrockCallError as e:
-            self.best_effort(
-                "clear the call", lambda: store.mark_calling(self.job_id, self.owner, calling=False)
-            )
+            if e.code in BILLED_UNSEEN:
+                # Bedrock may have generated (and billed) the image nobody read: booked when the
+                # attempt ends, like a bought one.
+                self.bought = True
+                log.warning(
+                    "job call timed out after it was sent; booked as spent", extra=self.facts()
+                )
+            else:
+                self.best_effort(
+                    "clear the call",
+                    lambda: store.mark_calling(self.job_id, self.owner, calling=False),
+                )
             metrics.BEDROCK_CALLS.labels(model_id, e.code).inc()
             if e.code == "ThrottlingException" and limiter.enabled(model_id):
                 limiter.report(model_id, throttled=True)

@@ -21,7 +21,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from imagegen.messages import generate_message_template
 from imagegen.redis import keys
@@ -41,6 +41,8 @@ __all__ = ["UNLIMITED_LOOKAHEAD", "Dispatch", "Position", "Release", "TenantLimi
 
 # Most jobs one run of the release script releases (a run holds Redis about 15 us per job).
 RELEASE_MOST = 64
+# Why a tenant's queue is paused (``scripts/lib/queues.lua``).
+PAUSE_REASONS = ("budget", "concurrency", "rate")
 # Released and unclaimed jobs allowed for a model without a rate limit.
 UNLIMITED_LOOKAHEAD = 64
 _NOTHING_WAITS = -1
@@ -224,10 +226,22 @@ class Dispatch:
         found = [_position_from(item) for item in raw]
         return [item for item in found if item is not None]
 
-    def waiting(self, model_id: str) -> dict[str, int]:
-        """Jobs waiting per tenant for one model (``-`` for jobs without a tenant): one read."""
-        raw = self.redis.hgetall(keys.dispatch_keys(model_id).waiting)
-        return {str(tenant): int(count) for tenant, count in raw.items() if int(count) > 0}
+    def waiting(self, model_id: str, busiest: int | None = None) -> dict[str, int]:
+        """Jobs waiting per tenant for one model (``-`` for jobs without a tenant), the
+        ``busiest`` only when given: one read."""
+        raw = self.redis.zrange(
+            keys.dispatch_keys(model_id).waiting,
+            0,
+            -1 if busiest is None else busiest - 1,
+            desc=True,
+            withscores=True,
+        )
+        pairs = cast("list[tuple[str, float]]", raw)
+        return {str(tenant): int(count) for tenant, count in pairs if int(count) > 0}
+
+    def waiting_total(self, model_id: str) -> int:
+        """Jobs of the model waiting, every tenant."""
+        return int(self.redis.hget(keys.dispatch_keys(model_id).state, "jobs") or 0)
 
     def paused(self, model_id: str) -> dict[str, str]:
         """Tenants whose queue of the model is paused, and why (budget, concurrency, rate)."""
@@ -253,31 +267,26 @@ class Dispatch:
         ``tenant``'s when given; the ``busiest`` by jobs waiting, then released, when given): a
         few reads whatever the number of tenants."""
         names = keys.dispatch_keys(model_id)
-        pipe = self.redis.pipeline(transaction=False)
         if tenant is None:
-            pipe.hgetall(names.waiting)
-            pipe.hgetall(names.weight)
+            waiting = self.waiting(model_id, busiest)
         else:
-            pipe.hmget(names.waiting, [tenant])
-            pipe.hmget(names.weight, [tenant])
-        pipe.hget(names.state, "weight_sum")
-        raw_waiting, raw_weights, raw_sum = pipe.execute()
-        if tenant is None:
-            waiting = {str(t): int(n) for t, n in raw_waiting.items() if int(n) > 0}
-            ready = {str(t): float(w) for t, w in raw_weights.items()}
-        else:
-            waiting = {tenant: int(raw_waiting[0])} if raw_waiting[0] else {}
-            ready = {tenant: float(raw_weights[0])} if raw_weights[0] else {}
+            found = self.redis.zscore(names.waiting, tenant)
+            waiting = {tenant: int(found)} if found else {}
         everyone = self.released_last_minute(model_id)
         released = sum(everyone.values())
         recent = everyone
         if tenant is not None:
             recent = Counter({tenant: everyone[tenant]}) if everyone[tenant] else Counter()
-        weight_sum = float(raw_sum or 0)
         tenants = sorted({*waiting, *recent})
         if busiest is not None and len(tenants) > busiest:
             ranked = sorted(tenants, key=lambda t: (-waiting.get(t, 0), -recent[t], t))
             tenants = sorted(ranked[:busiest])
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(names.state, "weight_sum")
+        pipe.hmget(names.weight, tenants or ["-"])
+        raw_sum, raw_weights = pipe.execute()
+        ready = {t: float(w) for t, w in zip(tenants, raw_weights, strict=False) if w}
+        weight_sum = float(raw_sum or 0)
         unknown = [t for t in tenants if t not in ready]
         weights = {**dict(zip(unknown, self._weights_of(unknown), strict=True)), **ready}
         return [
@@ -307,15 +316,15 @@ class Dispatch:
         ]
 
     def queue_counts(self, model_id: str) -> tuple[int, int, dict[str, int]]:
-        """Jobs waiting (all tenants), tenant queues ready, and paused queues by reason."""
+        """Jobs waiting (all tenants), tenant queues ready, and paused queues by reason: one
+        round trip whatever the number of tenants."""
         names = keys.dispatch_keys(model_id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(names.state, "jobs")
+        pipe.hmget(names.state, ["jobs", *(f"paused|{reason}" for reason in PAUSE_REASONS)])
         pipe.zcard(names.tenants)
-        pipe.zrange(names.paused, 0, -1)
-        jobs, ready, paused = pipe.execute()
-        reasons = Counter(self.paused(model_id).values()) if paused else Counter()
-        return int(jobs or 0), int(ready), dict(reasons)
+        (jobs, *paused), ready = pipe.execute()
+        counts = {r: int(n or 0) for r, n in zip(PAUSE_REASONS, paused, strict=True) if n}
+        return int(jobs or 0), int(ready), {r: n for r, n in counts.items() if n > 0}
 
     def counts(self, model_id: str) -> tuple[int, int, int]:
         """Jobs of the model due later (retries), released and unclaimed, released or running."""

@@ -29,7 +29,7 @@ def _quota(state: ApiState) -> list[dict[str, Any]]:
     return [
         {
             **dataclasses.asdict(status),
-            "waiting": sum(client.dispatch.waiting(status.model_id).values()),
+            "waiting": client.dispatch.waiting_total(status.model_id),
         }
         for status in client.quota()
     ]

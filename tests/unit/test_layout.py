@@ -93,7 +93,8 @@ def test_every_script_file_names_its_keys_arguments_and_key_families() -> None:
         text = (SCRIPTS_DIR / f"{name}.lua").read_text()
         header = re.match(r"(?:--[^\n]*\n)+", text)
         assert header, name
-        assert "KEYS" in header[0] and "ARGV" in header[0], name
+        assert "KEYS" in header[0], name
+        assert "ARGV" in header[0], name
         body = text[header.end() :]
         if _TOUCHING.search(body):
             # A script that reaches keys outside its KEYS says which families (Redis Cluster

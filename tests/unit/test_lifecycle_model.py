@@ -169,7 +169,7 @@ class Lifecycle(RuleBasedStateMachine):
         deadline_ms=st.sampled_from([None, None, 500, 5_000, 60_000]),
         after=st.booleans(),
     )
-    def submit(
+    def submit(  # noqa: PLR0917 (hypothesis passes each drawn value by name)
         self,
         tenant: str | None,
         n: int,
@@ -411,19 +411,27 @@ class Lifecycle(RuleBasedStateMachine):
             if tenant:
                 tenant_active = self.redis.zscore(f"imagegen:tenant:{tenant}:active", job_id)
                 assert (tenant_active is not None) == (place in ("released", "running"))
-            if place == "after":
-                parent_next = self.redis.lrange(keys.job_key(record["after_job"]) + ":next", 0, -1)
-                assert parent_next.count(job_id) == 1, (job_id, parent_next)
-                assert self.redis.hget(keys.job_key(record["after_job"]), "place") != "final"
-            if place == "following":
-                entry = record["cache_entry"]
-                followers = self.redis.lrange(f"{entry}:followers", 0, -1)
-                assert followers.count(job_id) == 1, (job_id, followers)
-                leader = self.redis.get(f"{entry}:leader")
-                assert leader and self.place(leader) in ("released", "running"), (job_id, leader)
+            self._check_waiting_for_another_job(job_id, place, record)
         for name, members in (("delayed", delayed), ("released", released), ("running", running)):
             stray = members - set(self.created)
             assert not stray, f"{name} holds jobs that do not exist: {stray}"
+
+    def _check_waiting_for_another_job(
+        self, job_id: str, place: str, record: dict[str, str]
+    ) -> None:
+        """An ``after`` job is on its (open) input job's list; a follower on its (released or
+        running) leader's."""
+        if place == "after":
+            parent_next = self.redis.lrange(keys.job_key(record["after_job"]) + ":next", 0, -1)
+            assert parent_next.count(job_id) == 1, (job_id, parent_next)
+            assert self.redis.hget(keys.job_key(record["after_job"]), "place") != "final"
+        if place == "following":
+            entry = record["cache_entry"]
+            followers = self.redis.lrange(f"{entry}:followers", 0, -1)
+            assert followers.count(job_id) == 1, (job_id, followers)
+            leader = self.redis.get(f"{entry}:leader")
+            assert leader, job_id
+            assert self.place(leader) in ("released", "running"), (job_id, leader)
 
     @invariant()
     def open_sets_are_the_jobs_not_final(self) -> None:
@@ -437,7 +445,7 @@ class Lifecycle(RuleBasedStateMachine):
     def tenant_queues_match_their_jobs(self) -> None:
         names = keys.dispatch_keys(MODEL)
         actual = Counter(self.created[j] or keys.NO_TENANT for j in self.jobs_in("waiting"))
-        counts = {t: int(n) for t, n in self.redis.hgetall(names.waiting).items()}
+        counts = {t: int(n) for t, n in self.redis.zrange(names.waiting, 0, -1, withscores=True)}
         assert counts == dict(actual)
         ready = set(self.redis.zrange(names.tenants, 0, -1))
         paused = set(self.redis.zrange(names.paused, 0, -1))
@@ -448,6 +456,9 @@ class Lifecycle(RuleBasedStateMachine):
         weights = {t: float(w) for t, w in self.redis.hgetall(names.weight).items()}
         assert set(weights) == ready
         assert float(state.get("weight_sum", 0)) == pytest.approx(sum(weights.values()), abs=1e-6)
+        reasons = Counter(state.get(f"pause|{tenant}") for tenant in paused)
+        counted = {r: int(state.get(f"paused|{r}") or 0) for r in ("budget", "concurrency", "rate")}
+        assert {r: n for r, n in counted.items() if n} == dict(reasons)
         for tenant in paused:
             assert state.get(f"pause|{tenant}") in ("budget", "concurrency", "rate")
             index = self.redis.hget(f"imagegen:tenant:{tenant}:paused", MODEL)

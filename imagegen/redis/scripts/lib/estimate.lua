@@ -12,7 +12,7 @@ local function estimate_start(model, tenant, k, limits)
                        'pause|' .. tenant, 'ptag|' .. tenant)
   local vtime, jobs = tonumber(s[1] or '') or 0, tonumber(s[2] or '') or 0
   local weight_sum, run_ms = tonumber(s[3] or '') or 0, tonumber(s[4] or '')
-  local reason, own_waiting = s[5] or '', tonumber(redis.call('HGET', base .. ':waiting', tenant) or '') or 0
+  local reason, own_waiting = s[5] or '', tonumber(redis.call('ZSCORE', base .. ':waiting', tenant) or '') or 0
   local w = tonumber(redis.call('HGET', base .. ':weight', tenant) or '') or tenant_weight(tenant)
   local tag = tonumber(redis.call('ZSCORE', base .. ':tenants', tenant) or '')
   local ready = tag ~= nil

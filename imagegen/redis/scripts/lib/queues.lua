@@ -3,11 +3,12 @@
 --   :tenants                zset  ready queues, by the start tag of their next job (SFQ)
 --   :paused                 zset  paused queues, by when they may be served again (inf: an
 --                                 event resumes them)
---   :waiting                hash  tenant -> jobs waiting (ready or paused)
+--   :waiting                zset  tenant -> jobs waiting (ready or paused): the busiest first
 --   :weight                 hash  ready tenant -> its weight when it became ready
 --   :finish                 zset  idle tenants' last finish tags, while above the virtual time
 --   :state                  hash  vtime, jobs (waiting in all), weight_sum (of ready queues),
---                                 run_ms (mean run time), streak|{t}, pause|{t}, ptag|{t}
+--                                 run_ms (mean run time), paused|{reason} (queues paused),
+--                                 streak|{t}, pause|{t}, ptag|{t}
 --   :delayed :released :active  zsets of the places delayed, released, released or running
 -- and per tenant K.TENANT_PREFIX .. tenant .. ':paused' (hash model -> reason) while paused.
 local function dispatch_base(model) return K.DISPATCH_PREFIX .. model end
@@ -65,7 +66,7 @@ local function queue_add(job)
   local base = dispatch_base(job.model)
   redis.call('ZADD', wait_key(job.model, job.tenant, job.class), order_score(job), job.id)
   redis.call('HINCRBY', base .. ':state', 'jobs', 1)
-  if redis.call('HINCRBY', base .. ':waiting', job.tenant, 1) == 1 then
+  if tonumber(redis.call('ZINCRBY', base .. ':waiting', 1, job.tenant)) == 1 then
     local finish = tonumber(redis.call('ZSCORE', base .. ':finish', job.tenant) or '') or 0
     redis.call('ZREM', base .. ':finish', job.tenant)
     make_ready(base, job.tenant, math.max(vtime_of(base), finish))
@@ -75,11 +76,14 @@ end
 
 -- The tenant's queue has no job left: idle, its finish tag kept while it matters.
 local function queue_empty(base, model, tenant)
-  redis.call('HDEL', base .. ':waiting', tenant)
+  redis.call('ZREM', base .. ':waiting', tenant)
   local tag = unready(base, tenant)
   if not tag then
-    tag = tonumber(redis.call('HGET', base .. ':state', 'ptag|' .. tenant) or '')
-    redis.call('ZREM', base .. ':paused', tenant)
+    local h = redis.call('HMGET', base .. ':state', 'ptag|' .. tenant, 'pause|' .. tenant)
+    tag = tonumber(h[1] or '')
+    if redis.call('ZREM', base .. ':paused', tenant) == 1 and h[2] then
+      redis.call('HINCRBY', base .. ':state', 'paused|' .. h[2], -1)
+    end
     redis.call('HDEL', K.TENANT_PREFIX .. tenant .. ':paused', model)
   end
   redis.call('HDEL', base .. ':state', 'streak|' .. tenant, 'pause|' .. tenant,
@@ -94,7 +98,7 @@ local function queue_remove(job, popped)
     return
   end
   redis.call('HINCRBY', base .. ':state', 'jobs', -1)
-  if redis.call('HINCRBY', base .. ':waiting', job.tenant, -1) <= 0 then
+  if tonumber(redis.call('ZINCRBY', base .. ':waiting', -1, job.tenant)) <= 0 then
     queue_empty(base, job.model, job.tenant)
   end
 end
@@ -108,6 +112,7 @@ local function pause(model, tenant, reason, until_ms)
   local score = until_ms == math.huge and '+inf' or until_ms
   redis.call('ZADD', base .. ':paused', score, tenant)
   redis.call('HSET', base .. ':state', 'pause|' .. tenant, reason, 'ptag|' .. tenant, tag)
+  redis.call('HINCRBY', base .. ':state', 'paused|' .. reason, 1)
   redis.call('HSET', K.TENANT_PREFIX .. tenant .. ':paused', model, reason)
   redis.call('HINCRBY', K.STATS, 'paused|' .. reason, 1)
 end
@@ -116,7 +121,9 @@ end
 local function resume(model, tenant)
   local base = dispatch_base(model)
   if redis.call('ZREM', base .. ':paused', tenant) == 0 then return false end
-  local tag = tonumber(redis.call('HGET', base .. ':state', 'ptag|' .. tenant) or '') or 0
+  local h = redis.call('HMGET', base .. ':state', 'ptag|' .. tenant, 'pause|' .. tenant)
+  local tag = tonumber(h[1] or '') or 0
+  if h[2] then redis.call('HINCRBY', base .. ':state', 'paused|' .. h[2], -1) end
   redis.call('HDEL', base .. ':state', 'pause|' .. tenant, 'ptag|' .. tenant)
   redis.call('HDEL', K.TENANT_PREFIX .. tenant .. ':paused', model)
   make_ready(base, tenant, math.max(tag, vtime_of(base)))

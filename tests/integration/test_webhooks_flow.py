@@ -28,6 +28,9 @@ WEBHOOK_ENV = {
     "IMAGEGEN_WEBHOOK_JITTER_FRACTION": "0",
     "IMAGEGEN_WEBHOOK_SWEEP_INTERVAL_S": "0.2",
     "IMAGEGEN_WEBHOOK_HANDOFF_GRACE_S": "2",
+    # Deliveries go through the webhooks queue, to a worker of their own (the job workers do
+    # not send a finished job's webhooks themselves).
+    "IMAGEGEN_WEBHOOK_SEND_THREADS": "0",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,17 +13,19 @@ from typing import Any
 import fakeredis
 import pytest
 
+from imagegen.messages import WEBHOOK_QUEUE
 from imagegen.records import JobStatus
 from imagegen.redis import keys
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings
-from imagegen.store.deliveries import SigningSecrets
+from imagegen.store.deliveries import Deliveries, SigningSecrets
 from imagegen.store.jobs import JobStore
 from imagegen.store.maintenance import Maintenance
 from imagegen.store.spend import Budget
 from producer.client import Client
 from producer.webhooks import WebhookVerificationError, verify
 from tests.support import Receiver, TrickleServer, independent_signature_check
+from worker.send_now import SendNow
 from worker.sweeper import OutboxSweeper
 from worker.webhooks import WebhookSender
 
@@ -485,3 +488,51 @@ def test_crossing_a_soft_budget_sends_the_tenant_a_signed_warning(hooks: Hooks) 
     assert data["monthly"]["hard_budget_usd"] == 10.0
     headers = {k.lower(): v for k, v in request["headers"].items()}
     assert headers["webhook-id"].startswith(f"msg_budget_{tenant}_d_")
+
+
+def test_a_finished_jobs_webhook_is_sent_by_its_worker_without_a_queued_message(
+    settings: Settings,
+) -> None:
+    """The worker that finished a job sends its webhook at once; the outbox entry stays as the
+    fallback, and no message goes to the webhooks queue."""
+    redis = fakeredis.FakeRedis(decode_responses=True)
+    settings = settings.model_copy(
+        update={"webhook_allow_http": True, "webhook_allowed_hosts": ("127.0.0.1",)}
+    )
+    client = Client(settings, redis_client=redis)
+    hook = "http://127.0.0.1:9/done"
+    job = client.submit("a lighthouse", webhook_url=hook)
+    store = JobStore.from_settings(redis, settings)
+    assert store.claim(job.job_id, "w", 60_000).state.value == "claimed"
+    redis.delete(WEBHOOK_QUEUE)
+    finished = store.finish(job.job_id, "w", JobStatus.SUCCEEDED, {"s3_key": "k"}, deliver_now=True)
+    assert finished.deliveries == [f"{job.job_id}:job.succeeded"]
+    assert redis.llen(WEBHOOK_QUEUE) == 0
+    assert redis.zscore(keys.WEBHOOKS_DUE_KEY, finished.deliveries[0]) is not None
+    # Without deliver_now, the message is queued as before.
+    other = client.submit("a harbour", webhook_url=hook)
+    store.claim(other.job_id, "w", 60_000)
+    assert store.finish(other.job_id, "w", JobStatus.FAILED, {}).deliveries == []
+    assert redis.llen(WEBHOOK_QUEUE) == 1
+
+
+def test_deliveries_beyond_the_send_threads_go_to_the_webhooks_queue() -> None:
+    redis = fakeredis.FakeRedis(decode_responses=True)
+    release = threading.Event()
+    sent: list[str] = []
+
+    def send(delivery_id: str) -> None:
+        release.wait(5)
+        sent.append(delivery_id)
+
+    send_now = SendNow(send, Deliveries(redis), threads=1)
+    ids = [f"J{i}:job.succeeded" for i in range(12)]
+    send_now(ids)
+    # One thread, eight waiting per thread: nine taken here, the rest queued at once.
+    assert redis.llen(WEBHOOK_QUEUE) == 3
+    release.set()
+    deadline = time.monotonic() + 5
+    while len(sent) < 9 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    send_now.close()
+    assert sorted(sent) == sorted(ids[:9])

@@ -2,7 +2,8 @@
 
 A job has a **status** (what callers read: ``queued``, ``running``, then one final status) and a
 **place** (where it is held and what may happen to it next). The place decides the status, so
-the two are written together, by one Lua function (``transition`` in ``prelude.lua``) that
+the two are written together, by one Lua function (``transition``, in
+``imagegen/redis/scripts/lib/lifecycle.lua``) that
 
 1. checks the event may move the job from where it is (``TRANSITIONS``), else changes nothing;
 2. takes the job out of its old place and puts it in the new one (each place owns the Redis

@@ -88,6 +88,8 @@ class JobOutcome:
     status: str
     s3_key: str | None = None
     seed: int | None = None
+    # The job's model, when the attempt knew it (its release loop releases that model's next).
+    model_id: str | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -304,7 +306,7 @@ class _Attempt:
             delay_s=0.0,
         )
         log.info("job waits for its budget", extra=self.facts(given_back=given_back))
-        return JobOutcome(self.job_id, RETRY_SCHEDULED)
+        return JobOutcome(self.job_id, RETRY_SCHEDULED, model_id=self.record.model_id)
 
     def best_effort(self, what: str, action: Callable[[], Any]) -> Any:
         """Run a bookkeeping step after an image was bought; when Redis fails it, log and go on
@@ -425,7 +427,7 @@ class _Attempt:
                 finish=outcome.value,
             ),
         )
-        return JobOutcome(self.job_id, status.value, s3_key, seed)
+        return JobOutcome(self.job_id, status.value, s3_key, seed, self.record.model_id)
 
     def fail_or_retry(self, error: JobError) -> JobOutcome:
         earlier = sum(1 for entry in self.record.attempt_log if entry.error_code == error.code)
@@ -447,7 +449,7 @@ class _Attempt:
                     "job retry not scheduled: the lease was lost",
                     extra=self.facts(error_code=error.code, elapsed_ms=self.elapsed_ms()),
                 )
-                return JobOutcome(self.job_id, ClaimState.BUSY.value)
+                return JobOutcome(self.job_id, ClaimState.BUSY.value, model_id=self.record.model_id)
             metrics.RETRIES.labels(error.code).inc()
             log.warning(
                 "job retry scheduled",
@@ -457,7 +459,7 @@ class _Attempt:
                     elapsed_ms=self.elapsed_ms(),
                 ),
             )
-            return JobOutcome(self.job_id, RETRY_SCHEDULED)
+            return JobOutcome(self.job_id, RETRY_SCHEDULED, model_id=self.record.model_id)
         log.warning(
             "job giving up", extra=self.facts(error_code=error.code, reason=decision.reason)
         )

@@ -1,7 +1,9 @@
 """The release loop: a thread in every worker process that runs the dispatcher's release for every
 model with work, then sleeps until the next token is due (or until a job of this process
-finishes and wakes it). Every process runs one and none leads: the release script is atomic, so
-two loops at once only share the work. It also reads the plain intake (``worker.intake``).
+finishes and wakes it: then it releases that job's model only, one round trip, and leaves the
+rest to the next whole pass). Every process runs one and none leads: the release script is
+atomic, so two loops at once only share the work. It also reads the plain intake
+(``worker.intake``) on every whole pass.
 
 The loop survives any error of one pass: it logs it and tries again after a pause.
 """
@@ -12,6 +14,7 @@ import logging
 import math
 import random
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import redis as redis_lib
@@ -21,7 +24,7 @@ from imagegen.store.dispatch import Dispatch
 from worker import metrics
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
 __all__ = ["ReleaseLoop"]
 
@@ -47,13 +50,21 @@ class ReleaseLoop:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        # Models woken since the last pass, and whether a whole pass was asked for.
+        self._woken: set[str] = set()
+        self._whole = False
 
     def run_once(self) -> float:
         """One pass: read the intake, release every model's due jobs; returns how long to sleep."""
         if self._read_intake is not None:
             self._read_intake()
+        return self.release(self._dispatch.models_with_work())
+
+    def release(self, model_ids: Iterable[str]) -> float:
+        """Release these models' due jobs; returns how long to sleep."""
         sleep_s = self._interval_s
-        for model_id in self._dispatch.models_with_work():
+        for model_id in model_ids:
             release = self._dispatch.release(model_id)
             if release.released:
                 metrics.JOBS_RELEASED.labels(model_id).inc(release.released)
@@ -63,9 +74,21 @@ class ReleaseLoop:
             sleep_s = min(sleep_s, wait_s)
         return max(_MIN_SLEEP_S, sleep_s)
 
-    def wake(self) -> None:
-        """Run a pass now (a job finished: its slot, or a retry, may be ready to go)."""
+    def wake(self, model_id: str | None = None) -> None:
+        """Release now: ``model_id``'s jobs (one of its jobs finished: its slot, or a retry,
+        may be ready to go), or, without one, run a whole pass."""
+        with self._lock:
+            if model_id is None:
+                self._whole = True
+            else:
+                self._woken.add(model_id)
         self._wake.set()
+
+    def _take_woken(self) -> tuple[set[str], bool]:
+        with self._lock:
+            woken, whole = self._woken, self._whole
+            self._woken, self._whole = set(), False
+        return woken, whole
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="release-loop", daemon=True)
@@ -82,9 +105,17 @@ class ReleaseLoop:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
+        whole_due = 0.0  # when the next whole pass (the intake, every model) is due
         while not self._stop.is_set():
             try:
-                sleep_s = self.run_once()
+                woken, whole = self._take_woken()
+                now = time.monotonic()
+                if whole or not woken or now >= whole_due:
+                    sleep_s = self.run_once()
+                    whole_due = now + sleep_s
+                else:
+                    # Woken by finished jobs: only their models, one round trip each.
+                    sleep_s = min(self.release(sorted(woken)), max(0.0, whole_due - now))
             except redis_lib.RedisError:
                 log.warning("release loop cannot reach Redis; trying again", exc_info=True)
                 sleep_s = _ERROR_PAUSE_S * random.uniform(0.5, 1.5)

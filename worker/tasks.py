@@ -33,11 +33,13 @@ def generate(job_id: str) -> dict[str, Any]:
 
     A job pushed as a raw message (with its job as a keyword) was turned into a waiting job by
     the gate (``worker.transport``); its own release is the message this task runs."""
+    outcome = None
     try:
-        return run_job(job_id, services(), execution_owner()).summary()
+        outcome = run_job(job_id, services(), execution_owner())
+        return outcome.summary()
     finally:
         # A finished job frees a worker thread (and maybe a cap's slot): release what is due.
-        release_loop().wake()
+        release_loop().wake(outcome.model_id if outcome else None)
 
 
 @app.task(name=DELIVER_TASK)

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from standardwebhooks.webhooks import Webhook
 
 from imagegen.contract import BUDGET_WARNING_EVENT, CHAIN_EVENTS
-from imagegen.errors import JobNotFoundError
 from imagegen.records import ChainStep, JobRecord, JobStatus
 from imagegen.settings import Settings
 from imagegen.ssrf import VettedTarget, WebhookUrlError, vet_configured
@@ -116,10 +115,8 @@ class WebhookSender:
         claim = self._deliveries.claim(delivery_id, lease_ms)
         if claim.state != "claimed":
             return DeliveryResult(delivery_id, claim.state)
-        attempt = claim.attempt
-        try:
-            record = self._jobs.get(claim.job_id)
-        except JobNotFoundError:
+        attempt, record = claim.attempt, claim.record
+        if record is None:
             return self._finish(
                 delivery_id, attempt, "exhausted", None, error="the job record has expired"
             )
@@ -129,8 +126,8 @@ class WebhookSender:
             return self._finish(delivery_id, attempt, "refused", None, error=str(e))
         endpoint = f"{target.scheme}://{target.host}:{target.port}"
         cap = settings.webhook_max_in_flight_per_endpoint
-        slot = uuid.uuid4().hex
-        if cap and not self._deliveries.take_endpoint_slot(endpoint, cap, lease_ms, slot):
+        slot = (endpoint, uuid.uuid4().hex) if cap else None
+        if slot and not self._deliveries.take_endpoint_slot(endpoint, cap, lease_ms, slot[1]):
             delay_s = random.uniform(*_ENDPOINT_BUSY_DELAY_S)
             self._deliveries.defer(delivery_id, delay_s)
             log.info(
@@ -140,12 +137,13 @@ class WebhookSender:
             return DeliveryResult(delivery_id, "deferred")
         try:
             body = json.dumps(self._payload(record, claim.event), separators=(",", ":"))
-            headers = self._headers(claim.webhook_id, body, record.tenant)
+            headers = self._headers(claim.webhook_id, body, record.tenant, claim.secrets)
             response = self._post(target, body, headers)
-            return self._judge(delivery_id, attempt, response)
-        finally:
-            if cap:
-                self._deliveries.free_endpoint_slot(endpoint, slot)
+        except BaseException:
+            if slot:
+                self._deliveries.free_endpoint_slot(*slot)
+            raise
+        return self._judge(delivery_id, attempt, response, slot)
 
     # -- building the request ----------------------------------------------------------------
 
@@ -207,11 +205,13 @@ class WebhookSender:
             return self.secrets
         return SigningSecrets(self._redis, self._settings.webhook_secret_overlap_s, tenant)
 
-    def _headers(self, webhook_id: str, body: str, tenant: str | None) -> dict[str, str]:
+    def _headers(
+        self, webhook_id: str, body: str, tenant: str | None, stored_secrets: str = ""
+    ) -> dict[str, str]:
         sent_at = datetime.now(UTC)
         signatures = " ".join(
             Webhook(secret).sign(webhook_id, sent_at, body)
-            for secret in self.secrets_for(tenant).active()
+            for secret in self.secrets_for(tenant).active(stored_secrets)
         )
         return {
             "content-type": "application/json",
@@ -236,23 +236,36 @@ class WebhookSender:
 
     # -- judging the answer ------------------------------------------------------------------
 
-    def _judge(self, delivery_id: str, attempt: int, response: PostResult) -> DeliveryResult:
+    def _judge(
+        self,
+        delivery_id: str,
+        attempt: int,
+        response: PostResult,
+        slot: tuple[str, str] | None = None,
+    ) -> DeliveryResult:
         status = response.status
         if status is not None and 200 <= status < 300:
-            return self._finish(delivery_id, attempt, "delivered", response)
+            return self._finish(delivery_id, attempt, "delivered", response, slot=slot)
         if status == _GONE:
             return self._finish(
-                delivery_id, attempt, "disabled", response, error="410 Gone: endpoint disabled"
+                delivery_id,
+                attempt,
+                "disabled",
+                response,
+                error="410 Gone: endpoint disabled",
+                slot=slot,
             )
         schedule = self._settings.webhook_retry_schedule_s
         error = response.error or f"HTTP {status}: {response.excerpt[:200]}"
         if attempt >= len(schedule):
-            return self._finish(delivery_id, attempt, "exhausted", response, error=error)
+            return self._finish(delivery_id, attempt, "exhausted", response, error=error, slot=slot)
         jitter = self._settings.webhook_jitter_fraction
         delay_s = schedule[attempt] * random.uniform(1 - jitter, 1 + jitter)
         if status in _SLOW_DOWN and response.retry_after_s is not None:
             delay_s = max(delay_s, response.retry_after_s)
-        return self._finish(delivery_id, attempt, "retry", response, error=error, delay_s=delay_s)
+        return self._finish(
+            delivery_id, attempt, "retry", response, error=error, delay_s=delay_s, slot=slot
+        )
 
     def _finish(
         self,
@@ -263,6 +276,7 @@ class WebhookSender:
         *,
         error: str | None = None,
         delay_s: float | None = None,
+        slot: tuple[str, str] | None = None,
     ) -> DeliveryResult:
         status = response.status if response else None
         self._deliveries.record(
@@ -273,6 +287,7 @@ class WebhookSender:
             latency_ms=response.latency_ms if response else None,
             error=error,
             delay_s=delay_s,
+            slot=slot,
         )
         metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
         log.info(

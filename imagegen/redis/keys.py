@@ -3,8 +3,11 @@
 =====================================  ======  =================================================
 key                                    type    what it holds
 =====================================  ======  =================================================
-``imagegen:job:{job_id}``              hash    the job record (fields: see ``imagegen.records``);
-                                               expires ``job_retention_s`` after its last change
+``imagegen:job:{job_id}``              hash    the job record (fields: see ``imagegen.records``;
+                                               ``place``: ``imagegen.lifecycle``); no TTL while
+                                               the job is open, ``job_retention_s`` once final
+``imagegen:job:{job_id}:next``         list    jobs waiting for this one's output (chain steps),
+                                               while it is open
 ``imagegen:job:{job_id}:parked-image`` string  image bytes bought from Bedrock whose S3 upload
                                                failed, so a retry uploads them instead of
                                                paying for a new one (expires with the record)
@@ -40,9 +43,11 @@ key                                    type    what it holds
                                                and event streams subscribe to)
 ``imagegen:dlq``                       zset    failed job ids scored by failure time (ms);
                                                trimmed past the job retention
-``imagegen:stats``                     hash    fleet-wide counters for /metrics:
-                                               ``jobs|{model}|{status}``, ``images|{model}``,
-                                               ``retries|{code}``, ``webhooks|{outcome}``
+``imagegen:stats``                     hash    fleet-wide counters for /metrics (none per
+                                               tenant): ``jobs|{model}|{status}``,
+                                               ``images|{model}``, ``retries|{code}``,
+                                               ``webhooks|{outcome}``, ``released|{model}``,
+                                               ``paused|{reason}``, ``illegal|{event}|{place}``
 ``imagegen:limiter:{region}:{model}``  hash    the shared token bucket of one Bedrock quota:
                                                ``tokens``, ``updated_ms``, ``rate_rpm``
                                                (effective), ``configured_rpm``,
@@ -69,29 +74,43 @@ key                                    type    what it holds
 ``imagegen:quarantine``                list    messages from our queues that were not tasks of
                                                ours: JSON with reason, queue and the message
                                                (cut at 64 KiB), newest first, 10,000 kept
-``imagegen:dispatch:models``           set     models with jobs waiting or due later
-``imagegen:dispatch:{model}:tenants``  zset    tenants with jobs waiting for the model, scored by
-                                               the start tag of their next job (virtual time)
+``imagegen:seq``                       string  counts submissions (the order of jobs submitted in
+                                               the same millisecond)
+``imagegen:dispatch:models``           set     models with jobs waiting, paused, due later or
+                                               released
+``imagegen:dispatch:{model}:tenants``  zset    ready tenant queues of the model, scored by the
+                                               start tag of their next job (virtual time)
+``...:{model}:paused``                 zset    paused tenant queues, by when they may be served
+                                               again (ms; +inf: when an event resumes them)
+``...:{model}:waiting``                zset    tenant -> jobs waiting (ready or paused)
+``...:{model}:weight``                 hash    ready tenant -> its weight (``weight_sum`` in
+                                               ``:state`` adds them up)
+``...:{model}:finish``                 zset    idle tenants' last finish tags, while above the
+                                               virtual time
 ``...:{model}:wait:{tenant}:{class}``  zset    one tenant's waiting jobs of one priority class,
                                                by deadline (ms), then submission (see
-                                               ``order_score`` in the prelude)
+                                               ``order_score`` in ``scripts/lib/queues.lua``)
 ``...:{model}:delayed``                zset    jobs waiting for a retry's due time (ms)
 ``...:{model}:released``               zset    jobs released to a Celery queue and not claimed
                                                yet, by release time (ms)
 ``...:{model}:active``                 zset    jobs released or running (the model's
                                                concurrency cap), by release time (ms)
-``...:{model}:state``                  hash    ``vtime`` (the virtual time), ``finish|{tenant}``
-                                               (an idle tenant's last finish tag),
-                                               ``streak|{tenant}`` (interactive jobs released in
-                                               a row while batch jobs waited)
+``...:{model}:state``                  hash    ``vtime`` (the virtual time), ``jobs`` (waiting),
+                                               ``weight_sum``, ``run_ms`` (mean run time),
+                                               ``paused|{reason}`` (queues paused); per tenant
+                                               with jobs waiting: ``streak|{tenant}``,
+                                               ``pause|{tenant}``, ``ptag|{tenant}``
+``imagegen:tenant:{tenant}:paused``    hash    model -> why the tenant's queue of it is paused
 ``imagegen:spend:{tenant}:{period}``   hash    a tenant's Bedrock spend in one UTC day
                                                (``d:YYYY-MM-DD``) or month (``m:YYYY-MM``), in
                                                micro-dollars: ``spent``, ``reserved`` (released
                                                jobs not settled yet), ``spent|{model}``,
                                                ``images|{model}``, ``warned`` (its soft budget
                                                was crossed); ``-`` for jobs without a tenant
-``imagegen:spend:{tenant}:days``       set     the days with spend (``d:YYYY-MM-DD``)
-``imagegen:spend:tenants``             set     tenants with any spend, for reports
+``imagegen:spend:{tenant}:days``       set     the days with spend (``d:YYYY-MM-DD``); expires with
+                                               the ledgers
+``imagegen:spend:tenants``             zset    tenants with any spend, by their last booking
+                                               (ms), for reports; trimmed past the ledgers' life
 ``imagegen:cache:{scope}:{sha256}``    hash    a cached image (jobs with a fixed seed): the job
                                                that bought it and where it is; the scope is the
                                                tenant (``-``: none) or ``+shared`` for tenants

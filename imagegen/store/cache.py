@@ -3,7 +3,7 @@ of the same scope bought (same model, same normalised request) gets that image, 
 Bedrock call, a token or a reservation; an identical job submitted while the first still runs
 waits for it instead of calling too. The lookup is part of the submit script
 (``job_submit.lua``); filling and serving followers is part of the final transition
-(``finalize`` in the prelude).
+(the final place in ``scripts/lib/lifecycle.lua``).
 
 Each tenant has its own scope; tenants that opt in share one (``+shared``), so an image is
 shared only between tenants that both opted in. Entries expire after ``cache_ttl_s``.

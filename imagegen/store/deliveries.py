@@ -1,8 +1,9 @@
 """The webhook delivery store: reading deliveries, claiming and recording each attempt, sending
 them again, and the signing secrets.
 
-Deliveries are created by the job transitions (``add_delivery`` in the scripts' prelude), in the
-same script as the status they report, so a webhook is never lost between the two.
+Deliveries are created by the job transitions (``add_delivery`` in
+``scripts/lib/deliveries.lua``), in the same script as the status they report, so a webhook is
+never lost between the two.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 import redis as redis_lib
 
 from imagegen.messages import DELIVERY_ID_PLACEHOLDER, WEBHOOK_QUEUE, delivery_message_template
-from imagegen.records import WebhookDelivery
+from imagegen.records import JobRecord, WebhookDelivery
 from imagegen.redis import codecs, keys
 from imagegen.redis.scripts import Scripts
 
@@ -41,6 +42,10 @@ class DeliveryClaim:
     event: str = ""
     url: str = ""
     webhook_id: str = ""
+    # Read with the claim: the job's record (None once it expired) and its tenant's signing
+    # secrets as stored (JSON; '' when none were made yet).
+    record: JobRecord | None = None
+    secrets: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,17 +109,20 @@ class Deliveries:
     def claim(self, delivery_id: str, lease_ms: int) -> DeliveryClaim:
         """Take the delivery for one attempt (a lease: never sent twice at once)."""
         key = keys.webhook_key(delivery_id)
-        state, attempt = self._scripts.run("delivery_claim", [key], [delivery_id, lease_ms])
+        state, attempt, *sent = self._scripts.run("delivery_claim", [key], [delivery_id, lease_ms])
         if state != "claimed":
             return DeliveryClaim(str(state), int(attempt))
-        fields = cast("dict[str, str]", self._redis.hgetall(key))
+        job_id, event, url, webhook_id, secrets, *pairs = sent
+        fields = dict(zip(pairs[::2], pairs[1::2], strict=True))
         return DeliveryClaim(
             "claimed",
             int(attempt),
-            job_id=fields["job_id"],
-            event=fields["event"],
-            url=fields["url"],
-            webhook_id=fields["webhook_id"],
+            job_id=job_id,
+            event=event,
+            url=url,
+            webhook_id=webhook_id,
+            record=codecs.record_from_hash(fields) if fields else None,
+            secrets=secrets,
         )
 
     def take_endpoint_slot(self, endpoint: str, cap: int, lease_ms: int, slot: str) -> bool:
@@ -145,14 +153,17 @@ class Deliveries:
         latency_ms: int | None,
         error: str | None,
         delay_s: float | None,
+        slot: tuple[str, str] | None = None,
     ) -> None:
         """Log one attempt; ``outcome`` (delivered, retry, exhausted, refused, disabled) says
-        what follows: a retry is due after ``delay_s``."""
+        what follows: a retry is due after ``delay_s``. ``slot`` (endpoint, slot id) is the
+        endpoint slot the attempt held, given back in the same step."""
         line = codecs.delivery_attempt_line(attempt, status, latency_ms, error, delay_s)
+        inflight = keys.endpoint_inflight_key(slot[0]) if slot else keys.UNUSED_KEY
         self._scripts.run(
             "delivery_record",
-            [keys.webhook_key(delivery_id)],
-            [delivery_id, outcome, line, round((delay_s or 0) * 1000)],
+            [keys.webhook_key(delivery_id), inflight],
+            [delivery_id, outcome, line, round((delay_s or 0) * 1000), slot[1] if slot else ""],
         )
 
     def for_job(self, job_id: str) -> list[WebhookDelivery]:
@@ -206,9 +217,10 @@ class SigningSecrets:
         raw = self._redis.get(self._key)
         return json.loads(raw) if raw else []
 
-    def active(self) -> list[str]:
-        """The secrets to sign with now, newest first (one is created on first use)."""
-        entries = self._load()
+    def active(self, stored: str | None = None) -> list[str]:
+        """The secrets to sign with now, newest first (one is created on first use);
+        ``stored``: what was read of them already (JSON, '' for none)."""
+        entries = json.loads(stored) if stored else self._load()
         if not entries:
             self._redis.set(self._key, json.dumps([_new_entry()]), nx=True)
             entries = self._load()

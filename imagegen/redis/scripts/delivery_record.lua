@@ -1,8 +1,11 @@
--- Records one delivery attempt and what follows from it.
--- KEYS: delivery hash. ARGV: 1 now, 2 delivery id, 3 outcome (delivered | retry | exhausted |
--- refused | disabled), 4 attempt-log line, 5 retry delay ms.
+-- Records one delivery attempt and what follows from it, and gives back the endpoint's slot the
+-- attempt held (if any).
+-- KEYS: 1 delivery hash, 2 the endpoint's in-flight set (or an unused key). ARGV: 1 now, 2
+-- delivery id, 3 outcome (delivered | retry | exhausted | refused | disabled), 4 attempt-log
+-- line, 5 retry delay ms, 6 the slot held ('' = none).
 -- Touches: the outbox, the webhook dead-letter set, the disabled endpoints, stats.
 -- Returns 1.
+if ARGV[6] ~= '' then redis.call('ZREM', KEYS[2], ARGV[6]) end
 local log = redis.call('HGET', KEYS[1], 'log') or ''
 redis.call('HSET', KEYS[1], 'log', log .. ARGV[4] .. '\n', 'lease_until_ms', 0)
 local outcome = ARGV[3]

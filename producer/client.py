@@ -342,11 +342,13 @@ class Client:
         """Each tenant's share of each model's rate over the last minute, against its fair
         share (default: every allowed model, and any other with jobs waiting); only
         ``tenant``'s, or the ``busiest`` tenants', when given."""
-        models = model_ids or self.dispatch.known_models()
+        models = list(model_ids or self.dispatch.known_models())
+        if tenant is not None:
+            return self.dispatch.tenant_shares(tenant, models)
         return [
             share
             for model_id in models
-            for share in self.dispatch.shares(model_id, tenant, busiest=busiest)
+            for share in self.dispatch.shares(model_id, busiest=busiest)
         ]
 
     def tenant_limits(self, tenant: str) -> TenantLimits:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,14 @@ if TYPE_CHECKING:
 
     from imagegen.records import NewJob
 
-__all__ = ["UNLIMITED_LOOKAHEAD", "Dispatch", "Position", "Release", "TenantLimits"]
+__all__ = [
+    "UNLIMITED_LOOKAHEAD",
+    "Dispatch",
+    "ModelSnapshot",
+    "Position",
+    "Release",
+    "TenantLimits",
+]
 
 # Most jobs one run of the release script releases (a run holds Redis about 15 us per job).
 RELEASE_MOST = 64
@@ -70,6 +78,21 @@ class Position:
     share: float
     rate_rpm: float
     paused_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """One model's figures for the metrics: the busiest tenants' shares, jobs waiting (every
+    tenant), tenant queues ready and paused (by reason), jobs due later, released, active."""
+
+    model_id: str
+    shares: list[TenantShare]
+    waiting: int
+    ready: int
+    paused: dict[str, int]
+    delayed: int
+    released: int
+    active: int
 
 
 @dataclass(frozen=True)
@@ -325,6 +348,124 @@ class Dispatch:
         (jobs, *paused), ready = pipe.execute()
         counts = {r: int(n or 0) for r, n in zip(PAUSE_REASONS, paused, strict=True) if n}
         return int(jobs or 0), int(ready), {r: n for r, n in counts.items() if n > 0}
+
+    def snapshot(self, model_ids: Sequence[str], busiest: int) -> list[ModelSnapshot]:
+        """Every model's figures for the fleet's metrics, with the ``busiest`` tenants' shares:
+        two round trips whatever the number of models and tenants."""
+        since_ms = time.time() * 1000 - 60_000
+        pipe = self.redis.pipeline(transaction=False)
+        for model_id in model_ids:
+            names = keys.dispatch_keys(model_id)
+            pipe.zrange(names.waiting, 0, busiest - 1, desc=True, withscores=True)
+            pipe.hmget(names.state, ["jobs", "weight_sum", *(f"paused|{r}" for r in PAUSE_REASONS)])
+            pipe.zcard(names.tenants)
+            pipe.zcard(names.delayed)
+            pipe.zcard(names.released)
+            pipe.zcard(names.active)
+            pipe.zrangebyscore(self._bucket(model_id).calls, since_ms, "+inf")
+        replies = pipe.execute()
+        per_model = []
+        weights_pipe = self.redis.pipeline(transaction=False)
+        for index, model_id in enumerate(model_ids):
+            top, state, ready, delayed, released, active, calls = replies[7 * index : 7 * index + 7]
+            waiting = {str(t): int(n) for t, n in cast("list[tuple[str, float]]", top) if n > 0}
+            recent = Counter(str(m).split("|", 1)[0] for m in calls)
+            tenants = sorted({*waiting, *recent})
+            if len(tenants) > busiest:
+                ranked = sorted(tenants, key=lambda t: (-waiting.get(t, 0), -recent[t], t))
+                tenants = sorted(ranked[:busiest])
+            weights_pipe.hmget(keys.dispatch_keys(model_id).weight, tenants or ["-"])
+            per_model.append(
+                (model_id, waiting, recent, tenants, state, ready, delayed, released, active)
+            )
+        found = []
+        for (
+            model_id,
+            waiting,
+            recent,
+            tenants,
+            state,
+            ready,
+            delayed,
+            released,
+            active,
+        ), raw in zip(per_model, weights_pipe.execute(), strict=True):
+            jobs, weight_sum, *paused = state
+            ready_weights = {t: float(w) for t, w in zip(tenants, raw, strict=False) if w}
+            unknown = [t for t in tenants if t not in ready_weights]
+            weights = {
+                **dict(zip(unknown, self._weights_of(unknown), strict=True)),
+                **ready_weights,
+            }
+            total_released = sum(recent.values())
+            total_weight = float(weight_sum or 0)
+            shares = [
+                TenantShare(
+                    model_id=model_id,
+                    tenant=name,
+                    weight=weights[name],
+                    waiting=waiting.get(name, 0),
+                    released_last_minute=recent[name],
+                    share=recent[name] / total_released if total_released else 0.0,
+                    fair_share=ready_weights[name] / total_weight
+                    if name in ready_weights and total_weight
+                    else None,
+                )
+                for name in tenants
+            ]
+            found.append(
+                ModelSnapshot(
+                    model_id=model_id,
+                    shares=shares,
+                    waiting=int(jobs or 0),
+                    ready=int(ready),
+                    paused={
+                        r: int(n)
+                        for r, n in zip(PAUSE_REASONS, paused, strict=True)
+                        if n and int(n) > 0
+                    },
+                    delayed=int(delayed),
+                    released=int(released),
+                    active=int(active),
+                )
+            )
+        return found
+
+    def tenant_shares(self, tenant: str, model_ids: Sequence[str]) -> list[TenantShare]:
+        """One tenant's share of each model's rate (the models it has jobs waiting for or
+        released over the last minute): two round trips whatever the number of models."""
+        since_ms = time.time() * 1000 - 60_000
+        pipe = self.redis.pipeline(transaction=False)
+        for model_id in model_ids:
+            names = keys.dispatch_keys(model_id)
+            pipe.zscore(names.waiting, tenant)
+            pipe.hget(names.weight, tenant)
+            pipe.hget(names.state, "weight_sum")
+            pipe.zrangebyscore(self._bucket(model_id).calls, since_ms, "+inf")
+        replies = pipe.execute()
+        [weight] = self._weights_of([tenant])
+        found = []
+        for index, model_id in enumerate(model_ids):
+            waiting, ready_weight, weight_sum, calls = replies[4 * index : 4 * index + 4]
+            recent = Counter(str(m).split("|", 1)[0] for m in calls)
+            if not waiting and not recent[tenant]:
+                continue
+            released = sum(recent.values())
+            total_weight = float(weight_sum or 0)
+            found.append(
+                TenantShare(
+                    model_id=model_id,
+                    tenant=tenant,
+                    weight=float(ready_weight) if ready_weight else weight,
+                    waiting=int(waiting or 0),
+                    released_last_minute=recent[tenant],
+                    share=recent[tenant] / released if released else 0.0,
+                    fair_share=float(ready_weight) / total_weight
+                    if ready_weight and total_weight
+                    else None,
+                )
+            )
+        return found
 
     def counts(self, model_id: str) -> tuple[int, int, int]:
         """Jobs of the model due later (retries), released and unclaimed, released or running."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imagegen.redis import keys
 from imagegen.redis.scripts import Scripts
@@ -75,19 +75,34 @@ class QuotaStore:
 
     def status(self, model_id: str) -> QuotaStatus:
         """The quota of ``model_id`` as every worker sees it now (Redis server clock)."""
-        limit = self._settings.limit_for(model_id)
-        bucket = self._keys(model_id)
-        tokens, rate, calls, throttles, total = self._scripts.run(
-            "quota_peek",
-            [bucket.bucket, bucket.calls, bucket.throttles],
-            self._bucket_args(model_id),
-        )
-        return QuotaStatus(
-            model_id=model_id,
-            configured_rpm=limit.rpm,
-            effective_rpm=float(rate),
-            tokens=float(tokens),
-            calls_last_minute=int(calls),
-            throttles_last_minute=int(throttles),
-            throttles_total=int(float(total)),
-        )
+        [found] = self.statuses([model_id])
+        return found
+
+    def statuses(self, model_ids: list[str]) -> list[QuotaStatus]:
+        """The quotas of ``model_ids``, in one round trip."""
+
+        def build(pipe: Any) -> None:
+            for model_id in model_ids:
+                bucket = self._keys(model_id)
+                self._scripts.run(
+                    "quota_peek",
+                    [bucket.bucket, bucket.calls, bucket.throttles],
+                    self._bucket_args(model_id),
+                    client=pipe,
+                )
+
+        replies = self._scripts.execute(build, transaction=False)
+        return [
+            QuotaStatus(
+                model_id=model_id,
+                configured_rpm=self._settings.limit_for(model_id).rpm,
+                effective_rpm=float(rate),
+                tokens=float(tokens),
+                calls_last_minute=int(calls),
+                throttles_last_minute=int(throttles),
+                throttles_total=int(float(total)),
+            )
+            for model_id, (tokens, rate, calls, throttles, total) in zip(
+                model_ids, replies, strict=True
+            )
+        ]

@@ -186,20 +186,23 @@ class FleetCollector(Collector):
             labels=["model", "state"],
         )
         busiest = self._settings.metrics_tenants_max
-        for model_id in self._dispatch.known_models():
-            for tenant in self._dispatch.shares(model_id, busiest=busiest):
+        for model in self._dispatch.snapshot(self._dispatch.known_models(), busiest):
+            model_id = model.model_id
+            for tenant in model.shares:
                 labels = [model_id, tenant.tenant]
                 waiting.add_metric(labels, tenant.waiting)
                 share.add_metric(labels, tenant.share)
                 if tenant.fair_share is not None:
                     fair.add_metric(labels, tenant.fair_share)
-            delayed, released, active = self._dispatch.counts(model_id)
-            for state, value in (("delayed", delayed), ("released", released), ("active", active)):
+            for state, value in (
+                ("delayed", model.delayed),
+                ("released", model.released),
+                ("active", model.active),
+            ):
                 held.add_metric([model_id, state], value)
-            jobs, ready, paused = self._dispatch.queue_counts(model_id)
-            queued.add_metric([model_id], jobs)
-            queues.add_metric([model_id, "ready"], ready)
-            for reason, count in sorted(paused.items()):
+            queued.add_metric([model_id], model.waiting)
+            queues.add_metric([model_id, "ready"], model.ready)
+            for reason, count in sorted(model.paused.items()):
                 queues.add_metric([model_id, f"paused_{reason}"], count)
         yield from (waiting, share, fair, held, queued, queues)
 
@@ -223,10 +226,9 @@ class FleetCollector(Collector):
         throttles = CounterMetricFamily(
             "imagegen_throttles", "ThrottlingExceptions from Bedrock", labels=["model"]
         )
-        for model_id in self._settings.allowed_model_ids:
-            if not self._settings.limit_for(model_id).rpm:
-                continue
-            status = self._quota_store.status(model_id)
+        limited = [m for m in self._settings.allowed_model_ids if self._settings.limit_for(m).rpm]
+        for status in self._quota_store.statuses(limited):
+            model_id = status.model_id
             configured.add_metric([model_id], status.configured_rpm)
             effective.add_metric([model_id], status.effective_rpm)
             tokens.add_metric([model_id], status.tokens)

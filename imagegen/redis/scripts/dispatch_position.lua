@@ -8,11 +8,13 @@
 -- Returns {position (0 = not waiting), start ms from now (-1: unbounded), share, rate rpm,
 -- pause reason ('' = none)} as strings.
 CTX.weights = cjson.decode(ARGV[3])
-local job = load_job(ARGV[2])
-if not job or job.place ~= 'waiting' then return {'0', '0', '0', '0', ''} end
-local rank = redis.call('ZRANK', wait_key(job.model, job.tenant, job.class), job.id)
+local h = redis.call('HMGET', job_key(ARGV[2]), 'place', 'model_id', 'tenant', 'priority')
+if h[1] ~= 'waiting' then return {'0', '0', '0', '0', ''} end
+local model, tenant = h[2], tenant_of(h[3])
+local class = h[4] == 'batch' and 'batch' or 'interactive'
+local rank = redis.call('ZRANK', wait_key(model, tenant, class), ARGV[2])
 if not rank then return {'0', '0', '0', '0', ''} end
-local k = jobs_ahead(job.model, job.tenant, job.class, rank, tonumber(ARGV[9]))
-return estimate_start(job.model, job.tenant, k, {
+local k = jobs_ahead(model, tenant, class, rank, tonumber(ARGV[9]))
+return estimate_start(model, tenant, k, {
   bucket = KEYS[1], rpm = tonumber(ARGV[4]), burst = tonumber(ARGV[5]), floor = tonumber(ARGV[6]),
   tenant_rpm = tonumber(ARGV[7]), tenant_cap = tonumber(ARGV[8])})

@@ -13,7 +13,13 @@ local function estimate_start(model, tenant, k, limits)
   local vtime, jobs = tonumber(s[1] or '') or 0, tonumber(s[2] or '') or 0
   local weight_sum, run_ms = tonumber(s[3] or '') or 0, tonumber(s[4] or '')
   local reason, own_waiting = s[5] or '', tonumber(redis.call('ZSCORE', base .. ':waiting', tenant) or '') or 0
-  local w = tonumber(redis.call('HGET', base .. ':weight', tenant) or '') or tenant_weight(tenant)
+  -- The tenant's record: its weight and caps (the settings' when it names none).
+  local record = {}
+  if tenant ~= K.NO_TENANT then
+    record = redis.call('HMGET', K.TENANT_PREFIX .. tenant, 'weight', 'rate_rpm', 'max_concurrency')
+  end
+  local w = tonumber(redis.call('HGET', base .. ':weight', tenant) or '')
+             or math.max(tonumber(record[1] or '') or CTX.weights[tenant] or 1, 1e-6)
   local tag = tonumber(redis.call('ZSCORE', base .. ':tenants', tenant) or '')
   local ready = tag ~= nil
   if not ready then
@@ -44,8 +50,7 @@ local function estimate_start(model, tenant, k, limits)
   end
   local rpm, cap = limits.tenant_rpm, limits.tenant_cap
   if tenant ~= K.NO_TENANT then
-    local h = redis.call('HMGET', K.TENANT_PREFIX .. tenant, 'rate_rpm', 'max_concurrency')
-    rpm, cap = tonumber(h[1] or '') or rpm, tonumber(h[2] or '') or cap
+    rpm, cap = tonumber(record[2] or '') or rpm, tonumber(record[3] or '') or cap
     if rpm > 0 then
       local t_tokens = tenant_tokens(tenant, rpm)
       start = math.max(start, math.max(0, k + 1 - t_tokens) * 60000 / rpm)

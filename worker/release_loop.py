@@ -35,6 +35,8 @@ _CAPS_FULL_PAUSE_S = 0.05
 _ERROR_PAUSE_S = 1.0
 # Shortest sleep, so loops in many processes do not all hit Redis at the same instant.
 _MIN_SLEEP_S = 0.002
+# How often a loop reads which models have work (between, it releases the ones it knows).
+_MODELS_REFRESH_S = 2.0
 
 
 class ReleaseLoop:
@@ -54,12 +56,23 @@ class ReleaseLoop:
         # Models woken since the last pass, and whether a whole pass was asked for.
         self._woken: set[str] = set()
         self._whole = False
+        self._known_models: list[str] = []
+        self._models_read_at = -math.inf
 
     def run_once(self) -> float:
         """One pass: read the intake, release every model's due jobs; returns how long to sleep."""
         if self._read_intake is not None:
             self._read_intake()
-        return self.release(self._dispatch.models_with_work())
+        return self.release(self._models())
+
+    def _models(self) -> list[str]:
+        """The models with work, as last read (again every ``_MODELS_REFRESH_S``): a model
+        new to this process meanwhile was released by its submission, and is found then."""
+        now = time.monotonic()
+        if now >= self._models_read_at + _MODELS_REFRESH_S:
+            self._known_models = self._dispatch.models_with_work()
+            self._models_read_at = now
+        return self._known_models
 
     def release(self, model_ids: Iterable[str]) -> float:
         """Release these models' due jobs; returns how long to sleep."""

@@ -333,6 +333,55 @@ def test_a_throttle_from_bedrock_slows_the_shared_rate(rig: Rig) -> None:
     assert status.effective_rpm < status.configured_rpm
 
 
+def test_a_read_timeout_is_booked_as_spent_once(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bedrock may have generated (and billed) the image of a call whose answer timed out: it is
+    booked when the attempt gives the job back; the retry that buys it again is booked too."""
+    from imagegen.errors import BedrockCallError
+
+    tenant = f"timeout-{uuid.uuid4().hex[:8]}"
+    job = rig.client.submit("a lighthouse", tenant=tenant)
+
+    def timed_out(*_: Any, **__: Any) -> None:
+        msg = "Read timeout on endpoint URL"
+        raise BedrockCallError("ReadTimeout", msg)
+
+    with monkeypatch.context() as patch:
+        patch.setattr("worker.pipeline.invoke_model", timed_out)
+        assert rig.run(job.job_id).status == RETRY_SCHEDULED
+    [row] = rig.client.spend(tenant)
+    assert (row.images, row.spend_usd) == (1, pytest.approx(0.04))
+    rig.answer(bedrock_payload())
+    rig.run(job.job_id)
+    record = rig.client.get(job.job_id)
+    assert (record.status, record.cost_usd) == (JobStatus.SUCCEEDED, pytest.approx(0.08))
+    [row] = rig.client.spend(tenant)
+    assert (row.images, row.spend_usd) == (2, pytest.approx(0.08))
+
+
+def test_a_retry_after_the_lease_was_lost_is_not_scheduled(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt whose lease the redrive took back during its call gives nothing back when the
+    call fails: the job is someone else's by then (it waits for its turn again)."""
+    from imagegen.errors import BedrockCallError
+
+    job = rig.submit()
+    store = rig.services.store
+
+    def slow_then_unavailable(*_: Any, **__: Any) -> None:
+        rig.redis.hset(keys.job_key(job.job_id), "lease_until_ms", 0)  # the lease ran out
+        rig.redis.zadd(keys.RUNNING_KEY, {job.job_id: 0})
+        assert store.redrive_due() == [job.job_id]
+        msg = "try again"
+        raise BedrockCallError("ServiceUnavailableException", msg)
+
+    monkeypatch.setattr("worker.pipeline.invoke_model", slow_then_unavailable)
+    outcome = rig.run(job.job_id)
+    assert outcome.status == "busy"  # not "retry_scheduled"
+    record = rig.client.get(job.job_id)
+    assert (record.status, record.place, record.attempt_log) == (JobStatus.QUEUED, "waiting", [])
+
+
 def test_bookkeeping_that_fails_after_a_bought_image_never_throws_it_away(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:

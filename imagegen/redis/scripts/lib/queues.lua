@@ -49,9 +49,8 @@ local function unready(base, tenant)
   redis.call('ZREM', base .. ':tenants', tenant)
   local w = tonumber(redis.call('HGET', base .. ':weight', tenant) or '') or 0
   redis.call('HDEL', base .. ':weight', tenant)
-  local sum = redis.call('HINCRBYFLOAT', base .. ':state', 'weight_sum', -w)
-  if redis.call('ZCARD', base .. ':tenants') == 0 or tonumber(sum) < 1e-9 then
-    redis.call('HSET', base .. ':state', 'weight_sum', 0)
+  if tonumber(redis.call('HINCRBYFLOAT', base .. ':state', 'weight_sum', -w)) < 1e-9 then
+    redis.call('HSET', base .. ':state', 'weight_sum', 0)  -- no float dust when none is ready
   end
   return tonumber(tag)
 end

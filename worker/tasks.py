@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from celery.signals import setup_logging, worker_init, worker_ready, worker_shutdown
@@ -10,6 +11,7 @@ from celery.worker.control import Panel
 
 from imagegen.logs import configure_logging
 from imagegen.messages import DELIVER_TASK, GENERATE_TASK
+from imagegen.records import JobStatus
 from imagegen.settings import get_settings
 from worker.app import app
 from worker.metrics import serve_metrics
@@ -23,10 +25,28 @@ from worker.runtime import (
     webhook_sender,
 )
 
-__all__ = ["deliver_webhook", "generate"]
+__all__ = ["JobEndedWithoutImage", "deliver_webhook", "generate"]
 
 
-@app.task(name=GENERATE_TASK)
+class JobEndedWithoutImage(Exception):  # noqa: N818 (it names what happened, not an error)
+    """The task's job ended failed, filtered, canceled, expired or past its budget: the task
+    raises it so Flower (and Celery's events) show the task as failed; the job's record says
+    why. Celery logs it as expected, without a traceback, and acknowledges the message."""
+
+
+# The final statuses Flower shows as a failed task.
+_ENDED_WITHOUT_IMAGE = frozenset(
+    {
+        JobStatus.FAILED.value,
+        JobStatus.FILTERED.value,
+        JobStatus.CANCELED.value,
+        JobStatus.EXPIRED.value,
+        JobStatus.BUDGET_EXCEEDED.value,
+    }
+)
+
+
+@app.task(name=GENERATE_TASK, throws=(JobEndedWithoutImage,))
 def generate(job_id: str) -> dict[str, Any]:
     """Run one attempt of a job the dispatcher released. A retryable failure puts the job back
     in the dispatcher for its retry's due time; no countdown is held here.
@@ -36,10 +56,12 @@ def generate(job_id: str) -> dict[str, Any]:
     outcome = None
     try:
         outcome = run_job(job_id, services(), execution_owner())
-        return outcome.summary()
     finally:
         # A finished job frees a worker thread (and maybe a cap's slot): release what is due.
         release_loop().wake(outcome.model_id if outcome else None)
+    if outcome.status in _ENDED_WITHOUT_IMAGE:
+        raise JobEndedWithoutImage(json.dumps(outcome.summary()))
+    return outcome.summary()
 
 
 @app.task(name=DELIVER_TASK)

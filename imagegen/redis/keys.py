@@ -90,6 +90,10 @@ key                                    type    what it holds
 ``...:{model}:wait:{tenant}:{class}``  zset    one tenant's waiting jobs of one priority class,
                                                by deadline (ms), then submission (see
                                                ``order_score`` in ``scripts/lib/queues.lua``)
+``...:{model}:since:{class}``          zset    every waiting job of the class, by when it began
+                                               to wait (ms): the oldest waiting job's age
+``...:{model}:waits``                  list    ``{tenant}|{ms waited}|{at ms}`` of the model's
+                                               last 2,000 jobs started; expires a day after
 ``...:{model}:delayed``                zset    jobs waiting for a retry's due time (ms)
 ``...:{model}:released``               zset    jobs released to a Celery queue and not claimed
                                                yet, by release time (ms)
@@ -176,6 +180,7 @@ __all__ = [
     "job_key",
     "limiter_keys",
     "parked_image_key",
+    "recent_waits_key",
     "spend_days_key",
     "spend_key",
     "submit_refusal_key",
@@ -183,6 +188,7 @@ __all__ = [
     "tenant_key",
     "tenant_open_key",
     "waiting_key",
+    "waiting_since_key",
     "webhook_key",
     "webhook_secrets_key",
 ]
@@ -349,6 +355,16 @@ def dispatch_keys(model_id: str) -> DispatchKeys:
 def waiting_key(model_id: str, tenant: str | None, priority: str) -> str:
     """One tenant's waiting jobs of one priority class for one model."""
     return f"{DISPATCH_PREFIX}{model_id}:wait:{tenant or NO_TENANT}:{priority}"
+
+
+def waiting_since_key(model_id: str, priority: str) -> str:
+    """Every waiting job of one model and class, by when it began to wait (ms)."""
+    return f"{DISPATCH_PREFIX}{model_id}:since:{priority}"
+
+
+def recent_waits_key(model_id: str) -> str:
+    """``{tenant}|{ms waited}|{at ms}`` of the model's last jobs started, newest first."""
+    return f"{DISPATCH_PREFIX}{model_id}:waits"
 
 
 def spend_key(tenant: str | None, period: str) -> str:

@@ -21,9 +21,10 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from imagegen.contract import PRIORITIES
 from imagegen.messages import generate_message_template
 from imagegen.redis import keys
 from imagegen.redis.scripts import Scripts
@@ -45,6 +46,7 @@ __all__ = [
     "Position",
     "Release",
     "TenantLimits",
+    "WaitStats",
 ]
 
 # Most jobs one run of the release script releases (a run holds Redis about 15 us per job).
@@ -93,6 +95,20 @@ class ModelSnapshot:
     delayed: int
     released: int
     active: int
+    # How long the oldest waiting job of each class has waited (seconds; absent: none waits).
+    oldest_waiting_s: dict[str, float] = field(default_factory=dict)
+    # Waits of the jobs started over the last minutes: every tenant's, and the busiest ones'.
+    waits: WaitStats | None = None
+    tenant_waits: dict[str, WaitStats] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WaitStats:
+    """How long jobs waited, submit (or their return to the dispatcher) to start: seconds."""
+
+    started: int
+    p50_s: float
+    p99_s: float
 
 
 @dataclass(frozen=True)
@@ -350,9 +366,10 @@ class Dispatch:
         return int(jobs or 0), int(ready), {r: n for r, n in counts.items() if n > 0}
 
     def snapshot(self, model_ids: Sequence[str], busiest: int) -> list[ModelSnapshot]:
-        """Every model's figures for the fleet's metrics, with the ``busiest`` tenants' shares:
-        two round trips whatever the number of models and tenants."""
-        since_ms = time.time() * 1000 - 60_000
+        """Every model's figures for the fleet's metrics and the operators' page, with the
+        ``busiest`` tenants' shares and waits: two round trips whatever the number of models
+        and tenants."""
+        now_ms = time.time() * 1000
         pipe = self.redis.pipeline(transaction=False)
         for model_id in model_ids:
             names = keys.dispatch_keys(model_id)
@@ -362,12 +379,16 @@ class Dispatch:
             pipe.zcard(names.delayed)
             pipe.zcard(names.released)
             pipe.zcard(names.active)
-            pipe.zrangebyscore(self._bucket(model_id).calls, since_ms, "+inf")
+            pipe.zrangebyscore(self._bucket(model_id).calls, now_ms - 60_000, "+inf")
+            for priority in PRIORITIES:
+                pipe.zrange(keys.waiting_since_key(model_id, priority), 0, 0, withscores=True)
+            pipe.lrange(keys.recent_waits_key(model_id), 0, -1)
         replies = pipe.execute()
-        per_model = []
+        width = len(replies) // max(1, len(model_ids))
+        raw = [replies[width * i : width * (i + 1)] for i in range(len(model_ids))]
         weights_pipe = self.redis.pipeline(transaction=False)
-        for index, model_id in enumerate(model_ids):
-            top, state, ready, delayed, released, active, calls = replies[7 * index : 7 * index + 7]
+        picked = []
+        for model_id, (top, *_, calls) in zip(model_ids, (r[:7] for r in raw), strict=True):
             waiting = {str(t): int(n) for t, n in cast("list[tuple[str, float]]", top) if n > 0}
             recent = Counter(str(m).split("|", 1)[0] for m in calls)
             tenants = sorted({*waiting, *recent})
@@ -375,61 +396,67 @@ class Dispatch:
                 ranked = sorted(tenants, key=lambda t: (-waiting.get(t, 0), -recent[t], t))
                 tenants = sorted(ranked[:busiest])
             weights_pipe.hmget(keys.dispatch_keys(model_id).weight, tenants or ["-"])
-            per_model.append(
-                (model_id, waiting, recent, tenants, state, ready, delayed, released, active)
+            picked.append((waiting, recent, tenants))
+        return [
+            self._model_snapshot(model_id, model_raw, chosen, ready_weights, now_ms)
+            for model_id, model_raw, chosen, ready_weights in zip(
+                model_ids, raw, picked, weights_pipe.execute(), strict=True
             )
-        found = []
-        for (
-            model_id,
-            waiting,
-            recent,
-            tenants,
-            state,
-            ready,
-            delayed,
-            released,
-            active,
-        ), raw in zip(per_model, weights_pipe.execute(), strict=True):
-            jobs, weight_sum, *paused = state
-            ready_weights = {t: float(w) for t, w in zip(tenants, raw, strict=False) if w}
-            unknown = [t for t in tenants if t not in ready_weights]
-            weights = {
-                **dict(zip(unknown, self._weights_of(unknown), strict=True)),
-                **ready_weights,
-            }
-            total_released = sum(recent.values())
-            total_weight = float(weight_sum or 0)
-            shares = [
-                TenantShare(
-                    model_id=model_id,
-                    tenant=name,
-                    weight=weights[name],
-                    waiting=waiting.get(name, 0),
-                    released_last_minute=recent[name],
-                    share=recent[name] / total_released if total_released else 0.0,
-                    fair_share=ready_weights[name] / total_weight
-                    if name in ready_weights and total_weight
-                    else None,
-                )
-                for name in tenants
-            ]
-            found.append(
-                ModelSnapshot(
-                    model_id=model_id,
-                    shares=shares,
-                    waiting=int(jobs or 0),
-                    ready=int(ready),
-                    paused={
-                        r: int(n)
-                        for r, n in zip(PAUSE_REASONS, paused, strict=True)
-                        if n and int(n) > 0
-                    },
-                    delayed=int(delayed),
-                    released=int(released),
-                    active=int(active),
-                )
+        ]
+
+    def _model_snapshot(
+        self,
+        model_id: str,
+        raw: list[Any],
+        chosen: tuple[dict[str, int], Counter[str], list[str]],
+        raw_weights: list[Any],
+        now_ms: float,
+    ) -> ModelSnapshot:
+        _, state, ready, delayed, released, active, _ = raw[:7]
+        firsts, starts = raw[7:-1], [str(item) for item in raw[-1]]
+        waiting, recent, tenants = chosen
+        jobs, weight_sum, *paused = state
+        ready_weights = {t: float(w) for t, w in zip(tenants, raw_weights, strict=False) if w}
+        unknown = [t for t in tenants if t not in ready_weights]
+        weights = {**dict(zip(unknown, self._weights_of(unknown), strict=True)), **ready_weights}
+        total_released = sum(recent.values())
+        total_weight = float(weight_sum or 0)
+        shares = [
+            TenantShare(
+                model_id=model_id,
+                tenant=name,
+                weight=weights[name],
+                waiting=waiting.get(name, 0),
+                released_last_minute=recent[name],
+                share=recent[name] / total_released if total_released else 0.0,
+                fair_share=ready_weights[name] / total_weight
+                if name in ready_weights and total_weight
+                else None,
             )
-        return found
+            for name in tenants
+        ]
+        tenant_waits = {}
+        for name in tenants:
+            found = _wait_stats(starts, now_ms, name)
+            if found is not None:
+                tenant_waits[name] = found
+        return ModelSnapshot(
+            model_id=model_id,
+            shares=shares,
+            waiting=int(jobs or 0),
+            ready=int(ready),
+            paused={r: int(n) for r, n in zip(PAUSE_REASONS, paused, strict=True) if n and int(n)},
+            delayed=int(delayed),
+            released=int(released),
+            active=int(active),
+            oldest_waiting_s={
+                priority: max(0.0, (now_ms - float(first[0][1])) / 1000)
+                for priority, first in zip(PRIORITIES, firsts, strict=True)
+                if first
+            },
+            waits=_wait_stats(starts, now_ms, None),
+            tenant_waits=tenant_waits,
+        )
 
     def tenant_shares(self, tenant: str, model_ids: Sequence[str]) -> list[TenantShare]:
         """One tenant's share of each model's rate (the models it has jobs waiting for or
@@ -517,6 +544,30 @@ class Dispatch:
             if max_concurrency
             else settings.tenant_max_concurrency,
         )
+
+
+# The window the operators' wait figures cover.
+RECENT_WAITS_WINDOW_MS = 5 * 60_000
+
+
+def _wait_stats(starts: list[str], now_ms: float, tenant: str | None) -> WaitStats | None:
+    """p50 and p99 of the waits of the jobs started over the last minutes (``tenant``'s only,
+    when given), from the model's list of last starts."""
+    waits = []
+    for item in starts:
+        name, waited, at = item.rsplit("|", 2)
+        if float(at) < now_ms - RECENT_WAITS_WINDOW_MS:
+            break  # newest first: the rest is older
+        if tenant is None or name == tenant:
+            waits.append(float(waited) / 1000)
+    if not waits:
+        return None
+    waits.sort()
+    return WaitStats(
+        started=len(waits),
+        p50_s=waits[len(waits) // 2],
+        p99_s=waits[min(len(waits) - 1, int(len(waits) * 0.99))],
+    )
 
 
 def _position_from(raw: list[Any]) -> Position | None:

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from imagegen.contract import PRIORITIES
 from imagegen.messages import QUEUES
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
@@ -185,6 +186,17 @@ class FleetCollector(Collector):
             "Tenant queues with jobs waiting: ready to be served, or paused (by reason)",
             labels=["model", "state"],
         )
+        oldest = GaugeMetricFamily(
+            "imagegen_dispatch_oldest_waiting_seconds",
+            "How long the oldest job waiting in the dispatcher has waited, by priority class",
+            labels=["model", "priority"],
+        )
+        waits = GaugeMetricFamily(
+            "imagegen_dispatch_wait_seconds",
+            "Wait (submit, or return to the dispatcher, to start) of the jobs started over the "
+            "last 5 minutes: p50 and p99, every tenant ('*') and the busiest ones",
+            labels=["model", "tenant", "quantile"],
+        )
         busiest = self._settings.metrics_tenants_max
         for model in self._dispatch.snapshot(self._dispatch.known_models(), busiest):
             model_id = model.model_id
@@ -204,7 +216,14 @@ class FleetCollector(Collector):
             queues.add_metric([model_id, "ready"], model.ready)
             for reason, count in sorted(model.paused.items()):
                 queues.add_metric([model_id, f"paused_{reason}"], count)
-        yield from (waiting, share, fair, held, queued, queues)
+            for priority in PRIORITIES:
+                oldest.add_metric([model_id, priority], model.oldest_waiting_s.get(priority, 0.0))
+            found = {"*": model.waits, **model.tenant_waits}
+            for tenant, stats in found.items():
+                if stats is not None:
+                    waits.add_metric([model_id, tenant, "0.5"], stats.p50_s)
+                    waits.add_metric([model_id, tenant, "0.99"], stats.p99_s)
+        yield from (waiting, share, fair, held, queued, queues, oldest, waits)
 
     def _quota(self) -> Iterator[Metric]:
         configured = GaugeMetricFamily(

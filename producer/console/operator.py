@@ -1,6 +1,7 @@
 """The operator's console: each model's quota (configured and effective rate, tokens, throttles,
-charted live), tenants' shares and waits, the backlog, dead letters with replay, failing webhook
-endpoints and the quarantine."""
+charted live), where jobs are (waiting in the dispatcher, how long the oldest has waited, paused
+tenant queues, released, running), tenants' shares and waits, the Celery queues, dead letters
+with replay, failing webhook endpoints and the quarantine."""
 
 from __future__ import annotations
 
@@ -38,10 +39,13 @@ def _quota(state: ApiState) -> list[dict[str, Any]]:
 @router.get("/console/operator")
 def operator_page(state: State, session: Operator) -> HTMLResponse:
     client = state.client
+    models = client.dispatch.snapshot(
+        client.dispatch.known_models(), client.settings.metrics_tenants_max
+    )
     return page(
         "operator.html",
         quota=_quota(state),
-        shares=client.tenant_shares(busiest=client.settings.metrics_tenants_max),
+        models=[m for m in models if m.waiting or m.active or m.delayed or m.shares],
         queues=client.stats.queues(),
         dead_letters=client.dead_letters(DEAD_LETTERS_SHOWN),
         endpoints=client.webhook_deliveries.failing_endpoints(),

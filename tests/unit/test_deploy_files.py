@@ -289,7 +289,9 @@ def test_the_dashboard_graphs_metrics_that_exist(metric_names: set[str]) -> None
     assert used <= metric_names, used - metric_names
     for needed in (
         "imagegen_jobs_total",
-        "imagegen_queue_depth",
+        # Where jobs wait: the dispatcher, not the Celery queues.
+        "imagegen_dispatch_waiting_jobs",
+        "imagegen_dispatch_oldest_waiting_seconds",
         "imagegen_estimated_spend_usd_total",
         "imagegen_rate_limit_effective_rpm",
         "imagegen_webhook_deliveries_total",

@@ -90,6 +90,8 @@ KEY_FAMILIES: list[tuple[str, str]] = [
     (r"imagegen:cache:[^:]+:[0-9a-f]+:(leader|followers)", "ttl"),
     (r"imagegen:dispatch:models", "trimmed"),
     (r"imagegen:dispatch:[^:]+:[^:]+:wait:[^:]+:(interactive|batch)", "open"),
+    (r"imagegen:dispatch:[^:]+:[^:]+:since:(interactive|batch)", "open"),
+    (r"imagegen:dispatch:[^:]+:[^:]+:waits", "ttl"),
     (
         r"imagegen:dispatch:[^:]+:[^:]+:(tenants|paused|waiting|weight|finish|state|delayed"
         r"|released|active)",
@@ -412,6 +414,10 @@ class Lifecycle(RuleBasedStateMachine):
                 tenant_active = self.redis.zscore(f"imagegen:tenant:{tenant}:active", job_id)
                 assert (tenant_active is not None) == (place in ("released", "running"))
             self._check_waiting_for_another_job(job_id, place, record)
+        since = set()
+        for priority in ("interactive", "batch"):
+            since |= set(self.redis.zrange(keys.waiting_since_key(MODEL, priority), 0, -1))
+        assert since == set(waiting), (since ^ set(waiting))
         for name, members in (("delayed", delayed), ("released", released), ("running", running)):
             stray = members - set(self.created)
             assert not stray, f"{name} holds jobs that do not exist: {stray}"

@@ -156,7 +156,8 @@ while released < most and passes < most + 500 do
     if not job or job.place ~= 'waiting' then
       -- Not the dispatcher's (a stray id, or a count out of step): keep the counts right.
       if id then
-        queue_remove({id = id, model = model, tenant = t}, true)
+        queue_remove({id = id, model = model, tenant = t,
+                      class = class_key == batch and 'batch' or 'interactive'}, true)
       else
         queue_empty(base, model, t)
       end

@@ -2,6 +2,8 @@
 -- owns the Redis sets that hold its jobs (PLACES[place].enter / .leave), each effect is a
 -- function (EFFECTS[name]), and `transition` is the only code that moves a job.
 
+-- How many of a model's last starts are kept (their waits), and for how long after the last.
+local RECENT_WAITS, RECENT_WAITS_TTL_S = 2000, 86400
 local CACHE_FIELDS = {'seed', 's3_bucket', 's3_key', 's3_uri', 'content_type', 'width',
                       'height', 'bytes', 'sha256'}
 local settle_cache, settle_next
@@ -192,6 +194,11 @@ EFFECTS.lease = function(job, opts)
     set_fields(job, {'started_ms', NOW_MS})
     redis.call('ZREM', K.DEADLINES, job.id)
     opts.waited = NOW_MS - number(job, 'created_ms')
+    -- The model's last starts: each tenant's wait over the last minutes, for operators.
+    local waits = dispatch_base(job.model) .. ':waits'
+    redis.call('LPUSH', waits, job.tenant .. '|' .. opts.waited .. '|' .. NOW_MS)
+    redis.call('LTRIM', waits, 0, RECENT_WAITS - 1)
+    redis.call('EXPIRE', waits, RECENT_WAITS_TTL_S)
     announce(job.id, 'running')
     add_delivery(job, 'job.started', CTX)
   end

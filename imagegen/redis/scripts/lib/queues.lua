@@ -1,5 +1,7 @@
 -- The dispatcher's tenant queues. Per model (base = K.DISPATCH_PREFIX .. model):
 --   :wait:{tenant}:{class}  zset  a tenant's waiting jobs of one class, by order score
+--   :since:{class}          zset  every waiting job of the class, by when it began to wait
+--   :waits                  list  'tenant|ms waited|at ms' of the last jobs started (2,000)
 --   :tenants                zset  ready queues, by the start tag of their next job (SFQ)
 --   :paused                 zset  paused queues, by when they may be served again (inf: an
 --                                 event resumes them)
@@ -64,6 +66,7 @@ end
 local function queue_add(job)
   local base = dispatch_base(job.model)
   redis.call('ZADD', wait_key(job.model, job.tenant, job.class), order_score(job), job.id)
+  redis.call('ZADD', base .. ':since:' .. job.class, NOW_MS, job.id)
   redis.call('HINCRBY', base .. ':state', 'jobs', 1)
   if tonumber(redis.call('ZINCRBY', base .. ':waiting', 1, job.tenant)) == 1 then
     local finish = tonumber(redis.call('ZSCORE', base .. ':finish', job.tenant) or '') or 0
@@ -96,6 +99,7 @@ local function queue_remove(job, popped)
   if not popped and redis.call('ZREM', wait_key(job.model, job.tenant, job.class), job.id) == 0 then
     return
   end
+  redis.call('ZREM', base .. ':since:' .. (job.class or 'interactive'), job.id)
   redis.call('HINCRBY', base .. ':state', 'jobs', -1)
   if tonumber(redis.call('ZINCRBY', base .. ':waiting', -1, job.tenant)) <= 0 then
     queue_empty(base, job.model, job.tenant)

@@ -34,6 +34,8 @@ Status = Literal["ok", "warn", "fail", "skip"]
 PROBE_BODY = b"{}"
 PROBE_KEY = "_doctor/probe"
 PROBE_CONTENT = b"imagegen doctor probe: safe to delete\n"
+# Redis Functions (FUNCTION LOAD, FCALL) came with Redis 7.0.
+MIN_REDIS_MAJOR = 7
 ON_DEMAND_REGION = "us-west-2"
 IAM_POLICY = "ops/iam-policy.json"
 _NO_BUCKET = {"NoSuchBucket", "404"}
@@ -209,6 +211,7 @@ class Doctor:
             return Check("redis", "skip", "no Redis client")
         try:
             self._redis.ping()
+            version = str(self._redis.info("server").get("redis_version", "0"))
         except redis.RedisError as e:
             return Check(
                 "redis",
@@ -216,7 +219,16 @@ class Doctor:
                 f"{self._settings.redis_url}: {e}",
                 "start Redis or fix IMAGEGEN_REDIS_URL",
             )
-        return Check("redis", "ok", self._settings.redis_url)
+        head = version.split(".", 1)[0]
+        if (int(head) if head.isdigit() else 0) < MIN_REDIS_MAJOR:
+            return Check(
+                "redis",
+                "fail",
+                f"{self._settings.redis_url}: Redis {version}; the service needs "
+                f"{MIN_REDIS_MAJOR}.0 or newer (its scripts run as Redis Functions)",
+                "upgrade Redis (or use a managed Redis 7 or Valkey)",
+            )
+        return Check("redis", "ok", f"{self._settings.redis_url} (Redis {version})")
 
     def quota(self, model_id: str) -> Check:
         name = f"quota {model_id}"

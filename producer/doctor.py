@@ -19,7 +19,9 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from imagegen.bedrock import make_bedrock_client
 from imagegen.binding import upload_key_prefix
+from imagegen.errors import ImagegenError
 from imagegen.models import PROFILE_REGIONS_US, ImageModel, model_for
+from imagegen.redis.scripts import Scripts
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings
 from imagegen.store.quota import QuotaStore
@@ -34,8 +36,6 @@ Status = Literal["ok", "warn", "fail", "skip"]
 PROBE_BODY = b"{}"
 PROBE_KEY = "_doctor/probe"
 PROBE_CONTENT = b"imagegen doctor probe: safe to delete\n"
-# Redis Functions (FUNCTION LOAD, FCALL) came with Redis 7.0.
-MIN_REDIS_MAJOR = 7
 ON_DEMAND_REGION = "us-west-2"
 IAM_POLICY = "ops/iam-policy.json"
 _NO_BUCKET = {"NoSuchBucket", "404"}
@@ -211,7 +211,6 @@ class Doctor:
             return Check("redis", "skip", "no Redis client")
         try:
             self._redis.ping()
-            version = str(self._redis.info("server").get("redis_version", "0"))
         except redis.RedisError as e:
             return Check(
                 "redis",
@@ -219,16 +218,16 @@ class Doctor:
                 f"{self._settings.redis_url}: {e}",
                 "start Redis or fix IMAGEGEN_REDIS_URL",
             )
-        head = version.split(".", 1)[0]
-        if (int(head) if head.isdigit() else 0) < MIN_REDIS_MAJOR:
+        try:
+            Scripts.of(self._redis).load()  # what every script needs: Redis Functions
+        except ImagegenError as e:
             return Check(
                 "redis",
                 "fail",
-                f"{self._settings.redis_url}: Redis {version}; the service needs "
-                f"{MIN_REDIS_MAJOR}.0 or newer (its scripts run as Redis Functions)",
-                "upgrade Redis (or use a managed Redis 7 or Valkey)",
+                f"{self._settings.redis_url}: {e}",
+                "upgrade Redis to 7.0 or newer (or use a managed Redis 7 or Valkey)",
             )
-        return Check("redis", "ok", f"{self._settings.redis_url} (Redis {version})")
+        return Check("redis", "ok", f"{self._settings.redis_url} (its scripts are loaded)")
 
     def quota(self, model_id: str) -> Check:
         name = f"quota {model_id}"

@@ -12,7 +12,9 @@ A request never carries an image's bytes (they would travel through Redis). It n
 
 Stored canonically as a string: the S3 URI, ``job:<id>`` or ``step:<n>``. The submitter reads
 each S3 object's header (format and dimensions, without decoding the image) before the job is
-queued; the worker fetches and encodes the whole image at call time and checks it again.
+queued; the worker fetches and encodes the whole image at call time and checks it again. Either
+way the size a header claims is bounded before Pillow reads it (``image_header``): a header
+claiming more pixels than any model takes is refused as unusable, never decoded.
 """
 
 from __future__ import annotations
@@ -23,16 +25,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BeforeValidator
 
 from imagegen.ids import STORED_JOB_ID_PATTERN
+from imagegen.image_header import claimed_size
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 __all__ = [
     "INPUT_FORMATS",
+    "MAX_INPUT_PIXELS",
+    "MAX_INPUT_SIDE",
     "ImageFacts",
     "ImageInput",
     "ImageRef",
@@ -47,6 +52,9 @@ __all__ = [
 INPUT_FORMATS: dict[str, str] = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
 # How much of an object the submitter reads to learn its format and size.
 HEADER_BYTES = 64 * 1024
+# No model takes a larger input image (tests/unit/test_models.py holds every model to these).
+MAX_INPUT_SIDE = 16_384
+MAX_INPUT_PIXELS = 9_437_184
 _S3_URI = re.compile(
     r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<key>[^\x00]{1,1024})$"
 )
@@ -148,18 +156,35 @@ class ImageFacts:
     etag: str = ""
 
 
+def _check_size(width: int, height: int) -> None:
+    if max(width, height) > MAX_INPUT_SIDE or width * height > MAX_INPUT_PIXELS:
+        msg = (
+            f"is {width:,}x{height:,} ({width * height:,} pixels); no model takes more than "
+            f"{MAX_INPUT_PIXELS:,} pixels or {MAX_INPUT_SIDE:,} per side"
+        )
+        raise UnusableImageError(msg)
+
+
 def image_facts(data: bytes, total_bytes: int | None = None, etag: str = "") -> ImageFacts:
-    """Format and size from an image's first bytes (Pillow reads only the header)."""
+    """Format and size from an image's first bytes (Pillow reads only the header, and only of
+    the formats the models take). The size the header claims is checked first."""
+    claimed = claimed_size(data)
+    if claimed is not None:
+        _check_size(*claimed)
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=tuple(INPUT_FORMATS)) as image:
             fmt = INPUT_FORMATS.get(image.format or "")
             width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except Image.DecompressionBombError as e:
+        msg = f"claims more pixels than any model takes ({MAX_INPUT_PIXELS:,} at most)"
+        raise UnusableImageError(msg) from e
+    except Exception as e:  # any other header Pillow cannot read
         msg = "is not a PNG, JPEG or WebP image"
         raise UnusableImageError(msg) from e
     if fmt is None:
         msg = f"is {image.format}; the models take PNG, JPEG or WebP"
         raise UnusableImageError(msg)
+    _check_size(width, height)
     return ImageFacts(
         fmt, width, height, total_bytes if total_bytes is not None else len(data), etag
     )

@@ -23,6 +23,14 @@ __all__ = ["router"]
 router = APIRouter(tags=["tenants"])
 
 
+# Every number an operator sets is finite and bounded: anything else is a 422 naming it.
+MAX_WEIGHT = 1000
+MAX_RATE_RPM = 1_000_000
+MAX_CONCURRENCY = 100_000
+MAX_BUDGET_USD = 1_000_000_000
+Dollars = Annotated[float, Field(ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)]
+
+
 class TenantLimitsResource(BaseModel):
     """A tenant's weight in the fair share and its caps (0: no cap), as the dispatcher applies
     them."""
@@ -57,9 +65,13 @@ class TenantLimitsUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    weight: float | None = Field(default=None, gt=0, le=1000)
-    rate_rpm: float | None = Field(default=None, ge=0, description="0: no cap")
-    max_concurrency: int | None = Field(default=None, ge=0, description="0: no cap")
+    weight: float | None = Field(default=None, gt=0, le=MAX_WEIGHT, allow_inf_nan=False)
+    rate_rpm: float | None = Field(
+        default=None, ge=0, le=MAX_RATE_RPM, allow_inf_nan=False, description="0: no cap"
+    )
+    max_concurrency: int | None = Field(
+        default=None, ge=0, le=MAX_CONCURRENCY, description="0: no cap"
+    )
     share_cache: bool | None = Field(
         default=None, description="use the image cache shared by tenants that opted in"
     )
@@ -161,10 +173,10 @@ class BudgetResource(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    daily_hard: float | None = Field(default=None, ge=0)
-    daily_soft: float | None = Field(default=None, ge=0)
-    monthly_hard: float | None = Field(default=None, ge=0)
-    monthly_soft: float | None = Field(default=None, ge=0)
+    daily_hard: Dollars | None = None
+    daily_soft: Dollars | None = None
+    monthly_hard: Dollars | None = None
+    monthly_soft: Dollars | None = None
     on_exceed: OnExceed = "wait"
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 from PIL import Image
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 
 from imagegen.ids import STORED_JOB_ID_PATTERN
 from imagegen.image_header import claimed_size
@@ -119,8 +119,35 @@ def _normalise(value: Any) -> str:
     raise ValueError(msg)
 
 
-# A request field that names an input image.
-ImageInput = Annotated[str, BeforeValidator(_normalise)]
+# What a request field naming an input image accepts, as the published JSON Schema says it.
+_IMAGE_INPUT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "string",
+            "description": 'An S3 URI ("s3://bucket/key": your upload, or an object under '
+            'IMAGEGEN_INPUT_S3_PREFIXES), or "job:<job id>"',
+        },
+        {
+            "type": "object",
+            "description": "Another of your jobs' image (the job waits for it)",
+            "properties": {"job": {"type": "string"}},
+            "required": ["job"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "description": "In a chain: an earlier step's image (0-based)",
+            "properties": {"step": {"type": "integer", "minimum": 0}},
+            "required": ["step"],
+            "additionalProperties": False,
+        },
+    ]
+}
+
+# A request field that names an input image (stored as its canonical string).
+ImageInput = Annotated[
+    str, BeforeValidator(_normalise), WithJsonSchema(_IMAGE_INPUT_SCHEMA, mode="validation")
+]
 
 
 @dataclass(frozen=True)

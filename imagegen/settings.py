@@ -319,6 +319,20 @@ class Settings(BaseSettings):
     api_max_waiting_total: int = Field(
         default=24, ge=1, description="`Prefer: wait` requests one API process keeps waiting."
     )
+    image_url_ttl_s: int = Field(
+        default=900,
+        ge=60,
+        le=7 * SECONDS_PER_DAY,
+        description="Life of the presigned image URLs the API gives (image_url in job records, "
+        "chains and uploads, and the redirect of GET /v1/jobs/{id}/image); each read signs a "
+        "fresh one.",
+    )
+    api_image_delivery: Literal["redirect", "stream"] = Field(
+        default="redirect",
+        description="How the API hands out images: redirect (presigned S3 URLs) or stream (GET "
+        "/v1/jobs/{id}/image sends the bytes itself, and image_url names that path), for "
+        "callers that cannot reach S3.",
+    )
     api_trusted_proxies: tuple[str, ...] = Field(
         default=(),
         description="Proxies (addresses or CIDR blocks, JSON list) whose X-Forwarded-For names "

@@ -151,12 +151,15 @@ class WebhookSender:
         if event == BUDGET_WARNING_EVENT:
             return self._budget_warning(record)
         image_url, expires_at = None, None
-        if record.status is JobStatus.SUCCEEDED and record.s3_bucket and record.s3_key:
+        bucket, key = record.s3_bucket, record.s3_key
+        streams = record.tenant is not None and self._settings.api_image_delivery == "stream"
+        if record.status is JobStatus.SUCCEEDED and bucket and key and streams:
+            # Where callers cannot reach S3: the API's own path, fetched with the API key.
+            image_url = f"/v1/jobs/{record.job_id}/image"
+        elif record.status is JobStatus.SUCCEEDED and bucket and key:
             expiry_s = self._settings.webhook_presign_expiry_s
             image_url = self._s3.generate_presigned_url(
-                "get_object",
-                Params={"Bucket": record.s3_bucket, "Key": record.s3_key},
-                ExpiresIn=expiry_s,
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expiry_s
             )
             expires_at = datetime.fromtimestamp(time.time() + expiry_s, tz=UTC)
         payload = build_payload(record, event, image_url, expires_at)

@@ -15,7 +15,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from imagegen.contract import JobSpec, validation_errors
+from imagegen.contract import validation_errors
 from imagegen.logs import configure_logging
 from imagegen.redis.connection import connect
 from imagegen.settings import Settings, get_settings
@@ -24,9 +24,11 @@ from producer.api import batches, chains, health, jobs, models, secrets, tenants
 from producer.api.auth import AUTH_WINDOW_S
 from producer.api.bodies import BodyLimitMiddleware
 from producer.api.docs import install_docs
+from producer.api.images import ImageLinks
 from producer.api.limits import Held, HeldLimits
 from producer.api.metrics import metrics_router
-from producer.api.problems import Problem, install_problem_handlers
+from producer.api.openapi import API_DESCRIPTION, OPENAPI_TAGS, install_openapi
+from producer.api.problems import install_problem_handlers
 from producer.api.state import ApiState
 from producer.client import Client
 from producer.console import install_console
@@ -51,26 +53,21 @@ def create_app(settings: Settings | None = None, *, redis_client: Any = None) ->
     app = FastAPI(
         title="bedrock-imagegen",
         version="1",
-        description=__doc__,
-        openapi_tags=[
-            {"name": "jobs"},
-            {"name": "batches"},
-            {"name": "chains"},
-            {"name": "uploads"},
-            {"name": "models"},
-            {"name": "webhooks"},
-            {"name": "health"},
-        ],
+        summary="Image jobs for AWS Bedrock's Stability AI models, over HTTP",
+        description=API_DESCRIPTION,
+        license_info={"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        openapi_tags=OPENAPI_TAGS,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     install_problem_handlers(app)
+    client = Client(settings, redis_client=redis_client)
     app.state.api = ApiState(
         settings=settings,
         redis=redis_client,
-        client=Client(settings, redis_client=redis_client),
+        client=client,
         api_keys=ApiKeys(redis_client),
         auth_failures=AuthFailures(redis_client, AUTH_WINDOW_S),
         held=HeldLimits(
@@ -83,6 +80,7 @@ def create_app(settings: Settings | None = None, *, redis_client: Any = None) ->
                 Held.WAIT: settings.api_max_waiting_total,
             },
         ),
+        images=ImageLinks(settings, client.s3),
     )
     app.include_router(jobs.router)
     app.include_router(batches.router)
@@ -91,33 +89,13 @@ def create_app(settings: Settings | None = None, *, redis_client: Any = None) ->
     app.include_router(models.router)
     app.include_router(secrets.router)
     app.include_router(tenants.router)
+    app.include_router(tenants.admin_router)
     app.include_router(metrics_router(redis_client, settings))
     app.include_router(health.router)
     install_docs(app)
     install_console(app)
-    _publish_job_schema(app)
+    install_openapi(app)
     return app
-
-
-def _publish_job_schema(app: FastAPI) -> None:
-    """The job body is read by our own code (so bad input gets our problem+json); its schema is
-    still published."""
-    original_openapi = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = original_openapi()
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            spec_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(spec_schema.pop("$defs", {}))
-            components["JobSpec"] = spec_schema
-            components["Problem"] = Problem.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_env() -> FastAPI:

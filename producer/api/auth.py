@@ -15,14 +15,23 @@ import re
 from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from producer.api.problems import ProblemError
 from producer.api.state import State
 
-__all__ = ["AUTH_WINDOW_S", "Tenant", "client_address", "current_tenant"]
+__all__ = ["API_KEY_SCHEME", "AUTH_WINDOW_S", "Tenant", "client_address", "current_tenant"]
 
 AUTH_WINDOW_S = 60
+# The OpenAPI security scheme (and /docs' Authorize button); the header is read below.
+API_KEY_SCHEME = HTTPBearer(
+    scheme_name="apiKey",
+    bearerFormat="igk_...",
+    description="An API key (`imagegen keys create --tenant acme`): it names your tenant.",
+    auto_error=False,
+)
+_MAX_AUTHORIZATION_CHARS = 512
 _KEY_ID = re.compile(r"^igk_([0-9a-f]{12})_")
 
 
@@ -52,11 +61,12 @@ def _trusted(address: str, trusted_proxies: Sequence[str]) -> bool:
 def current_tenant(
     request: Request,
     state: State,
-    authorization: Annotated[
-        str | None, Header(max_length=512, description="Bearer <API key>")
-    ] = None,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(API_KEY_SCHEME)],
 ) -> str:
     """The caller's tenant. A missing or bad key answers 401, or 429 past the brake."""
+    authorization = request.headers.get("authorization")
+    if authorization is not None and len(authorization) > _MAX_AUTHORIZATION_CHARS:
+        authorization = "Bearer oversized"
     scheme, _, token = (authorization or "").partition(" ")
     token = token.strip()
     found = state.api_keys.authenticate(token) if scheme.lower() == "bearer" else None

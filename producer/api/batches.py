@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import BaseModel, Field
 
 from imagegen.errors import JobNotFoundError
 from imagegen.ids import is_valid_job_id
 from producer.api.auth import Tenant
 from producer.api.bodies import batch_items, raw_body
-from producer.api.problems import PROBLEM_RESPONSES, ProblemError, submission_problems
+from producer.api.problems import ProblemError, problem_responses, submission_problems
 from producer.api.state import ApiState, State
 from producer.client import BatchStatus
 
@@ -22,20 +22,34 @@ router = APIRouter(tags=["batches"])
 
 class BatchCreated(BaseModel):
     batch_id: str
-    url: str
+    url: str = Field(description="The batch's URL, relative to the API")
     size: int
-    job_ids: list[str]
+    job_ids: list[str] = Field(description="Each job's id, in the order given")
 
 
 class BatchResource(BatchStatus):
-    url: str
+    url: str = Field(description="The batch's URL, relative to the API")
+
+
+BatchId = Annotated[
+    str, Path(description="The batch's id", examples=["01M89S0B3XQ2C6W4Z2E8N1K5TP"])
+]
 
 
 _BATCH_BODY_SCHEMA = {
     "required": True,
     "content": {
         "application/json": {
-            "schema": {"type": "array", "items": {"$ref": "#/components/schemas/JobSpec"}}
+            "schema": {"type": "array", "items": {"$ref": "#/components/schemas/JobSpec"}},
+            "examples": {
+                "two-pictures": {
+                    "summary": "Two jobs (they wait in the batch class unless they say otherwise)",
+                    "value": [
+                        {"request": {"prompt": "a red fox"}},
+                        {"request": {"prompt": "a blue whale"}, "metadata": {"row": 2}},
+                    ],
+                }
+            },
         },
         "application/x-ndjson": {"schema": {"type": "string"}},
     },
@@ -44,11 +58,26 @@ _BATCH_BODY_SCHEMA = {
 
 @router.post(
     "/v1/batches",
+    operation_id="submitBatch",
     status_code=202,
     response_model=BatchCreated,
-    responses=PROBLEM_RESPONSES,
+    response_description="Queued: every job, with `Location` the batch's URL",
+    responses=problem_responses(
+        400,
+        401,
+        422,
+        described={
+            409: "A job id is used by another job",
+            413: "Body too large, or more jobs than IMAGEGEN_MAX_BATCH_SIZE",
+            429: "Too many of your jobs are not finished yet (or too many bad keys); wait for "
+            "Retry-After",
+        },
+        examples={429: "queue-full"},
+    ),
     openapi_extra={"requestBody": _BATCH_BODY_SCHEMA},
     summary="Submit a batch (JSON array or JSON lines)",
+    description="Every job is checked first: one bad job refuses the whole batch, and its "
+    "errors name the job by its index (`1.request.seed`).",
 )
 def submit_batch(
     *,
@@ -74,11 +103,18 @@ def submit_batch(
 
 @router.get(
     "/v1/batches/{batch_id}",
+    operation_id="getBatch",
     response_model=BatchResource,
-    responses=PROBLEM_RESPONSES,
-    summary="A batch's progress",
+    responses=problem_responses(
+        401,
+        429,
+        described={404: "No such batch (another tenant's batch is as absent as a missing one)"},
+        examples={404: "batch-not-found"},
+    ),
+    summary="Get a batch: its jobs and how many are in each status",
+    description="List its jobs with `GET /v1/jobs?batch={batch_id}`.",
 )
-def get_batch(batch_id: str, tenant_id: Tenant, state: State) -> BatchResource:
+def get_batch(batch_id: BatchId, tenant_id: Tenant, state: State) -> BatchResource:
     batch = owned_batch(state, batch_id, tenant_id)
     return BatchResource(**batch.model_dump(), url=f"/v1/batches/{batch_id}")
 

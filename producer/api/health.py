@@ -28,13 +28,19 @@ class Health(BaseModel):
     checks: dict[str, str] = {}
 
 
-@router.get("/healthz", response_model=Health, summary="The process is up")
+@router.get(
+    "/healthz",
+    operation_id="getHealth",
+    response_model=Health,
+    summary="The process is up",
+)
 async def healthz() -> Health:
     return Health(status="ok")
 
 
 @router.get(
     "/readyz",
+    operation_id="getReadiness",
     response_model=Health,
     responses={503: {"model": Health, "description": "Not ready"}},
     summary="Redis answers and workers have declared the queues",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from imagegen.errors import (
@@ -19,14 +19,18 @@ from imagegen.errors import (
     JobConflictError,
     QueueFullError,
 )
+from producer.api.examples import PROBLEM_EXAMPLES
 
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
-    "PROBLEM_RESPONSES",
+    "PROBLEM_SCHEMA_REF",
     "Problem",
     "ProblemError",
+    "ProblemField",
+    "default_problem_response",
     "install_problem_handlers",
     "problem_response",
+    "problem_responses",
     "submission_problems",
 ]
 
@@ -34,33 +38,119 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
 class ProblemField(BaseModel):
-    field: str
-    message: str
+    """One field of the request and the rule it broke."""
+
+    field: str = Field(
+        description="Where: a dotted path into the body (`request.aspect_ratio`, "
+        "`steps[1].request.image`, `0.request.seed` in a batch), or a header's name"
+    )
+    message: str = Field(description="The rule it broke")
 
 
 class Problem(BaseModel):
     """RFC 9457 problem details; ``errors`` names each bad field and the rule it broke."""
 
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-    errors: list[ProblemField] = []
-
-
-_PROBLEM_CONTENT = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": description, "content": _PROBLEM_CONTENT}
-    for status, description in (
-        (400, "Malformed request"),
-        (401, "Missing or unknown API key"),
-        (404, "No such job or batch (or not yours)"),
-        (409, "Conflict"),
-        (413, "Body too large"),
-        (422, "The request breaks a rule; errors name each field"),
-        (429, "Too many jobs waiting, or too many bad keys; see Retry-After"),
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "about:blank",
+                    "title": "Invalid job",
+                    "status": 422,
+                    "detail": "the job was refused; see errors",
+                    "errors": [
+                        {
+                            "field": "request.aspect_ratio",
+                            "message": "Input should be '16:9', '1:1', '21:9', '2:3', '3:2', "
+                            "'4:5', '5:4', '9:16' or '9:21'",
+                        }
+                    ],
+                }
+            ]
+        }
     )
+
+    type: str = Field(default="about:blank", description="Always `about:blank`: see `title`")
+    title: str = Field(description="What went wrong, the same for every problem of its kind")
+    status: int = Field(description="The HTTP status code")
+    detail: str = Field(description="What went wrong with this request")
+    errors: list[ProblemField] = Field(
+        default=[], description="Each bad field and the rule it broke (empty when none applies)"
+    )
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request: the body (or a header) cannot be read",
+    401: "Missing or unknown API key",
+    404: "Not found (another tenant's resources are as absent as missing ones)",
+    409: "Conflict",
+    413: "Body too large",
+    422: "The request breaks a rule; `errors` names each field",
+    429: "Too many requests; wait for Retry-After",
+    503: "Unavailable for now; wait for Retry-After",
 }
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "The scheme to authenticate with: `Bearer`",
+            "schema": {"type": "string"},
+        }
+    },
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
+}
+PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
+
+
+_EXAMPLES = {
+    400: "bad-body",
+    401: "unauthorized",
+    404: "not-found",
+    409: "conflict",
+    413: "too-large",
+    422: "invalid-request",
+    429: "too-many-bad-keys",
+    503: "storage-unavailable",
+}
+
+
+def default_problem_response(status: int) -> dict[str, Any]:
+    """The usual description and example of a problem with this status."""
+    [response] = problem_responses(status).values()
+    return response
+
+
+def problem_responses(
+    *statuses: int,
+    described: Mapping[int, str] | None = None,
+    examples: Mapping[int, str] | None = None,
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for the problems a route answers: ``statuses`` with their usual
+    description, ``described`` with the route's own; each with an example (``examples`` names
+    the route's own, from ``producer.api.examples.PROBLEM_EXAMPLES``)."""
+    descriptions = {status: _DESCRIPTIONS[status] for status in statuses} | dict(described or {})
+    chosen = _EXAMPLES | dict(examples or {})
+    return {
+        status: {
+            "description": descriptions[status],
+            "content": {
+                PROBLEM_MEDIA_TYPE: {
+                    "schema": {"$ref": PROBLEM_SCHEMA_REF},
+                    "examples": {
+                        chosen[status]: {"value": PROBLEM_EXAMPLES[chosen[status]]},
+                    },
+                }
+            },
+            **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
+        }
+        for status in sorted(descriptions)
+    }
 
 
 class ProblemError(Exception):

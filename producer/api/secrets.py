@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from producer.api.auth import Tenant
-from producer.api.problems import PROBLEM_RESPONSES
+from producer.api.problems import problem_responses
 from producer.api.state import ApiState, State
 
 __all__ = ["SigningSecretsResource", "router"]
@@ -24,8 +24,9 @@ class SigningSecretsResource(BaseModel):
 
 @router.get(
     "/v1/webhook-secrets",
+    operation_id="getWebhookSecrets",
     response_model=SigningSecretsResource,
-    responses=PROBLEM_RESPONSES,
+    responses=problem_responses(401, 429),
     summary="The secrets that sign your webhooks",
 )
 def get_secrets(tenant_id: Tenant, state: State) -> SigningSecretsResource:
@@ -34,8 +35,9 @@ def get_secrets(tenant_id: Tenant, state: State) -> SigningSecretsResource:
 
 @router.post(
     "/v1/webhook-secrets/rotate",
+    operation_id="rotateWebhookSecrets",
     response_model=SigningSecretsResource,
-    responses=PROBLEM_RESPONSES,
+    responses=problem_responses(401, 429),
     summary="A new primary secret; the old one keeps signing for the overlap",
 )
 def rotate_secrets(tenant_id: Tenant, state: State) -> SigningSecretsResource:

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from imagegen.settings import Settings
 from imagegen.store.tenants import ApiKeys, AuthFailures
+from producer.api.images import ImageLinks
 from producer.api.limits import HeldLimits
 from producer.client import Client
 
@@ -23,6 +24,7 @@ class ApiState:
     api_keys: ApiKeys
     auth_failures: AuthFailures
     held: HeldLimits
+    images: ImageLinks
 
 
 def api_state(request: Request) -> ApiState:

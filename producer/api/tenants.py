@@ -8,19 +8,27 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagegen.store.dispatch import TenantLimits
 from imagegen.store.spend import Budget, OnExceed, PeriodSpend, rows_as_csv
 from imagegen.store.tenants import TENANT_PATTERN
 from producer.api.auth import Tenant
-from producer.api.problems import PROBLEM_RESPONSES, ProblemError
+from producer.api.problems import ProblemError, problem_responses
 from producer.api.state import ApiState, State
 
-__all__ = ["router"]
+__all__ = ["admin_router", "router"]
 
-router = APIRouter(tags=["tenants"])
+router = APIRouter(tags=["tenant"])
+
+# The operators' token, as its own OpenAPI security scheme (Authorize in /docs takes either).
+ADMIN_TOKEN_SCHEME = HTTPBearer(
+    scheme_name="adminToken",
+    description="The operators' token (IMAGEGEN_API_ADMIN_TOKEN), for /v1/admin/*",
+    auto_error=False,
+)
 
 
 # Every number an operator sets is finite and bounded: anything else is a 422 naming it.
@@ -88,8 +96,9 @@ def _limits(found: TenantLimits) -> TenantLimitsResource:
 
 @router.get(
     "/v1/tenant",
+    operation_id="getTenant",
     response_model=TenantResource,
-    responses=PROBLEM_RESPONSES,
+    responses=problem_responses(401, 429),
     summary="Your weight, caps and share of each model's rate",
 )
 def get_tenant(tenant_id: Tenant, state: State) -> TenantResource:
@@ -125,36 +134,51 @@ def _require_admin(state: ApiState, authorization: str | None) -> None:
         )
 
 
-TenantName = Annotated[str, Path(pattern=TENANT_PATTERN)]
-AdminAuthorization = Annotated[str | None, Header(max_length=512)]
+def admin_only(
+    request: Request,
+    state: State,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(ADMIN_TOKEN_SCHEME)],
+) -> None:
+    """The admin routes' guard: the admin token, or 401 (404 when there is no admin API)."""
+    authorization = request.headers.get("authorization")
+    _require_admin(state, authorization if authorization and len(authorization) <= 512 else None)
 
 
-@router.get(
-    "/v1/admin/tenants/{tenant}",
-    response_model=TenantLimitsResource,
-    responses=PROBLEM_RESPONSES,
-    summary="A tenant's weight and caps (admin)",
+TenantName = Annotated[str, Path(pattern=TENANT_PATTERN, description="The tenant's name")]
+# The operators' routes: each needs the admin token.
+admin_router = APIRouter(
+    tags=["admin"],
+    dependencies=[Depends(admin_only)],
+    responses=problem_responses(
+        422,
+        described={
+            401: "Missing or wrong admin token",
+            404: "No admin API on this service (IMAGEGEN_API_ADMIN_TOKEN is unset)",
+        },
+        examples={401: "admin-unauthorized", 404: "no-admin-api"},
+    ),
 )
-def get_tenant_limits(
-    tenant: TenantName, state: State, authorization: AdminAuthorization = None
-) -> TenantLimitsResource:
-    _require_admin(state, authorization)
+
+
+@admin_router.get(
+    "/v1/admin/tenants/{tenant}",
+    operation_id="getTenantLimits",
+    response_model=TenantLimitsResource,
+    summary="Get a tenant's weight and caps (admin)",
+)
+def get_tenant_limits(tenant: TenantName, state: State) -> TenantLimitsResource:
     return _limits(state.client.tenant_limits(tenant))
 
 
-@router.put(
+@admin_router.put(
     "/v1/admin/tenants/{tenant}",
+    operation_id="setTenantLimits",
     response_model=TenantLimitsResource,
-    responses=PROBLEM_RESPONSES,
     summary="Set a tenant's weight or caps (admin)",
 )
 def set_tenant_limits(
-    tenant: TenantName,
-    update: TenantLimitsUpdate,
-    state: State,
-    authorization: AdminAuthorization = None,
+    tenant: TenantName, update: TenantLimitsUpdate, state: State
 ) -> TenantLimitsResource:
-    _require_admin(state, authorization)
     found = state.client.set_tenant_limits(
         tenant,
         weight=update.weight,
@@ -225,10 +249,14 @@ def _period(found: PeriodSpend) -> PeriodResource:
 
 @router.get(
     "/v1/spend",
+    operation_id="getSpend",
     response_model=SpendResource,
     responses={
-        **PROBLEM_RESPONSES,
-        200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with Accept: text/csv"},
+        **problem_responses(401, 422, 429),
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "JSON, or CSV with Accept: text/csv",
+        },
     },
     summary="Your spend per model and day, what is reserved now, and your budgets",
 )
@@ -262,31 +290,22 @@ def get_spend(
     )
 
 
-@router.get(
+@admin_router.get(
     "/v1/admin/tenants/{tenant}/budget",
+    operation_id="getTenantBudget",
     response_model=BudgetResource,
-    responses=PROBLEM_RESPONSES,
-    summary="A tenant's budgets (admin)",
+    summary="Get a tenant's budgets (admin)",
 )
-def get_budget(
-    tenant: TenantName, state: State, authorization: AdminAuthorization = None
-) -> BudgetResource:
-    _require_admin(state, authorization)
+def get_budget(tenant: TenantName, state: State) -> BudgetResource:
     return _budget(state.client.budget(tenant))
 
 
-@router.put(
+@admin_router.put(
     "/v1/admin/tenants/{tenant}/budget",
+    operation_id="setTenantBudget",
     response_model=BudgetResource,
-    responses=PROBLEM_RESPONSES,
     summary="Replace a tenant's budgets (admin)",
 )
-def set_budget(
-    tenant: TenantName,
-    budget: BudgetResource,
-    state: State,
-    authorization: AdminAuthorization = None,
-) -> BudgetResource:
-    _require_admin(state, authorization)
+def set_budget(tenant: TenantName, budget: BudgetResource, state: State) -> BudgetResource:
     found = state.client.set_budget(Budget(tenant=tenant, **budget.model_dump()))
     return _budget(found)

@@ -1,4 +1,5 @@
-"""``/v1/uploads``: put an input image in S3 (the body, or a presigned PUT) and get its S3 URI.
+"""``/v1/uploads``: put an input image in S3 (the body, or a presigned PUT) and get its S3 URI
+(and a short-lived link to it).
 
 Uploads land under the tenant's own prefix (``{uploads_prefix}/{tenant}/``), the one place
 besides ``IMAGEGEN_INPUT_S3_PREFIXES`` its jobs may take input images from. The image is checked
@@ -7,10 +8,11 @@ besides ``IMAGEGEN_INPUT_S3_PREFIXES`` its jobs may take input images from. The 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from imagegen.binding import UPLOAD_CONTENT_TYPES, store_upload, upload_key
 from imagegen.errors import FieldError
@@ -18,7 +20,8 @@ from imagegen.inputs import UnusableImageError
 from imagegen.s3 import s3_uri
 from producer.api.auth import Tenant
 from producer.api.bodies import raw_body
-from producer.api.problems import PROBLEM_RESPONSES, ProblemError
+from producer.api.examples import UPLOAD_EXAMPLE
+from producer.api.problems import ProblemError, problem_responses
 from producer.api.state import State
 
 __all__ = ["router"]
@@ -29,7 +32,9 @@ router = APIRouter(tags=["uploads"])
 class Upload(BaseModel):
     """Where an input image is (or will be, for a presigned upload)."""
 
-    image: str  # the S3 URI to name as an input image
+    model_config = ConfigDict(json_schema_extra={"examples": [UPLOAD_EXAMPLE]})
+
+    image: str = Field(description="The S3 URI to name as a job's input image")
     s3_bucket: str
     s3_key: str
     format: str
@@ -40,6 +45,15 @@ class Upload(BaseModel):
     upload_url: str | None = None
     upload_content_type: str | None = None
     expires_in_s: int | None = None
+    # An uploaded image: a presigned GET of it (none for a presigned upload, or where the
+    # service streams images).
+    image_url: str | None = Field(
+        default=None,
+        description="Where to GET the uploaded image: a presigned URL that expires at "
+        "`image_url_expires_at` (null for a presigned upload, and where the service streams "
+        "images)",
+    )
+    image_url_expires_at: datetime | None = None
 
 
 class PresignRequest(BaseModel):
@@ -56,9 +70,18 @@ _UPLOAD_BODY = {
 
 @router.post(
     "/v1/uploads",
+    operation_id="uploadImage",
     status_code=201,
     response_model=Upload,
-    responses=PROBLEM_RESPONSES,
+    response_description="Stored: its S3 URI to name in a job, and a link to it",
+    responses=problem_responses(
+        401,
+        429,
+        described={
+            413: "Body too large, or an image over IMAGEGEN_INPUT_IMAGE_MAX_BYTES",
+            422: "Not a PNG, JPEG or WebP image the models take (the problem says why)",
+        },
+    ),
     openapi_extra={"requestBody": _UPLOAD_BODY},
     summary="Upload an input image (the body is the image)",
 )
@@ -74,6 +97,7 @@ def upload_image(
     except UnusableImageError as e:
         status = 413 if len(body) > state.settings.input_image_max_bytes else 422
         raise ProblemError(status, "Unusable image", str(e), [FieldError("body", str(e))]) from e
+    link = state.images.for_upload(stored.bucket, stored.key)
     return Upload(
         image=stored.uri,
         s3_bucket=stored.bucket,
@@ -82,15 +106,20 @@ def upload_image(
         width=stored.facts.width,
         height=stored.facts.height,
         bytes=stored.facts.bytes,
+        image_url=link.url if link else None,
+        image_url_expires_at=link.expires_at if link else None,
     )
 
 
 @router.post(
     "/v1/uploads/presigned",
+    operation_id="createPresignedUpload",
     status_code=201,
     response_model=Upload,
-    responses=PROBLEM_RESPONSES,
-    summary="A presigned PUT URL for an input image",
+    response_description="PUT the image to `upload_url` with `upload_content_type` before "
+    "`expires_in_s` runs out; then name `image` in a job",
+    responses=problem_responses(401, 422, 429),
+    summary="Get a presigned PUT URL for an input image",
 )
 def presign_upload(body: PresignRequest, tenant_id: Tenant, state: State) -> Upload:
     settings = state.settings

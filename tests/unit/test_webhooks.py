@@ -426,6 +426,18 @@ def test_a_tenants_webhooks_are_signed_with_its_own_secrets_only(hooks: Hooks) -
             verify(request["headers"], request["body"], wrong)
 
 
+def test_where_images_are_streamed_a_tenants_webhook_names_the_apis_path(hooks: Hooks) -> None:
+    streaming = hooks.settings.model_copy(update={"api_image_delivery": "stream"})
+    sender = WebhookSender(hooks.redis, streaming, make_s3_client(streaming))
+    delivery_id = hooks.job("/streamed", tenant="acme")
+    assert sender.deliver(delivery_id).outcome == "delivered"
+    [request] = hooks.receiver.received("/streamed")
+    data = json.loads(request["body"])["data"]
+    assert data["image_url"] == f"/v1/jobs/{data['job_id']}/image"
+    assert data["image_url_expires_at"] is None
+    assert data["s3_uri"].startswith("s3://")
+
+
 @pytest.mark.parametrize("in_headers", [True, False])
 def test_a_trickling_receiver_cannot_hold_a_delivery_past_its_deadline(
     hooks: Hooks, in_headers: bool

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -47,6 +48,31 @@ def test_submit_and_wait_gives_the_finished_job(
     assert job["status"] == "succeeded"
     assert (job["width"], job["height"]) == (1344, 768)
     assert job["s3_uri"].startswith("s3://")
+
+
+def test_a_backend_with_only_a_key_downloads_its_image(
+    stack: Stack, http: httpx.Client, headers: dict[str, str]
+) -> None:
+    response = http.post("/v1/jobs", json=JOB, headers={**headers, "Prefer": "wait=20"})
+    job = response.json()
+    assert job["status"] == "succeeded", response.text
+    # The record's link needs no credentials.
+    linked = httpx.get(job["image_url"], timeout=10)
+    assert linked.status_code == 200
+    assert hashlib.sha256(linked.content).hexdigest() == job["sha256"]
+    # /image redirects to a fresh one; following it with the key sends the key to the API only.
+    redirect = http.get(f"{job['url']}/image", headers=headers)
+    assert redirect.status_code == 302
+    assert httpx.get(redirect.headers["location"], timeout=10).content == linked.content
+    followed = http.get(f"{job['url']}/image", headers=headers, follow_redirects=True)
+    assert followed.status_code == 200
+    assert followed.content == linked.content
+    # Another tenant's key finds no such job.
+    with Client(stack.settings()) as client:
+        _, other = client.api_keys.create("flow-tests-other")
+    refused = http.get(f"{job['url']}/image", headers={"Authorization": f"Bearer {other}"})
+    assert refused.status_code == 404
+    assert refused.headers["content-type"] == "application/problem+json"
 
 
 def test_server_sent_events_follow_the_job_to_the_end(

@@ -219,10 +219,10 @@ class FleetCollector(Collector):
             for priority in PRIORITIES:
                 oldest.add_metric([model_id, priority], model.oldest_waiting_s.get(priority, 0.0))
             found = {"*": model.waits, **model.tenant_waits}
-            for tenant, stats in found.items():
+            for name, stats in found.items():
                 if stats is not None:
-                    waits.add_metric([model_id, tenant, "0.5"], stats.p50_s)
-                    waits.add_metric([model_id, tenant, "0.99"], stats.p99_s)
+                    waits.add_metric([model_id, name, "0.5"], stats.p50_s)
+                    waits.add_metric([model_id, name, "0.99"], stats.p99_s)
         yield from (waiting, share, fair, held, queued, queues, oldest, waits)
 
     def _quota(self) -> Iterator[Metric]:

@@ -128,7 +128,12 @@ class Stack:
 
     def settings(self) -> Settings:
         """The settings the stack's processes run with, for a client in this process."""
-        ours = {k: v for k, v in self.env.items() if k.startswith("IMAGEGEN_")}
+        return self._settings_from(self.env)
+
+    @staticmethod
+    def _settings_from(env: Mapping[str, str]) -> Settings:
+        """The settings a process started with ``env`` reads."""
+        ours = {k: v for k, v in env.items() if k.startswith("IMAGEGEN_")}
         saved = {k: os.environ.get(k) for k in ours}
         os.environ.update(ours)
         try:
@@ -285,10 +290,18 @@ class Stack:
         """Serve the HTTP API with uvicorn (port 0: a free one); returns its URL."""
         port = port or free_port()
         url = f"http://{HOST}:{port}"
+        env = {**self.env, **(extra_env or {})}
+        settings = self._settings_from(env)
+        launch = api_launch(
+            host=HOST,
+            port=port,
+            max_header_bytes=settings.api_max_header_bytes,
+            keep_alive_s=settings.api_keep_alive_s,
+        )
         self.processes.spawn(
             "api",
-            api_launch(host=HOST, port=port).argv,
-            env={**self.env, **(extra_env or {})},
+            launch.argv,
+            env=env,
             ready=lambda: http_ok(url + "/healthz"),
             timeout_s=60,
         )

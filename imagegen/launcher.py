@@ -17,6 +17,8 @@ __all__ = ["CELERY_APP", "Launch", "api_launch", "flower_launch", "worker_launch
 
 CELERY_APP = "worker.app"
 API_FACTORY = "producer.api:app_from_env"
+# The producer names its protocol class; the launcher never imports it.
+API_PROTOCOL = "producer.api.http_protocol:BoundedH11Protocol"
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,18 @@ def worker_launch(
     return Launch(argv, {"IMAGEGEN_WORKER_CONCURRENCY": str(concurrency)})
 
 
-def api_launch(*, host: str, port: int, workers: int = 1) -> Launch:
-    """The HTTP API under uvicorn."""
+def api_launch(
+    *,
+    host: str,
+    port: int,
+    workers: int = 1,
+    max_header_bytes: int = 16_384,
+    keep_alive_s: int = 5,
+) -> Launch:
+    """The HTTP API under uvicorn, with our h11 protocol (``producer.api.http_protocol``): a
+    request's head bounded in bytes (431) and in time (``api_header_timeout_s``, which the
+    protocol reads from the settings), idle keep-alive connections closed after
+    ``keep_alive_s``."""
     argv = [
         sys.executable,
         "-m",
@@ -73,9 +85,19 @@ def api_launch(*, host: str, port: int, workers: int = 1) -> Launch:
         "--workers",
         str(workers),
         "--no-access-log",
-        # uvicorn would trust X-Forwarded-For from 127.0.0.1 itself; the API decides whom to
-        # trust (IMAGEGEN_API_TRUSTED_PROXIES).
+        # uvicorn would trust X-Forwarded-For and X-Forwarded-Proto from 127.0.0.1 itself; the
+        # API decides whom to trust (IMAGEGEN_API_TRUSTED_PROXIES).
         "--no-proxy-headers",
+        "--http",
+        API_PROTOCOL,
+        "--h11-max-incomplete-event-size",
+        str(max_header_bytes),
+        "--timeout-keep-alive",
+        str(keep_alive_s),
+        # The API serves no WebSocket: an Upgrade request is answered as plain HTTP.
+        "--ws",
+        "none",
+        "--no-server-header",
     ]
     return Launch(argv)
 

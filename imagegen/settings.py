@@ -338,6 +338,26 @@ class Settings(BaseSettings):
         description="Proxies (addresses or CIDR blocks, JSON list) whose X-Forwarded-For names "
         "the real client; from anyone else the header is ignored.",
     )
+    api_max_header_bytes: int = Field(
+        default=16_384,
+        ge=1_024,
+        le=1_048_576,
+        description="Largest request line and headers the API reads; beyond, 431 and the "
+        "connection is closed.",
+    )
+    api_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Time a client has to send a request's line and headers, and the longest "
+        "pause while it sends a body; beyond, the connection is closed.",
+    )
+    api_keep_alive_s: int = Field(
+        default=5,
+        ge=1,
+        le=600,
+        description="Time an idle keep-alive connection to the API stays open.",
+    )
 
     # Webhooks.
     webhook_default_url: str | None = Field(

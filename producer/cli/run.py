@@ -94,7 +94,16 @@ def _health(client: Client, args: argparse.Namespace) -> int:
 
 
 def _api(client: Client, args: argparse.Namespace) -> NoReturn:
-    _exec(api_launch(host=args.host, port=args.port, workers=args.workers))
+    settings = client.settings
+    _exec(
+        api_launch(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            max_header_bytes=settings.api_max_header_bytes,
+            keep_alive_s=settings.api_keep_alive_s,
+        )
+    )
 
 
 def _exec(launch: Launch) -> NoReturn:

@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from devstack.stack import Stack
+from imagegen.redis import keys
 from producer.client import Client
 from tests.integration.conftest import FAST_RETRIES, start_stack
 from tests.support import Receiver
@@ -21,6 +23,13 @@ LOCAL_WEBHOOKS = {
     # Short, so the slow-receiver attack is quick to replay: the bound is what is tested.
     "IMAGEGEN_WEBHOOK_TIMEOUT_S": "2",
 }
+ADMIN_TOKEN = "security-stack-admin-token-0123456789"
+HEADER_TIMEOUT_S = 2.0
+SECURE_API = {
+    "IMAGEGEN_API_ADMIN_TOKEN": ADMIN_TOKEN,
+    # Short, so slow clients are cut quickly in the replay: the bound is what is tested.
+    "IMAGEGEN_API_HEADER_TIMEOUT_S": f"{HEADER_TIMEOUT_S:g}",
+}
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +40,7 @@ def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         worker_concurrency=4,
         extra_env={**FAST_RETRIES, **LOCAL_WEBHOOKS},
     )
-    running.start_api()
+    running.start_api(extra_env=SECURE_API)
     yield running
     running.stop()
 
@@ -41,6 +50,21 @@ def receiver() -> Iterator[Receiver]:
     running = Receiver()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def fresh_brake(secure_stack: Stack) -> Iterator[None]:
+    """No failed authentications counted for anyone before or after the test (every attack
+    comes from 127.0.0.1, and the brake counts per client)."""
+
+    def forget() -> None:
+        with redis.Redis.from_url(secure_stack.settings().redis_url) as store:
+            for key in store.scan_iter(keys.auth_failures_key("*")):
+                store.delete(key)
+
+    forget()
+    yield
+    forget()
 
 
 @pytest.fixture(scope="session")

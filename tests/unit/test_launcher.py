@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+
 from imagegen.launcher import api_launch, flower_launch, worker_launch
+from producer.api.http_protocol import BoundedH11Protocol
 
 
 def test_the_worker_concurrency_also_sizes_its_connection_pools() -> None:
@@ -24,3 +27,13 @@ def test_the_api_runs_the_factory_under_uvicorn() -> None:
     assert "producer.api:app_from_env" in argv
     assert argv[argv.index("--workers") + 1] == "2"
     assert "--no-proxy-headers" in argv  # only our own list of trusted proxies counts
+
+
+def test_the_api_bounds_slow_and_oversized_requests() -> None:
+    argv = api_launch(host="0.0.0.0", port=8000, max_header_bytes=8192, keep_alive_s=7).argv
+    protocol = argv[argv.index("--http") + 1]
+    module, _, name = protocol.partition(":")
+    assert getattr(importlib.import_module(module), name) is BoundedH11Protocol
+    assert argv[argv.index("--h11-max-incomplete-event-size") + 1] == "8192"
+    assert argv[argv.index("--timeout-keep-alive") + 1] == "7"
+    assert argv[argv.index("--ws") + 1] == "none"

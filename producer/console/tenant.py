@@ -8,6 +8,7 @@ its own jobs (another tenant's job id is answered 404, like a missing one).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,7 +27,7 @@ from producer.api.limits import Held
 from producer.api.problems import ProblemError
 from producer.api.state import ApiState, State
 from producer.chains import ChainStatus
-from producer.console.auth import TenantLogin, sessions
+from producer.console.auth import COOKIE, TenantLogin, sessions
 from producer.console.forms import model_form, read_form
 from producer.console.render import page
 
@@ -37,6 +38,8 @@ router = APIRouter(include_in_schema=False)
 JOBS_SHOWN = 50
 PICKABLE_OUTPUTS = 20
 EVENTS_HEARTBEAT_S = 15.0
+# An event stream checks its session this often, busy or not, and ends with it.
+SESSION_RECHECK_S = 2.0
 IMAGE_URL_TTL_S = 900
 
 
@@ -237,7 +240,7 @@ def events(request: Request, state: State, session: TenantLogin) -> Response:
     tenant = _tenant(session)
     if not state.held.take(Held.STREAM, tenant):
         raise ProblemError(429, "Too many event streams", "close another console tab")
-    token = request.cookies.get("imagegen_console", "")
+    token = request.cookies.get(COOKIE, "")
     return StreamingResponse(
         _stream(state, tenant, token),
         media_type="text/event-stream",
@@ -246,18 +249,24 @@ def events(request: Request, state: State, session: TenantLogin) -> Response:
 
 
 async def _stream(state: ApiState, tenant: str, token: str) -> AsyncIterator[str]:
+    """The tenant's events until its session ends (logged out, expired, or its key revoked):
+    the session is checked every ``SESSION_RECHECK_S`` however many events flow."""
     client = state.client
     try:
         events = await anyio.to_thread.run_sync(client.reads.subscribe_all)
         try:
             yield "retry: 3000\n\n"
+            session_checked = quiet_since = time.monotonic()
             while True:
-                message = await anyio.to_thread.run_sync(events.next, EVENTS_HEARTBEAT_S)
-                if message is None:
-                    alive = await anyio.to_thread.run_sync(sessions(state).get, token)
-                    if alive is None:
+                if time.monotonic() - session_checked >= SESSION_RECHECK_S:
+                    session_checked = time.monotonic()
+                    if await anyio.to_thread.run_sync(sessions(state).get, token) is None:
                         return
-                    yield ": heartbeat\n\n"
+                message = await anyio.to_thread.run_sync(events.next, SESSION_RECHECK_S)
+                if message is None:
+                    if time.monotonic() - quiet_since >= EVENTS_HEARTBEAT_S:
+                        quiet_since = time.monotonic()
+                        yield ": heartbeat\n\n"
                     continue
                 event = json.loads(message["data"])
                 [record] = await anyio.to_thread.run_sync(client.get_many, [event["job_id"]])

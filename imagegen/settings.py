@@ -336,7 +336,8 @@ class Settings(BaseSettings):
     api_trusted_proxies: tuple[str, ...] = Field(
         default=(),
         description="Proxies (addresses or CIDR blocks, JSON list) whose X-Forwarded-For names "
-        "the real client; from anyone else the header is ignored.",
+        "the real client, and whose X-Forwarded-Proto and X-Forwarded-Host name the address "
+        "the browser used; from anyone else those headers are ignored.",
     )
     api_max_header_bytes: int = Field(
         default=16_384,
@@ -357,6 +358,12 @@ class Settings(BaseSettings):
         ge=1,
         le=600,
         description="Time an idle keep-alive connection to the API stays open.",
+    )
+    console_secure_cookies: bool = Field(
+        default=False,
+        description="Mark the console's cookies Secure on every response (it is reached over "
+        "https); otherwise only when a request came over https, directly or as "
+        "X-Forwarded-Proto from IMAGEGEN_API_TRUSTED_PROXIES.",
     )
 
     # Webhooks.

@@ -1,4 +1,5 @@
-"""bedrock-imagegen's job contract and every way to submit a job.
+"""bedrock-imagegen's job contract and every way to submit a job: ``Client`` (a trusted
+backend's, over Redis), ``OperatorClient`` (operators' actions), the API, the CLI, webhooks.
 
 This package never imports ``worker``: it writes job records and sends tasks by name.
 """
@@ -21,6 +22,7 @@ from imagegen.settings import Settings, get_settings
 from imagegen.store.job_reads import JobPage
 from imagegen.store.jobs import CancelOutcome
 from producer.client import BatchStatus, Client, Submitted
+from producer.operator import OperatorClient
 from producer.webhooks import WebhookVerificationError, verify
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "JobSpec",
     "JobStatus",
     "JobTimeoutError",
+    "OperatorClient",
     "Priority",
     "QueueFullError",
     "Settings",

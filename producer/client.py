@@ -1,13 +1,18 @@
-"""The Python client a backend uses to submit jobs and read their results."""
+"""The Redis-level client a trusted backend uses to submit jobs and read their results.
+
+It needs Redis (and S3 for ``download``). A backend with nothing but an API key uses the HTTP
+API's client, ``imagegen_client``; operators use ``producer.operator.OperatorClient``.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 
 from pydantic import BaseModel
 
@@ -20,18 +25,13 @@ from imagegen.records import JobRecord, JobStatus, ms_to_datetime
 from imagegen.redis.connection import connect
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings, get_settings
-from imagegen.store.cache import ImageCache
-from imagegen.store.deliveries import Deliveries, SigningSecrets
-from imagegen.store.dispatch import Dispatch, TenantLimits, TenantShare
+from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobPage, JobReads
 from imagegen.store.jobs import CancelOutcome, JobStore
-from imagegen.store.quarantine import Quarantine
-from imagegen.store.quota import QuotaStatus, QuotaStore
-from imagegen.store.spend import Budget, Ledger, PeriodSpend, SpendRow, periods
-from imagegen.store.stats import Stats
-from imagegen.store.tenants import TENANT_PATTERN, ApiKeys, Tenants, is_tenant_name
+from imagegen.store.tenants import Tenants
 from imagegen.submission import JobLike, RequestLike, Submitted, Submitter
 from producer.chains import ChainStatus, bind_steps, chain_status
+from producer.operator import OperatorClient
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -40,9 +40,27 @@ __all__ = ["BatchStatus", "Client", "Submitted"]
 
 DEFAULT_WAIT_S = 300.0
 
+T = TypeVar("T")
+
+
+class _Moved(Generic[T]):
+    """A name that moved to ``OperatorClient``, answered through ``Client.operator``."""
+
+    def __init__(self, get: Callable[[OperatorClient], T]) -> None:
+        self._get = get
+
+    @overload
+    def __get__(self, client: None, owner: type[Client]) -> Self: ...
+
+    @overload
+    def __get__(self, client: Client, owner: type[Client]) -> T: ...
+
+    def __get__(self, client: Client | None, owner: type[Client]) -> Self | T:
+        return self if client is None else self._get(client.operator)
+
 
 class Client:
-    """Submit Stable Image Core jobs and follow them.
+    """Submit jobs and follow them, straight through Redis.
 
     >>> client = Client()
     >>> job = client.submit("a lighthouse at dawn", aspect_ratio="16:9")
@@ -58,15 +76,7 @@ class Client:
         )
         self.reads = JobReads(self._redis)
         self.dispatch = Dispatch(self._redis, self.settings)
-        self.ledger = Ledger(self._redis, self.settings)
-        self.cache = ImageCache(self._redis)
-        self.webhook_deliveries = Deliveries(self._redis)
-        self.signing_secrets = SigningSecrets(self._redis, self.settings.webhook_secret_overlap_s)
-        self.api_keys = ApiKeys(self._redis)
         self.tenants = Tenants(self._redis)
-        self.quota_store = QuotaStore(self._redis, self.settings)
-        self.quarantine = Quarantine(self._redis)
-        self.stats = Stats(self._redis)
         self._s3: S3Client | None = None
         self.inputs = InputBinder(self.settings, self.reads, self.s3)
         self.submitter = Submitter(
@@ -80,6 +90,33 @@ class Client:
 
     def close(self) -> None:
         self._redis.close()
+
+    @cached_property
+    def operator(self) -> OperatorClient:
+        """The operator's client on this client's connection (budgets, keys, replays...)."""
+        return OperatorClient(self.settings, redis_client=self._redis)
+
+    # Operator actions live in ``OperatorClient``; these names still answer, through
+    # ``operator``, for callers written before the split.
+    api_keys = _Moved(lambda operator: operator.api_keys)
+    cache = _Moved(lambda operator: operator.cache)
+    quarantine = _Moved(lambda operator: operator.quarantine)
+    signing_secrets = _Moved(lambda operator: operator.signing_secrets)
+    stats = _Moved(lambda operator: operator.stats)
+    webhook_deliveries = _Moved(lambda operator: operator.webhook_deliveries)
+    budget = _Moved(lambda operator: operator.budget)
+    dead_letters = _Moved(lambda operator: operator.dead_letters)
+    quota = _Moved(lambda operator: operator.quota)
+    replay = _Moved(lambda operator: operator.replay)
+    set_budget = _Moved(lambda operator: operator.set_budget)
+    set_tenant_limits = _Moved(lambda operator: operator.set_tenant_limits)
+    set_tenant_webhook = _Moved(lambda operator: operator.set_tenant_webhook)
+    signing_secrets_for = _Moved(lambda operator: operator.signing_secrets_for)
+    spend = _Moved(lambda operator: operator.spend)
+    spend_now = _Moved(lambda operator: operator.spend_now)
+    tenant_limits = _Moved(lambda operator: operator.tenant_limits)
+    tenant_shares = _Moved(lambda operator: operator.tenant_shares)
+    tenant_webhook = _Moved(lambda operator: operator.tenant_webhook)
 
     def s3(self) -> S3Client:
         """The S3 client (made on first use: most callers never need it)."""
@@ -238,30 +275,6 @@ class Client:
             raise JobNotFoundError(job_id)
         return outcome
 
-    def tenant_webhook(self, tenant: str) -> str | None:
-        return self.tenants.webhook_url(tenant)
-
-    def set_tenant_webhook(self, tenant: str, url: str | None) -> None:
-        """A tenant's default webhook endpoint (None removes it); vetted like a job's."""
-        if url is not None:
-            probe = self.submitter.parse({"request": {"prompt": "-"}, "webhook_url": url})
-            self.submitter.vet_webhooks([probe])
-        self.tenants.set_webhook_url(tenant, url)
-
-    def signing_secrets_for(self, tenant: str | None) -> SigningSecrets:
-        """The secrets that sign a tenant's webhooks (None: jobs without a tenant)."""
-        if tenant is None:
-            return self.signing_secrets
-        return SigningSecrets(self._redis, self.settings.webhook_secret_overlap_s, tenant)
-
-    def replay(self, job_ids: Iterable[str]) -> list[str]:
-        """Queue failed jobs from the dead-letter set again; returns those replayed."""
-        return self.jobs.replay(job_ids)
-
-    def dead_letters(self, limit: int = 1000) -> list[JobRecord]:
-        """Failed jobs, oldest failure first."""
-        return self.jobs.dead_letters(limit)
-
     # -- reading -----------------------------------------------------------------------------
 
     def get(self, job_id: str) -> JobRecord:
@@ -325,69 +338,6 @@ class Client:
         """Block until the job is final; raises ``JobTimeoutError`` after ``timeout_s``."""
         return self.reads.wait(job_id, timeout_s)
 
-    def quota(self, model_ids: Iterable[str] | None = None) -> list[QuotaStatus]:
-        """The shared Bedrock quota of each model (default: every allowed model)."""
-        return [
-            self.quota_store.status(model_id)
-            for model_id in (model_ids or self.settings.allowed_model_ids)
-        ]
-
-    def tenant_shares(
-        self,
-        model_ids: Iterable[str] | None = None,
-        *,
-        tenant: str | None = None,
-        busiest: int | None = None,
-    ) -> list[TenantShare]:
-        """Each tenant's share of each model's rate over the last minute, against its fair
-        share (default: every allowed model, and any other with jobs waiting); only
-        ``tenant``'s, or the ``busiest`` tenants', when given."""
-        models = list(model_ids or self.dispatch.known_models())
-        if tenant is not None:
-            return self.dispatch.tenant_shares(tenant, models)
-        return [
-            share
-            for model_id in models
-            for share in self.dispatch.shares(model_id, busiest=busiest)
-        ]
-
-    def tenant_limits(self, tenant: str) -> TenantLimits:
-        """A tenant's weight in the fair share and its caps, as the dispatcher applies them."""
-        return self.dispatch.tenant_limits(tenant)
-
-    def set_tenant_limits(
-        self,
-        tenant: str,
-        *,
-        weight: float | None = None,
-        rate_rpm: float | None = None,
-        max_concurrency: int | None = None,
-    ) -> TenantLimits:
-        """Set a tenant's weight or caps (None: unchanged; negative: back to the default)."""
-        _check_tenant_name(tenant)
-        return self.dispatch.set_tenant_limits(
-            tenant, weight=weight, rate_rpm=rate_rpm, max_concurrency=max_concurrency
-        )
-
-    def budget(self, tenant: str) -> Budget:
-        """The tenant's budgets (dollars per UTC day and month) and what happens past them."""
-        return self.ledger.budget(tenant)
-
-    def set_budget(self, budget: Budget) -> Budget:
-        """Replace a tenant's budgets; effective for the next job released."""
-        _check_tenant_name(budget.tenant)
-        return self.ledger.set_budget(budget)
-
-    def spend_now(self, tenant: str | None) -> tuple[PeriodSpend, PeriodSpend]:
-        """The tenant's spend and reservations today and this month (UTC)."""
-        day, month = periods()
-        return self.ledger.period(tenant, day), self.ledger.period(tenant, month)
-
-    def spend(self, tenant: str | None = None, days: int = 31) -> list[SpendRow]:
-        """Images and spend per tenant, model and day (every tenant when None), newest first."""
-        tenants = [tenant] if tenant else self.ledger.tenants()
-        return [row for name in tenants for row in self.ledger.rows(name, days)]
-
     def download(self, record: JobRecord, path: str | Path) -> Path:
         """Save a succeeded job's image to ``path``."""
         if record.status is not JobStatus.SUCCEEDED or not (record.s3_bucket and record.s3_key):
@@ -407,8 +357,3 @@ class BatchStatus(BaseModel):
     size: int
     counts: dict[str, int]
     job_ids: list[str]
-
-
-def _check_tenant_name(tenant: str) -> None:
-    if not is_tenant_name(tenant):
-        raise InvalidRequestError([FieldError("tenant", f"must match {TENANT_PATTERN}")])

@@ -24,6 +24,7 @@ from producer.api import batches, chains, health, jobs, models, secrets, tenants
 from producer.api.auth import AUTH_WINDOW_S
 from producer.api.bodies import BodyLimitMiddleware
 from producer.api.docs import install_docs
+from producer.api.hardening import install_hardening
 from producer.api.images import ImageLinks
 from producer.api.limits import Held, HeldLimits
 from producer.api.metrics import metrics_router
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, *, redis_client: Any = None) ->
     app.include_router(health.router)
     install_docs(app)
     install_console(app)
+    install_hardening(app)
     install_openapi(app)
     return app
 

@@ -41,12 +41,12 @@ def get_secrets(tenant_id: Tenant, state: State) -> SigningSecretsResource:
     summary="A new primary secret; the old one keeps signing for the overlap",
 )
 def rotate_secrets(tenant_id: Tenant, state: State) -> SigningSecretsResource:
-    state.client.signing_secrets_for(tenant_id).rotate()
+    state.client.operator.signing_secrets_for(tenant_id).rotate()
     return _resource(state, tenant_id)
 
 
 def _resource(state: ApiState, tenant_id: str) -> SigningSecretsResource:
     return SigningSecretsResource(
-        secrets=state.client.signing_secrets_for(tenant_id).active(),
+        secrets=state.client.operator.signing_secrets_for(tenant_id).active(),
         overlap_s=state.settings.webhook_secret_overlap_s,
     )

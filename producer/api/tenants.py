@@ -102,11 +102,11 @@ def _limits(found: TenantLimits) -> TenantLimitsResource:
     summary="Your weight, caps and share of each model's rate",
 )
 def get_tenant(tenant_id: Tenant, state: State) -> TenantResource:
-    client = state.client
-    shares = client.tenant_shares(tenant=tenant_id)
+    operator = state.client.operator
+    shares = operator.tenant_shares(tenant=tenant_id)
     return TenantResource(
-        **_limits(client.tenant_limits(tenant_id)).model_dump(),
-        cache_shared=client.cache.shared(tenant_id),
+        **_limits(operator.tenant_limits(tenant_id)).model_dump(),
+        cache_shared=operator.cache.shared(tenant_id),
         models=[
             ModelShare(
                 model_id=s.model_id,
@@ -167,7 +167,7 @@ admin_router = APIRouter(
     summary="Get a tenant's weight and caps (admin)",
 )
 def get_tenant_limits(tenant: TenantName, state: State) -> TenantLimitsResource:
-    return _limits(state.client.tenant_limits(tenant))
+    return _limits(state.client.operator.tenant_limits(tenant))
 
 
 @admin_router.put(
@@ -179,14 +179,14 @@ def get_tenant_limits(tenant: TenantName, state: State) -> TenantLimitsResource:
 def set_tenant_limits(
     tenant: TenantName, update: TenantLimitsUpdate, state: State
 ) -> TenantLimitsResource:
-    found = state.client.set_tenant_limits(
+    found = state.client.operator.set_tenant_limits(
         tenant,
         weight=update.weight,
         rate_rpm=update.rate_rpm,
         max_concurrency=update.max_concurrency,
     )
     if update.share_cache is not None:
-        state.client.cache.set_shared(tenant, update.share_cache)
+        state.client.operator.cache.set_shared(tenant, update.share_cache)
     return _limits(found)
 
 
@@ -266,16 +266,16 @@ def get_spend(
     request: Request,
     days: Annotated[int, Query(ge=1, le=400)] = 31,
 ) -> SpendResource | Response:
-    client = state.client
-    rows = client.spend(tenant_id, days)
+    operator = state.client.operator
+    rows = operator.spend(tenant_id, days)
     if "text/csv" in request.headers.get("accept", ""):
         return Response(rows_as_csv(rows), media_type="text/csv")
-    today, month = client.spend_now(tenant_id)
+    today, month = operator.spend_now(tenant_id)
     return SpendResource(
         tenant=tenant_id,
         today=_period(today),
         this_month=_period(month),
-        budget=_budget(client.budget(tenant_id)),
+        budget=_budget(operator.budget(tenant_id)),
         days=[
             SpendRowResource(
                 day=r.period,
@@ -297,7 +297,7 @@ def get_spend(
     summary="Get a tenant's budgets (admin)",
 )
 def get_budget(tenant: TenantName, state: State) -> BudgetResource:
-    return _budget(state.client.budget(tenant))
+    return _budget(state.client.operator.budget(tenant))
 
 
 @admin_router.put(
@@ -307,5 +307,5 @@ def get_budget(tenant: TenantName, state: State) -> BudgetResource:
     summary="Replace a tenant's budgets (admin)",
 )
 def set_budget(tenant: TenantName, budget: BudgetResource, state: State) -> BudgetResource:
-    found = state.client.set_budget(Budget(tenant=tenant, **budget.model_dump()))
+    found = state.client.operator.set_budget(Budget(tenant=tenant, **budget.model_dump()))
     return _budget(found)

@@ -130,7 +130,7 @@ def _register_tenants(commands: argparse._SubParsersAction[argparse.ArgumentPars
 def _tenants(client: Client, args: argparse.Namespace) -> int:
     if args.tenants_command == "set":
         try:
-            found = client.set_tenant_limits(
+            found = client.operator.set_tenant_limits(
                 args.tenant,
                 weight=args.weight,
                 rate_rpm=args.rate_rpm,
@@ -140,7 +140,7 @@ def _tenants(client: Client, args: argparse.Namespace) -> int:
             error(str(e))
             return EXIT_BAD_INPUT
     else:
-        found = client.tenant_limits(args.tenant)
+        found = client.operator.tenant_limits(args.tenant)
     if args.json:
         print(json.dumps(dataclasses.asdict(found)))
         return EXIT_OK
@@ -152,7 +152,7 @@ def _tenants(client: Client, args: argparse.Namespace) -> int:
 
 def _quarantine(client: Client, args: argparse.Namespace) -> int:
     if args.quarantine_command == "list":
-        entries = client.quarantine.list(args.limit)
+        entries = client.operator.quarantine.list(args.limit)
         if args.json:
             print(json.dumps([dataclasses.asdict(e) for e in entries]))
             return EXIT_OK
@@ -173,14 +173,14 @@ def _quarantine(client: Client, args: argparse.Namespace) -> int:
     if not args.all and not args.entry_ids:
         error("quarantine drop: name ENTRY_IDs or pass --all")
         return EXIT_BAD_INPUT
-    dropped = client.quarantine.drop(None if args.all else args.entry_ids)
+    dropped = client.operator.quarantine.drop(None if args.all else args.entry_ids)
     print(f"{dropped} dropped")
     return EXIT_OK
 
 
 def _quota(client: Client, args: argparse.Namespace) -> int:
-    statuses = client.quota(args.model_id)
-    shares = client.tenant_shares(args.model_id)
+    statuses = client.operator.quota(args.model_id)
+    shares = client.operator.tenant_shares(args.model_id)
     if args.json:
         print(
             json.dumps(
@@ -225,7 +225,7 @@ def _quota(client: Client, args: argparse.Namespace) -> int:
 
 def _dlq(client: Client, args: argparse.Namespace) -> int:
     if args.dlq_command == "list":
-        records = client.dead_letters()
+        records = client.operator.dead_letters()
         if args.json:
             print(json.dumps([r.model_dump(mode="json") for r in records]))
             return EXIT_OK
@@ -245,7 +245,7 @@ def _dlq(client: Client, args: argparse.Namespace) -> int:
         error("dlq replay: name JOB_IDs or pass --all")
         return EXIT_BAD_INPUT
     wanted = client.jobs.dead_letter_ids() if args.all else args.job_ids
-    replayed = client.replay(wanted)
+    replayed = client.operator.replay(wanted)
     for job_id in replayed:
         print(job_id)
     skipped = sorted(set(wanted) - set(replayed))
@@ -255,7 +255,7 @@ def _dlq(client: Client, args: argparse.Namespace) -> int:
 
 
 def _webhook_secret(client: Client, args: argparse.Namespace) -> int:
-    secrets = client.signing_secrets_for(args.tenant)
+    secrets = client.operator.signing_secrets_for(args.tenant)
     if args.rotate:
         print(secrets.rotate())
         others = secrets.active()[1:]
@@ -268,7 +268,7 @@ def _webhook_secret(client: Client, args: argparse.Namespace) -> int:
 
 
 def _webhooks(client: Client, args: argparse.Namespace) -> int:
-    deliveries = client.webhook_deliveries
+    deliveries = client.operator.webhook_deliveries
     if args.webhooks_command == "log":
         client.get(args.job_id)  # a clear "not found" for an unknown job
         found = deliveries.for_job(args.job_id)
@@ -298,7 +298,7 @@ def _webhooks(client: Client, args: argparse.Namespace) -> int:
 
 
 def _keys(client: Client, args: argparse.Namespace) -> int:
-    api_keys = client.api_keys
+    api_keys = client.operator.api_keys
     if args.keys_command == "create":
         record, key = api_keys.create(args.tenant)
         print(key)
@@ -328,6 +328,6 @@ def _keys(client: Client, args: argparse.Namespace) -> int:
 
 def _tenant_webhook(client: Client, args: argparse.Namespace) -> int:
     if args.clear or args.url:
-        client.set_tenant_webhook(args.tenant, None if args.clear else args.url)
-    print(client.tenant_webhook(args.tenant) or "(none)")
+        client.operator.set_tenant_webhook(args.tenant, None if args.clear else args.url)
+    print(client.operator.tenant_webhook(args.tenant) or "(none)")
     return EXIT_OK

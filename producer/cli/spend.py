@@ -78,16 +78,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _cache(client: Client, args: argparse.Namespace) -> int:
     if args.cache_command == "share":
-        client.cache.set_shared(args.tenant, args.state == "on")
+        client.operator.cache.set_shared(args.tenant, args.state == "on")
         print(f"{args.tenant}: shared cache {args.state}")
         return EXIT_OK
     scope = None if args.all else SHARED_CACHE_SCOPE if args.shared else args.tenant
-    print(f"{client.cache.purge(scope)} cached images forgotten")
+    print(f"{client.operator.cache.purge(scope)} cached images forgotten")
     return EXIT_OK
 
 
 def _spend(client: Client, args: argparse.Namespace) -> int:
-    rows = client.spend(args.tenant, args.days)
+    rows = client.operator.spend(args.tenant, args.days)
     if args.csv:
         print(rows_as_csv(rows), end="")
         return EXIT_OK
@@ -101,15 +101,15 @@ def _spend(client: Client, args: argparse.Namespace) -> int:
 
 
 def _budgets(client: Client, args: argparse.Namespace) -> int:
-    budget = client.budget(args.tenant)
+    budget = client.operator.budget(args.tenant)
     if args.budgets_command == "set":
         given = {name: getattr(args, name) for name in (*_AMOUNTS, "on_exceed") if name in args}
         try:
-            budget = client.set_budget(dataclasses.replace(budget, **given))
+            budget = client.operator.set_budget(dataclasses.replace(budget, **given))
         except (ValueError, InvalidRequestError) as e:
             error(str(e))
             return EXIT_BAD_INPUT
-    today, month = client.spend_now(args.tenant)
+    today, month = client.operator.spend_now(args.tenant)
     if args.json:
         found: dict[str, Any] = {
             "budget": dataclasses.asdict(budget),

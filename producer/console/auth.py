@@ -1,8 +1,10 @@
 """Logging in to the console: a tenant with an API key, an operator with the admin token.
 
 The session lives in Redis (``imagegen.store.sessions``); the browser holds only its token, in
-an HttpOnly, SameSite=Strict cookie scoped to ``/console``. Bad keys and tokens count against
-the same brake as the API's.
+an HttpOnly, SameSite=Strict cookie scoped to ``/console`` (``cookies``). Bad keys and tokens
+count against the same brake as the API's (``producer.api.brake``): a tenant's valid key is
+always accepted, but a client past the limit is refused even the right operator token until its
+window ends.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from imagegen.store.sessions import ConsoleSession, ConsoleSessions
-from producer.api.auth import client_address
+from producer.api.brake import admin_failure, braked
 from producer.api.state import ApiState, State
+from producer.console.cookies import COOKIE_PATH, SESSION_COOKIE, set_console_cookie
 from producer.console.render import page
 
 __all__ = ["COOKIE", "Operator", "TenantLogin", "router"]
 
-COOKIE = "imagegen_console"
-COOKIE_PATH = "/console"
+COOKIE = SESSION_COOKIE
 LOGIN_PATH = "/console/login"
+# The key id console logins are counted under, besides the client.
+LOGIN_KEY_ID = "console"
 
 router = APIRouter(include_in_schema=False)
 
@@ -70,24 +74,37 @@ def login(request: Request, state: State, key: Annotated[str, Form(max_length=51
     found = state.api_keys.authenticate(key)
     if found is not None:
         token = sessions(state).create("tenant", tenant=found.tenant, key_id=found.key_id)
-        return _logged_in(request, token, "/console")
+        return _logged_in(request, state, token, "/console")
     admin = state.settings.api_admin_token
-    if admin is not None and hmac.compare_digest(key.encode(), admin.get_secret_value().encode()):
-        return _logged_in(request, sessions(state).create("operator"), "/console/operator")
-    address = client_address(request, state.settings.api_trusted_proxies)
-    failures, retry_after_s = state.auth_failures.add(address, "console")
-    too_many = failures > state.settings.api_auth_failures_per_minute
-    message = (
-        f"Too many failed logins; try again in {retry_after_s} s."
-        if too_many
-        else "That is not a valid API key or operator token."
-    )
-    return page(
+    held = braked(request, state)
+    if (
+        held is None
+        and admin is not None
+        and hmac.compare_digest(key.encode(), admin.get_secret_value().encode())
+    ):
+        return _logged_in(request, state, sessions(state).create("operator"), "/console/operator")
+    held = held or admin_failure(request, state, LOGIN_KEY_ID)
+    if held is not None:
+        return _login_refused(
+            state,
+            429,
+            f"Too many failed logins; try again in {held.retry_after_s} s.",
+            headers={"Retry-After": str(held.retry_after_s)},
+        )
+    return _login_refused(state, 401, "That is not a valid API key or operator token.")
+
+
+def _login_refused(
+    state: ApiState, status_code: int, message: str, headers: dict[str, str] | None = None
+) -> HTMLResponse:
+    refused = page(
         "login.html",
-        status_code=429 if too_many else 401,
+        status_code=status_code,
         error=message,
-        operator=admin is not None,
+        operator=state.settings.api_admin_token is not None,
     )
+    refused.headers.update(headers or {})
+    return refused
 
 
 @router.post("/console/logout")
@@ -98,14 +115,7 @@ def logout(request: Request, state: State) -> Response:
     return response
 
 
-def _logged_in(request: Request, token: str, target: str) -> Response:
+def _logged_in(request: Request, state: ApiState, token: str, target: str) -> Response:
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(
-        COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        path=COOKIE_PATH,
-    )
+    set_console_cookie(response, request, state.settings, COOKIE, token)
     return response

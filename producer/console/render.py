@@ -1,21 +1,41 @@
 """Rendering the console's pages: one Jinja environment (autoescaped), and the filters the
-templates share."""
+templates share.
+
+Every ``<form method="post">`` of every template gets the browser's form token as its first
+input (``FormTokens``), so no state-changing form can be written without one."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2.ext import Extension
 
-__all__ = ["page"]
+from producer.console.csrf import csrf_input
+
+__all__ = ["POST_FORM", "page"]
+
+# The opening tag of a form that posts, in a template's source.
+POST_FORM = re.compile(r"""<form\b[^>]*\bmethod=["']?post\b[^>]*>""", re.IGNORECASE)
+
+
+class FormTokens(Extension):
+    """Adds ``{{ csrf_input() }}`` after the opening tag of each posting form, as the template
+    is compiled (its source is ours; what it renders never is)."""
+
+    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
+        return POST_FORM.sub(lambda tag: tag.group(0) + "{{ csrf_input() }}", source)
+
 
 _ENV = Environment(
     loader=PackageLoader("producer.console", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
     trim_blocks=True,
     lstrip_blocks=True,
+    extensions=[FormTokens],
 )
 
 
@@ -34,6 +54,7 @@ def _percent(part: float, whole: float) -> int:
 _ENV.filters["iso"] = _iso
 _ENV.filters["money"] = _money
 _ENV.globals["percent"] = _percent
+_ENV.globals["csrf_input"] = csrf_input
 
 
 def page(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -29,9 +29,19 @@ class Console:
 
     def login(self, tenant: str) -> str:
         _, key = self.client.api_keys.create(tenant)
-        answer = self.http.post("/console/login", data={"key": key}, follow_redirects=False)
+        answer = self.post("/console/login", data={"key": key}, follow_redirects=False)
         assert answer.status_code == 303, answer.text
         return key
+
+    def token(self) -> str:
+        """This browser's form token, as a console page carries it."""
+        found = re.search(r'name="csrf" value="([^"]+)"', self.http.get("/console/login").text)
+        assert found, "the login form carries no token"
+        return found[1]
+
+    def post(self, path: str, data: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        """A post from the console's own page: with the form token."""
+        return self.http.post(path, data={**(data or {}), "csrf": self.token()}, **kwargs)
 
 
 @pytest.fixture
@@ -54,7 +64,7 @@ def test_pages_need_a_login(console: Console) -> None:
 
 
 def test_a_bad_key_is_refused_and_the_key_never_reaches_a_url(console: Console) -> None:
-    refused = console.http.post("/console/login", data={"key": "igk_nope_nope"})
+    refused = console.post("/console/login", data={"key": "igk_nope_nope"})
     assert refused.status_code == 401
     assert "not a valid API key" in refused.text
     key = console.login("acme")
@@ -69,7 +79,7 @@ def test_a_bad_key_is_refused_and_the_key_never_reaches_a_url(console: Console) 
 def test_a_tenant_sees_only_its_own_jobs(console: Console) -> None:
     theirs = console.client.submit("a rival picture", tenant="rival")
     console.login("acme")
-    mine = console.http.post(
+    mine = console.post(
         "/console/jobs",
         data={"model_id": CORE, "f.prompt": "a lighthouse at dawn", "f.aspect_ratio": "16:9"},
         follow_redirects=False,
@@ -84,13 +94,13 @@ def test_a_tenant_sees_only_its_own_jobs(console: Console) -> None:
     assert theirs.job_id not in console.http.get("/console").text
     for path in ("", "/image"):
         assert console.http.get(f"/console/jobs/{theirs.job_id}{path}").status_code == 404
-    assert console.http.post(f"/console/jobs/{theirs.job_id}/cancel").status_code == 404
+    assert console.post(f"/console/jobs/{theirs.job_id}/cancel").status_code == 404
     assert console.client.get(theirs.job_id).status is JobStatus.QUEUED
 
 
 def test_errors_are_shown_beside_their_inputs(console: Console) -> None:
     console.login("acme")
-    answer = console.http.post(
+    answer = console.post(
         "/console/jobs",
         data={
             "model_id": "us.stability.stable-outpaint-v1:0",
@@ -114,7 +124,7 @@ def test_cancel_from_the_job_page(console: Console) -> None:
     job = console.client.submit("wait for me", tenant="acme", priority="batch")
     page = console.http.get(f"/console/jobs/{job.job_id}")
     assert "Cancel this job" in page.text
-    done = console.http.post(f"/console/jobs/{job.job_id}/cancel", follow_redirects=False)
+    done = console.post(f"/console/jobs/{job.job_id}/cancel", follow_redirects=False)
     assert done.status_code == 303
     assert console.client.get(job.job_id).status is JobStatus.CANCELED
 
@@ -131,9 +141,7 @@ def test_revoking_the_key_ends_the_session(console: Console) -> None:
 def test_the_operator_view_needs_the_operator_token(console: Console) -> None:
     console.login("acme")
     assert console.http.get("/console/operator", follow_redirects=False).status_code == 303
-    answer = console.http.post(
-        "/console/login", data={"key": OPERATOR_TOKEN}, follow_redirects=False
-    )
+    answer = console.post("/console/login", data={"key": OPERATOR_TOKEN}, follow_redirects=False)
     assert answer.headers["location"] == "/console/operator"
     page = console.http.get("/console/operator")
     assert page.status_code == 200
@@ -160,7 +168,7 @@ def test_an_input_image_uploaded_through_the_form(settings: Settings) -> None:
             console = Console(http, Client(settings, redis_client=redis))
             console.login("acme")
             upscale = "us.stability.stable-fast-upscale-v1:0"
-            answer = http.post(
+            answer = console.post(
                 "/console/jobs",
                 data={"model_id": upscale},
                 files={"file.image": ("cat.png", picture.getvalue(), "image/png")},
@@ -170,7 +178,7 @@ def test_an_input_image_uploaded_through_the_form(settings: Settings) -> None:
             job_id = answer.headers["location"].split("submitted=")[1]
             image = console.client.get(job_id).request.image  # type: ignore[union-attr]
             assert image.startswith(f"s3://{settings.s3_bucket}/uploads/acme/")
-            refused = http.post(
+            refused = console.post(
                 "/console/jobs",
                 data={"model_id": upscale},
                 files={"file.image": ("notes.txt", b"not a picture", "text/plain")},

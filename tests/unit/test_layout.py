@@ -1,8 +1,8 @@
 """The rules of the layout: who may import whom, and who may know Redis.
 
 ``imagegen`` is the shared core; ``producer`` and ``worker`` build on it and never import each
-other; ``emulator`` imports nothing of ours. Only the core knows a Redis key, a hash field or a
-line of Lua.
+other; ``emulator`` and ``imagegen_client`` (the HTTP API's client) import nothing of ours.
+Only the core knows a Redis key, a hash field or a line of Lua.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from imagegen.redis.scripts import SCRIPT_NAMES, SCRIPTS_DIR, function_name, lib
 from imagegen.store.dispatch import TenantLimits
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = {"imagegen", "producer", "worker", "emulator", "devstack", "tests"}
+OURS = {"imagegen", "imagegen_client", "producer", "worker", "emulator", "devstack", "tests"}
 OUTSIDE_THE_CORE = ("producer", "worker", "devstack", "emulator")
 
 
@@ -55,6 +57,7 @@ def string_constants(package: str) -> dict[str, set[str]]:
         ("producer", {"imagegen", "producer"}),
         ("worker", {"imagegen", "worker"}),
         ("emulator", {"emulator"}),
+        ("imagegen_client", {"imagegen_client"}),
         ("devstack", OURS - {"tests"}),
     ],
 )
@@ -63,8 +66,20 @@ def test_imports_follow_the_rule_of_direction(package: str, allowed: set[str]) -
 
 
 def test_every_package_is_typed() -> None:
-    for package in ("imagegen", "producer", "worker", "emulator", "devstack"):
+    for package in ("imagegen", "imagegen_client", "producer", "worker", "emulator", "devstack"):
         assert (ROOT / package / "py.typed").exists()
+
+
+def test_the_http_client_loads_nothing_of_the_service() -> None:
+    """A backend with only an API key imports the client without Redis, S3, Celery or
+    FastAPI (nor pydantic-settings, which would read IMAGEGEN_* into a service's settings)."""
+    probe = "import sys, imagegen_client; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    loaded = set(ast.literal_eval(done.stdout))
+    service = {"imagegen", "producer", "redis", "boto3", "botocore", "celery", "kombu"}
+    assert loaded & (service | {"fastapi", "starlette", "pydantic_settings", "PIL"}) == set()
 
 
 def test_lua_lives_only_in_script_files_of_the_core() -> None:

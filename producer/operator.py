@@ -26,6 +26,7 @@ from imagegen.store.quota import QuotaStatus, QuotaStore
 from imagegen.store.spend import Budget, Ledger, PeriodSpend, SpendRow, periods
 from imagegen.store.stats import Stats
 from imagegen.store.tenants import TENANT_PATTERN, ApiKeys, Tenants, is_tenant_name
+from producer.admin_bounds import budget_errors, limit_errors
 
 __all__ = ["OperatorClient"]
 
@@ -81,6 +82,9 @@ class OperatorClient:
     ) -> TenantLimits:
         """Set a tenant's weight or caps (None: unchanged; negative: back to the default)."""
         _check_tenant_name(tenant)
+        errors = limit_errors(weight=weight, rate_rpm=rate_rpm, max_concurrency=max_concurrency)
+        if errors:
+            raise InvalidRequestError(errors)
         return self.dispatch.set_tenant_limits(
             tenant, weight=weight, rate_rpm=rate_rpm, max_concurrency=max_concurrency
         )
@@ -131,6 +135,9 @@ class OperatorClient:
     def set_budget(self, budget: Budget) -> Budget:
         """Replace a tenant's budgets; effective for the next job released."""
         _check_tenant_name(budget.tenant)
+        errors = budget_errors(budget)
+        if errors:
+            raise InvalidRequestError(errors)
         return self.ledger.set_budget(budget)
 
     def spend_now(self, tenant: str | None) -> tuple[PeriodSpend, PeriodSpend]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from imagegen.store.dispatch import TenantLimits
 from imagegen.store.spend import Budget, OnExceed, PeriodSpend, rows_as_csv
 from imagegen.store.tenants import TENANT_PATTERN
+from producer.admin_bounds import MAX_BUDGET_USD, MAX_CONCURRENCY, MAX_RATE_RPM, MAX_WEIGHT
 from producer.api.auth import Tenant
 from producer.api.problems import ProblemError, problem_responses
 from producer.api.state import ApiState, State
@@ -32,10 +33,6 @@ ADMIN_TOKEN_SCHEME = HTTPBearer(
 
 
 # Every number an operator sets is finite and bounded: anything else is a 422 naming it.
-MAX_WEIGHT = 1000
-MAX_RATE_RPM = 1_000_000
-MAX_CONCURRENCY = 100_000
-MAX_BUDGET_USD = 1_000_000_000
 Dollars = Annotated[float, Field(ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)]
 
 

@@ -1,9 +1,10 @@
 """Every number an operator sets through the admin API is finite and bounded: 1e308, Infinity,
 NaN and 2^63 are each a 422 naming the field, and nothing is stored (they used to be a 500, or
-stored as null, or accepted)."""
+stored as null, or accepted); the operators' client, which the CLI uses, refuses them too."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import fakeredis
@@ -11,7 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from imagegen.errors import InvalidRequestError
 from imagegen.settings import Settings
+from imagegen.store.spend import Budget
 from producer.api import create_app
 from producer.client import Client
 
@@ -64,3 +67,22 @@ def test_numbers_within_bounds_are_stored(admin_api: tuple[TestClient, Client]) 
     assert (found.weight, found.rate_rpm, found.max_concurrency) == (1000, 1_000_000, 100_000)
     budget = {"daily_hard": 1e9, "monthly_soft": 0}
     assert http.put(BUDGET, json=budget, headers=ADMIN).json()["daily_hard"] == 1e9
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 1e308, 2**63])
+def test_the_operator_client_refuses_them_too(settings: Settings, value: float) -> None:
+    """The CLI (imagegen tenants set, imagegen budgets set) and scripts go through it."""
+    operator = Client(settings, redis_client=fakeredis.FakeRedis(decode_responses=True)).operator
+    for field in ("weight", "rate_rpm", "max_concurrency"):
+        with pytest.raises(InvalidRequestError) as caught:
+            operator.set_tenant_limits("acme", **{field: value})
+        assert [error.field for error in caught.value.errors] == [field]
+    for field in ("daily_hard", "monthly_soft"):
+        with pytest.raises(InvalidRequestError) as caught:
+            operator.set_budget(Budget("acme", **{field: value}))
+        assert [error.field for error in caught.value.errors] == [field]
+    assert operator.tenant_limits("acme").rate_rpm == settings.tenant_rate_limit_rpm
+    # A negative value still clears a limit back to the default.
+    assert operator.set_tenant_limits("acme", rate_rpm=-1).rate_rpm == (
+        settings.tenant_rate_limit_rpm
+    )

@@ -10,7 +10,6 @@ limit.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Sequence
 from typing import Annotated
@@ -19,6 +18,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from producer.api.problems import ProblemError
+from producer.api.proxies import is_trusted_proxy
 from producer.api.state import State
 
 __all__ = ["API_KEY_SCHEME", "AUTH_WINDOW_S", "Tenant", "client_address", "current_tenant"]
@@ -39,23 +39,15 @@ def client_address(request: Request, trusted_proxies: Sequence[str]) -> str:
     """The caller's address: the peer's, or behind trusted proxies the last address in
     ``X-Forwarded-For`` that is not one of them."""
     peer = request.client.host if request.client else "unknown"
-    if not trusted_proxies or not _trusted(peer, trusted_proxies):
+    if not trusted_proxies or not is_trusted_proxy(peer, trusted_proxies):
         return peer
     forwarded = [
         hop.strip() for hop in request.headers.get("x-forwarded-for", "").split(",") if hop.strip()
     ]
     for hop in reversed(forwarded):
-        if not _trusted(hop, trusted_proxies):
+        if not is_trusted_proxy(hop, trusted_proxies):
             return hop[:64]
     return forwarded[0][:64] if forwarded else peer
-
-
-def _trusted(address: str, trusted_proxies: Sequence[str]) -> bool:
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(parsed in ipaddress.ip_network(proxy, strict=False) for proxy in trusted_proxies)
 
 
 def current_tenant(

@@ -1,13 +1,13 @@
-"""What every response passes through last: the brake on the admin token and the security
+"""What every response passes through last: the brake on the shared tokens and the security
 headers (outermost, so refusals from the middlewares inside get them too)."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from producer.api.admin_brake import AdminBrakeMiddleware
 from producer.api.security_headers import SecurityHeadersMiddleware, image_origins
 from producer.api.state import ApiState
+from producer.api.token_brake import TokenBrakeMiddleware
 
 __all__ = ["install_hardening"]
 
@@ -15,7 +15,7 @@ __all__ = ["install_hardening"]
 def install_hardening(app: FastAPI) -> None:
     """Call after every other middleware is added (each one added wraps the ones before)."""
     state: ApiState = app.state.api
-    app.add_middleware(AdminBrakeMiddleware)
+    app.add_middleware(TokenBrakeMiddleware)
     app.add_middleware(
         SecurityHeadersMiddleware,
         settings=state.settings,

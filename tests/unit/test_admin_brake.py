@@ -104,3 +104,16 @@ def test_the_brake_reads_the_count_the_failures_add_up_to(
     count, retry_after_s = client_failures(redis, "192.0.2.1")
     assert count == 3
     assert 1 <= retry_after_s <= 60
+
+
+def test_the_metrics_token_has_the_same_brake(settings: Settings) -> None:
+    settings = settings.model_copy(
+        update={
+            "api_metrics_token": SecretStr("a-metrics-token"),
+            "api_auth_failures_per_minute": 3,
+        }
+    )
+    with TestClient(create_app(settings, redis_client=fakeredis.FakeRedis())) as http:
+        codes = [http.get("/metrics", headers=admin(f"guess-{n}")).status_code for n in range(6)]
+        assert codes == [401, 401, 401, 429, 429, 429]
+        assert http.get("/metrics", headers=admin("a-metrics-token")).status_code == 429

@@ -81,6 +81,17 @@ def test_uploads_batches_and_chains(client: ImagegenClient) -> None:
     assert upload.image.startswith("s3://")
     cut_out = client.run({"image": upload.image}, model_id=CUTOUT, timeout_s=60)
     assert (cut_out.width, cut_out.height) == (256, 256)
+    presigned = client.create_presigned_upload("png")
+    assert presigned.upload_url is not None
+    put = httpx.put(
+        presigned.upload_url,
+        content=image_bytes("png", (320, 192)),
+        headers={"Content-Type": presigned.upload_content_type or ""},
+        timeout=10,
+    )
+    assert put.status_code == 200, put.text
+    cut_out = client.run({"image": presigned.image}, model_id=CUTOUT, timeout_s=60)
+    assert (cut_out.width, cut_out.height) == (320, 192)
 
     batch = client.submit_batch([{"request": {"prompt": f"picture {i}"}} for i in range(4)])
     assert client.wait_batch(batch.batch_id, timeout_s=60).counts == {"succeeded": 4}
@@ -120,5 +131,16 @@ def test_the_async_client_against_the_stack(api_url: str, api_key: str) -> None:
             assert (await client.wait_batch(batch.batch_id, timeout_s=60)).counts == {
                 "succeeded": 2
             }
+            assert len((await client.list(batch_id=batch.batch_id)).jobs) == 2
+            chain = await client.submit_chain(
+                [
+                    {"request": {"prompt": "an async apple"}},
+                    {"model_id": CUTOUT, "request": {"image": {"step": 0}}},
+                ]
+            )
+            done = await client.wait_chain(chain.chain_id, timeout_s=60)
+            assert (await client.get_chain(chain.chain_id)).status == done.status == "succeeded"
+            final = await client.download_chain(chain.chain_id)
+            assert hashlib.sha256(final).hexdigest() == (await client.get(chain.job_ids[-1])).sha256
 
     asyncio.run(main())

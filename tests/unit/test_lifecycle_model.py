@@ -417,7 +417,7 @@ class Lifecycle(RuleBasedStateMachine):
         since = set()
         for priority in ("interactive", "batch"):
             since |= set(self.redis.zrange(keys.waiting_since_key(MODEL, priority), 0, -1))
-        assert since == set(waiting), (since ^ set(waiting))
+        assert since == set(waiting), since ^ set(waiting)
         for name, members in (("delayed", delayed), ("released", released), ("running", running)):
             stray = members - set(self.created)
             assert not stray, f"{name} holds jobs that do not exist: {stray}"

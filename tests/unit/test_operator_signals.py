@@ -3,6 +3,7 @@ tenant queues and recent waits, in the API's /metrics and on the console's opera
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -79,7 +80,11 @@ def test_the_operator_page_shows_the_backlog_and_paused_queues(any_redis: Any, r
     client.dispatch.release(MODEL)
     with TestClient(create_app(settings, redis_client=any_redis)) as http:
         token = settings.api_admin_token.get_secret_value()  # type: ignore[union-attr]
-        login = http.post("/console/login", data={"key": token}, follow_redirects=False)
+        form = re.search(r'name="csrf" value="([^"]+)"', http.get("/console/login").text)
+        assert form, "the login form carries no token"
+        login = http.post(
+            "/console/login", data={"key": token, "csrf": form[1]}, follow_redirects=False
+        )
         assert login.status_code == 303
         html = http.get("/console/operator").text
     assert "Backlog: where jobs are" in html

@@ -1,6 +1,9 @@
 """Shared fixtures: real Redis (flushed per test), fakeredis with Lua, settings, the emulator.
 
-A missing service skips a test on a developer machine and fails it under ``CI=true``.
+A missing service skips a test on a developer machine and fails it under ``CI=true``. The
+caller's own ``IMAGEGEN_*`` settings (``make dev``'s export lines pasted into the shell, say)
+are set aside for the run: a test that needs a setting sets it. Only ``IMAGEGEN_TEST_*``, which
+tell the tests where their Redis is, are read.
 """
 
 from __future__ import annotations
@@ -18,6 +21,28 @@ from imagegen.settings import Settings
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
 TEST_REDIS_URL = os.environ.get("IMAGEGEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_SETTINGS_PREFIX = "IMAGEGEN_TEST_"
+# The caller's settings, which the run sets aside (the report's header names them).
+CALLERS_SETTINGS = sorted(
+    name
+    for name in os.environ
+    if name.startswith("IMAGEGEN_") and not name.startswith(TEST_SETTINGS_PREFIX)
+)
+
+
+def pytest_report_header() -> list[str]:
+    if not CALLERS_SETTINGS:
+        return []
+    return [f"set aside for the run (the caller's settings): {', '.join(CALLERS_SETTINGS)}"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _callers_settings_set_aside() -> Iterator[None]:
+    """Before any stack or setting is made: what a test reads is what it set."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in CALLERS_SETTINGS:
+            patch.delenv(name)
+        yield
 
 
 def require_service(reason: str) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import io
 import json
+import os
+import signal
 import socket
 import threading
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from devstack.receiver import Receiver
@@ -21,6 +25,8 @@ __all__ = [
     "emulator_stats",
     "image_bytes",
     "independent_signature_check",
+    "kill_marked",
+    "marked_processes",
 ]
 
 from PIL import Image
@@ -95,3 +101,33 @@ class TrickleServer:
     def close(self) -> None:
         self.stop.set()
         self.listener.close()
+
+
+MARK_VARIABLE = "IMAGEGEN_TEST_STACK_MARK"
+
+
+def marked_processes(mark: str) -> list[int]:
+    """Processes started with ``IMAGEGEN_TEST_STACK_MARK={mark}`` in their environment: a
+    stack a test started, and every process that stack started (they inherit it), wherever
+    they were re-parented."""
+    needle = f"{MARK_VARIABLE}={mark}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environment = (entry / "environ").read_bytes()
+        except OSError:  # gone, or not ours
+            continue
+        if needle in environment.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_marked(mark: str) -> list[int]:
+    """SIGKILL what ``marked_processes`` finds (what a failed test left running); their ids."""
+    found = marked_processes(mark)
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return found

@@ -1,19 +1,31 @@
-"""``make demo`` works with a busy Redis port, and twice in a row."""
+"""``make demo`` works with a busy Redis port, and twice in a row; ``make dev`` serves until it
+is stopped, by Ctrl-C or SIGTERM, and leaves nothing behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import secrets
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx2 as httpx
 import pytest
 from PIL import Image
 
 from devstack.processes import redis_server_binary
 from tests.conftest import require_service
+from tests.integration.conftest import BASE_REDIS
+from tests.support import MARK_VARIABLE, kill_marked, marked_processes
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,40 +89,72 @@ def test_demo_runs_twice_in_a_row(tmp_path: Path, real_redis_url: str) -> None:
         check_outputs(tmp_path / f"out{run}", done.stdout)
 
 
-def test_make_dev_serves_the_stack_until_ctrl_c_and_then_stops_everything(
-    real_redis_url: str,
-) -> None:
-    import signal
+# `make dev`'s own database (the unit tests flush theirs between tests).
+DEV_STACK_DB = 5
 
-    env = {**os.environ, "IMAGEGEN_REDIS_URL": real_redis_url}
-    dev = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "dev"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+
+@contextlib.contextmanager
+def sigint_disposition(handler: Any) -> Iterator[None]:
+    """SIGINT as a child started meanwhile finds it: ignored stays ignored across exec (what a
+    background job of a shell gets), a handler becomes the default (a terminal's foreground)."""
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def sigint_ignored(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, re.MULTILINE)
+    assert found, status
+    return bool(int(found[1], 16) & (1 << (signal.SIGINT - 1)))
+
+
+@pytest.mark.parametrize(
+    ("sigint", "stop_with"),
+    [
+        pytest.param(signal.default_int_handler, signal.SIGINT, id="ctrl-c in a terminal"),
+        pytest.param(signal.SIG_IGN, signal.SIGTERM, id="sigterm with sigint ignored"),
+    ],
+)
+def test_make_dev_serves_the_stack_until_stopped_and_then_stops_everything(
+    real_redis_url: str, sigint: Any, stop_with: int
+) -> None:
+    url = f"{BASE_REDIS}/{DEV_STACK_DB}"
+    mark = secrets.token_hex(8)
+    env = {**os.environ, "IMAGEGEN_REDIS_URL": url, MARK_VARIABLE: mark}
+    with sigint_disposition(sigint):
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "devstack", "dev"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     assert dev.stdout is not None
     try:
-        _check_dev(dev, real_redis_url)
+        _check_dev(dev, url)
+        # It runs with SIGINT as its shell gave it: ignored in a background job.
+        assert sigint_ignored(dev.pid) == (sigint is signal.SIG_IGN)
+        dev.send_signal(stop_with)
+        assert dev.wait(timeout=60) == 0
+        assert "Stopping" in dev.stdout.read()
+        assert marked_processes(mark) == [], "a process of the stack outlived make dev"
     finally:
-        if dev.poll() is None:  # a failed check must not leave the stack running
-            dev.send_signal(signal.SIGINT)
+        # Whatever happened, nothing of this stack is left to take other tests' jobs.
+        if dev.poll() is None:
+            dev.send_signal(signal.SIGTERM)
             try:
                 dev.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 dev.kill()
+        kill_marked(mark)
         dev.stdout.close()
 
 
-def _check_dev(dev: subprocess.Popen[str], real_redis_url: str) -> None:
-    import http.client
-    import re
-    import signal
-    import time
-    import urllib.request
-
+def _check_dev(dev: subprocess.Popen[str], redis_url: str) -> None:
     assert dev.stdout is not None
     banner = []
     deadline = time.monotonic() + 90
@@ -135,7 +179,7 @@ def _check_dev(dev: subprocess.Popen[str], real_redis_url: str) -> None:
         check=True,
         env={"PATH": os.environ["PATH"]},
     ).stdout
-    assert f"IMAGEGEN_REDIS_URL={real_redis_url}" in pasted.splitlines()
+    assert f"IMAGEGEN_REDIS_URL={redis_url}" in pasted.splitlines()
     assert re.search(r"Flower login: admin:\S{12,}", text)
     with urllib.request.urlopen(api[1] + "/healthz", timeout=5) as response:
         assert response.status == 200
@@ -143,25 +187,8 @@ def _check_dev(dev: subprocess.Popen[str], real_redis_url: str) -> None:
     token = re.search(r"the operator token (\S+)\)", text)
     assert f"console  {api[1]}/console" in text
     assert token, text
-    connection = http.client.HTTPConnection(api[1].removeprefix("http://"), timeout=5)
-    connection.request(
-        "POST",
-        "/console/login",
-        body=f"key={token[1]}",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
-    answer = connection.getresponse()
-    assert (answer.status, answer.getheader("Location")) == (303, "/console/operator")
-    connection.close()
-    dev.send_signal(signal.SIGINT)
-    assert dev.wait(timeout=60) == 0
-    rest = dev.stdout.read()
-    assert "Stopping" in rest
-    api_port = api[1].rsplit(":", 1)[1]
-    left = subprocess.run(
-        ["pgrep", "-f", f"uvicorn .*--port {api_port} "],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert left.stdout.strip() == "", "the API process outlived make dev"
+    with httpx.Client(base_url=api[1], timeout=5) as browser:
+        form = re.search(r'name="csrf" value="([^"]+)"', browser.get("/console/login").text)
+        assert form, "the login form carries no token"
+        answer = browser.post("/console/login", data={"key": token[1], "csrf": form[1]})
+    assert (answer.status_code, answer.headers.get("location")) == (303, "/console/operator")

@@ -45,10 +45,13 @@ def hammer(
     released = runs = 0
     end_at = start_at + DURATION_S
     time.sleep(max(0.0, start_at - time.time()))
+    first_started = last_started = last_finished = time.time()
     while time.time() < end_at:
         runs += 1
+        last_started = time.time()
         released += dispatch.release(model_id).released
-    results.put((released, runs))
+        last_finished = time.time()
+    results.put((released, runs, first_started, last_started, last_finished))
 
 
 def test_processes_releasing_at_once_release_the_quota_within_two_percent(
@@ -72,12 +75,16 @@ def test_processes_releasing_at_once_release_the_quota_within_two_percent(
     counts = [results.get(timeout=30) for _ in workers]
     for worker in workers:
         worker.join(timeout=10)
-    released = sum(r for r, _ in counts)
-    runs = sum(n for _, n in counts)
-    # The first run finds the bucket full (the burst), then a token every 10 ms.
-    expected = RATE_PER_S * DURATION_S + BURST
-    assert runs > 2 * expected, f"the load was not high enough: {runs} runs"
-    assert abs(released - expected) <= 0.02 * expected, (released, expected, runs)
+    released = sum(c[0] for c in counts)
+    runs = sum(c[1] for c in counts)
+    first_started = min(c[2] for c in counts)
+    # The first run finds the bucket full (the burst), then a token every 10 ms. The bucket keeps
+    # Redis's clock, so the window is the one the runs really took: on a loaded machine a process
+    # can be descheduled between its deadline check and its last run.
+    most = BURST + RATE_PER_S * (max(c[4] for c in counts) - first_started)
+    least = BURST + RATE_PER_S * (max(c[3] for c in counts) - first_started)
+    assert runs > 2 * least, f"the load was not high enough: {runs} runs"
+    assert 0.98 * least <= released <= 1.02 * most, (released, least, most, runs)
     messages = real_redis.lrange("interactive", 0, -1)
     ids = [m.split('"id":"', 1)[1].split('"', 1)[0] for m in messages]
     assert len(ids) == len(set(ids)) == released  # each job released once

@@ -9,6 +9,7 @@ from typing import Any
 from celery.signals import setup_logging, worker_init, worker_ready, worker_shutdown
 from celery.worker.control import Panel
 
+from imagegen import tracing
 from imagegen.logs import configure_logging
 from imagegen.messages import DELIVER_TASK, GENERATE_TASK
 from imagegen.records import JobStatus
@@ -80,6 +81,8 @@ def _logging(**_: object) -> None:
 def _only_reading_commands(**_: object) -> None:
     # Before the consumer, and with it the remote-control mailbox, starts.
     restrict_remote_control(Panel.data)
+    # Before the pool forks: the SDK's span processor starts again in each child.
+    tracing.configure("imagegen-worker")
 
 
 @worker_ready.connect

@@ -15,6 +15,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from imagegen import tracing
 from imagegen.contract import validation_errors
 from imagegen.logs import configure_logging
 from imagegen.redis.connection import connect
@@ -31,6 +32,7 @@ from producer.api.metrics import metrics_router
 from producer.api.openapi import API_DESCRIPTION, OPENAPI_TAGS, install_openapi
 from producer.api.problems import install_problem_handlers
 from producer.api.state import ApiState
+from producer.api.tracing import TracingMiddleware
 from producer.client import Client
 from producer.console import install_console
 
@@ -97,6 +99,8 @@ def create_app(settings: Settings | None = None, *, redis_client: Any = None) ->
     install_console(app)
     install_hardening(app)
     install_openapi(app)
+    # Outermost: its span covers every answer, refusals included.
+    app.add_middleware(TracingMiddleware)
     return app
 
 
@@ -105,6 +109,7 @@ def app_from_env() -> FastAPI:
     try:
         settings = get_settings()
         configure_logging(settings.log_level, settings.log_format)
+        tracing.configure("imagegen-api")
         return create_app(settings)
     except ValidationError as e:
         details = "; ".join(str(error) for error in validation_errors(e))

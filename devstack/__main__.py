@@ -58,7 +58,8 @@ def run_dev() -> int:
     with Stack(options) as stack:
         print("\nUp:")
         for name, url in stack.urls.items():
-            print(f"  {name:<8} {url}")
+            processes = stack.api_workers.get(name)
+            print(f"  {name:<8} {url}" + (f"  ({processes} processes)" if processes else ""))
         print(f"  console  {stack.urls['api']}/console  (log in with an API key, below, or")
         print(f"           the operator token {operator_token})")
         print(f"  docs     {stack.urls['api']}/docs")

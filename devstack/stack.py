@@ -73,6 +73,7 @@ class Stack:
         self.processes = ProcessGroup(self.run_dir / "logs")
         self.env: dict[str, str] = {}
         self.urls: dict[str, str] = {}
+        self.api_workers: dict[str, int] = {}  # the processes of each API started, by name
         self.private_redis = False
         self.flower_auth: str | None = None
 
@@ -286,26 +287,37 @@ class Stack:
             timeout_s=60,
         )
 
-    def start_api(self, port: int = 0, extra_env: Mapping[str, str] | None = None) -> str:
-        """Serve the HTTP API with uvicorn (port 0: a free one); returns its URL."""
+    def start_api(
+        self,
+        port: int = 0,
+        extra_env: Mapping[str, str] | None = None,
+        *,
+        workers: int | None = None,
+        name: str = "api",
+    ) -> str:
+        """Serve the HTTP API with uvicorn (port 0: a free one) in ``workers`` processes
+        (default: the setting, ``api_workers``); returns its URL, also ``urls[name]``."""
         port = port or free_port()
         url = f"http://{HOST}:{port}"
         env = {**self.env, **(extra_env or {})}
         settings = self._settings_from(env)
+        processes = workers or settings.api_processes()
         launch = api_launch(
             host=HOST,
             port=port,
+            workers=processes,
             max_header_bytes=settings.api_max_header_bytes,
             keep_alive_s=settings.api_keep_alive_s,
         )
         self.processes.spawn(
-            "api",
+            name,
             launch.argv,
             env=env,
             ready=lambda: http_ok(url + "/healthz"),
             timeout_s=60,
         )
-        self.urls["api"] = url
+        self.urls[name] = url
+        self.api_workers[name] = processes
         return url
 
     def start_flower(self, port: int = 0) -> str:

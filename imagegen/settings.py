@@ -9,6 +9,7 @@ chain. The README's settings table is checked against this model by the tests.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Annotated, Any, Literal, Self
 
@@ -359,6 +360,15 @@ class Settings(BaseSettings):
         le=600,
         description="Time an idle keep-alive connection to the API stays open.",
     )
+    api_workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="API worker processes `imagegen api` and the local stack start; 0 = one per "
+        "CPU this process may run on. Each process has its own Redis connections, threads and "
+        "bounds on streams and waits; everything else (keys, brakes, limits, sessions) is in "
+        "Redis, shared by all.",
+    )
     console_secure_cookies: bool = Field(
         default=False,
         description="Mark the console's cookies Secure on every response (it is reached over "
@@ -589,6 +599,10 @@ class Settings(BaseSettings):
         """One image of ``model_id`` (0 for a model without a price)."""
         return self.model_prices_usd.get(model_id, 0.0)
 
+    def api_processes(self) -> int:
+        """How many API worker processes to run: ``api_workers``, or one per usable CPU."""
+        return self.api_workers or usable_cpus()
+
     def limit_for(self, model_id: str) -> ModelLimit:
         """The quota the fleet uses for ``model_id``."""
         return self.model_limits.get(model_id) or ModelLimit(
@@ -596,6 +610,14 @@ class Settings(BaseSettings):
             burst=self.rate_limit_burst,
             max_concurrency=self.max_concurrency,
         )
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @lru_cache(maxsize=1)

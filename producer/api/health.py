@@ -1,13 +1,17 @@
-"""``/healthz`` and ``/readyz``: async, so a probe never queues behind blocking requests."""
+"""``/healthz`` and ``/readyz``: async, so a probe never queues behind blocking requests. Each
+names the API worker process that answered (``process``, its id): the API runs several
+(``api_workers``), and a probe checks the one it reached."""
 
 from __future__ import annotations
+
+import os
 
 import anyio
 import anyio.to_thread
 import redis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from imagegen.messages import JOB_QUEUES
 from producer.api.state import State
@@ -26,6 +30,9 @@ _probe_threads: anyio.CapacityLimiter | None = None
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = {}
+    process: int = Field(
+        default_factory=os.getpid, description="The id of the API process that answered"
+    )
 
 
 @router.get(

@@ -1,6 +1,7 @@
 """Bounds on what one API process holds open for its callers: event streams and
 ``Prefer: wait`` requests, per tenant and in all. Each holds a Redis connection (its job's
-channel) and a thread, so without bounds one tenant could take every one of them."""
+channel) and a thread, so without bounds one tenant could take every one of them. The counts
+live in the process: each of the API's processes (``api_workers``) bounds its own."""
 
 from __future__ import annotations
 

@@ -44,7 +44,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     api = commands.add_parser("api", help="serve the HTTP API (uvicorn)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
-    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    api.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes (default: IMAGEGEN_API_WORKERS, else one per CPU)",
+    )
     api.set_defaults(handler=_api)
 
 
@@ -99,7 +103,7 @@ def _api(client: Client, args: argparse.Namespace) -> NoReturn:
         api_launch(
             host=args.host,
             port=args.port,
-            workers=args.workers,
+            workers=args.workers or settings.api_processes(),
             max_header_bytes=settings.api_max_header_bytes,
             keep_alive_s=settings.api_keep_alive_s,
         )

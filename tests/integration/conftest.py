@@ -25,6 +25,9 @@ pytestmark = pytest.mark.integration
 MAIN_STACK_DB = 14
 BASE_REDIS = os.environ.get("IMAGEGEN_TEST_REDIS_BASE", "redis://127.0.0.1:6379")
 FAST_RETRIES = {"IMAGEGEN_RETRY_BASE_S": "0.05", "IMAGEGEN_RETRY_CAP_S": "0.5"}
+# The test stacks' APIs run one process, so the per-process bounds (streams, waits, memory)
+# are tested as such; test_api_processes runs several.
+ONE_API_PROCESS = {"IMAGEGEN_API_WORKERS": "1"}
 
 
 def stack_redis_url(db: int) -> str | None:
@@ -40,6 +43,7 @@ def stack_redis_url(db: int) -> str | None:
 
 def start_stack(run_dir: Path, db: int, **options: Any) -> Stack:
     url = stack_redis_url(db)
+    options["extra_env"] = {**ONE_API_PROCESS, **options.get("extra_env", {})}
     stack = Stack(
         StackOptions(run_dir=run_dir, redis_url=url, force_private_redis=url is None, **options)
     )

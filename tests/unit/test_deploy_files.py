@@ -414,3 +414,18 @@ def test_a_worker_that_exits_is_restarted_and_probed(
         assert pod.get("restartPolicy", "Always") == "Always"
         [container] = pod["containers"]
         assert "imagegen health worker" in " ".join(container["livenessProbe"]["exec"]["command"])
+
+
+def test_the_deployed_api_names_its_process_count(
+    compose: dict[str, Any], k8s: list[dict[str, Any]]
+) -> None:
+    """Left unset, the API starts one process per CPU it sees: a whole node's in a pod."""
+    assert compose["services"]["api"]["environment"]["IMAGEGEN_API_WORKERS"] == (
+        "${IMAGEGEN_API_WORKERS:-2}"
+    )
+    [container] = by_kind(k8s, "Deployment")["imagegen-api"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert int(env["IMAGEGEN_API_WORKERS"]) >= 2
+    assert "--workers" not in container["command"]

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import os
+
+import pytest
 
 from imagegen.launcher import api_launch, flower_launch, worker_launch
+from imagegen.settings import Settings, get_settings
 from producer.api.http_protocol import BoundedH11Protocol
+from producer.cli import main
 
 
 def test_the_worker_concurrency_also_sizes_its_connection_pools() -> None:
@@ -37,3 +42,30 @@ def test_the_api_bounds_slow_and_oversized_requests() -> None:
     assert argv[argv.index("--h11-max-incomplete-event-size") + 1] == "8192"
     assert argv[argv.index("--timeout-keep-alive") + 1] == "7"
     assert argv[argv.index("--ws") + 1] == "none"
+
+
+def test_the_api_runs_one_process_per_usable_cpu_unless_told() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert Settings(_env_file=None).api_processes() == cpus  # type: ignore[call-arg]
+    assert Settings(_env_file=None, api_workers=3).api_processes() == 3  # type: ignore[call-arg]
+
+
+def test_imagegen_api_starts_the_processes_the_setting_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started: list[list[str]] = []
+
+    def execve(path: str, argv: list[str], env: dict[str, str]) -> None:
+        started.append(argv)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execve", execve)
+    monkeypatch.setenv("IMAGEGEN_API_WORKERS", "3")
+    get_settings.cache_clear()
+    try:
+        for argv, expected in ((["api"], "3"), (["api", "--workers", "5"], "5")):
+            with pytest.raises(SystemExit):
+                main(argv)
+            assert started[-1][started[-1].index("--workers") + 1] == expected
+    finally:
+        get_settings.cache_clear()

@@ -133,6 +133,11 @@ class ProcessGroup:
             time.sleep(_POLL_S)
         return process
 
+    def pid(self, name: str) -> int:
+        """The process id of the running child ``name``."""
+        [found] = [c.process.pid for c in self._children if c.name == name]
+        return found
+
     def failed(self) -> list[str]:
         """Names of children that have exited."""
         return [c.name for c in self._children if c.process.poll() is not None]

@@ -193,9 +193,12 @@ def test_a_position_counts_past_a_thousand_tenants(any_redis: Any) -> None:
     [mine] = rig.submit("zz-late")
     found = rig.dispatch.position(mine, MODEL)
     assert found is not None
-    # Every other tenant's first job goes first (their tags come first, or tie), less the two
-    # released at once (the bucket's two tokens): counted past the thousand tenants.
-    assert 1498 <= found.position <= 1501
+    # Every other tenant's first job goes first (their tags come first, or tie), less those
+    # released while the tenants submitted (a token a second, more on a slow machine): counted
+    # past the thousand tenants.
+    released = any_redis.zcard(keys.dispatch_keys(MODEL).released)
+    assert released >= 1
+    assert 1500 - released <= found.position <= 1503 - released
 
 
 def test_a_position_read_costs_the_same_at_ten_and_a_thousand_tenants(real_redis: Any) -> None:

@@ -11,12 +11,15 @@ in one transaction.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from redis.exceptions import RedisError
 
 from imagegen.binding import InputBinder
 from imagegen.contract import JobSpec, ModelRequest, Priority
@@ -33,6 +36,7 @@ from imagegen.redis import codecs
 from imagegen.settings import Settings
 from imagegen.ssrf import WebhookUrlError, vet_configured
 from imagegen.store.dispatch import Dispatch
+from imagegen.store.job_index import FiledJob, JobIndex
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import Caps, CreateOutcome, JobStore
 from imagegen.store.tenants import Tenants
@@ -46,6 +50,8 @@ RequestLike = ModelRequest | Mapping[str, Any] | str
 # One job as a submitter takes it: a prompt, a request, or a whole job (a JobSpec, or a mapping
 # with a "request" key and the envelope fields beside it).
 JobLike = JobSpec | RequestLike
+log = logging.getLogger("imagegen.submission")
+
 # The settings that hold the caps on open jobs, by the scope the submit script names.
 _CAP_SETTINGS = {"total": "IMAGEGEN_MAX_QUEUED_TOTAL", "tenant": "IMAGEGEN_MAX_QUEUED_PER_TENANT"}
 
@@ -74,6 +80,7 @@ class Submitter:
         self.dispatch = dispatch
         self.tenants = tenants
         self.inputs = inputs
+        self.index = JobIndex(jobs.redis, settings.job_retention_s)
 
     @classmethod
     def build(
@@ -208,6 +215,7 @@ class Submitter:
         if outcomes and outcomes[0][0] is CreateOutcome.FULL:
             raise self._queue_full(outcomes[0][1], tenant, len(jobs))
         results = []
+        filed = []
         for job, (outcome, detail) in zip(jobs, outcomes, strict=True):
             if outcome is CreateOutcome.CREATED:
                 served = detail.startswith("cached ")
@@ -217,6 +225,8 @@ class Submitter:
                     else job.queued_record()
                 )
                 results.append(Submitted(record, created=True))
+                if job.tenant is not None:
+                    filed.append(_filed(job, record.status.value if served else None))
             elif outcome is CreateOutcome.EXISTS:
                 results.append(Submitted(self._existing(job), created=False))
             else:
@@ -224,7 +234,16 @@ class Submitter:
                 if request_sha256 != job.request_sha256:
                     raise IdempotencyConflictError(str(idempotency_key), first_job_id)
                 results.append(Submitted(self.reads.get(first_job_id), created=False))
+        self._index(filed)
         return results
+
+    def _index(self, filed: list[FiledJob]) -> None:
+        """File the new jobs in their tenants' search indexes. The jobs exist whatever happens
+        here: a Redis error is logged, and those jobs are only missing from searches."""
+        try:
+            self.index.file_new(filed)
+        except RedisError as e:
+            log.warning("new jobs not indexed", extra={"jobs": len(filed), "error": str(e)})
 
     def new_job_ids(self, specs: list[JobSpec], tenant: str | None, now_ms: int) -> list[str]:
         """The ids the jobs will be stored under: the caller's (in the tenant's namespace) or
@@ -339,3 +358,14 @@ def _deadline_order(job: NewJob, index: int) -> tuple[float, int]:
     """Where a job of a submission goes among its tenant's jobs: earliest deadline first, then
     the order submitted (a job without a deadline after every deadline)."""
     return (float("inf") if job.expires_ms is None else job.expires_ms, index)
+
+
+def _filed(job: NewJob, final_status: str | None) -> FiledJob:
+    return FiledJob(
+        job_id=job.job_id,
+        tenant=job.tenant or "",
+        model_id=job.model_id,
+        created_ms=job.created_ms,
+        prompt=job.spec.request.prompt_text,
+        final_status=final_status,
+    )

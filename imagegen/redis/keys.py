@@ -28,6 +28,19 @@ key                                    type    what it holds
 ``imagegen:tenant:{tenant}:active``    zset    the tenant's jobs released or running (its
                                                concurrency cap), by release time (ms)
 ``imagegen:tenant:{tenant}:bucket``    hash    the tenant's own rate cap (token bucket), if any
+``imagegen:tenant:{tenant}:events``    pubsub  ``{"job_id", "status", "place"}`` for each of the
+                                               tenant's jobs: created, started, final (what the
+                                               console's live pages follow; never the prompt)
+``...:{tenant}:model:{model}``         zset    the tenant's jobs of one model, by creation (ms)
+``...:{tenant}:word:{word}``           zset    the tenant's jobs whose prompt has the word
+                                               (``imagegen.store.prompt_words``), by creation;
+                                               the newest 100,000 kept
+``...:{tenant}:status:{status}``       zset    the tenant's final jobs of one status, by
+                                               creation (filed by ``JobIndex.settle``)
+``...:{tenant}:unsettled``             zset    the tenant's indexed jobs not filed by status yet
+``...:{tenant}:settling``              string  held while one process files them (1 s / 10 s)
+                                               (these five: trimmed past the job retention on
+                                               each write, and expire with it)
 ``imagegen:batch:{batch_id}``          hash    a batch: tenant, size, created_ms
 ``imagegen:batch:{batch_id}:jobs``     list    the batch's job ids, in submission order
 ``imagegen:idem:{tenant}:{key}``       string  ``{request sha256} {job_id}`` for an
@@ -157,6 +170,7 @@ __all__ = [
     "SPEND_TENANTS_KEY",
     "STATS_KEY",
     "SUBMISSION_SEQ_KEY",
+    "TENANT_EVENTS_SUFFIX",
     "TENANT_KEY_PREFIX",
     "UNUSED_KEY",
     "WEBHOOKS_DISABLED_KEY",
@@ -184,9 +198,15 @@ __all__ = [
     "spend_days_key",
     "spend_key",
     "submit_refusal_key",
+    "tenant_events_channel",
     "tenant_jobs_key",
     "tenant_key",
+    "tenant_model_jobs_key",
     "tenant_open_key",
+    "tenant_settling_key",
+    "tenant_status_jobs_key",
+    "tenant_unsettled_key",
+    "tenant_word_jobs_key",
     "waiting_key",
     "waiting_since_key",
     "webhook_key",
@@ -218,6 +238,8 @@ BATCH_KEY_PREFIX = f"{PREFIX}:batch:"
 SUBMISSION_SEQ_KEY = f"{PREFIX}:seq"
 JOB_KEY_PREFIX = f"{PREFIX}:job:"
 TENANT_KEY_PREFIX = f"{PREFIX}:tenant:"
+# A tenant's events channel is its key and this (scripts.py hands it to the Lua transitions).
+TENANT_EVENTS_SUFFIX = ":events"
 # Stands in for a key a script is given but does not touch (a job without a tenant, say).
 UNUSED_KEY = f"{PREFIX}:unused"
 WEBHOOK_KEY_PREFIX = f"{PREFIX}:webhook:"
@@ -259,6 +281,31 @@ def tenant_jobs_key(tenant: str) -> str:
 
 def tenant_open_key(tenant: str) -> str:
     return f"{TENANT_KEY_PREFIX}{tenant}:open"
+
+
+def tenant_events_channel(tenant: str) -> str:
+    """The pub/sub channel of one tenant's job events (published by the transitions)."""
+    return f"{TENANT_KEY_PREFIX}{tenant}{TENANT_EVENTS_SUFFIX}"
+
+
+def tenant_model_jobs_key(tenant: str, model_id: str) -> str:
+    return f"{TENANT_KEY_PREFIX}{tenant}:model:{model_id}"
+
+
+def tenant_word_jobs_key(tenant: str, word: str) -> str:
+    return f"{TENANT_KEY_PREFIX}{tenant}:word:{word}"
+
+
+def tenant_status_jobs_key(tenant: str, status: str) -> str:
+    return f"{TENANT_KEY_PREFIX}{tenant}:status:{status}"
+
+
+def tenant_unsettled_key(tenant: str) -> str:
+    return f"{TENANT_KEY_PREFIX}{tenant}:unsettled"
+
+
+def tenant_settling_key(tenant: str, occasion: str) -> str:
+    return f"{TENANT_KEY_PREFIX}{tenant}:settling:{occasion}"
 
 
 def batch_key(batch_id: str) -> str:

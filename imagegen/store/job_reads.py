@@ -201,9 +201,15 @@ class JobReads:
         done."""
         return JobEvents(self._redis, keys.EVENTS_CHANNEL)
 
+    def subscribe_tenant(self, tenant: str) -> JobEvents:
+        """Subscribe to one tenant's job events (``{"job_id", "status", "place"}``: created,
+        started, final); ``close()`` when done."""
+        return JobEvents(self._redis, keys.tenant_events_channel(tenant))
+
 
 class JobEvents:
-    """A status channel: one job's, or the fleet's (one Redis connection while open)."""
+    """A status channel: one job's, one tenant's or the fleet's (one Redis connection while
+    open)."""
 
     def __init__(self, redis: Redis, channel: str) -> None:
         self._pubsub = redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]

@@ -49,11 +49,20 @@ end
 
 local function number(job, name) return tonumber(job.f[name] or '') or 0 end
 
--- One status message, on the fleet's channel and on the job's own.
+-- One status message, on the fleet's channel and on the job's own; and on its tenant's, with
+-- where the job is (what the console's live pages follow: a few bytes, never the prompt). A
+-- job starting is announced as it leaves `released`, before its place is written: 'running'.
 local function announce(job_id, status)
   local message = '{"job_id":"' .. job_id .. '","status":"' .. status .. '"}'
   redis.call('PUBLISH', K.EVENTS, message)
   redis.call('PUBLISH', K.JOB_PREFIX .. job_id .. ':events', message)
+  local owner = redis.call('HMGET', K.JOB_PREFIX .. job_id, 'tenant', 'place')
+  if owner[1] and owner[1] ~= '' then
+    local place = TERMINAL[status] and 'final' or (status == 'running' and 'running' or owner[2])
+    redis.call('PUBLISH', K.TENANT_PREFIX .. owner[1] .. K.TENANT_EVENTS,
+               '{"job_id":"' .. job_id .. '","status":"' .. status .. '","place":"' ..
+               (place or '') .. '"}')
+  end
 end
 
 -- A message template with placeholders (K.JOB_ID, K.NONCE, K.DELIVERY_ID) split once, then

@@ -43,6 +43,7 @@ __all__ = [
     "cross_origin_reason",
     "csrf_input",
     "csrf_token",
+    "page_tag",
     "require_csrf_token",
 ]
 
@@ -79,6 +80,13 @@ def csrf_input() -> Markup:
     """The hidden input a state-changing form carries."""
     token = _current_token.get()
     return Markup('<input type="hidden" name="{}" value="{}">').format(CSRF_FIELD, token)
+
+
+def page_tag() -> str:
+    """A short public name of this browser's session, for its pages: the tabs of one session
+    share one live stream under it. It leads to neither the session's token nor its form token."""
+    token = _current_token.get()
+    return hashlib.sha256(f"live:{token}".encode()).hexdigest()[:16] if token else ""
 
 
 def cross_origin_reason(connection: HTTPConnection, settings: Settings) -> str | None:

@@ -7,14 +7,14 @@ input (``FormTokens``), so no state-changing form can be written without one."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from jinja2.ext import Extension
 
-from producer.console.csrf import csrf_input
+from producer.console.csrf import csrf_input, page_tag
 
 __all__ = ["POST_FORM", "page"]
 
@@ -43,6 +43,26 @@ def _iso(value: datetime | None) -> str:
     return value.isoformat() if value else ""
 
 
+def _ms(value: datetime | None) -> int:
+    return round(value.timestamp() * 1000) if value else 0
+
+
+def _age(value: datetime | None, now: datetime | None = None) -> str:
+    """How long ago, roughly (``static/console.js`` keeps it current in the browser)."""
+    if value is None:
+        return ""
+    seconds = max(0, int(((now or datetime.now(UTC)) - value).total_seconds()))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return "just now" if seconds < 10 else f"{seconds} s ago"
+
+
+def _prompt(job: Any) -> str:
+    request = getattr(job, "request", None)
+    return str(request.prompt_text) if request is not None else ""
+
+
 def _money(value: float | None) -> str:
     return "-" if value is None else f"${value:,.2f}"
 
@@ -53,8 +73,12 @@ def _percent(part: float, whole: float) -> int:
 
 _ENV.filters["iso"] = _iso
 _ENV.filters["money"] = _money
+_ENV.filters["ms"] = _ms
+_ENV.filters["age"] = _age
+_ENV.filters["prompt"] = _prompt
 _ENV.globals["percent"] = _percent
 _ENV.globals["csrf_input"] = csrf_input
+_ENV.globals["page_tag"] = page_tag
 
 
 def page(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -1,5 +1,6 @@
-"""The tenant's console: submit a job for any model, follow its jobs live, open one, cancel it,
-send its webhooks again, see batches, chains and spend against budget.
+"""The tenant's console: submit a job for any model, find its jobs (a table or a gallery,
+``finder``) and follow them live (``live``), open one, cancel it, send its webhooks again, see
+batches, chains and spend against budget.
 
 Every read goes through the same client and ownership checks as the API: a tenant sees only
 its own jobs (another tenant's job id is answered 404, like a missing one).
@@ -7,27 +8,25 @@ its own jobs (another tenant's job id is answered 404, like a missing one).
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from imagegen.binding import store_upload
 from imagegen.errors import FieldError, ImagegenError, InvalidRequestError, QueueFullError
 from imagegen.inputs import UnusableImageError
 from imagegen.records import JobRecord, JobStatus
+from imagegen.store.job_search import JobQuery
 from imagegen.store.sessions import ConsoleSession
 from producer.api.jobs import owned_job
-from producer.api.limits import Held
 from producer.api.problems import ProblemError
 from producer.api.state import ApiState, State
 from producer.chains import ChainStatus
-from producer.console.auth import COOKIE, TenantLogin, sessions
+from producer.console.auth import TenantLogin
+from producer.console.finder import Listing, find, listing_of, search
 from producer.console.forms import model_form, read_form
 from producer.console.render import page
 
@@ -35,23 +34,13 @@ __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 
-JOBS_SHOWN = 50
 PICKABLE_OUTPUTS = 20
-EVENTS_HEARTBEAT_S = 15.0
-# An event stream checks its session this often, busy or not, and ends with it.
-SESSION_RECHECK_S = 2.0
 IMAGE_URL_TTL_S = 900
 
 
 def _tenant(session: ConsoleSession) -> str:
     assert session.tenant is not None  # a tenant session always names its tenant
     return session.tenant
-
-
-def _jobs(state: ApiState, tenant: str) -> list[JobRecord]:
-    client = state.client
-    listed = client.list_jobs(tenant=tenant, limit=JOBS_SHOWN).jobs
-    return [client.with_position(record) for record in listed]
 
 
 def _groups(state: ApiState, jobs: list[JobRecord]) -> list[dict[str, Any]]:
@@ -98,6 +87,7 @@ def _dashboard(
     state: ApiState,
     session: ConsoleSession,
     *,
+    listing: Listing | None = None,
     status_code: int = 200,
     model_id: str | None = None,
     values: dict[str, Any] | None = None,
@@ -106,22 +96,29 @@ def _dashboard(
 ) -> HTMLResponse:
     tenant = _tenant(session)
     client = state.client
-    jobs = _jobs(state, tenant)
+    listing = listing or Listing()
+    found = find(state, tenant, listing)
+    outputs = search(state).find(
+        tenant, JobQuery(status=JobStatus.SUCCEEDED), limit=PICKABLE_OUTPUTS
+    )
     day, month = client.spend_now(tenant)
     models = client.models()
     return page(
         "dashboard.html",
         status_code=status_code,
         tenant=tenant,
-        jobs=jobs,
-        groups=_groups(state, jobs),
+        jobs=found.jobs,
+        found=found,
+        listing=listing,
+        groups=_groups(state, found.jobs),
         models=models,
+        statuses=[status.value for status in JobStatus],
         forms={m["model_id"]: model_form(m["model_id"]) for m in models},
         selected=model_id or state.settings.model_id,
         values=values or {},
         errors=errors or {},
-        notice=notice,
-        outputs=[j for j in jobs if j.status is JobStatus.SUCCEEDED][:PICKABLE_OUTPUTS],
+        notice=notice or listing.notice,
+        outputs=outputs.jobs,
         budget=client.budget(tenant),
         day=day,
         month=month,
@@ -129,14 +126,11 @@ def _dashboard(
 
 
 @router.get("/console")
-def dashboard(state: State, session: TenantLogin, submitted: str = "") -> HTMLResponse:
+def dashboard(
+    request: Request, state: State, session: TenantLogin, submitted: str = ""
+) -> HTMLResponse:
     notice = f"Job {submitted} submitted." if submitted else ""
-    return _dashboard(state, session, notice=notice)
-
-
-@router.get("/console/rows")
-def rows(state: State, session: TenantLogin) -> HTMLResponse:
-    return page("rows.html", jobs=_jobs(state, _tenant(session)))
+    return _dashboard(state, session, listing=listing_of(request), notice=notice)
 
 
 @router.post("/console/jobs")
@@ -198,11 +192,27 @@ def _by_input(errors: tuple[FieldError, ...] | list[FieldError]) -> dict[str, st
     return found
 
 
+def _job_context(state: ApiState, job_id: str, tenant: str) -> dict[str, Any]:
+    """The job (with its place in the queue) and its chain; which jobs its page follows live,
+    and whether all of them are final."""
+    record = state.client.with_position(owned_job(state, job_id, tenant))
+    chain = state.client.chain(record.chain_id) if record.chain_id else None
+    steps = chain.steps if chain else []
+    watched = [record.job_id, *(s.job_id for s in steps if s.job_id != record.job_id)]
+    final = record.is_terminal and all(s.status.is_terminal for s in steps)
+    return {"tenant": tenant, "job": record, "chain": chain, "watched": watched, "final": final}
+
+
 @router.get("/console/jobs/{job_id}")
 def job_page(job_id: str, state: State, session: TenantLogin) -> HTMLResponse:
-    record = state.client.with_position(owned_job(state, job_id, _tenant(session)))
-    chain = state.client.chain(record.chain_id) if record.chain_id else None
-    return page("job.html", tenant=_tenant(session), job=record, chain=chain)
+    return page("job.html", **_job_context(state, job_id, _tenant(session)))
+
+
+@router.get("/console/jobs/{job_id}/live")
+def job_live(job_id: str, state: State, session: TenantLogin) -> HTMLResponse:
+    """The job page's body alone: what its live page puts in place when an event names the job
+    or one of its chain's steps."""
+    return page("_job_body.html", **_job_context(state, job_id, _tenant(session)))
 
 
 @router.post("/console/jobs/{job_id}/cancel")
@@ -232,47 +242,3 @@ def image(job_id: str, state: State, session: TenantLogin) -> Response:
         ExpiresIn=IMAGE_URL_TTL_S,
     )
     return RedirectResponse(url, status_code=302, headers={"Cache-Control": "private, max-age=60"})
-
-
-@router.get("/console/events")
-def events(request: Request, state: State, session: TenantLogin) -> Response:
-    """Server-sent events: ``event: job`` whenever one of the tenant's jobs changes status."""
-    tenant = _tenant(session)
-    if not state.held.take(Held.STREAM, tenant):
-        raise ProblemError(429, "Too many event streams", "close another console tab")
-    token = request.cookies.get(COOKIE, "")
-    return StreamingResponse(
-        _stream(state, tenant, token),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache"},
-    )
-
-
-async def _stream(state: ApiState, tenant: str, token: str) -> AsyncIterator[str]:
-    """The tenant's events until its session ends (logged out, expired, or its key revoked):
-    the session is checked every ``SESSION_RECHECK_S`` however many events flow."""
-    client = state.client
-    try:
-        events = await anyio.to_thread.run_sync(client.reads.subscribe_all)
-        try:
-            yield "retry: 3000\n\n"
-            session_checked = quiet_since = time.monotonic()
-            while True:
-                if time.monotonic() - session_checked >= SESSION_RECHECK_S:
-                    session_checked = time.monotonic()
-                    if await anyio.to_thread.run_sync(sessions(state).get, token) is None:
-                        return
-                message = await anyio.to_thread.run_sync(events.next, SESSION_RECHECK_S)
-                if message is None:
-                    if time.monotonic() - quiet_since >= EVENTS_HEARTBEAT_S:
-                        quiet_since = time.monotonic()
-                        yield ": heartbeat\n\n"
-                    continue
-                event = json.loads(message["data"])
-                [record] = await anyio.to_thread.run_sync(client.get_many, [event["job_id"]])
-                if record is not None and record.tenant == tenant:
-                    yield f"event: job\ndata: {json.dumps(event)}\n\n"
-        finally:
-            await anyio.to_thread.run_sync(events.close)
-    finally:
-        state.held.give_back(Held.STREAM, tenant)

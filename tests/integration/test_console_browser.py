@@ -1,7 +1,10 @@
 """The console and /docs in a real browser (Debian's chromium, driven by Playwright) against a
 real stack, with every request to another host blocked: log in with a key, submit through the
 form, see the job succeed with its thumbnail, open it, cancel a waiting job, see another
-tenant's job nowhere; the operator's quota chart. Screenshots go to out/console-*.png."""
+tenant's job nowhere; a waiting job's page turning succeeded with its image without a reload;
+six tabs of one session live on one event stream (with Web Locks, and without); the gallery and
+a search by a word of the prompt; a page saying its session ended; the operator's quota chart.
+Screenshots go to out/console-*.png."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ OPERATOR_TOKEN = "console-operator-token-0123456789"
 OUT = Path(__file__).resolve().parents[2] / "out"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 TIMEOUT_MS = 30_000
+CUTOUT = "us.stability.stable-image-remove-background-v1:0"
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +156,157 @@ def test_errors_appear_beside_the_field(console_stack: tuple[Stack, str], page: 
     message = page.locator(f"{outpaint} input[name='f.creativity'] ~ .error")
     assert message.inner_text() == "Input should be less than or equal to 1"
     shot(page, "errors")
+
+
+def test_a_waiting_jobs_page_turns_succeeded_with_its_image_without_a_reload(
+    console_stack: tuple[Stack, str], page: Any
+) -> None:
+    stack, url = console_stack
+    with Client(stack.settings()) as client:
+        _, key = client.api_keys.create("waiter")
+        log_in(page, url, key)
+        page.wait_for_selector("#live-state[data-state=live]")
+        # One call every 6 s: the job ahead takes the quota's one token, this one waits.
+        client.submit("a job ahead in the queue", tenant="waiter")
+        job = client.submit("A lighthouse keeper waiting for the dawn", tenant="waiter")
+        page.goto(f"{url}/console/jobs/{job.job_id}")
+        assert page.inner_text("#job-status") == "queued"
+        assert page.query_selector("img.full") is None
+        page.wait_for_selector("#live-state[data-state=live]")
+        shot(page, "job-waiting")
+        page.evaluate("() => { window.loadedOnce = true; }")
+        page.wait_for_selector("#job-status:text-is('succeeded')", timeout=60_000)
+        page.wait_for_function("() => document.querySelector('img.full').naturalWidth > 0")
+        assert page.evaluate("() => window.loadedOnce === true")  # the same page: no reload
+        assert page.query_selector("#cancel") is None
+        shot(page, "job-live")
+
+
+def test_a_chains_page_shows_its_steps_as_they_finish(
+    console_stack: tuple[Stack, str], page: Any
+) -> None:
+    stack, url = console_stack
+    with Client(stack.settings()) as client:
+        _, key = client.api_keys.create("chainer")
+        log_in(page, url, key)
+        client.submit("a job ahead of the chain", tenant="chainer")  # takes the quota's token
+        _, steps = client.submit_chain(
+            [
+                {"request": {"prompt": "A red apple on a wooden table"}},
+                {"model_id": CUTOUT, "request": {"image": {"step": 0}}},
+            ],
+            tenant="chainer",
+        )
+        first, last = (step.job_id for step in steps)
+        page.goto(f"{url}/console/jobs/{last}")  # the last step waits for the first
+        assert page.inner_text("#job-status") == "queued"
+        assert page.get_attribute(f"#step-{first}", "data-status") == "queued"
+        page.evaluate("() => { window.loadedOnce = true; }")
+        page.wait_for_selector(f"#step-{first}[data-status=succeeded] img.thumb", timeout=60_000)
+        page.wait_for_selector("#job-status:text-is('succeeded')", timeout=60_000)
+        page.wait_for_function("() => document.querySelector('img.full').naturalWidth > 0")
+        assert page.get_attribute("#job-live", "data-final") == "1"
+        assert page.evaluate("() => window.loadedOnce === true")
+        shot(page, "chain")
+
+
+@pytest.mark.parametrize("web_locks", [True, False], ids=["web-locks", "no-web-locks"])
+def test_six_tabs_of_one_session_stay_live_on_one_stream(
+    console_stack: tuple[Stack, str], page: Any, web_locks: bool
+) -> None:
+    stack, url = console_stack
+    context = page.context
+    if not web_locks:  # as over plain http to another host: no secure context, no Web Locks
+        context.add_init_script("delete Navigator.prototype.locks;")
+    streams: list[str] = []
+    context.on(
+        "request", lambda r: streams.append(r.url) if r.url.endswith("/console/events") else None
+    )
+    tenant = f"tabs-{web_locks}".lower()
+    with Client(stack.settings()) as client:
+        _, key = client.api_keys.create(tenant)
+        log_in(page, url, key)
+        tabs = [page]
+        for _ in range(5):
+            tab = context.new_page()
+            tab.set_default_timeout(TIMEOUT_MS)
+            tab.goto(f"{url}/console")
+            tabs.append(tab)
+        for tab in tabs:
+            tab.wait_for_selector("#live-state[data-state=live]")
+        job = client.submit("six tabs watch a kettle boil", tenant=tenant)
+        for tab in tabs:
+            tab.wait_for_selector(f"#job-{job.job_id}[data-status=succeeded] img.thumb")
+        for tab in tabs:
+            assert tab.inner_text("#live-state") == "live"
+        # With Web Locks, the first tab holds the one stream; without, each new tab took it
+        # over from the one before (the server ended the older stream: no 429, no failure).
+        assert len(streams) == (1 if web_locks else 6)
+        shot(tabs[-1], f"six-tabs-{'locks' if web_locks else 'no-locks'}")
+        # The leading tab goes away: another takes the stream over, and the rest stay live.
+        leader = tabs[0] if web_locks else tabs[-1]
+        leader.close()
+        tabs.remove(leader)
+        again = client.submit("the kettle boils again", tenant=tenant)
+        for tab in tabs:
+            tab.wait_for_selector(f"#job-{again.job_id}[data-status=succeeded] img.thumb")
+        assert len(streams) == (2 if web_locks else 7)
+
+
+def test_the_gallery_and_a_search_by_a_word_of_the_prompt(
+    console_stack: tuple[Stack, str], page: Any
+) -> None:
+    stack, url = console_stack
+    prompts = [
+        "A red barn in a snowy field",
+        "A lighthouse keeper's cat asleep on the stairs",
+        "Neon koi fish circling at night",
+    ]
+    with Client(stack.settings()) as client:
+        _, key = client.api_keys.create("painter")
+        ids = [client.submit(prompt, tenant="painter").job_id for prompt in prompts]
+        failed = client.submit("A forbidden koi, filtered: no image", tenant="painter")
+        wait_all(client, [*ids, failed.job_id])
+    log_in(page, url, key)
+    page.click("#gallery-view")
+    page.wait_for_selector("#gallery figure.tile img.thumb")
+    shown = [el.get_attribute("id") for el in page.query_selector_all("#gallery figure.tile")]
+    assert shown == [f"tile-{job_id}" for job_id in reversed(ids)]  # newest first, images only
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#gallery img.thumb')]"
+        ".every((img) => img.complete && img.naturalWidth > 0)"
+    )
+    shot(page, "gallery")
+
+    page.fill("#q", "koi")
+    page.click("#find")
+    page.wait_for_url("**q=koi**")
+    shown = [el.get_attribute("id") for el in page.query_selector_all("#gallery figure.tile")]
+    assert shown == [f"tile-{ids[2]}"]
+    shot(page, "gallery-search")
+
+    page.click("#table-view")
+    page.wait_for_selector("#job-rows")
+    page.fill("#q", "")
+    page.fill("#q", "Lighthouse")
+    page.click("#find")
+    page.wait_for_url("**q=Lighthouse**")
+    rows = [el.get_attribute("id") for el in page.query_selector_all("#job-rows tr")]
+    assert rows == [f"job-{ids[1]}"]
+    assert "A lighthouse keeper's cat asleep" in page.inner_text(f"#job-{ids[1]} td.prompt")
+    shot(page, "search")
+
+
+def test_a_page_says_when_its_session_ended(console_stack: tuple[Stack, str], page: Any) -> None:
+    stack, url = console_stack
+    with Client(stack.settings()) as client:
+        record, key = client.api_keys.create("leaving")
+        log_in(page, url, key)
+        page.wait_for_selector("#live-state[data-state=live]")
+        client.api_keys.revoke(record.key_id)
+    page.wait_for_selector("#live-state[data-state=ended]", timeout=15_000)
+    assert page.inner_text("#live-state") == "Your session ended: log in again"
+    shot(page, "session-ended")
 
 
 def test_the_operator_sees_the_quota_chart(console_stack: tuple[Stack, str], page: Any) -> None:

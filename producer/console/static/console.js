@@ -1,16 +1,40 @@
-// The console's one script: no framework, no build, nothing from another host.
+// The console's pages: no framework, no build, nothing from another host (live.js keeps them live).
 "use strict";
 
-// Times in the browser's own zone: <time datetime="ISO"> and <time data-ms="unix ms">.
+// Times in the browser's own zone: <time datetime="ISO"> and <time data-ms="unix ms">; a
+// <time class="age"> says how long ago instead (kept current), with the time as its title.
 function localTimes(root) {
   for (const el of root.querySelectorAll("time[datetime], time[data-ms]")) {
     const raw = el.dataset.ms ? Number(el.dataset.ms) : el.getAttribute("datetime");
     const when = new Date(raw);
-    if (!isNaN(when)) {
-      el.title = when.toISOString();
-      el.textContent = when.toLocaleString();
-    }
+    if (isNaN(when)) continue;
+    el.title = when.toLocaleString();
+    el.textContent = el.classList.contains("age") ? age(when) : when.toLocaleString();
   }
+}
+
+function age(when) {
+  const s = Math.max(0, Math.floor((Date.now() - when.getTime()) / 1000));
+  for (const [unit, size] of [["d", 86400], ["h", 3600], ["min", 60]]) {
+    if (s >= size) return `${Math.floor(s / size)} ${unit} ago`;
+  }
+  return s < 10 ? "just now" : `${s} s ago`;
+}
+
+function ages() {
+  setInterval(() => {
+    for (const el of document.querySelectorAll("time.age[datetime]")) {
+      const when = new Date(el.getAttribute("datetime"));
+      if (!isNaN(when)) el.textContent = age(when);
+    }
+  }, 15000);
+}
+window.consoleTimes = localTimes;
+
+// The search's dates are days of the browser's zone: the form says which zone.
+function searchZone() {
+  const tz = document.getElementById("tz");
+  if (tz) tz.value = String(new Date().getTimezoneOffset());
 }
 
 // The submit form shows (and sends) only the chosen model's fields.
@@ -26,30 +50,6 @@ function modelFields() {
   };
   select.addEventListener("change", show);
   show();
-}
-
-// The job table follows the tenant's jobs over server-sent events.
-function liveJobs() {
-  const rows = document.getElementById("job-rows");
-  if (!rows || !window.EventSource) return;
-  const state = document.getElementById("live-state");
-  let pending = null;
-  const refresh = () => {
-    pending = null;
-    fetch(rows.dataset.rows, { credentials: "same-origin" })
-      .then((r) => (r.ok ? r.text() : Promise.reject(r.status)))
-      .then((html) => {
-        rows.innerHTML = html;
-        localTimes(rows);
-      })
-      .catch(() => {});
-  };
-  const events = new EventSource(rows.dataset.events);
-  events.addEventListener("open", () => { if (state) state.textContent = "live"; });
-  events.addEventListener("error", () => { if (state) state.textContent = "reconnecting"; });
-  events.addEventListener("job", () => {
-    if (!pending) pending = setTimeout(refresh, 250);
-  });
 }
 
 // The operator's quota chart: effective rate per model (lines), throttles (bars).
@@ -116,7 +116,8 @@ function quotaChart() {
 
 document.addEventListener("DOMContentLoaded", () => {
   localTimes(document);
+  ages();
+  searchZone();
   modelFields();
-  liveJobs();
   quotaChart();
 });

@@ -1,6 +1,7 @@
 """The sweeper: a thread in every worker process doing the maintenance store's work (due webhook
-deliveries, jobs past their deadline, jobs nobody holds any more, trimming the dead-letter sets),
-one process at a time by a lock in Redis.
+deliveries, jobs past their deadline, jobs nobody holds any more, trimming the dead-letter sets,
+a sample of each model's quota and backlog every few seconds for the operator's chart), one
+process at a time by a lock in Redis.
 
 Retries wait in the outbox sorted set, so a delay of hours is a score, not a Celery countdown
 held by a worker (which the Redis visibility timeout would redeliver). The thread survives any
@@ -17,8 +18,11 @@ from typing import TYPE_CHECKING
 import redis as redis_lib
 
 from imagegen.settings import Settings
+from imagegen.store.dispatch import Dispatch
 from imagegen.store.jobs import JobStore
 from imagegen.store.maintenance import Maintenance
+from imagegen.store.quota import QuotaStore
+from imagegen.store.quota_history import QuotaHistory, QuotaSample
 from imagegen.store.spend import ledger_ttl_s
 
 if TYPE_CHECKING:
@@ -43,6 +47,10 @@ class OutboxSweeper:
             settings.webhook_handoff_grace_s,
             ledger_ttl_s(settings.spend_retention_days),
         )
+        self._model_ids = list(settings.allowed_model_ids)
+        self._quota = QuotaStore(redis, settings)
+        self._dispatch = Dispatch(redis, settings)
+        self._history = QuotaHistory(redis)
         self._token = uuid.uuid4().hex
         self._sweeps = 0
         self._stop = threading.Event()
@@ -67,8 +75,18 @@ class OutboxSweeper:
             trimmed = self._maintenance.trim()
             if trimmed.jobs or trimmed.deliveries or trimmed.endpoints:
                 log.info("dead letters trimmed", extra=vars(trimmed))
+        self.sample_quota()
         self._sweeps += 1
         return ids
+
+    def sample_quota(self) -> list[QuotaSample]:
+        """Record each model's quota and backlog, once per interval for the whole fleet."""
+        if not self._history.take_slot():
+            return []
+        return self._history.record(
+            self._quota.statuses(self._model_ids),
+            self._dispatch.snapshot(self._model_ids, busiest=1),
+        )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="outbox-sweeper", daemon=True)

@@ -69,6 +69,9 @@ key                                    type    what it holds
                                                Bedrock call each) in the last minute, by time
                                                (ms): the rate and each tenant's share of it
 ``...:{model}:throttles``              zset    ThrottlingExceptions seen, one minute kept
+``imagegen:history:{model}``           list    the model's quota and backlog, one JSON sample
+                                               every 10 s, the newest 180 (``quota_history``)
+``imagegen:history-slot``              string  held by whoever records the current interval
 ``imagegen:webhook:{delivery_id}``     hash    one webhook delivery (``{job_id}:{event}``, with
                                                ``:{n}`` after the n-th replay): url, state,
                                                attempts, log (JSON lines), webhook_id
@@ -194,6 +197,8 @@ __all__ = [
     "job_key",
     "limiter_keys",
     "parked_image_key",
+    "quota_history_key",
+    "quota_history_slot_key",
     "recent_waits_key",
     "spend_days_key",
     "spend_key",
@@ -412,6 +417,16 @@ def waiting_since_key(model_id: str, priority: str) -> str:
 def recent_waits_key(model_id: str) -> str:
     """``{tenant}|{ms waited}|{at ms}`` of the model's last jobs started, newest first."""
     return f"{DISPATCH_PREFIX}{model_id}:waits"
+
+
+def quota_history_key(model_id: str) -> str:
+    """The model's quota and backlog samples (``quota_history``), oldest first."""
+    return f"{PREFIX}:history:{model_id}"
+
+
+def quota_history_slot_key() -> str:
+    """Held by whoever records the current interval's samples."""
+    return f"{PREFIX}:history-slot"
 
 
 def spend_key(tenant: str | None, period: str) -> str:

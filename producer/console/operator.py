@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from imagegen.store.quota_history import QuotaHistory
 from producer.api.state import ApiState, State
 from producer.console.auth import Operator
 from producer.console.render import page
@@ -54,12 +55,19 @@ def operator_page(state: State, session: Operator) -> HTMLResponse:
 
 
 @router.get("/console/operator/quota.json")
-def quota_json(state: State, session: Operator) -> JSONResponse:
-    """What the live chart plots, sampled by the page every few seconds."""
-    return JSONResponse(
-        {"at_ms": int(time.time() * 1000), "models": _quota(state)},
-        headers={"Cache-Control": "no-store"},
-    )
+def quota_json(state: State, session: Operator, history: bool = False) -> JSONResponse:
+    """What the live chart plots, sampled by the page every few seconds; with ``history``, the
+    samples the fleet kept (``quota_history``) as well, so the chart opens full."""
+    models = _quota(state)
+    body: dict[str, Any] = {"at_ms": int(time.time() * 1000), "models": models}
+    if history:
+        kept = QuotaHistory(state.redis).read([m["model_id"] for m in models])
+        body["history"] = {
+            model_id: [dataclasses.asdict(sample) for sample in samples]
+            for model_id, samples in kept.items()
+            if samples
+        }
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
 @router.post("/console/operator/replay")

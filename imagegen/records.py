@@ -29,6 +29,7 @@ __all__ = [
     "DeliveryState",
     "JobRecord",
     "JobStatus",
+    "JobTrace",
     "NewJob",
     "WebhookDelivery",
     "ms_to_datetime",
@@ -166,6 +167,8 @@ class JobRecord(BaseModel):
     # waits in a tenant queue paused for ``paused_reason`` (budget, concurrency, rate).
     place: str | None = None
     paused_reason: str | None = None
+    # The OpenTelemetry trace the job belongs to (its submitting request's), when it has one.
+    trace_id: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -209,6 +212,11 @@ class NewJob:
     chain_id: str | None = None
     # The last step of a chain also reports the chain's end (``chain.succeeded|failed``).
     chain_last: bool = False
+    # Its submission's span (W3C traceparent), and where it stood in the dispatcher then: kept
+    # for the spans of its wait, attempts and webhooks (``imagegen.tracing``).
+    traceparent: str | None = None
+    position_at_submit: int | None = None
+    share_at_submit: float | None = None
 
     @property
     def request_sha256(self) -> str:
@@ -260,4 +268,16 @@ class NewJob:
             batch_id=self.batch_id,
             chain_id=self.chain_id,
             after_job_id=self.after_job_id,
+            trace_id=self.traceparent.split("-")[1] if self.traceparent else None,
         )
+
+
+@dataclass(frozen=True)
+class JobTrace:
+    """What a job's spans need of its record: the submission's span (W3C traceparent), when
+    the dispatcher released it (Unix ms), and its place and its tenant's share at submit."""
+
+    traceparent: str | None = None
+    released_ms: int | None = None
+    position_at_submit: int | None = None
+    share_at_submit: float | None = None

@@ -40,6 +40,7 @@ from imagegen.store.job_index import FiledJob, JobIndex
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import Caps, CreateOutcome, JobStore
 from imagegen.store.tenants import Tenants
+from imagegen.submit_trace import traced_submission
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -211,7 +212,10 @@ class Submitter:
         ]
         self.check_deadlines(jobs)
         caps = Caps(self.settings.max_queued_total, self.settings.max_queued_per_tenant)
-        outcomes = self.jobs.create(jobs, caps=caps, dispatch=self.dispatch)
+        with traced_submission(jobs, self.dispatch) as submission:
+            jobs = submission.jobs
+            outcomes = self.jobs.create(jobs, caps=caps, dispatch=self.dispatch)
+            submission.stored(outcomes)
         if outcomes and outcomes[0][0] is CreateOutcome.FULL:
             raise self._queue_full(outcomes[0][1], tenant, len(jobs))
         results = []

@@ -139,6 +139,8 @@ class Job(_Record):
     tenant_share: float | None = None
     place: str | None = None
     paused_reason: str | None = None
+    # The OpenTelemetry trace of the job (its submitting request's), when it has one.
+    trace_id: str | None = None
     # Where the API serves it, and its image once it succeeded.
     url: str
     image_url: str | None = None

@@ -3,8 +3,9 @@
 Two ways in (the README shows both):
 
 - the plain intake: a JSON job LPUSHed onto the list ``imagegen:intake``: the body of
-  ``POST /v1/jobs`` plus ``job_id`` (required: it makes reading a job twice harmless) and
-  ``tenant`` (optional). Every worker process reads it, oldest first, several at once
+  ``POST /v1/jobs`` plus ``job_id`` (required: it makes reading a job twice harmless),
+  ``tenant`` and ``traceparent`` (optional: the caller's W3C trace context, which the job's
+  trace continues). Every worker process reads it, oldest first, several at once
   (``imagegen.intake_queue``): a message is removed only once it has been handled, and the
   messages of a reader that died or stalled are read again by another.
 - the older raw Celery message (a generate message carrying its job as a ``job`` keyword),
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis as redis_lib
 
+from imagegen import tracing
 from imagegen.envelope import MAX_MESSAGE_BYTES
 from imagegen.errors import InvalidRequestError, JobConflictError, QueueFullError
 from imagegen.ids import is_valid_job_id, scoped_job_id
@@ -76,11 +78,20 @@ class Intake:
 
     def accept(self, job_id: str, payload: Any, tenant: str | None = None) -> bool:
         """Submit the job ``job_id`` (the caller's id, stored in the tenant's namespace) from
-        ``payload`` (the body of ``POST /v1/jobs``), or record it ``failed`` when it is refused;
-        False when the id already had a record."""
+        ``payload`` (the body of ``POST /v1/jobs``, and the caller's trace as a ``traceparent``
+        field, ignored when malformed), or record it ``failed`` when it is refused; False when
+        the id already had a record."""
         stored_id = scoped_job_id(tenant, job_id) if tenant else job_id
         if self._store.exists(stored_id):
             return False
+        traceparent = None
+        if isinstance(payload, dict) and "traceparent" in payload:
+            payload = dict(payload)
+            traceparent = payload.pop("traceparent")
+        with tracing.continued(traceparent if isinstance(traceparent, str) else None):
+            return self._submit(stored_id, job_id, payload, tenant)
+
+    def _submit(self, stored_id: str, job_id: str, payload: Any, tenant: str | None) -> bool:
         try:
             if not isinstance(payload, dict):
                 raise InvalidRequestError([])  # reported below as a whole

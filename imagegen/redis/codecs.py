@@ -19,10 +19,12 @@ from imagegen.records import (
     DeliveryAttempt,
     JobRecord,
     JobStatus,
+    JobTrace,
     NewJob,
     WebhookDelivery,
     ms_to_datetime,
 )
+from imagegen.tracing import is_traceparent, trace_id_of
 
 __all__ = [
     "LOG_MESSAGE_MAX_CHARS",
@@ -31,6 +33,7 @@ __all__ = [
     "delivery_attempt_line",
     "delivery_from_hash",
     "delivery_ids",
+    "job_trace",
     "new_job_fields",
     "record_from_hash",
     "refused_job_fields",
@@ -93,7 +96,22 @@ def record_from_hash(fields: dict[str, str]) -> JobRecord:
     data["attempt_log"] = [
         json.loads(line) for line in (fields.get("attempt_log") or "").splitlines() if line
     ]
+    data["trace_id"] = trace_id_of(fields.get("traceparent"))
     return JobRecord.model_validate(data)
+
+
+def job_trace(fields: dict[str, str]) -> JobTrace:
+    """What a job's spans need of its hash (``traceparent``, ``released_ms`` and
+    ``submit_position``: "{position} {share}")."""
+    traceparent = fields.get("traceparent")
+    released = fields.get("released_ms")
+    position, _, share = (fields.get("submit_position") or "").partition(" ")
+    return JobTrace(
+        traceparent=traceparent if is_traceparent(traceparent) else None,
+        released_ms=int(float(released)) if released else None,
+        position_at_submit=int(position) if position.isdigit() else None,
+        share_at_submit=float(share) if share else None,
+    )
 
 
 def new_job_fields(job: NewJob) -> dict[str, str]:
@@ -108,6 +126,10 @@ def new_job_fields(job: NewJob) -> dict[str, str]:
         "expires_ms": job.expires_ms,
         "chain_id": job.chain_id,
         "after_job": job.after_job_id,
+        "traceparent": job.traceparent,
+        "submit_position": None
+        if job.position_at_submit is None
+        else f"{job.position_at_submit} {job.share_at_submit or 0:.4f}",
     }
     return {
         **{name: str(value) for name, value in optional.items() if value is not None},

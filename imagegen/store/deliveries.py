@@ -46,6 +46,8 @@ class DeliveryClaim:
     # secrets as stored (JSON; '' when none were made yet).
     record: JobRecord | None = None
     secrets: str = ""
+    # The job's submission span (W3C traceparent), which the POST's span continues.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ class Deliveries:
             webhook_id=webhook_id,
             record=codecs.record_from_hash(fields) if fields else None,
             secrets=secrets,
+            traceparent=codecs.job_trace(fields).traceparent if fields else None,
         )
 
     def take_endpoint_slot(self, endpoint: str, cap: int, lease_ms: int, slot: str) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from imagegen.records import JobRecord, JobStatus, NewJob
+from imagegen.records import JobRecord, JobStatus, JobTrace, NewJob
 from imagegen.redis import codecs, keys
 from imagegen.redis.scripts import Scripts
 from imagegen.settings import Settings
@@ -108,6 +108,8 @@ class Claim:
     queue_wait_ms: int | None = None  # creation to first start, on a job's first claim
     # The job's record as the claim left it (without its webhook deliveries), when claimed.
     record: JobRecord | None = None
+    # Its trace and its wait, for the attempt's spans (when claimed).
+    trace: JobTrace | None = None
 
 
 class JobStore:
@@ -262,11 +264,13 @@ class JobStore:
         trip)."""
         state, attempts, waited_ms, *pairs = self._run("job_claim", job_id, [owner, lease_ms])
         waited = int(waited_ms)
-        record = None
+        record, trace = None, None
         if pairs:
             fields = dict(zip(pairs[::2], pairs[1::2], strict=True))
-            record = codecs.record_from_hash(fields)
-        return Claim(ClaimState(state), int(attempts), None if waited < 0 else waited, record)
+            record, trace = codecs.record_from_hash(fields), codecs.job_trace(fields)
+        return Claim(
+            ClaimState(state), int(attempts), None if waited < 0 else waited, record, trace
+        )
 
     def copy_source(self, job_id: str) -> tuple[str, str] | None:
         """The cached image (bucket, key) this job copies instead of calling Bedrock, if any."""

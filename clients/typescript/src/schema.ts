@@ -1089,6 +1089,8 @@ export interface components {
             place?: string | null;
             /** Paused Reason */
             paused_reason?: string | null;
+            /** Trace Id */
+            trace_id?: string | null;
             /**
              * Url
              * @description The job's own URL, relative to the API

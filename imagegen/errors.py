@@ -124,10 +124,13 @@ class BedrockCallError(JobError):
         *,
         http_status: int | None = None,
         retry_after_s: float | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message, code=code)
         self.http_status = http_status
         self.retry_after_s = retry_after_s
+        # Bedrock's id of the request, when it answered (x-amzn-RequestId).
+        self.request_id = request_id
 
 
 class InvalidModelOutputError(JobError):

@@ -44,6 +44,8 @@ _MAX_ERROR_MESSAGE_CHARS = 500
 class BedrockAnswer:
     payload: dict[str, Any]
     latency_ms: int
+    # Bedrock's id of the request (x-amzn-RequestId), when it sent one.
+    request_id: str | None = None
 
 
 def invoke_model(
@@ -76,7 +78,8 @@ def invoke_model(
     if not isinstance(payload, dict):
         msg = "response body is not a JSON object"
         raise InvalidModelOutputError(msg)
-    return BedrockAnswer(payload=payload, latency_ms=latency_ms)
+    request_id = response.get("ResponseMetadata", {}).get("RequestId") or None
+    return BedrockAnswer(payload=payload, latency_ms=latency_ms, request_id=request_id)
 
 
 def _from_client_error(error: ClientError) -> BedrockCallError:
@@ -88,6 +91,7 @@ def _from_client_error(error: ClientError) -> BedrockCallError:
         details.get("Message", str(error))[:_MAX_ERROR_MESSAGE_CHARS],
         http_status=metadata.get("HTTPStatusCode"),
         retry_after_s=retry_after_s(headers.get("retry-after")),
+        request_id=metadata.get("RequestId") or None,
     )
 
 

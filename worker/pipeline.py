@@ -19,17 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from imagegen import tracing
 from imagegen.contract import ModelRequest
 from imagegen.errors import BedrockCallError, JobError
 from imagegen.logs import prompt_facts
-from imagegen.records import JobRecord, JobStatus
+from imagegen.records import JobRecord, JobStatus, JobTrace
 from imagegen.s3 import s3_uri
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import CallMark, ClaimState, FinishOutcome, JobStore
 from imagegen.store.spend import Ledger
-from worker import metrics
+from worker import metrics, spans
 from worker.bedrock import BedrockAnswer, Filtered, Generated, interpret, invoke_model
 from worker.images import ImageInfo, inspect_image
 from worker.inputs import fetch_inputs
@@ -138,13 +139,22 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
         services=services,
         started=started,
     )
-    try:
-        return attempt.run()
-    except JobError as e:
-        return attempt.fail_or_retry(e)
-    except Exception as e:  # a bug or an outage must not strand the job as "running"
-        log.exception("job attempt crashed", extra={"job_id": job_id, "attempt": claim.attempt})
-        return attempt.fail_or_retry(JobError(f"{type(e).__name__}: {e}", code="InternalError"))
+    trace = claim.trace or JobTrace()
+    parent = tracing.context_of(trace.traceparent)
+    spans.record_wait(record, claim.attempt, trace, parent, round(time.time() * 1000))
+    with spans.processing(record, claim.attempt, parent) as span:
+        try:
+            outcome = attempt.run()
+        except JobError as e:
+            spans.failed(span, e.code)
+            outcome = attempt.fail_or_retry(e)
+        except Exception as e:  # a bug or an outage must not strand the job as "running"
+            log.exception("job attempt crashed", extra={"job_id": job_id, "attempt": claim.attempt})
+            spans.failed(span, "InternalError")
+            error = JobError(f"{type(e).__name__}: {e}", code="InternalError")
+            outcome = attempt.fail_or_retry(error)
+        span.set_attribute("imagegen.job.outcome", outcome.status)
+        return outcome
 
 
 class _Attempt:
@@ -200,11 +210,11 @@ class _Attempt:
                 return self.succeed(stored.seed, stored.info, latency_ms=None)
             generated = self.take_parked()
         if generated is None:
-            answer = self.call_bedrock()
-            if answer is None or isinstance(answer, _NoBudget):
-                return self.not_called(answer)
+            called = self.call_bedrock()
+            if called is None or isinstance(called, _NoBudget):
+                return self.not_called(called)
+            answer, result = called
             latency_ms = answer.latency_ms
-            result = interpret(answer.payload)
             self.observe_call(
                 "filtered" if isinstance(result, Filtered) else "image", answer.latency_ms
             )
@@ -233,11 +243,11 @@ class _Attempt:
         self.kept("uploaded")
         return self.succeed(generated.seed, info, latency_ms)
 
-    def call_bedrock(self) -> BedrockAnswer | _NoBudget | None:
-        """InvokeModel (the dispatcher took the quota's token when it released the job); None
-        when the job was canceled meanwhile, ``_NO_BUDGET`` when its image was bought already,
-        is lost, and its tenant's hard budget has no room for a new one. The limiter hears how
-        the call went."""
+    def call_bedrock(self) -> tuple[BedrockAnswer, Generated | Filtered] | _NoBudget | None:
+        """InvokeModel (the dispatcher took the quota's token when it released the job), and
+        what its answer holds; None when the job was canceled meanwhile, ``_NO_BUDGET`` when its
+        image was bought already, is lost, and its tenant's hard budget has no room for a new
+        one. The limiter hears how the call went."""
         limiter = self.services.limiter
         model_id = self.record.model_id
         if self.services.store.cancel_requested(self.job_id):
@@ -257,31 +267,44 @@ class _Attempt:
         if store.mark_calling(self.job_id, self.owner, calling=True) is CallMark.BUDGET:
             return _NO_BUDGET
         log.info("job calling Bedrock", extra=self.facts())
-        try:
-            answer = invoke_model(self.services.bedrock, model_id, body)
-        except BedrockCallError as e:
-            if e.code in BILLED_UNSEEN:
-                # Bedrock may have generated (and billed) the image nobody read: booked when the
-                # attempt ends, like a bought one.
-                self.bought = True
-                log.warning(
-                    "job call timed out after it was sent; booked as spent", extra=self.facts()
-                )
-            else:
+        region = self.services.bedrock.meta.region_name
+        with spans.bedrock_call(model_id, region) as span:
+            try:
+                answer = invoke_model(self.services.bedrock, model_id, body)
+            except BedrockCallError as e:
+                spans.bedrock_failed(span, e)
+                self.call_failed(e)
+                raise
+            if limiter.enabled(model_id):
                 self.best_effort(
-                    "clear the call",
-                    lambda: store.mark_calling(self.job_id, self.owner, calling=False),
+                    "report the call to the limiter",
+                    lambda: limiter.report(model_id, throttled=False),
                 )
-            metrics.BEDROCK_CALLS.labels(model_id, e.code).inc()
-            if e.code == "ThrottlingException" and limiter.enabled(model_id):
-                limiter.report(model_id, throttled=True)
-            raise
-        if limiter.enabled(model_id):
+            try:
+                result = interpret(answer.payload)
+            except JobError as e:
+                spans.bedrock_answered(span, answer.request_id, answer.latency_ms, e.code)
+                raise
+            outcome = "filtered" if isinstance(result, Filtered) else "image"
+            spans.bedrock_answered(span, answer.request_id, answer.latency_ms, outcome)
+        return answer, result
+
+    def call_failed(self, e: BedrockCallError) -> None:
+        """The call raised: book what it may have cost, count it, tell the limiter."""
+        store, limiter, model_id = self.services.store, self.services.limiter, self.record.model_id
+        if e.code in BILLED_UNSEEN:
+            # Bedrock may have generated (and billed) the image nobody read: booked when the
+            # attempt ends, like a bought one.
+            self.bought = True
+            log.warning("job call timed out after it was sent; booked as spent", extra=self.facts())
+        else:
             self.best_effort(
-                "report the call to the limiter",
-                lambda: limiter.report(model_id, throttled=False),
+                "clear the call",
+                lambda: store.mark_calling(self.job_id, self.owner, calling=False),
             )
-        return answer
+        metrics.BEDROCK_CALLS.labels(model_id, e.code).inc()
+        if e.code == "ThrottlingException" and limiter.enabled(model_id):
+            limiter.report(model_id, throttled=True)
 
     def book_purchase(self) -> None:
         """The image is bought: the attempt's end (its final status, or its retry) books it as
@@ -347,17 +370,18 @@ class _Attempt:
     def upload(self, generated: Generated, info: ImageInfo) -> None:
         settings = self.services.settings
         try:
-            upload_image(
-                self.services.s3,
-                self.bucket,
-                self.key,
-                generated.image,
-                info=info,
-                job_id=self.job_id,
-                model_id=self.record.model_id,
-                seed=generated.seed,
-                attempts=settings.s3_upload_attempts,
-            )
+            with spans.s3_put(self.bucket, self.key, len(generated.image)):
+                upload_image(
+                    self.services.s3,
+                    self.bucket,
+                    self.key,
+                    generated.image,
+                    info=info,
+                    job_id=self.job_id,
+                    model_id=self.record.model_id,
+                    seed=generated.seed,
+                    attempts=settings.s3_upload_attempts,
+                )
         except JobError:
             self.services.store.park_image(
                 self.job_id, generated.seed, base64.b64encode(generated.image).decode()

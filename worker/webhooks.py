@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from standardwebhooks.webhooks import Webhook
 
+from imagegen import tracing
 from imagegen.contract import BUDGET_WARNING_EVENT, CHAIN_EVENTS
 from imagegen.records import ChainStep, JobRecord, JobStatus
 from imagegen.settings import Settings
@@ -30,7 +31,7 @@ from imagegen.ssrf import VettedTarget, WebhookUrlError, vet_configured
 from imagegen.store.deliveries import Deliveries, SigningSecrets
 from imagegen.store.job_reads import JobReads
 from imagegen.store.spend import Ledger, periods
-from worker import metrics
+from worker import metrics, spans
 from worker.webhook_http import PostResult, post_with_deadline
 
 if TYPE_CHECKING:
@@ -138,7 +139,17 @@ class WebhookSender:
         try:
             body = json.dumps(self._payload(record, claim.event), separators=(",", ":"))
             headers = self._headers(claim.webhook_id, body, record.tenant, claim.secrets)
-            response = self._post(target, body, headers)
+            with spans.webhook_post(
+                target,
+                attempt=attempt,
+                event=claim.event,
+                delivery_id=delivery_id,
+                parent=tracing.context_of(claim.traceparent),
+            ) as span:
+                # The receiver's trace continues ours: the POST's span is its parent.
+                tracing.inject(headers)
+                response = self._post(target, body, headers)
+                spans.webhook_answered(span, response.status, response.error)
         except BaseException:
             if slot:
                 self._deliveries.free_endpoint_slot(*slot)

@@ -4,12 +4,17 @@ Exit status: 0 success; 1 a job ended without an image (failed, filtered, cancel
 2 bad input; 3 timed out waiting; 4 no such job; 5 Redis or S3 unreachable; 6 too many jobs
 waiting (try again later).
 Errors go to stderr; ``--json`` prints exactly one JSON document on stdout.
+
+The job commands (submit, upload, chain, status, wait, cancel, jobs, batch, models) talk to
+Redis directly, or with ``--api URL`` to the HTTP API with the key in ``IMAGEGEN_API_KEY``; the
+operator's commands always talk to Redis.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 
 import redis
 from botocore.exceptions import BotoCoreError, ClientError
@@ -26,7 +31,23 @@ from imagegen.errors import (
     QueueFullError,
 )
 from imagegen.settings import get_settings
-from producer.cli import jobs, ops, run, setup, spend
+from imagegen_client import (
+    API_KEY_ENV,
+    ApiConnectionError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    ImagegenClient,
+    ImagegenClientError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    RequestTimeoutError,
+    ServiceUnavailableError,
+)
+from imagegen_client import InvalidRequestError as ApiInvalidRequestError
+from producer.cli import jobs, ops, run, setup, spend, submit
+from producer.cli.backends import ApiJobs, RedisJobs
 from producer.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_BUSY,
@@ -41,11 +62,31 @@ from producer.client import Client
 __all__ = ["build_parser", "main"]
 
 _EXIT_STATUSES: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int], ...] = (
-    ((JobConflictError, IdempotencyConflictError, ValueError), EXIT_BAD_INPUT),
-    (JobNotFoundError, EXIT_NOT_FOUND),
+    (
+        (
+            JobConflictError,
+            IdempotencyConflictError,
+            ValueError,
+            AuthenticationError,
+            BadRequestError,
+            ConflictError,
+            PayloadTooLargeError,
+        ),
+        EXIT_BAD_INPUT,
+    ),
+    ((JobNotFoundError, NotFoundError), EXIT_NOT_FOUND),
     (JobTimeoutError, EXIT_TIMEOUT),
-    (QueueFullError, EXIT_BUSY),
-    ((BotoCoreError, ClientError), EXIT_UNAVAILABLE),
+    ((QueueFullError, RateLimitedError), EXIT_BUSY),
+    (
+        (
+            BotoCoreError,
+            ClientError,
+            ApiConnectionError,
+            RequestTimeoutError,
+            ServiceUnavailableError,
+        ),
+        EXIT_UNAVAILABLE,
+    ),
 )
 
 
@@ -55,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stability image jobs on AWS Bedrock: submit, follow, operate, run.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    submit.register(commands)
     jobs.register(commands)
     ops.register(commands)
     run.register(commands)
@@ -65,23 +107,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "api", None):
+        return _guarded(lambda: _over_api(args), where=f"the API at {args.api}")
     try:
         settings = get_settings()
     except ValidationError as e:
         for item in validation_errors(e):
             error(f"setting IMAGEGEN_{item.field.upper()}: {item.message}")
         return EXIT_BAD_INPUT
-    try:
+
+    def over_redis() -> int:
         with Client(settings) as client:
+            if hasattr(args, "jobs_handler"):
+                return int(args.jobs_handler(RedisJobs(client), args))
             return int(args.handler(client, args))
-    except InvalidRequestError as e:
-        for item in e.errors:
-            error(str(item))
+
+    return _guarded(over_redis, where=f"Redis at {settings.redis_url}")
+
+
+def _over_api(args: argparse.Namespace) -> int:
+    key = os.environ.get(API_KEY_ENV)
+    if not key:
+        error(f"--api needs an API key in {API_KEY_ENV} (imagegen keys create --tenant NAME)")
+        return EXIT_BAD_INPUT
+    with ImagegenClient(args.api, key) as client:
+        return int(args.jobs_handler(ApiJobs(client), args))
+
+
+def _guarded(command: Callable[[], int], *, where: str) -> int:
+    """Run a command; every failure becomes one clear message and its exit status."""
+    try:
+        return command()
+    except (InvalidRequestError, ApiInvalidRequestError) as e:
+        for message in [f"{item.field}: {item.message}" for item in e.errors] or [str(e)]:
+            error(message)
         return EXIT_BAD_INPUT
     except redis.RedisError as e:
-        error(f"Redis at {settings.redis_url} is not usable: {e}")
+        error(f"{where} is not usable: {e}")
         return EXIT_UNAVAILABLE
-    except (ImagegenError, ValueError, BotoCoreError, ClientError) as e:
+    except (ApiConnectionError, RequestTimeoutError) as e:
+        error(f"{where} is not reachable: {e}")
+        return EXIT_UNAVAILABLE
+    except AuthenticationError as e:
+        error(f"{e} (check {API_KEY_ENV})")
+        return EXIT_BAD_INPUT
+    except (ImagegenError, ImagegenClientError, ValueError, BotoCoreError, ClientError) as e:
         error(str(e))
         return _exit_status(e)
 

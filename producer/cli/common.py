@@ -8,8 +8,9 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from imagegen.records import JobRecord
 from imagegen.text import parse_duration_s
+from imagegen_client import API_KEY_ENV
+from producer.cli.backends import JobView
 from producer.client import DEFAULT_WAIT_S
 from producer.tables import format_table
 
@@ -21,6 +22,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_TIMEOUT",
     "EXIT_UNAVAILABLE",
+    "add_api_option",
     "add_wait_options",
     "error",
     "parse_time_ms",
@@ -45,11 +47,11 @@ def print_table(rows: Sequence[Sequence[str]]) -> None:
     print(format_table(rows))
 
 
-def print_record(record: JobRecord, *, as_json: bool) -> None:
+def print_record(record: JobView, *, as_json: bool) -> None:
     if as_json:
         print(record.model_dump_json())
         return
-    parts = [record.job_id, record.status.value]
+    parts = [record.job_id, str(record.status)]
     if record.queue_position is not None:
         parts.append(f"position={record.queue_position}")
     if record.estimated_start_at is not None:
@@ -77,6 +79,14 @@ def add_wait_options(parser: argparse.ArgumentParser, *, with_wait_flag: bool) -
     parser.add_argument("--timeout", type=float, default=DEFAULT_WAIT_S, help="seconds to wait")
     parser.add_argument("--output", help="save the image here once it succeeded")
     parser.add_argument("--json", action="store_true", help="print the record as JSON")
+
+
+def add_api_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--api",
+        metavar="URL",
+        help=f"use the HTTP API at URL with the key in {API_KEY_ENV} (default: Redis directly)",
+    )
 
 
 def duration_s(text: str) -> float:

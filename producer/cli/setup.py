@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from producer.cli.common import EXIT_JOB_UNSUCCESSFUL, EXIT_OK, print_table
+from producer.cli.backends import Jobs
+from producer.cli.common import EXIT_JOB_UNSUCCESSFUL, EXIT_OK, add_api_option, print_table
 from producer.client import Client
 from producer.doctor import Doctor
 
@@ -24,7 +25,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     doctor.set_defaults(handler=_doctor)
     models = commands.add_parser("models", help="the models a job may name, with their prices")
     models.add_argument("--json", action="store_true")
-    models.set_defaults(handler=_models)
+    add_api_option(models)
+    models.set_defaults(jobs_handler=_models)
 
 
 def _doctor(client: Client, args: argparse.Namespace) -> int:
@@ -46,8 +48,8 @@ def _doctor(client: Client, args: argparse.Namespace) -> int:
     return EXIT_JOB_UNSUCCESSFUL if failed else EXIT_OK
 
 
-def _models(client: Client, args: argparse.Namespace) -> int:
-    found = client.models()
+def _models(jobs: Jobs, args: argparse.Namespace) -> int:
+    found = jobs.models()
     if args.json:
         print(json.dumps({"models": found}))
         return EXIT_OK

@@ -11,8 +11,24 @@ import pytest
 from PIL import Image
 
 from devstack.stack import Stack
+from imagegen.models import MODELS, ImageModel
+from producer.operator import OperatorClient
+from tests.support import image_bytes
 
 pytestmark = pytest.mark.integration
+
+CORE = "stability.stable-image-core-v1:0"
+CUTOUT = "us.stability.stable-image-remove-background-v1:0"
+FAST_UPSCALE = "us.stability.stable-fast-upscale-v1:0"
+# What a model needs beyond its required fields (its schema's rules, or Bedrock's: Inpaint and
+# Erase Object need a mask or transparent pixels), as it is typed; {photo} is the input image.
+EXTRA_ARGS = {
+    "us.stability.stable-image-search-replace-v1:0": ["--param", "search_prompt=a boat"],
+    "us.stability.stable-image-search-recolor-v1:0": ["--param", "select_prompt=the boat"],
+    "us.stability.stable-outpaint-v1:0": ["--param", "left=64"],
+    "us.stability.stable-image-inpaint-v1:0": ["--image", "mask={photo}"],
+    "us.stability.stable-image-erase-object-v1:0": ["--image", "mask={photo}"],
+}
 
 
 def imagegen(
@@ -26,6 +42,177 @@ def imagegen(
         timeout=60,
         check=False,
     )
+
+
+def submit_args(model: ImageModel, photo: Path, output: Path) -> list[str]:
+    """``imagegen submit`` for ``model`` with what it needs, as a user would type it."""
+    described = model.describe()
+    args = ["submit", "--model", model.model_id, "--wait", "--output", str(output), "--json"]
+    if "prompt" in described["required"]:
+        args.insert(1, "a harbour at dusk")
+    for field in described["input_images"]:
+        if field in described["required"]:
+            args += ["--image", f"{field}={photo}"]
+    return args + [arg.format(photo=photo) for arg in EXTRA_ARGS.get(model.model_id, [])]
+
+
+def test_submit_runs_every_model_of_the_registry(stack: Stack, tmp_path: Path) -> None:
+    photo = tmp_path / "harbour.png"
+    photo.write_bytes(image_bytes("png", (256, 192)))
+    running = {
+        model_id: subprocess.Popen(
+            [sys.executable, "-m", "producer.cli", *submit_args(model, photo, tmp_path / f"{n}")],
+            env=stack.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n, (model_id, model) in enumerate(MODELS.items())
+    }
+    assert len(running) == 18
+    finished = {model_id: p.communicate(timeout=120) for model_id, p in running.items()}
+    for n, (model_id, (out, err)) in enumerate(finished.items()):
+        assert running[model_id].returncode == 0, f"{model_id}: {out} {err}"
+        record = json.loads(out)
+        assert (record["model_id"], record["status"]) == (model_id, "succeeded")
+        assert "1/1 done" in err  # the progress line
+        for field in MODELS[model_id].describe()["input_images"]:
+            if field in MODELS[model_id].describe()["required"]:
+                assert record["request"][field].startswith("s3://")  # the file, uploaded
+        with Image.open(tmp_path / f"{n}") as image:
+            assert image.size == (record["width"], record["height"])
+
+
+def test_the_issues_remove_background_call_names_the_field_and_the_models_fields(
+    stack: Stack,
+) -> None:
+    done = imagegen(stack, "submit", "a harbour", "--model-id", CUTOUT)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "imagegen: request.prompt: Remove Background (us.stability.stable-image-remove-"
+        "background-v1:0) has no field 'prompt'; its fields: image, output_format"
+    ]
+    bad = imagegen(stack, "submit", "a", "--param", "aspect_ratio=4:7", "--param", "seed=x")
+    assert bad.returncode == 2
+    assert "request.aspect_ratio: '4:7' is not one of 16:9, 1:1," in bad.stderr
+    assert "request.seed: 'x' is not a whole number" in bad.stderr
+
+
+def test_a_chain_from_the_shell_ends_in_its_last_steps_image(stack: Stack, tmp_path: Path) -> None:
+    final = tmp_path / "final.png"
+    done = imagegen(
+        stack,
+        "chain",
+        "--step",
+        CORE,
+        "prompt=a red apple",
+        "aspect_ratio=1:1",
+        "--step",
+        CUTOUT,
+        "--step",
+        FAST_UPSCALE,
+        "--wait",
+        "--output",
+        str(final),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "3/3 done" in done.stderr
+    assert " succeeded" in done.stdout.splitlines()[-1]
+    with Image.open(final) as image:
+        assert image.size == (4096, 4096)  # 1024x1024, cut out, upscaled 4x
+
+
+@pytest.fixture(scope="module")
+def api_env(stack: Stack) -> dict[str, str]:
+    """What a shell with nothing but the API's URL and a key has."""
+    url = stack.urls.get("api") or stack.start_api()
+    with OperatorClient(stack.settings()) as operator:
+        _, key = operator.api_keys.create("cli-over-http")
+    return {"PATH": "/usr/bin:/bin", "IMAGEGEN_API_KEY": key, "API": url}
+
+
+def over_api(api_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "producer.cli", *args, "--api", api_env["API"]],
+        env={name: value for name, value in api_env.items() if name != "API"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_over_the_api_a_file_is_uploaded_and_the_job_followed(
+    api_env: dict[str, str], tmp_path: Path
+) -> None:
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(image_bytes("png", (320, 192)))
+    reference = over_api(api_env, "upload", str(photo))
+    assert reference.returncode == 0, reference.stderr
+    assert "/uploads/cli-over-http/" in reference.stdout
+    cut_out = tmp_path / "cut-out.png"
+    done = over_api(
+        api_env,
+        "submit",
+        "--model",
+        CUTOUT,
+        "--image",
+        str(photo),
+        "--param",
+        "output_format=webp",
+        "--wait",
+        "--output",
+        str(cut_out),
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert (job["status"], job["url"]) == ("succeeded", f"/v1/jobs/{job['job_id']}")
+    assert job["request"]["image"].startswith("s3://")
+    with Image.open(cut_out) as image:
+        assert (image.format, image.size) == ("WEBP", (320, 192))
+    assert over_api(api_env, "status", job["job_id"]).stdout.startswith(job["job_id"])
+
+
+def test_over_the_api_wait_follows_a_chain_and_bad_input_names_the_field(
+    api_env: dict[str, str],
+) -> None:
+    queued = over_api(api_env, "chain", "--step", CORE, "prompt=a pear", "--step", CUTOUT)
+    assert queued.returncode == 0, queued.stderr
+    chain_id = queued.stdout.strip()
+    waited = over_api(api_env, "wait", chain_id, "--json")
+    assert waited.returncode == 0, waited.stderr
+    assert "2/2 done" in waited.stderr
+    assert json.loads(waited.stdout)["status"] == "succeeded"
+
+    refused = over_api(api_env, "submit", "a", "--param", "seed=-1")
+    assert refused.returncode == 2
+    assert "request.seed" in refused.stderr  # the API's own check, field by field
+    tenant = over_api(api_env, "submit", "a", "--tenant", "other")
+    assert (tenant.returncode, "--tenant" in tenant.stderr) == (2, True)
+    unknown = over_api(api_env, "wait", "01M96WWBY8M5VCJF5PEM2VGW2F")
+    assert unknown.returncode == 4
+
+
+def test_over_the_api_without_a_key_or_an_answer_is_a_clear_error(
+    api_env: dict[str, str],
+) -> None:
+    no_key = subprocess.run(
+        [sys.executable, "-m", "producer.cli", "status", "x", "--api", api_env["API"]],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert no_key.returncode == 2
+    assert "IMAGEGEN_API_KEY" in no_key.stderr
+    bad_key = over_api({**api_env, "IMAGEGEN_API_KEY": "nope"}, "status", "x")
+    assert bad_key.returncode == 2
+    assert "401" in bad_key.stderr
+    gone = over_api({**api_env, "API": "http://127.0.0.1:9"}, "status", "x")
+    assert gone.returncode == 5
+    assert "the API at http://127.0.0.1:9 is not reachable" in gone.stderr
 
 
 def test_submit_wait_json_prints_one_record_and_saves_the_image(

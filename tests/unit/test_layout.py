@@ -1,7 +1,8 @@
 """The rules of the layout: who may import whom, and who may know Redis.
 
 ``imagegen`` is the shared core; ``producer`` and ``worker`` build on it and never import each
-other; ``emulator`` and ``imagegen_client`` (the HTTP API's client) import nothing of ours.
+other; ``emulator`` and ``imagegen_client`` (the HTTP API's client) import nothing of ours, and
+``producer``'s CLI speaks the HTTP API through ``imagegen_client`` (``--api``).
 Only the core knows a Redis key, a hash field or a line of Lua.
 """
 
@@ -54,7 +55,7 @@ def string_constants(package: str) -> dict[str, set[str]]:
     ("package", "allowed"),
     [
         ("imagegen", {"imagegen"}),
-        ("producer", {"imagegen", "producer"}),
+        ("producer", {"imagegen", "producer", "imagegen_client"}),
         ("worker", {"imagegen", "worker"}),
         ("emulator", {"emulator"}),
         ("imagegen_client", {"imagegen_client"}),

@@ -5,17 +5,29 @@ is probed with an empty InvokeModel body, which Bedrock refuses (ValidationExcep
 has checked credentials, IAM, model access and the Marketplace subscription, and before it
 generates anything. S3 is probed by writing and reading one small object per prefix (always the
 same key, so repeated runs leave one object each).
+
+An endpoint that cannot be reached (DNS, connection refused, no answer) is reported as a network
+failure, never as bad credentials: the credentials are blamed only when AWS answered and refused
+them.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
 import redis
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+)
+from botocore.exceptions import ConnectionError as EndpointUnreachableError
 
 from imagegen.bedrock import make_bedrock_client
 from imagegen.binding import upload_key_prefix
@@ -40,6 +52,24 @@ ON_DEMAND_REGION = "us-west-2"
 IAM_POLICY = "ops/iam-policy.json"
 _NO_BUCKET = {"NoSuchBucket", "404"}
 _RETRYABLE = {"ThrottlingException", "ServiceUnavailableException", "ModelNotReadyException"}
+# What AWS answers to a key it does not know, a bad signature or an expired session: the
+# credentials' fault, not IAM's.
+_REFUSED_CREDENTIALS = {
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidToken",
+}
+RENEW_CREDENTIALS = "renew or replace the credentials (expired session? wrong profile?)"
+NETWORK_FIX = (
+    "check the network path to {what}: DNS, a proxy (HTTPS_PROXY), a VPC endpoint, a firewall"
+)
+# The identity check gives up quickly: an endpoint that does not answer is a network problem.
+STS_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"total_max_attempts": 2})
 
 
 @dataclass(frozen=True)
@@ -104,15 +134,26 @@ class Doctor:
         try:
             identity = (
                 boto3.session.Session()
-                .client("sts", region_name=self._settings.aws_region)
+                .client("sts", region_name=self._settings.aws_region, config=STS_CONFIG)
                 .get_caller_identity()
             )
-        except (ClientError, BotoCoreError) as e:
+        except ClientError as e:
             return Check(
                 "credentials",
                 "fail",
                 f"{source}, but STS refused them: {_reason(e)}",
-                "renew or replace the credentials (expired session? wrong profile?)",
+                RENEW_CREDENTIALS,
+            )
+        except BotoCoreError as e:
+            unreachable = _network_failure(e)
+            if unreachable is None:
+                return Check("credentials", "fail", f"{source}: {_reason(e)}", RENEW_CREDENTIALS)
+            return Check(
+                "network",
+                "fail",
+                f"STS is not reachable ({unreachable}): the credentials ({source}) were not "
+                "checked",
+                NETWORK_FIX.format(what="AWS"),
             )
         return Check("credentials", "ok", f"{source}: {identity['Arn']}")
 
@@ -157,8 +198,9 @@ class Doctor:
             return Check(
                 name,
                 "fail",
-                f"bedrock-runtime is not reachable: {_reason(e)}",
-                "check IMAGEGEN_BEDROCK_ENDPOINT_URL (unset for AWS) and the network path",
+                f"bedrock-runtime is not reachable: {_network_failure(e) or _reason(e)}",
+                "check IMAGEGEN_BEDROCK_ENDPOINT_URL (unset for AWS) and "
+                + NETWORK_FIX.format(what="it"),
             )
         return Check(name, "warn", "an empty body was accepted: the endpoint is not Bedrock's")
 
@@ -180,6 +222,8 @@ class Doctor:
             read = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
+            if code in _REFUSED_CREDENTIALS:
+                return Check(name, "fail", f"S3 refused the credentials: {code}", RENEW_CREDENTIALS)
             if code in _NO_BUCKET:
                 return Check(
                     name,
@@ -199,8 +243,9 @@ class Doctor:
             return Check(
                 name,
                 "fail",
-                f"S3 is not reachable: {_reason(e)}",
-                "check IMAGEGEN_S3_ENDPOINT_URL (unset for AWS) and the network path",
+                f"S3 is not reachable: {_network_failure(e) or _reason(e)}",
+                "check IMAGEGEN_S3_ENDPOINT_URL (unset for AWS) and "
+                + NETWORK_FIX.format(what="it"),
             )
         if read != PROBE_CONTENT:
             return Check(name, "fail", f"{where} read back different bytes")
@@ -286,6 +331,8 @@ def _judge_probe(name: str, model_id: str, model: ImageModel | None, error: Clie
     message = error.response.get("Error", {}).get("Message", "")
     if code == "ValidationException":
         return _judge_validation(name, model_id, model, message)
+    if code in _REFUSED_CREDENTIALS:
+        return Check(name, "fail", f"Bedrock refused the credentials: {code}", RENEW_CREDENTIALS)
     if code == "AccessDeniedException":
         return Check(
             name,
@@ -336,6 +383,24 @@ def _iam_resources(model_id: str, model: ImageModel | None) -> str:
         f"inference-profile/{model.model_id} and foundation-model/{model.base_model_id} in "
         f"{', '.join(model.regions)}"
     )
+
+
+def _network_failure(error: BotoCoreError) -> str | None:
+    """How an endpoint could not be reached (DNS, refused, timed out), or None when the error is
+    not a network one."""
+    if not isinstance(error, EndpointUnreachableError | HTTPClientError):
+        return None
+    where = str(getattr(error, "kwargs", {}).get("endpoint_url") or "the endpoint").rstrip("/")
+    cause: BaseException | None = getattr(error, "kwargs", {}).get("error") or error
+    while cause is not None:
+        if isinstance(cause, socket.gaierror):
+            return f"{where}: DNS cannot resolve its name"
+        if isinstance(cause, ConnectionRefusedError):
+            return f"{where}: connection refused"
+        if isinstance(cause, TimeoutError | socket.timeout):
+            return f"{where}: no answer (timed out)"
+        cause = cause.__cause__ or cause.__context__
+    return f"{where}: {_reason(error)}"
 
 
 def _reason(error: Exception) -> str:

@@ -4,7 +4,9 @@ failure simulated: what it reports, and the fix it prints."""
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
@@ -133,3 +135,84 @@ def test_no_credentials_stops_early(
     assert [c.name for c in checks] == ["credentials", "region"]
     assert checks[0].status == "fail"
     assert "AWS_PROFILE" in checks[0].fix
+
+
+@pytest.fixture
+def refusing_sts() -> Iterator[str]:
+    """An STS endpoint that answers every call as AWS does a key it does not know."""
+    body = (
+        b'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
+        b"<Type>Sender</Type><Code>InvalidClientTokenId</Code><Message>The security token "
+        b"included in the request is invalid.</Message></Error><RequestId>1</RequestId>"
+        b"</ErrorResponse>"
+    )
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(403)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def on_aws(s3_url: str) -> Doctor:
+    """The doctor as it runs against AWS itself (no local Bedrock endpoint)."""
+    settings = Settings(s3_endpoint_url=s3_url, _env_file=None)  # type: ignore[call-arg]
+    assert settings.bedrock_endpoint_url is None
+    return Doctor(settings)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "seen"),
+    [
+        (f"http://127.0.0.1:{free_port()}", "connection refused"),
+        ("http://sts.no-such-host.invalid", "DNS cannot resolve its name"),
+    ],
+)
+def test_an_unreachable_endpoint_is_a_network_failure_not_the_credentials(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, endpoint: str, seen: str
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", endpoint)
+    checks = on_aws(s3_url).run([CORE])
+    assert [c.name for c in checks] == ["network", "region"]
+    network = checks[0]
+    assert network.status == "fail"
+    assert f"STS is not reachable ({endpoint}: {seen})" in network.detail
+    assert "were not checked" in network.detail
+    assert "DNS, a proxy" in network.fix
+    assert "renew" not in network.fix
+
+
+def test_credentials_aws_refuses_are_blamed(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch, refusing_sts: str
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", refusing_sts)
+    [credentials, _] = on_aws(s3_url).run([CORE])
+    assert (credentials.name, credentials.status) == ("credentials", "fail")
+    assert "STS refused them: An error occurred (InvalidClientTokenId)" in credentials.detail
+    assert "renew or replace the credentials" in credentials.fix
+
+
+def test_an_unreachable_bedrock_endpoint_is_named_as_such(s3_url: str) -> None:
+    settings = Settings(
+        bedrock_endpoint_url=f"http://127.0.0.1:{free_port()}",
+        s3_endpoint_url=s3_url,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    check = Doctor(settings).model_access(CORE)
+    assert check.status == "fail"
+    assert "bedrock-runtime is not reachable" in check.detail
+    assert "connection refused" in check.detail
+    assert "IMAGEGEN_BEDROCK_ENDPOINT_URL" in check.fix

@@ -20,6 +20,10 @@ from types import FrameType
 
 import redis
 
+from imagegen.redis.connection import connect
+from imagegen.redis.urls import is_sentinel_url
+from imagegen.settings import Settings
+
 __all__ = [
     "ProcessGroup",
     "StackError",
@@ -45,10 +49,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
+    """True when the Redis at ``url`` (a server, or the primary Sentinel names) answers."""
     try:
-        client = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+        if is_sentinel_url(url):
+            client = connect(
+                Settings(
+                    redis_url=url,
+                    redis_connect_timeout_s=timeout_s,
+                    redis_socket_timeout_s=timeout_s,
+                    _env_file=None,  # type: ignore[call-arg]
+                ),
+                max_connections=2,
+            )
+        else:
+            client = redis.Redis.from_url(
+                url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            )
         with contextlib.closing(client):
             return client.ping() is True
     except (redis.RedisError, OSError):

@@ -11,6 +11,14 @@ from typing import Any
 
 from celery import Celery
 
+from imagegen.redis.connection import (
+    broker_tls,
+    broker_transport_options,
+    broker_url,
+    uses_sentinel,
+)
+from imagegen.settings import Settings
+
 __all__ = ["answering_workers", "worker_answers"]
 
 _PING_TIMEOUT_S = 0.5
@@ -18,8 +26,15 @@ _PING_TIMEOUT_S = 0.5
 
 @lru_cache(maxsize=8)
 def _control_app(redis_url: str) -> Any:
-    app = Celery("imagegen-control", broker=redis_url)
-    app.conf.update(accept_content=["json"], broker_connection_retry_on_startup=True)
+    settings = Settings(redis_url=redis_url)
+    app = Celery("imagegen-control", broker=broker_url(settings))
+    app.conf.update(
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=broker_transport_options(settings),
+    )
+    if uses_sentinel(settings):
+        app.conf.update(broker_transport="sentinel", broker_use_ssl=broker_tls(settings))
     return app
 
 

@@ -13,10 +13,11 @@ import os
 from functools import lru_cache
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagegen.models import DEFAULT_MODEL_ID, MODELS
+from imagegen.redis.urls import check_redis_url
 
 __all__ = ["DEFAULT_MODEL_ID", "SECONDS_PER_DAY", "ModelLimit", "Settings", "get_settings"]
 
@@ -48,12 +49,21 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        # An error names the setting and what is wrong, never the value (a URL's password).
+        hide_input_in_errors=True,
     )
 
     # Redis: broker, job records and every shared counter.
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        description="Redis for the queues and the job records.",
+        description="Redis for the queues and the job records: redis://, rediss:// (TLS), "
+        "unix://, or a primary Sentinel manages: redis+sentinel://[:password@]host:26379,"
+        "host:26380/mymaster/0 (rediss+sentinel:// for TLS).",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the Sentinels themselves (redis+sentinel:// URLs); unset means "
+        "they ask for none.",
     )
     redis_tls_ca_file: str | None = Field(
         default=None,
@@ -518,6 +528,12 @@ class Settings(BaseSettings):
     flower_allow_no_auth: bool = Field(
         default=False, description="Let Flower run without a password (only on localhost)."
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, url: str) -> str:
+        check_redis_url(url)
+        return url
 
     @model_validator(mode="after")
     def _check_timing(self) -> Self:

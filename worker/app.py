@@ -9,16 +9,23 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from imagegen.messages import GENERATE_TASK, QUEUES
-from imagegen.redis.connection import broker_tls, broker_transport_options
+from imagegen.redis.connection import (
+    broker_tls,
+    broker_transport_options,
+    broker_url,
+    uses_sentinel,
+)
 from imagegen.settings import Settings, get_settings
 
 __all__ = ["app", "make_app"]
 
 
 def make_app(settings: Settings) -> Celery:
-    celery = Celery("imagegen", broker=settings.redis_url, include=["worker.tasks"])
+    celery = Celery("imagegen", broker=broker_url(settings), include=["worker.tasks"])
     # Every message is checked before Celery reads it; malformed ones go to the quarantine.
-    celery.conf.broker_transport = "worker.transport:GatedTransport"
+    # Through Sentinel, kombu finds the primary (and follows a failover) itself.
+    gated = "GatedSentinelTransport" if uses_sentinel(settings) else "GatedTransport"
+    celery.conf.broker_transport = f"worker.transport:{gated}"
     celery.conf.broker_use_ssl = broker_tls(settings)
     transport_options = {
         # Must exceed the longest task (checked by Settings), or Redis hands a message that is

@@ -31,7 +31,13 @@ from kombu.utils.json import loads
 from imagegen.envelope import MalformedMessageError, check_envelope
 from imagegen.messages import QUEUES
 
-__all__ = ["GatedChannel", "GatedTransport", "admit"]
+__all__ = [
+    "GatedChannel",
+    "GatedSentinelChannel",
+    "GatedSentinelTransport",
+    "GatedTransport",
+    "admit",
+]
 
 log = logging.getLogger("imagegen.gate")
 
@@ -147,3 +153,38 @@ class GatedChannel(kombu_redis.Channel):  # type: ignore[misc]
 
 class GatedTransport(kombu_redis.Transport):  # type: ignore[misc]
     Channel = GatedChannel
+
+
+class GatedSentinelChannel(GatedChannel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """The gate on kombu's Sentinel channel: the primary is the one the Sentinels name."""
+
+    # The Sentinel URLs as they were while the connection was open (see ``_connparams``).
+    _known_sentinel_urls: list[str] | None = None
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        """kombu reads the Sentinels from ``self.connection.client``, which a closed connection
+        has set to None; here from what it was while the connection was open."""
+        client = self.connection.client
+        if client is not None:
+            self._known_sentinel_urls = list(client.alt)
+            return super()._sentinel_managed_pool(asynchronous)
+        if not self._known_sentinel_urls:
+            return super()._sentinel_managed_pool(asynchronous)
+        stand_in = _KnownSentinels(self._known_sentinel_urls)
+        self.connection.client = stand_in
+        try:
+            return super()._sentinel_managed_pool(asynchronous)
+        finally:
+            if self.connection.client is stand_in:
+                self.connection.client = None
+
+
+class _KnownSentinels:
+    """What kombu's Sentinel pool reads of a connection: its Sentinel URLs."""
+
+    def __init__(self, alt: list[str]) -> None:
+        self.alt = alt
+
+
+class GatedSentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
+    Channel = GatedSentinelChannel

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lock test lint format demo dev chaos bench-emulator bench-quota bench-fair bench-cache bench-submit bench-dispatch clean
+.PHONY: install lock test lint format docs demo dev chaos bench-emulator bench-quota bench-fair bench-cache bench-submit bench-dispatch clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+## docs: build the documentation site into site/ (MkDocs Material; broken links fail it)
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 format: install
 	$(BIN)/ruff format .
@@ -72,4 +76,4 @@ bench-emulator: install
 	$(BIN)/python -m tests.bench.emulator_throughput
 
 clean:
-	rm -rf $(VENV) .imagegen out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .imagegen out site .pytest_cache .mypy_cache .ruff_cache

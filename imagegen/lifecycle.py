@@ -12,9 +12,9 @@ the two are written together, by one Lua function (``transition``, in
    ``job_retention_s``;
 4. runs the event's named effects (``EFFECTS``), in order.
 
-The table is generated into every script's constants (``imagegen.redis.scripts``), shown in the
-README (a test keeps the two equal) and checked after every step of a random run of every event
-(``tests/unit/test_lifecycle_model.py``).
+The table is generated into every script's constants (``imagegen.redis.scripts``), shown in
+docs/lifecycle.md (a test keeps the two equal) and checked after every step of a random run
+of every event (``tests/unit/test_lifecycle_model.py``).
 
 ``paused`` is a place of a tenant's queue, not of one job: a tenant that cannot be served (its
 hard budget, its concurrency or rate cap) leaves the dispatcher's scan in one write, whatever its
@@ -406,7 +406,7 @@ def _places_cell(places: frozenset[Place]) -> str:
 
 
 def lifecycle_markdown() -> str:
-    """The tables the README shows under "How a job flows"."""
+    """The tables docs/lifecycle.md shows."""
     lines = [
         "| place | status | held in | TTL | on entry |",
         "| --- | --- | --- | --- | --- |",

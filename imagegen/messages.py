@@ -5,7 +5,7 @@ job is never recorded without being queued, nor queued without a record. That ne
 as kombu's Redis transport stores it: a JSON envelope pushed with LPUSH onto the list named after
 the queue, holding a Celery protocol-2 message. The body is plain JSON (``body_encoding``
 ``utf-8``, which kombu reads as is), so backends in other languages can push the same envelope
-themselves; the README shows one.
+themselves; docs/submitting/redis.md shows one.
 """
 
 from __future__ import annotations

@@ -2,14 +2,14 @@
 
 One entry per model id drives the request schema (``imagegen.requests``), the Bedrock body, the
 input-image checks, the price a job reserves and books, the default allowed models, the metrics
-labels, ``ops/iam-policy.json`` and the README's model table (the tests check both against this
-table). Adding a model is one entry here plus its tests; the emulator keeps its own table, so it
-stays an independent check of what we send (a test compares the two).
+labels, ``ops/iam-policy.json`` and the model table in docs/models.md (the tests check both
+against this table). Adding a model is one entry here plus its tests; the emulator keeps its own
+table, so it stays an independent check of what we send (a test compares the two).
 
 Where the facts come from: AWS's Bedrock pages for Stability (model ids, the inference profiles,
 the request fields) and the Bedrock price list for Core, Ultra and SD3.5. The Image Services'
 prices and the input-image limits come from the table in our issue tracker and Stability's own
-API reference; the README marks them as not confirmed on an AWS page.
+API reference; docs/models.md marks them as not confirmed on an AWS page.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class ImageModel:
     request_type: type[ModelRequest]
     price_usd: float
     access: Access
-    # What the output size is, in words (the README's table); the worker reads the real size.
+    # What the output size is, in words (docs/models.md's table); the worker reads the real size.
     output_size: str
     input_limits: InputLimits | None = None
     price_confirmed: bool = True
@@ -80,7 +80,7 @@ class ImageModel:
         return PROFILE_REGIONS_US if self.access == "inference-profile" else ()
 
     def describe(self) -> dict[str, Any]:
-        """The entry as plain data (``imagegen models --json``, the README table)."""
+        """The entry as plain data (``imagegen models --json``, the table in docs/models.md)."""
         fields = self.request_type.model_fields
         return {
             "model_id": self.model_id,

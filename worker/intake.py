@@ -1,6 +1,6 @@
 """Jobs from backends that speak only Redis, turned into waiting jobs like any other.
 
-Two ways in (the README shows both):
+Two ways in (docs/submitting/redis.md shows both):
 
 - the plain intake: a JSON job LPUSHed onto the list ``imagegen:intake``: the body of
   ``POST /v1/jobs`` plus ``job_id`` (required: it makes reading a job twice harmless),

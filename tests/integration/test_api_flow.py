@@ -112,7 +112,7 @@ def test_cancel_of_a_finished_job_is_a_conflict(
 
 
 def test_a_raw_celery_message_from_another_language_runs_a_job(stack: Stack) -> None:
-    """The message of the README, pushed with plain redis-py: no Celery, no client."""
+    """The message of docs/submitting/redis.md, pushed with plain redis-py: no Celery, no client."""
     import redis
 
     job_id = f"raw-{int(time.time() * 1000)}"

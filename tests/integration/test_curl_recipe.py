@@ -1,6 +1,6 @@
-"""The README's curl recipe, run as written against the local stack: with the export lines a
-shell gets from ``make dev`` (and ``IMAGEGEN_API_URL`` naming this stack's API), it creates a
-key, submits, waits and downloads the image."""
+"""The curl recipe of docs/submitting/http.md, run as written against the local stack: with
+the export lines a shell gets from ``make dev`` (and ``IMAGEGEN_API_URL`` naming this stack's
+API), it creates a key, submits, waits and downloads the image."""
 
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ from devstack.stack import Stack
 
 pytestmark = pytest.mark.integration
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "submitting" / "http.md"
 RECIPE = re.compile(
     r"<!-- curl-recipe:begin -->\n```sh\n(.*?)```\n<!-- curl-recipe:end -->", re.DOTALL
 )
 
 
-def test_the_readmes_curl_recipe_runs_as_written(stack: Stack, tmp_path: Path) -> None:
-    found = RECIPE.search(README.read_text())
-    assert found, "the README has no curl recipe between its markers"
+def test_the_docs_curl_recipe_runs_as_written(stack: Stack, tmp_path: Path) -> None:
+    found = RECIPE.search(PAGE.read_text())
+    assert found, "docs/submitting/http.md has no curl recipe between its markers"
     api_url = stack.urls.get("api") or stack.start_api()
     venv_bin = str(Path(sys.executable).parent)
     env = {

@@ -114,7 +114,7 @@ def test_every_script_file_names_its_keys_arguments_and_key_families() -> None:
         body = text[header.end() :]
         if _TOUCHING.search(body):
             # A script that reaches keys outside its KEYS says which families (Redis Cluster
-            # could not route it: the README says so).
+            # could not route it: docs/lifecycle.md says so).
             assert "Touches" in header[0] or "Reads:" in header[0], name
     source = library_source()
     assert "local LIFECYCLE" in source

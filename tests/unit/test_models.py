@@ -1,6 +1,6 @@
 """Every model in the registry: its request is validated with named errors, its body is what
 Bedrock takes (the emulator, which keeps its own table, answers it), its price is what a job
-reserves, and the README and the IAM policy list it."""
+reserves, and docs/models.md and the IAM policy list it."""
 
 from __future__ import annotations
 
@@ -253,9 +253,9 @@ def test_the_emulator_refuses_a_bad_field_as_bedrock_does(bedrock: Any) -> None:
     assert "#/image" in too_big.value.response["Error"]["Message"]
 
 
-def test_the_readme_lists_every_model_with_its_price() -> None:
-    readme = (ROOT / "README.md").read_text()
-    rows = dict(re.findall(r"^\| `([a-z.0-9:-]+)` \|[^|]+\|[^|]+\| \$(\d+\.\d+)", readme, re.M))
+def test_the_docs_list_every_model_with_its_price() -> None:
+    page = (ROOT / "docs" / "models.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z.0-9:-]+)` \|[^|]+\|[^|]+\| \$(\d+\.\d+)", page, re.M))
     assert {model_id: float(price) for model_id, price in rows.items()} == {
         m.model_id: m.price_usd for m in MODELS.values()
     }

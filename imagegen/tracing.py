@@ -4,7 +4,8 @@ A job keeps the W3C ``traceparent`` of its submission (the ``send`` span, a chil
 caller's context: an HTTP header, the current context of a Python caller, or a raw intake
 message's ``traceparent`` field) in its record. The worker's spans (the wait in the dispatcher,
 each attempt, the Bedrock call, the S3 upload) and each webhook POST are children of it, and the
-POST carries its own ``traceparent`` so the receiver's trace continues ours.
+POST carries its own ``traceparent`` so the receiver's trace continues ours. The API's request
+spans are FastAPI's own (``producer.api.app``).
 
 Off by default: no SDK is set up unless the standard ``OTEL_TRACES_EXPORTER`` (``otlp`` or
 ``console``) or ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set

@@ -7,12 +7,13 @@ only its own jobs. Every 4xx answer is ``application/problem+json`` naming the f
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
+from opentelemetry.trace import TracerProvider
 from pydantic import ValidationError
 
 from imagegen import tracing
@@ -32,7 +33,7 @@ from producer.api.metrics import metrics_router
 from producer.api.openapi import API_DESCRIPTION, OPENAPI_TAGS, install_openapi
 from producer.api.problems import install_problem_handlers
 from producer.api.state import ApiState
-from producer.api.tracing import TracingMiddleware
+from producer.api.trace_context import CallerTraceMiddleware
 from producer.client import Client
 from producer.console import install_console
 
@@ -42,8 +43,19 @@ __all__ = ["app_from_env", "create_app"]
 API_THREADS = 200
 
 
-def create_app(settings: Settings | None = None, *, redis_client: Any = None) -> FastAPI:
-    """The API; ``redis_client`` (decode_responses=True) replaces the one from the settings."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    redis_client: Any = None,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """The API; ``redis_client`` (decode_responses=True) replaces the one from the settings.
+
+    FastAPI's own OpenTelemetry spans trace each request to ``/v1/*`` (a SERVER span by the
+    HTTP conventions, ``POST /v1/jobs``, continuing the caller's ``traceparent``, and spans of
+    its dependencies and endpoint) to ``tracer_provider``, by default the global one; until
+    ``imagegen.tracing.configure`` sets up the SDK, FastAPI traces nothing and the caller's
+    ``traceparent`` is made current by ``CallerTraceMiddleware``."""
     settings = settings or get_settings()
     redis_client = redis_client or connect(settings)
 
@@ -63,6 +75,7 @@ def create_app(settings: Settings | None = None, *, redis_client: Any = None) ->
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        telemetry={"tracer_provider": tracer_provider, "exclude": _not_traced},
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     install_problem_handlers(app)
@@ -99,9 +112,13 @@ def create_app(settings: Settings | None = None, *, redis_client: Any = None) ->
     install_console(app)
     install_hardening(app)
     install_openapi(app)
-    # Outermost: its span covers every answer, refusals included.
-    app.add_middleware(TracingMiddleware)
+    app.add_middleware(CallerTraceMiddleware)
     return app
+
+
+def _not_traced(scope: MutableMapping[str, Any]) -> bool:
+    """Only the API's requests are traced: not health checks, scrapes, the console or /docs."""
+    return not str(scope.get("path", "")).startswith("/v1/")
 
 
 def app_from_env() -> FastAPI:

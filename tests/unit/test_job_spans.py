@@ -44,10 +44,14 @@ CALLER = f"00-{TRACE_ID}-{CALLER_SPAN}-01"
 
 
 @pytest.fixture
-def exported(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
-    """Every span of ours goes to memory, through a provider of this test's own."""
+def provider() -> TracerProvider:
+    return TracerProvider()
+
+
+@pytest.fixture
+def exported(monkeypatch: pytest.MonkeyPatch, provider: TracerProvider) -> InMemorySpanExporter:
+    """Every span, ours and the API's, goes to memory through a provider of this test's own."""
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(tracing, "TRACER", provider.get_tracer("imagegen"))
     return exporter
@@ -64,7 +68,11 @@ class Stack:
 
 
 @pytest.fixture
-def stack(settings: Settings, start_emulator: Any) -> Iterator[Stack]:
+def stack(
+    settings: Settings, start_emulator: Any, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """The API in process and what a worker has; without ``exported``, no SDK anywhere."""
+    provider = request.getfixturevalue("provider") if "exported" in request.fixturenames else None
     settings = settings.model_copy(
         update={
             "bedrock_endpoint_url": start_emulator(fault_rates={"unavailable": 1.0}),
@@ -91,7 +99,8 @@ def stack(settings: Settings, start_emulator: Any) -> Iterator[Stack]:
             policy=RetryPolicy.from_settings(settings),
             limiter=Limiter(redis, settings),
         )
-        with TestClient(create_app(settings, redis_client=redis)) as http:
+        app = create_app(settings, redis_client=redis, tracer_provider=provider)
+        with TestClient(app) as http:
             _, key = Client(settings, redis_client=redis).api_keys.create("acme")
             http.headers["Authorization"] = f"Bearer {key}"
             yield Stack(
@@ -120,6 +129,18 @@ def named(spans: list[ReadableSpan], name: str) -> list[ReadableSpan]:
 
 def parent_of(span: ReadableSpan) -> int | None:
     return span.parent.span_id if span.parent else None
+
+
+def ancestors(span: ReadableSpan, spans: list[ReadableSpan]) -> list[int]:
+    """The span ids from ``span``'s parent up to the trace's root (or the caller's span)."""
+    by_id = {s.context.span_id: s for s in spans}
+    found = []
+    parent = parent_of(span)
+    while parent is not None:
+        found.append(parent)
+        above = by_id.get(parent)
+        parent = parent_of(above) if above else None
+    return found
 
 
 def test_one_jobs_spans_form_one_trace_from_the_request_to_its_webhooks(
@@ -155,7 +176,8 @@ def test_one_jobs_spans_form_one_trace_from_the_request_to_its_webhooks(
 
     [send] = named(spans, "send interactive")
     assert send.kind is SpanKind.PRODUCER
-    assert parent_of(send) == server.context.span_id
+    # Under the request's span (FastAPI's endpoint span between them).
+    assert ancestors(send, spans)[-2:] == [server.context.span_id, int(CALLER_SPAN, 16)]
     assert send.attributes is not None
     assert send.attributes["messaging.operation.type"] == "send"
     assert send.attributes["messaging.destination.name"] == "interactive"

@@ -264,8 +264,10 @@ class Settings(BaseSettings):
         "a dead worker) is put back to wait for its turn.",
     )
     dispatch_interval_s: PositiveSeconds = Field(
-        default=0.5,
-        description="Longest sleep of a worker's release loop when nothing tells it sooner.",
+        default=1.0,
+        description="Longest sleep of a worker's release loop when nothing tells it sooner (a "
+        "submission, a finished job, a token or retry due); also how often each worker reads "
+        "the plain intake.",
     )
     tenant_weights: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict,

@@ -73,12 +73,20 @@ def print_record(record: JobView, *, as_json: bool) -> None:
     print("  ".join(parts))
 
 
-def add_wait_options(parser: argparse.ArgumentParser, *, with_wait_flag: bool) -> None:
+def add_wait_options(
+    parser: argparse.ArgumentParser,
+    *,
+    with_wait_flag: bool,
+    what: str = "the job",
+    output: str = "save the image here once it succeeded",
+) -> None:
     if with_wait_flag:
-        parser.add_argument("--wait", action="store_true", help="wait until the job is final")
+        parser.add_argument(
+            "--wait", action="store_true", help=f"follow {what} with a progress bar until final"
+        )
     parser.add_argument("--timeout", type=float, default=DEFAULT_WAIT_S, help="seconds to wait")
-    parser.add_argument("--output", help="save the image here once it succeeded")
-    parser.add_argument("--json", action="store_true", help="print the record as JSON")
+    parser.add_argument("--output", help=output)
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
 
 
 def add_api_option(parser: argparse.ArgumentParser) -> None:

@@ -33,8 +33,8 @@ __all__ = ["register", "report_batch", "report_chain", "report_job"]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    status = commands.add_parser("status", help="show a job's record")
-    status.add_argument("job_id")
+    status = commands.add_parser("status", help="show a job, a batch or a chain as it is now")
+    status.add_argument("job_id", metavar="ID", help="a job, batch or chain id")
     status.add_argument("--json", action="store_true", help="print the record as JSON")
     add_api_option(status)
     status.set_defaults(jobs_handler=_status)
@@ -43,7 +43,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "wait", help="follow a job, a batch or a chain with a progress bar until it is final"
     )
     wait.add_argument("job_id", metavar="ID", help="a job, batch or chain id")
-    add_wait_options(wait, with_wait_flag=False)
+    add_wait_options(
+        wait,
+        with_wait_flag=False,
+        what="the job or chain",
+        output="save the image here (a chain's final one; a batch's into this folder)",
+    )
     add_api_option(wait)
     wait.set_defaults(jobs_handler=_wait)
 
@@ -77,7 +82,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _status(jobs: Jobs, args: argparse.Namespace) -> int:
-    print_record(jobs.get(args.job_id), as_json=args.json)
+    kind = jobs.kind_of(args.job_id)
+    if kind == "chain":
+        print_chain(jobs.chain(args.job_id), as_json=args.json)
+    elif kind == "batch":
+        counts = jobs.batch_counts(args.job_id)
+        if args.json:
+            print(json.dumps({"batch_id": args.job_id, "counts": counts}))
+        else:
+            print_counts(counts)
+    else:
+        print_record(jobs.get(args.job_id), as_json=args.json)
     return EXIT_OK
 
 
@@ -111,18 +126,26 @@ def report_chain(jobs: Jobs, chain: ChainView, args: argparse.Namespace) -> int:
         path = jobs.download_chain(chain, Path(args.output))
         if not args.json:
             print(f"saved {path}", file=sys.stderr)
-    if args.json:
-        print(chain.model_dump_json())
-    else:
-        rows = [("step", "job id", "model", "status")]
-        rows += [
-            (str(index), step.job_id, step.model_id, str(step.status))
-            for index, step in enumerate(chain.steps)
-        ]
-        print_table(rows)
-        summary = f"chain {chain.chain_id} {chain.status}  cost=${chain.cost_usd:.2f}"
-        print(summary + (f"  reason={chain.reason!r}" if chain.reason else ""))
+    print_chain(chain, as_json=args.json)
     return EXIT_OK if chain.status == "succeeded" else EXIT_JOB_UNSUCCESSFUL
+
+
+def print_chain(chain: ChainView, *, as_json: bool) -> None:
+    if as_json:
+        print(chain.model_dump_json())
+        return
+    rows = [("step", "job id", "model", "status")]
+    rows += [
+        (str(index), step.job_id, step.model_id, str(step.status))
+        for index, step in enumerate(chain.steps)
+    ]
+    print_table(rows)
+    summary = f"chain {chain.chain_id} {chain.status}  cost=${chain.cost_usd:.2f}"
+    print(summary + (f"  reason={chain.reason!r}" if chain.reason else ""))
+
+
+def print_counts(counts: dict[str, int]) -> None:
+    print_table([("status", "jobs"), *((status, str(n)) for status, n in sorted(counts.items()))])
 
 
 def _cancel(jobs: Jobs, args: argparse.Namespace) -> int:
@@ -179,7 +202,7 @@ def report_batch(
         for job in jobs.batch_jobs(batch_id):
             if job.status == JobStatus.SUCCEEDED and job.s3_key:
                 jobs.download(job, folder / Path(job.s3_key).name)
-    print_table([("status", "jobs"), *((status, str(n)) for status, n in sorted(counts.items()))])
+    print_counts(counts)
     if any(counts.get(status) for status in OPEN_STATUSES):
         return EXIT_TIMEOUT
     unsuccessful = sum(n for status, n in counts.items() if status != JobStatus.SUCCEEDED)

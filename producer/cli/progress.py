@@ -22,7 +22,7 @@ from producer.cli.backends import ChainView, Jobs, JobView
 __all__ = ["ProgressBar", "follow_batch", "follow_chain", "follow_job", "render"]
 
 BAR_WIDTH = 30
-POLL_S = 0.25
+POLL_S = 0.5
 SUCCEEDED = "succeeded"
 OPEN_STATUSES = ("queued", "running")
 

@@ -69,7 +69,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         '{"step": n} names step n\'s image)',
     )
     chain.add_argument("--tenant", help="submit on behalf of this tenant")
-    add_wait_options(chain, with_wait_flag=True)
+    add_wait_options(
+        chain,
+        with_wait_flag=True,
+        what="the chain",
+        output="save the final image here once the chain succeeded",
+    )
     add_api_option(chain)
     chain.set_defaults(jobs_handler=_chain)
 

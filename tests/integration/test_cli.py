@@ -122,6 +122,24 @@ def test_a_chain_from_the_shell_ends_in_its_last_steps_image(stack: Stack, tmp_p
         assert image.size == (4096, 4096)  # 1024x1024, cut out, upscaled 4x
 
 
+def test_wait_follows_a_batch_and_saves_its_images(stack: Stack, tmp_path: Path) -> None:
+    lines = tmp_path / "prompts.jsonl"
+    lines.write_text("a pier\n" + json.dumps({"prompt": "a buoy", "aspect_ratio": "16:9"}) + "\n")
+    queued = imagegen(stack, "batch", str(lines))
+    assert queued.returncode == 0, queued.stderr
+    batch_id = queued.stdout.strip()
+    done = imagegen(stack, "wait", batch_id, "--output", str(tmp_path / "images"))
+    assert done.returncode == 0, done.stderr
+    assert "2/2 done" in done.stderr
+    sizes = set()
+    for path in (tmp_path / "images").iterdir():
+        with Image.open(path) as image:
+            sizes.add(image.size)
+    assert sizes == {(1024, 1024), (1344, 768)}
+    status = imagegen(stack, "status", batch_id, "--json")
+    assert json.loads(status.stdout) == {"batch_id": batch_id, "counts": {"succeeded": 2}}
+
+
 @pytest.fixture(scope="module")
 def api_env(stack: Stack) -> dict[str, str]:
     """What a shell with nothing but the API's URL and a key has."""
@@ -184,6 +202,8 @@ def test_over_the_api_wait_follows_a_chain_and_bad_input_names_the_field(
     assert waited.returncode == 0, waited.stderr
     assert "2/2 done" in waited.stderr
     assert json.loads(waited.stdout)["status"] == "succeeded"
+    shown = over_api(api_env, "status", chain_id)
+    assert f"chain {chain_id} succeeded" in shown.stdout
 
     refused = over_api(api_env, "submit", "a", "--param", "seed=-1")
     assert refused.returncode == 2

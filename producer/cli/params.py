@@ -24,6 +24,7 @@ __all__ = [
     "LocalImage",
     "RequestParts",
     "build_request",
+    "describe_fields",
     "field_names",
     "read_json_argument",
     "split_assignment",
@@ -54,6 +55,47 @@ class RequestParts:
 
 def field_names(request_type: type[ModelRequest]) -> list[str]:
     return list(request_type.model_fields)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _kind_of(schema: Mapping[str, Any]) -> str:
+    """A field's type in words, from its JSON Schema (the first of a union with null)."""
+    options = [o for o in schema.get("anyOf", [schema]) if o.get("type") != "null"]
+    first = options[0] if options else schema
+    if "const" in first:
+        return f"only {first['const']}"
+    if "enum" in first:
+        return "one of " + ", ".join(map(str, first["enum"]))
+    low = first.get("minimum", first.get("ge"))
+    high = first.get("maximum", first.get("le"))
+    bounds = f" {_number(low)} to {_number(high)}" if low is not None and high is not None else ""
+    words = {"integer": "whole number", "number": "number", "string": "text"}
+    return words.get(str(first.get("type")), "value") + bounds
+
+
+def describe_fields(model_id: str) -> list[dict[str, Any]]:
+    """Each request field of the model: its name, type in words, whether it is required and
+    its default (what ``imagegen models MODEL`` shows)."""
+    request_type = request_type_for(model_id)
+    schema = request_type.model_json_schema()
+    required = set(schema.get("required", []))
+    found = []
+    for name, prop in schema["properties"].items():
+        kind = "input image" if name in request_type.IMAGE_FIELDS else _kind_of(prop)
+        if name == "output_format":
+            kind = "one of " + ", ".join(request_type.FORMATS)
+        found.append(
+            {
+                "field": name,
+                "required": name in required,
+                "default": prop.get("default"),
+                "type": kind,
+            }
+        )
+    return found
 
 
 def _model_label(model_id: str) -> str:

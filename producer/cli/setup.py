@@ -5,8 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
+from imagegen.models import model_for
 from producer.cli.backends import Jobs
-from producer.cli.common import EXIT_JOB_UNSUCCESSFUL, EXIT_OK, add_api_option, print_table
+from producer.cli.common import (
+    EXIT_JOB_UNSUCCESSFUL,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    add_api_option,
+    error,
+    print_table,
+)
+from producer.cli.params import describe_fields
 from producer.client import Client
 from producer.doctor import Doctor
 
@@ -23,7 +32,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     doctor.add_argument("--model-id", action="append", help="check only this model (repeatable)")
     doctor.add_argument("--json", action="store_true")
     doctor.set_defaults(handler=_doctor)
-    models = commands.add_parser("models", help="the models a job may name, with their prices")
+    models = commands.add_parser(
+        "models", help="the models a job may name, with their prices; or one model's fields"
+    )
+    models.add_argument(
+        "model_id", nargs="?", metavar="MODEL", help="show this model's request fields"
+    )
     models.add_argument("--json", action="store_true")
     add_api_option(models)
     models.set_defaults(jobs_handler=_models)
@@ -49,6 +63,8 @@ def _doctor(client: Client, args: argparse.Namespace) -> int:
 
 
 def _models(jobs: Jobs, args: argparse.Namespace) -> int:
+    if args.model_id:
+        return _fields(args.model_id, as_json=args.json)
     found = jobs.models()
     if args.json:
         print(json.dumps({"models": found}))
@@ -66,4 +82,27 @@ def _models(jobs: Jobs, args: argparse.Namespace) -> int:
             for m in found
         ]
     )
+    return EXIT_OK
+
+
+def _fields(model_id: str, *, as_json: bool) -> int:
+    """One model's request fields, as ``submit --param`` takes them."""
+    if model_for(model_id) is None:
+        error(f"{model_id} is not a model of the registry (imagegen models lists them)")
+        return EXIT_NOT_FOUND
+    fields = describe_fields(model_id)
+    if as_json:
+        print(json.dumps({"model_id": model_id, "fields": fields}))
+        return EXIT_OK
+    rows = [("field", "required", "default", "type")]
+    rows += [
+        (
+            f["field"],
+            "yes" if f["required"] else "",
+            "" if f["default"] is None else str(f["default"]),
+            f["type"],
+        )
+        for f in fields
+    ]
+    print_table(rows)
     return EXIT_OK

@@ -226,3 +226,24 @@ def test_the_bar_redraws_in_place_on_a_terminal_and_logs_changes_elsewhere() -> 
         "1/2 done",
         "2/2 done",
     ]
+
+
+def test_models_shows_one_models_fields_as_param_takes_them(
+    shell: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["models", OUTPAINT, "--json"]) == 0
+    fields = {f["field"]: f for f in json.loads(capsys.readouterr().out)["fields"]}
+    assert fields["image"] == {
+        "field": "image",
+        "required": True,
+        "default": None,
+        "type": "input image",
+    }
+    assert fields["left"]["type"] == "whole number 0 to 2000"
+    assert fields["creativity"]["type"] == "number 0 to 1"
+    assert fields["seed"]["type"] == "whole number 0 to 4294967295"
+    assert main(["models", CUTOUT]) == 0
+    table = capsys.readouterr().out
+    assert "one of png, webp" in table  # this model's own formats
+    assert main(["models", "stability.no-such-model"]) == 4
+    assert "not a model of the registry" in capsys.readouterr().err

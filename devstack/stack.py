@@ -31,6 +31,7 @@ from devstack.processes import (
 from imagegen.health import worker_answers
 from imagegen.launcher import api_launch, flower_launch, worker_launch
 from imagegen.settings import Settings
+from imagegen.store.signing import new_secret
 
 __all__ = ["Stack", "StackOptions"]
 
@@ -102,6 +103,10 @@ class Stack:
         base = Settings()
         self.env = {
             "IMAGEGEN_RATE_LIMIT_RPM": f"{self.options.quota_rpm:g}",
+            # The stack's own signing secret, made here (never by a read), unless one is set.
+            "IMAGEGEN_WEBHOOK_SECRET": (
+                base.webhook_secret.get_secret_value() if base.webhook_secret else new_secret()
+            ),
             **os.environ,
             **LOCAL_AWS_ENV,
             "IMAGEGEN_REDIS_URL": redis_url,

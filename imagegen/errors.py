@@ -23,6 +23,8 @@ __all__ = [
     "JobNotFoundError",
     "JobTimeoutError",
     "QueueFullError",
+    "SigningSecretMissingError",
+    "SigningSecretSettingError",
     "StorageError",
     "WebhookVerificationError",
 ]
@@ -160,3 +162,28 @@ class StorageError(JobError):
 
 class WebhookVerificationError(ImagegenError):
     """A webhook did not verify: missing header, stale timestamp or no matching signature."""
+
+
+class SigningSecretMissingError(ImagegenError, LookupError):
+    """No webhook signing secret is stored for a scope: none was ever made, or Redis lost it.
+    Never made on a read: a receiver could not verify a secret made behind its back."""
+
+    def __init__(self, tenant: str | None) -> None:
+        self.tenant = tenant
+        scope = f"tenant {tenant}" if tenant else "jobs without a tenant"
+        command = f"imagegen webhook-secret{f' --tenant {tenant}' if tenant else ''}"
+        super().__init__(
+            f"no webhook signing secret for {scope}: its deliveries wait until one exists. If "
+            f"receivers hold one that Redis lost, restore it (`{command} --restore`, the secret "
+            f"on stdin); otherwise make one (`{command} --create`)"
+        )
+
+
+class SigningSecretSettingError(ImagegenError):
+    """The secrets of jobs without a tenant come from a setting and cannot be changed here."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the signing secret of jobs without a tenant comes from IMAGEGEN_WEBHOOK_SECRET: "
+            "change it there (newest first, space-separated, to keep the old one signing)"
+        )

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagegen.models import DEFAULT_MODEL_ID, MODELS
 from imagegen.redis.urls import check_redis_url
+from imagegen.store.signing import secret_problem
 
 __all__ = ["DEFAULT_MODEL_ID", "SECONDS_PER_DAY", "ModelLimit", "Settings", "get_settings"]
 
@@ -456,6 +457,13 @@ class Settings(BaseSettings):
         ge=0,
         description="After a rotation, the old signing secret also signs for this long.",
     )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="The signing secret of jobs without a tenant (whsec_ + base64 of 24+ "
+        "bytes; `imagegen webhook-secret --generate` prints one); during a rotation several, "
+        "space-separated, newest first. Unset: kept in Redis, made once by `imagegen "
+        "webhook-secret --create`. Set, it survives anything Redis loses.",
+    )
 
     # Operating: logs, metrics, Flower.
     log_level: str = Field(
@@ -598,6 +606,8 @@ class Settings(BaseSettings):
                 f"schedule ({schedule_s:g} s), or deliveries expire before their last try"
             )
             raise ValueError(msg)
+        if self.webhook_secret is not None:
+            _check_webhook_secret(self.webhook_secret.get_secret_value())
         if self.model_id not in self.allowed_model_ids:
             msg = f"model_id {self.model_id!r} is not in allowed_model_ids"
             raise ValueError(msg)
@@ -636,6 +646,18 @@ def usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def _check_webhook_secret(value: str) -> None:
+    secrets = value.split()
+    if not secrets:
+        msg = "webhook_secret is empty: unset it, or give a whsec_ secret"
+        raise ValueError(msg)
+    for position, secret in enumerate(secrets, 1):
+        problem = secret_problem(secret)
+        if problem is not None:
+            msg = f"webhook_secret (secret {position} of {len(secrets)}) {problem}"
+            raise ValueError(msg)
 
 
 @lru_cache(maxsize=1)

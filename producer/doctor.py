@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import redis
@@ -37,6 +36,8 @@ from imagegen.redis.scripts import Scripts
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings
 from imagegen.store.quota import QuotaStore
+from producer.checks import Check, Status
+from producer.doctor_redis import persistence_check, signing_secret_check
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Check", "Doctor", "Status"]
 
-Status = Literal["ok", "warn", "fail", "skip"]
 PROBE_BODY = b"{}"
 PROBE_KEY = "_doctor/probe"
 PROBE_CONTENT = b"imagegen doctor probe: safe to delete\n"
@@ -70,19 +70,6 @@ NETWORK_FIX = (
 )
 # The identity check gives up quickly: an endpoint that does not answer is a network problem.
 STS_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"total_max_attempts": 2})
-
-
-@dataclass(frozen=True)
-class Check:
-    """One thing the doctor looked at."""
-
-    name: str
-    status: Status
-    detail: str
-    fix: str = ""
-
-    def as_dict(self) -> dict[str, str]:
-        return asdict(self)
 
 
 class Doctor:
@@ -113,7 +100,11 @@ class Doctor:
             return checks  # every other call would fail the same way
         checks += [self.model_access(model_id) for model_id in models]
         checks += self.storage()
-        checks += [self.redis(), *(self.quota(model_id) for model_id in models)]
+        checks.append(self.redis())
+        if self._redis is not None and checks[-1].status == "ok":
+            checks.append(persistence_check(self._redis))
+            checks.append(signing_secret_check(self._redis, self._settings))
+        checks += [self.quota(model_id) for model_id in models]
         return checks
 
     # -- the checks --------------------------------------------------------------------------

@@ -18,11 +18,12 @@ from imagegen.redis.connection import connect
 from imagegen.settings import Settings, get_settings
 from imagegen.ssrf import WebhookUrlError, vet_configured
 from imagegen.store.cache import ImageCache
-from imagegen.store.deliveries import Deliveries, SigningSecrets
+from imagegen.store.deliveries import Deliveries
 from imagegen.store.dispatch import Dispatch, TenantLimits, TenantShare
 from imagegen.store.jobs import JobStore
 from imagegen.store.quarantine import Quarantine
 from imagegen.store.quota import QuotaStatus, QuotaStore
+from imagegen.store.signing import SigningSecrets, signing_secrets
 from imagegen.store.spend import Budget, Ledger, PeriodSpend, SpendRow, periods
 from imagegen.store.stats import Stats
 from imagegen.store.tenants import TENANT_PATTERN, ApiKeys, Tenants, is_tenant_name
@@ -49,7 +50,7 @@ class OperatorClient:
         self.ledger = Ledger(self._redis, self.settings)
         self.cache = ImageCache(self._redis)
         self.webhook_deliveries = Deliveries(self._redis)
-        self.signing_secrets = SigningSecrets(self._redis, self.settings.webhook_secret_overlap_s)
+        self.signing_secrets = signing_secrets(self._redis, self.settings)
         self.quota_store = QuotaStore(self._redis, self.settings)
         self.quarantine = Quarantine(self._redis)
         self.stats = Stats(self._redis)
@@ -124,7 +125,7 @@ class OperatorClient:
         """The secrets that sign a tenant's webhooks (None: jobs without a tenant)."""
         if tenant is None:
             return self.signing_secrets
-        return SigningSecrets(self._redis, self.settings.webhook_secret_overlap_s, tenant)
+        return signing_secrets(self._redis, self.settings, tenant)
 
     # -- budgets and spend -------------------------------------------------------------------
 

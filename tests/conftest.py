@@ -9,13 +9,17 @@ tell the tests where their Redis is, are read.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
 import redis
 
+from devstack.processes import free_port, redis_answers, redis_server_binary
 from emulator import EmulatorConfig, EmulatorServer
 from imagegen.settings import Settings
 
@@ -125,3 +129,36 @@ def start_emulator() -> Iterator[Any]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def start_redis_server(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Start private ``redis-server`` processes with the given arguments (data in the test's
+    temporary directory); returns each one's URL. All stopped at the end of the test."""
+    binary = redis_server_binary()
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> str:
+        if binary is None:
+            require_service("no redis-server binary")
+        port = free_port()
+        data = tmp_path / f"redis-{port}"
+        data.mkdir()
+        argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data)]
+        process = subprocess.Popen(
+            [*argv, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        started.append(process)
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while not redis_answers(url, 0.2):
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail(f"redis-server {' '.join(args)} did not start")
+            time.sleep(0.05)
+        return url
+
+    yield start
+    for process in started:
+        process.terminate()
+    for process in started:
+        process.wait(timeout=10)

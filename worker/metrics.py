@@ -19,6 +19,8 @@ __all__ = [
     "QUEUE_WAIT",
     "RETRIES",
     "WEBHOOK_DELIVERIES",
+    "WEBHOOK_SECRET_CHANGES",
+    "WEBHOOK_SECRET_MISSING",
     "serve_metrics",
 ]
 
@@ -67,6 +69,18 @@ WEBHOOK_DELIVERIES = Counter(
     "imagegen_worker_webhook_deliveries_total",
     "Webhook delivery attempts by outcome",
     ["outcome"],
+)
+
+WEBHOOK_SECRET_MISSING = Counter(
+    "imagegen_worker_webhook_secret_missing_total",
+    "Deliveries put back to wait because no signing secret is stored for their job's scope",
+    ["scope"],
+)
+WEBHOOK_SECRET_CHANGES = Counter(
+    "imagegen_worker_webhook_secret_changes_total",
+    "Changes of the secret this process signs with: rotated (the previous one still signs) or "
+    "replaced (it does not)",
+    ["how"],
 )
 
 

@@ -25,13 +25,16 @@ from standardwebhooks.webhooks import Webhook
 
 from imagegen import tracing
 from imagegen.contract import BUDGET_WARNING_EVENT, CHAIN_EVENTS
+from imagegen.errors import SigningSecretMissingError
 from imagegen.records import ChainStep, JobRecord, JobStatus
 from imagegen.settings import Settings
 from imagegen.ssrf import VettedTarget, WebhookUrlError, vet_configured
-from imagegen.store.deliveries import Deliveries, SigningSecrets
+from imagegen.store.deliveries import Deliveries
 from imagegen.store.job_reads import JobReads
+from imagegen.store.signing import SigningSecrets, signing_secrets
 from imagegen.store.spend import Ledger, periods
 from worker import metrics, spans
+from worker.secret_watch import SecretChangeWatch
 from worker.webhook_http import PostResult, post_with_deadline
 
 if TYPE_CHECKING:
@@ -49,6 +52,9 @@ _CLAIM_MARGIN_S = 30.0
 # An endpoint with every slot busy is tried again after a moment (seconds, jittered).
 _ENDPOINT_BUSY_DELAY_S = (0.5, 2.0)
 _READ_CHUNK_BYTES = 1024
+# A delivery whose scope has no signing secret waits this long (seconds, jittered), unsent and
+# without using an attempt, then looks again.
+_NO_SECRET_DELAY_S = (20.0, 40.0)
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,8 @@ class WebhookSender:
         self._jobs = JobReads(redis)
         self._deliveries = Deliveries(redis)
         self._ledger = Ledger(redis, settings)
-        self.secrets = SigningSecrets(redis, settings.webhook_secret_overlap_s)
+        self.secrets = signing_secrets(redis, settings)
+        self._secret_watch = SecretChangeWatch()
         self._tls = ssl.create_default_context()
 
     def deliver(self, delivery_id: str) -> DeliveryResult:
@@ -125,6 +132,11 @@ class WebhookSender:
             target = vet_configured(claim.url, settings)
         except WebhookUrlError as e:
             return self._finish(delivery_id, attempt, "refused", None, error=str(e))
+        try:
+            secrets = self.secrets_for(record.tenant).active(claim.secrets)
+        except SigningSecretMissingError as e:
+            return self._wait_for_secret(delivery_id, e)
+        self._secret_watch.saw(record.tenant, secrets)
         endpoint = f"{target.scheme}://{target.host}:{target.port}"
         cap = settings.webhook_max_in_flight_per_endpoint
         slot = (endpoint, uuid.uuid4().hex) if cap else None
@@ -138,7 +150,7 @@ class WebhookSender:
             return DeliveryResult(delivery_id, "deferred")
         try:
             body = json.dumps(self._payload(record, claim.event), separators=(",", ":"))
-            headers = self._headers(claim.webhook_id, body, record.tenant, claim.secrets)
+            headers = self._headers(claim.webhook_id, body, secrets)
             with spans.webhook_post(
                 target,
                 attempt=attempt,
@@ -217,16 +229,31 @@ class WebhookSender:
         """The secrets that sign a job's webhooks: its tenant's, or the global ones."""
         if tenant is None:
             return self.secrets
-        return SigningSecrets(self._redis, self._settings.webhook_secret_overlap_s, tenant)
+        return signing_secrets(self._redis, self._settings, tenant)
 
-    def _headers(
-        self, webhook_id: str, body: str, tenant: str | None, stored_secrets: str = ""
-    ) -> dict[str, str]:
-        sent_at = datetime.now(UTC)
-        signatures = " ".join(
-            Webhook(secret).sign(webhook_id, sent_at, body)
-            for secret in self.secrets_for(tenant).active(stored_secrets)
+    def _wait_for_secret(
+        self, delivery_id: str, missing: SigningSecretMissingError
+    ) -> DeliveryResult:
+        """No secret to sign with: the delivery waits (never dropped, never signed with a
+        secret made here), loudly."""
+        delay_s = random.uniform(*_NO_SECRET_DELAY_S)
+        self._deliveries.defer(delivery_id, delay_s)
+        metrics.WEBHOOK_SECRET_MISSING.labels("tenant" if missing.tenant else "global").inc()
+        log.error(
+            "webhook waits: no signing secret",
+            extra={
+                "delivery_id": delivery_id,
+                "tenant": missing.tenant or "-",
+                "delay_s": round(delay_s, 3),
+                "error": str(missing),
+            },
         )
+        return DeliveryResult(delivery_id, "waiting_for_secret")
+
+    @staticmethod
+    def _headers(webhook_id: str, body: str, secrets: list[str]) -> dict[str, str]:
+        sent_at = datetime.now(UTC)
+        signatures = " ".join(Webhook(secret).sign(webhook_id, sent_at, body) for secret in secrets)
         return {
             "content-type": "application/json",
             "user-agent": USER_AGENT,

@@ -1,5 +1,5 @@
 """The webhook delivery store: reading deliveries, claiming and recording each attempt, sending
-them again, and the signing secrets.
+them again (the signing secrets are ``imagegen.store.signing``).
 
 Deliveries are created by the job transitions (``add_delivery`` in
 ``scripts/lib/deliveries.lua``), in the same script as the status they report, so a webhook is
@@ -8,15 +8,9 @@ never lost between the two.
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
-
-import redis as redis_lib
+from typing import TYPE_CHECKING, cast
 
 from imagegen.messages import DELIVERY_ID_PLACEHOLDER, WEBHOOK_QUEUE, delivery_message_template
 from imagegen.records import JobRecord, WebhookDelivery
@@ -26,9 +20,7 @@ from imagegen.redis.scripts import Scripts
 if TYPE_CHECKING:
     from redis import Redis
 
-__all__ = ["Deliveries", "DeliveryClaim", "FailingEndpoint", "SigningSecrets"]
-
-_SECRET_BYTES = 24
+__all__ = ["Deliveries", "DeliveryClaim", "FailingEndpoint"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +35,7 @@ class DeliveryClaim:
     url: str = ""
     webhook_id: str = ""
     # Read with the claim: the job's record (None once it expired) and its tenant's signing
-    # secrets as stored (JSON; '' when none were made yet).
+    # secrets as stored (JSON; '' when none are stored).
     record: JobRecord | None = None
     secrets: str = ""
     # The job's submission span (W3C traceparent), which the POST's span continues.
@@ -201,62 +193,3 @@ class Deliveries:
         """Send again every delivery whose retries ran out since ``since_ms``."""
         ids = self._redis.zrangebyscore(keys.WEBHOOKS_DLQ_KEY, since_ms, "+inf")
         return self.redeliver(str(delivery_id) for delivery_id in ids)
-
-
-class SigningSecrets:
-    """One tenant's signing secrets (``whsec_`` + base64), newest first, kept in Redis; without
-    a tenant, the global ones, which sign only jobs that have no tenant.
-
-    After a rotation the previous secret keeps signing, beside the new one, for
-    ``overlap_s`` seconds, so receivers can switch without losing a delivery.
-    """
-
-    def __init__(self, redis: Redis, overlap_s: int, tenant: str | None = None) -> None:
-        self._redis = redis
-        self._overlap_s = overlap_s
-        self._key = keys.webhook_secrets_key(tenant)
-
-    def _load(self) -> list[dict[str, Any]]:
-        raw = self._redis.get(self._key)
-        return json.loads(raw) if raw else []
-
-    def active(self, stored: str | None = None) -> list[str]:
-        """The secrets to sign with now, newest first (one is created on first use);
-        ``stored``: what was read of them already (JSON, '' for none)."""
-        entries = json.loads(stored) if stored else self._load()
-        if not entries:
-            self._redis.set(self._key, json.dumps([_new_entry()]), nx=True)
-            entries = self._load()
-        now_ms = time.time() * 1000
-        return [e["secret"] for e in entries if e["retires_ms"] is None or e["retires_ms"] > now_ms]
-
-    def current(self) -> str:
-        return self.active()[0]
-
-    def rotate(self) -> str:
-        """Make a new secret the primary one; the old ones retire after the overlap."""
-        self.active()  # make sure there is something to rotate
-        with self._redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(self._key)  # type: ignore[no-untyped-call]
-                    raw = pipe.get(self._key)
-                    entries = json.loads(raw) if raw else []
-                    retire_at = time.time() * 1000 + self._overlap_s * 1000
-                    for entry in entries:
-                        if entry["retires_ms"] is None:
-                            entry["retires_ms"] = retire_at
-                    now_ms = time.time() * 1000
-                    kept = [e for e in entries if e["retires_ms"] > now_ms]
-                    fresh = _new_entry()
-                    pipe.multi()
-                    pipe.set(self._key, json.dumps([fresh, *kept]))
-                    pipe.execute()
-                    return str(fresh["secret"])
-                except redis_lib.WatchError:
-                    continue
-
-
-def _new_entry() -> dict[str, Any]:
-    secret = "whsec_" + base64.b64encode(os.urandom(_SECRET_BYTES)).decode()
-    return {"secret": secret, "created_ms": int(time.time() * 1000), "retires_ms": None}

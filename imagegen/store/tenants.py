@@ -8,6 +8,7 @@ revoking, and only the key's SHA-256 is stored.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import time
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 
 from imagegen.errors import ImagegenError
 from imagegen.redis import keys
+from imagegen.store.signing import new_secret_entry
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -50,7 +52,8 @@ class ApiKeys:
         self._redis = redis
 
     def create(self, tenant: str) -> tuple[ApiKey, str]:
-        """A new key for ``tenant``: its record, and the key itself (shown only now)."""
+        """A new key for ``tenant``: its record, and the key itself (shown only now). The
+        tenant's webhook signing secret is made with its first key."""
         if not is_tenant_name(tenant):
             msg = f"tenant {tenant!r} must match {TENANT_PATTERN}"
             raise ImagegenError(msg)
@@ -68,6 +71,8 @@ class ApiKeys:
             },
         )
         pipe.hset(keys.APIKEYS_KEY, key_id, digest)
+        # A tenant's first key makes its signing secret (kept if it has one).
+        pipe.set(keys.webhook_secrets_key(tenant), json.dumps([new_secret_entry()]), nx=True)
         pipe.execute()
         return record, key
 

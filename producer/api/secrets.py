@@ -4,8 +4,9 @@ only its own."""
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from imagegen.errors import SigningSecretMissingError
 from producer.api.auth import Tenant
 from producer.api.problems import problem_responses
 from producer.api.state import ApiState, State
@@ -18,7 +19,11 @@ router = APIRouter(tags=["webhooks"])
 class SigningSecretsResource(BaseModel):
     """The secrets signing this tenant's webhooks now, newest first: verify with all of them."""
 
-    secrets: list[str]
+    secrets: list[str] = Field(
+        description="Newest first. Empty when none is stored (one is made with the tenant's "
+        "first API key; Redis may have lost it): deliveries wait until one exists, and a "
+        "rotation makes one"
+    )
     overlap_s: int
 
 
@@ -46,7 +51,10 @@ def rotate_secrets(tenant_id: Tenant, state: State) -> SigningSecretsResource:
 
 
 def _resource(state: ApiState, tenant_id: str) -> SigningSecretsResource:
+    try:
+        secrets = state.client.operator.signing_secrets_for(tenant_id).active()
+    except SigningSecretMissingError:
+        secrets = []  # never made on a read: a receiver could not know a secret made here
     return SigningSecretsResource(
-        secrets=state.client.operator.signing_secrets_for(tenant_id).active(),
-        overlap_s=state.settings.webhook_secret_overlap_s,
+        secrets=secrets, overlap_s=state.settings.webhook_secret_overlap_s
     )

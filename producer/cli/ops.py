@@ -9,7 +9,12 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from imagegen.errors import InvalidRequestError
+from imagegen.errors import (
+    InvalidRequestError,
+    SigningSecretMissingError,
+    SigningSecretSettingError,
+)
+from imagegen.store.signing import SigningSecrets, new_secret, secret_problem
 from producer.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_NOT_FOUND,
@@ -38,18 +43,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     replay.add_argument("--all", action="store_true", help="every job in the dead-letter set")
     dlq.set_defaults(handler=_dlq)
 
-    secret = commands.add_parser(
-        "webhook-secret", help="show or rotate a signing secret (global or a tenant's)"
-    )
-    secret.add_argument(
-        "--rotate",
-        action="store_true",
-        help="new primary secret; the old one keeps signing for the overlap",
-    )
-    secret.add_argument(
-        "--tenant", help="this tenant's secret (default: the one for jobs without a tenant)"
-    )
-    secret.set_defaults(handler=_webhook_secret)
+    _register_webhook_secret(commands)
 
     webhooks = commands.add_parser("webhooks", help="webhook deliveries: log, redeliver, recover")
     webhook_commands = webhooks.add_subparsers(
@@ -102,6 +96,44 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     tenant_webhook.add_argument("--clear", action="store_true", help="remove it")
     tenant_webhook.set_defaults(handler=_tenant_webhook)
     _register_tenants(commands)
+
+
+def _register_webhook_secret(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    secret = commands.add_parser(
+        "webhook-secret",
+        help="show, create or rotate a signing secret (global or a tenant's)",
+        description="Signing secrets are never made on a read: with none stored, showing one "
+        "fails and deliveries wait until --create (or IMAGEGEN_WEBHOOK_SECRET for jobs without "
+        "a tenant).",
+    )
+    action = secret.add_mutually_exclusive_group()
+    action.add_argument(
+        "--create",
+        action="store_true",
+        help="store a fresh first secret (refused when one is stored)",
+    )
+    action.add_argument(
+        "--restore",
+        action="store_true",
+        help="store the secret receivers already hold, read from stdin (refused when one is "
+        "stored): after Redis lost it",
+    )
+    action.add_argument(
+        "--rotate",
+        action="store_true",
+        help="new primary secret; the old one keeps signing for the overlap",
+    )
+    action.add_argument(
+        "--generate",
+        action="store_true",
+        help="print a fresh secret and store nothing (for IMAGEGEN_WEBHOOK_SECRET)",
+    )
+    secret.add_argument(
+        "--tenant", help="this tenant's secret (default: the one for jobs without a tenant)"
+    )
+    secret.set_defaults(handler=_webhook_secret)
 
 
 def _register_tenants(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -255,15 +287,49 @@ def _dlq(client: Client, args: argparse.Namespace) -> int:
 
 
 def _webhook_secret(client: Client, args: argparse.Namespace) -> int:
-    secrets = client.operator.signing_secrets_for(args.tenant)
-    if args.rotate:
-        print(secrets.rotate())
-        others = secrets.active()[1:]
-        if others:
-            overlap_s = client.settings.webhook_secret_overlap_s
-            print(f"the previous secret keeps signing for {overlap_s} s", file=sys.stderr)
+    if args.generate:
+        print(new_secret())
         return EXIT_OK
-    print(secrets.current())
+    secrets = client.operator.signing_secrets_for(args.tenant)
+    scope = f"tenant {args.tenant}" if args.tenant else "jobs without a tenant"
+    try:
+        if args.create or args.restore:
+            return _create_secret(secrets, scope, restore=args.restore)
+        if args.rotate:
+            return _rotate_secret(secrets, scope, client.settings.webhook_secret_overlap_s)
+        print(secrets.current())
+    except SigningSecretSettingError as e:
+        error(str(e))
+        return EXIT_BAD_INPUT
+    except SigningSecretMissingError as e:
+        error(str(e))
+        return EXIT_NOT_FOUND
+    return EXIT_OK
+
+
+def _rotate_secret(secrets: SigningSecrets, scope: str, overlap_s: int) -> int:
+    had_one = secrets.exists()
+    print(secrets.rotate())
+    if not had_one:
+        print(f"no secret was stored for {scope}: this is the first", file=sys.stderr)
+    elif secrets.active()[1:]:
+        print(f"the previous secret keeps signing for {overlap_s} s", file=sys.stderr)
+    return EXIT_OK
+
+
+def _create_secret(secrets: SigningSecrets, scope: str, *, restore: bool) -> int:
+    given = sys.stdin.read().strip() if restore else None
+    problem = secret_problem(given) if given is not None else None
+    if problem is not None:
+        error(f"the secret read from stdin {problem}")
+        return EXIT_BAD_INPUT
+    made = secrets.create(given)
+    if made is None:
+        error(f"{scope} already has a signing secret: show it, or --rotate")
+        return EXIT_BAD_INPUT
+    if given is None:
+        print(made)
+    print(f"stored the signing secret of {scope}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -58,7 +58,13 @@ def _doctor(client: Client, args: argparse.Namespace) -> int:
         print("\nTo fix:")
         for check in fixes:
             print(f"- {check.name}: {check.fix}")
-    print("\n" + ("Problems found." if failed else "Ready to run jobs."))
+    warned = sum(check.status == "warn" for check in checks)
+    if failed:
+        print("\nProblems found.")
+    elif warned:
+        print(f"\nReady to run jobs, with {warned} warning{'s' if warned > 1 else ''} above.")
+    else:
+        print("\nReady to run jobs.")
     return EXIT_JOB_UNSUCCESSFUL if failed else EXIT_OK
 
 

@@ -157,10 +157,12 @@ def test_secrets_are_required_not_defaulted(compose: dict[str, Any]) -> None:
     assert "${FLOWER_BASIC_AUTH:?" in text
     assert "${REDIS_PASSWORD:?" in text
     assert "${GRAFANA_ADMIN_PASSWORD:?" in text
+    assert "${IMAGEGEN_WEBHOOK_SECRET:?" in text
     example = (ROOT / ".env.example").read_text()
     assert "FLOWER_BASIC_AUTH=" in example
     assert "REDIS_PASSWORD=" in example
     assert "GRAFANA_ADMIN_PASSWORD=" in example
+    assert "IMAGEGEN_WEBHOOK_SECRET=" in example
 
 
 def test_mounted_ops_files_exist(compose: dict[str, Any]) -> None:
@@ -274,7 +276,11 @@ def test_alert_rules_pass_promtool_or_the_schema(metric_names: set[str]) -> None
     promtool = shutil.which("promtool")
     if promtool is None:
         return  # the schema checks above stand in for it
-    for args in (["check", "rules", "alerts.yml"], ["check", "config", "prometheus.yml"]):
+    for args in (
+        ["check", "rules", "alerts.yml"],
+        ["check", "config", "prometheus.yml"],
+        ["test", "rules", "alerts.test.yml"],  # the alerts fire when they should, and only then
+    ):
         done = subprocess.run(
             [promtool, *args], cwd=OPS / "prometheus", capture_output=True, text=True, check=False
         )

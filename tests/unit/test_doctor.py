@@ -12,10 +12,13 @@ from typing import Any
 import boto3
 import fakeredis
 import pytest
+import redis
 from moto.server import ThreadedMotoServer
 
 from imagegen.settings import Settings
+from imagegen.store.signing import new_secret, signing_secrets
 from producer.doctor import Check, Doctor
+from producer.doctor_redis import persistence_check, signing_secret_check
 
 CORE = "stability.stable-image-core-v1:0"
 UPSCALE = "us.stability.stable-fast-upscale-v1:0"
@@ -60,8 +63,11 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 
 
 def test_a_healthy_deployment_passes_every_check(doctor: Callable[..., list[Check]]) -> None:
-    checks = by_name(doctor())
+    checks = by_name(doctor(webhook_secret=new_secret()))
+    # fakeredis refuses CONFIG GET, as managed services do: persistence is not checked.
+    assert checks.pop("redis persistence").status == "skip"
     assert {c.status for c in checks.values()} == {"ok"}, checks
+    assert "from IMAGEGEN_WEBHOOK_SECRET" in checks["webhook secret"].detail
     assert set(checks) == {
         "credentials",
         "region",
@@ -70,6 +76,7 @@ def test_a_healthy_deployment_passes_every_check(doctor: Callable[..., list[Chec
         "s3 images",
         "s3 uploads",
         "redis",
+        "webhook secret",
         f"quota {CORE}",
         f"quota {UPSCALE}",
     }
@@ -216,3 +223,51 @@ def test_an_unreachable_bedrock_endpoint_is_named_as_such(s3_url: str) -> None:
     assert "bedrock-runtime is not reachable" in check.detail
     assert "connection refused" in check.detail
     assert "IMAGEGEN_BEDROCK_ENDPOINT_URL" in check.fix
+
+
+# -- what Redis keeps, on real servers ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "seen"),
+    [
+        (("--save", "", "--appendonly", "no"), "warn", "Redis keeps nothing on disk"),
+        (("--save", "3600 1", "--appendonly", "no"), "warn", "snapshots only (save 3600 1)"),
+        (("--save", "", "--appendonly", "yes"), "ok", "append-only file on"),
+    ],
+)
+def test_the_doctor_says_what_redis_keeps_on_disk(
+    start_redis_server: Callable[..., str], args: tuple[str, ...], status: str, seen: str
+) -> None:
+    client = redis.Redis.from_url(start_redis_server(*args), decode_responses=True)
+    check = persistence_check(client)
+    assert (check.status, check.name) == (status, "redis persistence")
+    assert seen in check.detail
+    assert ("appendonly yes" in check.fix) == (status == "warn")
+
+
+def test_a_redis_that_refuses_config_is_not_checked_and_says_so(
+    start_redis_server: Callable[..., str],
+) -> None:
+    url = start_redis_server("--save", "", "--appendonly", "no")
+    admin = redis.Redis.from_url(url, decode_responses=True)
+    admin.acl_setuser(
+        "app", enabled=True, passwords=["+app-password"], keys=["*"], commands=["+@all", "-config"]
+    )
+    client = redis.Redis.from_url(url.replace("//", "//app:app-password@"), decode_responses=True)
+    check = persistence_check(client)
+    assert check.status == "skip"
+    assert check.detail.startswith("could not check: Redis refused CONFIG GET")
+
+
+def test_the_doctor_warns_when_jobs_without_a_tenant_have_no_secret() -> None:
+    client = fakeredis.FakeRedis(decode_responses=True)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    missing = signing_secret_check(client, settings)
+    assert missing.status == "warn"
+    assert "their webhooks wait" in missing.detail
+    assert "IMAGEGEN_WEBHOOK_SECRET" in missing.fix
+    assert client.keys("*") == []  # the check made nothing
+    signing_secrets(client, settings).create()
+    stored = signing_secret_check(client, settings)
+    assert (stored.status, stored.detail.split(" (")[0]) == ("ok", "kept in Redis")

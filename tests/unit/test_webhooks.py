@@ -18,9 +18,10 @@ from imagegen.records import JobStatus
 from imagegen.redis import keys
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings
-from imagegen.store.deliveries import Deliveries, SigningSecrets
+from imagegen.store.deliveries import Deliveries
 from imagegen.store.jobs import JobStore
 from imagegen.store.maintenance import Maintenance
+from imagegen.store.signing import SigningSecrets
 from imagegen.store.spend import Budget
 from producer.client import Client
 from producer.webhooks import WebhookVerificationError, verify
@@ -81,8 +82,10 @@ def hooks(settings: Settings) -> Iterator[Hooks]:
     redis = fakeredis.FakeRedis(decode_responses=True)
     s3 = make_s3_client(settings)
     receiver = Receiver()
+    client = Client(settings, redis_client=redis)
+    client.signing_secrets.create()  # made on purpose, as `imagegen webhook-secret --create`
     yield Hooks(
-        client=Client(settings, redis_client=redis),
+        client=client,
         store=JobStore(redis, settings.job_retention_s, settings.webhook_handoff_grace_s),
         sender=WebhookSender(redis, settings, s3),
         receiver=receiver,
@@ -315,6 +318,7 @@ def test_secret_rotation_signs_with_both_during_the_overlap(hooks: Hooks) -> Non
 
 def test_retired_secrets_stop_signing(settings: Settings) -> None:
     secrets = SigningSecrets(fakeredis.FakeRedis(decode_responses=True), overlap_s=0)
+    secrets.create()
     old = secrets.current()
     new = secrets.rotate()
     assert secrets.active() == [new]
@@ -414,6 +418,8 @@ def test_the_webhooks_queue_reports_the_age_of_its_oldest_message(hooks: Hooks) 
 
 
 def test_a_tenants_webhooks_are_signed_with_its_own_secrets_only(hooks: Hooks) -> None:
+    for tenant in ("acme", "other"):
+        hooks.client.signing_secrets_for(tenant).create()
     delivery_id = hooks.job("/tenant", tenant="acme")
     assert hooks.sender.deliver(delivery_id).outcome == "delivered"
     [request] = hooks.receiver.received("/tenant")
@@ -429,6 +435,7 @@ def test_a_tenants_webhooks_are_signed_with_its_own_secrets_only(hooks: Hooks) -
 def test_where_images_are_streamed_a_tenants_webhook_names_the_apis_path(hooks: Hooks) -> None:
     streaming = hooks.settings.model_copy(update={"api_image_delivery": "stream"})
     sender = WebhookSender(hooks.redis, streaming, make_s3_client(streaming))
+    hooks.client.signing_secrets_for("acme").create()
     delivery_id = hooks.job("/streamed", tenant="acme")
     assert sender.deliver(delivery_id).outcome == "delivered"
     [request] = hooks.receiver.received("/streamed")
@@ -479,6 +486,7 @@ def test_a_busy_endpoint_defers_a_delivery_without_using_an_attempt(hooks: Hooks
 def test_crossing_a_soft_budget_sends_the_tenant_a_signed_warning(hooks: Hooks) -> None:
     tenant = f"warned-{uuid.uuid4().hex[:6]}"
     hooks.client.set_tenant_webhook(tenant, hooks.receiver.url("/budget"))
+    hooks.client.signing_secrets_for(tenant).create()
     hooks.client.set_budget(Budget(tenant, daily_soft=0.05, monthly_hard=10.0))
     first = hooks.client.submit("under the soft budget", tenant=tenant)
     second = hooks.client.submit("past it", tenant=tenant)

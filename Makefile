@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lock test lint format docs demo dev chaos bench-emulator bench-quota bench-fair bench-cache bench-submit bench-dispatch clean
+.PHONY: install lock test lint format docs demo dev chaos bench-emulator bench-quota bench-fair bench-cache bench-submit bench-dispatch bench-tracing clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,10 @@ bench-submit: install
 ## bench-dispatch: the dispatcher's Redis cost at 10 to 10,000 tenants and 1 M jobs, idle loops, scrapes, the longest script, a whole job against a Celery no-op (about 20 min)
 bench-dispatch: install
 	$(BIN)/python -m tests.bench.dispatch
+
+## bench-tracing: idle submit-to-start and the API's answer with tracing off and on (OTLP to a local collector; a few minutes)
+bench-tracing: install
+	$(BIN)/python -m tests.bench.tracing
 
 ## bench-emulator: requests per second the Bedrock emulator serves (1:1 PNG, no latency)
 bench-emulator: install

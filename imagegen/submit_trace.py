@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
 from imagegen import tracing
 from imagegen.records import NewJob
@@ -49,7 +49,11 @@ class TracedSubmission:
 
 @contextmanager
 def traced_submission(jobs: list[NewJob], dispatch: Dispatch) -> Iterator[TracedSubmission]:
-    """The ``send`` span around storing ``jobs``, and the jobs carrying its trace."""
+    """The ``send`` span around storing ``jobs``, and the jobs carrying its trace (none, and
+    no span at all, while tracing is off and the caller has no trace)."""
+    if not tracing.may_trace():
+        yield TracedSubmission(INVALID_SPAN, jobs)
+        return
     queues = {job.spec.priority for job in jobs}
     queue = next(iter(queues)) if len(queues) == 1 else None
     with tracing.TRACER.start_as_current_span(

@@ -26,7 +26,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import ProxyTracer, ProxyTracerProvider, Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "extract",
     "inject",
     "is_traceparent",
+    "may_trace",
     "record_ended_span",
     "trace_id_of",
     "traceparent_of",
@@ -80,6 +81,17 @@ def configure(service_name: str, env: Mapping[str, str] | None = None) -> bool:
         trace.set_tracer_provider(tracer_provider(service_name, env))
         _configured = True
     return True
+
+
+def may_trace() -> bool:
+    """Whether a span started now could be recorded or name a trace: False only while no SDK
+    is set up and the current context names no trace (tracing off, no caller's trace), when a
+    hot path may skip its span altogether."""
+    return (
+        not isinstance(TRACER, ProxyTracer)
+        or not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+        or trace.get_current_span().get_span_context().is_valid
+    )
 
 
 def is_traceparent(value: object) -> bool:

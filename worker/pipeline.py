@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["RETRY_SCHEDULED", "JobOutcome", "Services", "run_job"]
+__all__ = ["BOOKKEEPING_TIMEOUT_S", "RETRY_SCHEDULED", "JobOutcome", "Services", "run_job"]
 
 log = logging.getLogger("imagegen.job")
 
@@ -63,6 +63,10 @@ class Services:
     # Sends a finished job's webhook deliveries at once, in this process (None: the
     # delivery messages on the webhooks queue do, as from any other process).
     deliver_now: Callable[[list[str]], None] | None = None
+    # The store on a Redis client whose commands give up after BOOKKEEPING_TIMEOUT_S: what an
+    # attempt reads between a bought image and its upload, so a stalled Redis cannot hold the
+    # image in memory (None: ``store``).
+    quick_store: JobStore | None = None
 
 
 # The outcome of an attempt that failed retryably: the job waits in the dispatcher for its
@@ -72,6 +76,9 @@ RETRY_SCHEDULED = "retry_scheduled"
 BUDGET_WAIT = "BudgetWait"
 # Call errors after which Bedrock may have generated and billed an image nobody read.
 BILLED_UNSEEN = frozenset({"ReadTimeout"})
+# The longest a Redis command between a bought image and its upload may wait (``quick_store``):
+# past it the step is skipped, and the image goes to S3.
+BOOKKEEPING_TIMEOUT_S = 0.5
 
 
 class _NoBudget:
@@ -176,6 +183,9 @@ class _Attempt:
         self.started = started
         # When this attempt's Bedrock call returned an image not yet uploaded or parked.
         self.bought_at: float | None = None
+        # When Bedrock answered this attempt's call, and whether the limiter has heard of it.
+        self.answered_at: float | None = None
+        self.answer_unreported = False
         # This attempt bought an image (booked at once, or by its final transition).
         self.bought = False
         settings = services.settings
@@ -192,6 +202,14 @@ class _Attempt:
         return round((time.perf_counter() - self.started) * 1000)
 
     def run(self) -> JobOutcome:
+        try:
+            return self._run()
+        finally:
+            # Told once the image is kept (or the attempt ended): a stalled Redis must not hold
+            # a bought image in memory.
+            self.report_answer()
+
+    def _run(self) -> JobOutcome:
         store, s3 = self.services.store, self.services.s3
         latency_ms: int | None = None
         generated: Generated | None = None
@@ -231,13 +249,15 @@ class _Attempt:
                     seed=result.seed,
                 )
             generated = result
-            # The image is bought: from here until it is uploaded (or parked) it exists only in
-            # this process; bookkeeping that fails now must never throw it away.
-            self.bought_at = time.perf_counter()
+            # The image is bought: from Bedrock's answer until it is uploaded (or parked) it
+            # exists only in this process; bookkeeping that fails now must never throw it away,
+            # and Redis is asked nothing that could wait longer than BOOKKEEPING_TIMEOUT_S.
+            self.bought_at = self.answered_at
             log.info("job image bought", extra=self.facts())
             self.book_purchase()
         info = inspect_image(generated.image, self.request.image_format)
-        if self.best_effort("read the cancel flag", lambda: store.cancel_requested(self.job_id)):
+        quick = self.services.quick_store or store
+        if self.best_effort("read the cancel flag", lambda: quick.cancel_requested(self.job_id)):
             return self.finish(JobStatus.CANCELED, {"seed": generated.seed}, seed=generated.seed)
         self.upload(generated, info)
         self.kept("uploaded")
@@ -247,8 +267,8 @@ class _Attempt:
         """InvokeModel (the dispatcher took the quota's token when it released the job), and
         what its answer holds; None when the job was canceled meanwhile, ``_NO_BUDGET`` when its
         image was bought already, is lost, and its tenant's hard budget has no room for a new
-        one. The limiter hears how the call went."""
-        limiter = self.services.limiter
+        one. The limiter hears how the call went (an answer once the attempt has kept the image:
+        ``report_answer``)."""
         model_id = self.record.model_id
         if self.services.store.cancel_requested(self.job_id):
             return None
@@ -275,11 +295,8 @@ class _Attempt:
                 spans.bedrock_failed(span, e)
                 self.call_failed(e)
                 raise
-            if limiter.enabled(model_id):
-                self.best_effort(
-                    "report the call to the limiter",
-                    lambda: limiter.report(model_id, throttled=False),
-                )
+            self.answered_at = time.perf_counter()
+            self.answer_unreported = True
             try:
                 result = interpret(answer.payload)
             except JobError as e:
@@ -288,6 +305,18 @@ class _Attempt:
             outcome = "filtered" if isinstance(result, Filtered) else "image"
             spans.bedrock_answered(span, answer.request_id, answer.latency_ms, outcome)
         return answer, result
+
+    def report_answer(self) -> None:
+        """Tell the limiter the call was answered (once; after the image is kept)."""
+        limiter, model_id = self.services.limiter, self.record.model_id
+        if not self.answer_unreported:
+            return
+        self.answer_unreported = False
+        if limiter.enabled(model_id):
+            self.best_effort(
+                "report the call to the limiter",
+                lambda: limiter.report(model_id, throttled=False),
+            )
 
     def call_failed(self, e: BedrockCallError) -> None:
         """The call raised: book what it may have cost, count it, tell the limiter."""

@@ -23,7 +23,7 @@ from imagegen.store.quarantine import Quarantine
 from imagegen.store.spend import Ledger
 from worker.intake import Intake
 from worker.limiter import Limiter
-from worker.pipeline import Services
+from worker.pipeline import BOOKKEEPING_TIMEOUT_S, Services
 from worker.release_loop import ReleaseLoop
 from worker.retry import RetryPolicy
 from worker.send_now import SendNow
@@ -66,6 +66,10 @@ def build_services(settings: Settings) -> Services:
         policy=RetryPolicy.from_settings(settings),
         limiter=Limiter(redis_client, settings),
         deliver_now=_send_now if settings.webhook_send_threads else None,
+        quick_store=JobStore.from_settings(
+            connect(settings, max_connections=pool_size, timeout_s=BOOKKEEPING_TIMEOUT_S),
+            settings,
+        ),
     )
 
 

@@ -37,16 +37,20 @@ __all__ = [
 ]
 
 
-def connect(settings: Settings, *, max_connections: int | None = None) -> redis.Redis:
+def connect(
+    settings: Settings, *, max_connections: int | None = None, timeout_s: float | None = None
+) -> redis.Redis:
     """A client with ``decode_responses=True`` on a bounded pool: a caller that finds every
     connection busy waits up to ``redis_pool_timeout_s``, then gets a ``ConnectionError``.
-    A ``rediss://`` URL is TLS, checked against ``redis_tls_ca_file`` (or the system's CAs)."""
+    A ``rediss://`` URL is TLS, checked against ``redis_tls_ca_file`` (or the system's CAs).
+    ``timeout_s`` bounds the pool wait, the connect and every command instead of the settings'
+    timeouts: for a client whose commands must never hold anything up."""
     options: dict[str, Any] = {
         "decode_responses": True,
         "max_connections": max_connections or settings.redis_max_connections,
-        "timeout": settings.redis_pool_timeout_s,
-        "socket_connect_timeout": settings.redis_connect_timeout_s,
-        "socket_timeout": settings.redis_socket_timeout_s,
+        "timeout": timeout_s or settings.redis_pool_timeout_s,
+        "socket_connect_timeout": timeout_s or settings.redis_connect_timeout_s,
+        "socket_timeout": timeout_s or settings.redis_socket_timeout_s,
         "socket_keepalive": True,
         "health_check_interval": settings.redis_health_check_interval_s,
         "retry_on_timeout": False,

@@ -192,8 +192,8 @@ def test_over_the_api_a_file_is_uploaded_and_the_job_followed(
     assert over_api(api_env, "status", job["job_id"]).stdout.startswith(job["job_id"])
 
 
-def test_over_the_api_wait_follows_a_chain_and_bad_input_names_the_field(
-    api_env: dict[str, str],
+def test_over_the_api_wait_follows_a_chain_and_a_batch_and_bad_input_names_the_field(
+    api_env: dict[str, str], tmp_path: Path
 ) -> None:
     queued = over_api(api_env, "chain", "--step", CORE, "prompt=a pear", "--step", CUTOUT)
     assert queued.returncode == 0, queued.stderr
@@ -204,6 +204,14 @@ def test_over_the_api_wait_follows_a_chain_and_bad_input_names_the_field(
     assert json.loads(waited.stdout)["status"] == "succeeded"
     shown = over_api(api_env, "status", chain_id)
     assert f"chain {chain_id} succeeded" in shown.stdout
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("a gull\na kite\n")
+    batch_id = over_api(api_env, "batch", str(prompts)).stdout.strip()
+    saved = over_api(api_env, "wait", batch_id, "--output", str(tmp_path / "batch"))
+    assert saved.returncode == 0, saved.stderr
+    assert "2/2 done" in saved.stderr
+    assert len(list((tmp_path / "batch").iterdir())) == 2
 
     refused = over_api(api_env, "submit", "a", "--param", "seed=-1")
     assert refused.returncode == 2

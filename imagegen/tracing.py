@@ -35,6 +35,7 @@ __all__ = [
     "context_of",
     "continued",
     "enabled_by_env",
+    "exemplar",
     "extract",
     "inject",
     "is_traceparent",
@@ -120,6 +121,15 @@ def traceparent_of(span: Span) -> str | None:
     if not found.is_valid:
         return None
     return f"00-{found.trace_id:032x}-{found.span_id:016x}-{int(found.trace_flags):02x}"
+
+
+def exemplar() -> dict[str, str] | None:
+    """The current span as a Prometheus exemplar's labels (``trace_id``, ``span_id``), when it
+    is sampled: what links a histogram's bucket to a trace."""
+    found = trace.get_current_span().get_span_context()
+    if not found.is_valid or not found.trace_flags.sampled:
+        return None
+    return {"trace_id": f"{found.trace_id:032x}", "span_id": f"{found.span_id:016x}"}
 
 
 def context_of(traceparent: str | None) -> Context | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
+from opentelemetry.trace import Span
 
 from imagegen import tracing
 from imagegen.contract import ModelRequest
@@ -122,22 +123,6 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
     record = claim.record
     if record.request is None:  # refused on arrival
         return JobOutcome(job_id, ClaimState.MISSING.value)
-    if claim.queue_wait_ms is not None:
-        metrics.QUEUE_WAIT.labels(record.model_id, record.tenant or "-").observe(
-            claim.queue_wait_ms / 1000
-        )
-    log.info(
-        "job running",
-        extra={
-            "job_id": job_id,
-            "attempt": claim.attempt,
-            "queue_wait_ms": claim.queue_wait_ms,
-            "model_id": record.model_id,
-            "queue": record.priority,
-            "tenant": record.tenant,
-            **prompt_facts(record.request.prompt_text),
-        },
-    )
     attempt = _Attempt(
         record,
         record.request,
@@ -150,18 +135,39 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
     parent = tracing.context_of(trace.traceparent)
     spans.record_wait(record, claim.attempt, trace, parent, round(time.time() * 1000))
     with spans.processing(record, claim.attempt, parent) as span:
-        try:
-            outcome = attempt.run()
-        except JobError as e:
-            spans.failed(span, e.code)
-            outcome = attempt.fail_or_retry(e)
-        except Exception as e:  # a bug or an outage must not strand the job as "running"
-            log.exception("job attempt crashed", extra={"job_id": job_id, "attempt": claim.attempt})
-            spans.failed(span, "InternalError")
-            error = JobError(f"{type(e).__name__}: {e}", code="InternalError")
-            outcome = attempt.fail_or_retry(error)
+        outcome = _run_attempt(attempt, claim.queue_wait_ms, span)
         span.set_attribute("imagegen.job.outcome", outcome.status)
         return outcome
+
+
+def _run_attempt(attempt: _Attempt, queue_wait_ms: int | None, span: Span) -> JobOutcome:
+    """The claimed attempt, inside its span (which the metrics' exemplars point at)."""
+    record, job_id = attempt.record, attempt.job_id
+    if queue_wait_ms is not None:
+        metrics.QUEUE_WAIT.labels(record.model_id, record.tenant or "-").observe(
+            queue_wait_ms / 1000, exemplar=tracing.exemplar()
+        )
+    log.info(
+        "job running",
+        extra={
+            "job_id": job_id,
+            "attempt": attempt.number,
+            "queue_wait_ms": queue_wait_ms,
+            "model_id": record.model_id,
+            "queue": record.priority,
+            "tenant": record.tenant,
+            **prompt_facts(attempt.request.prompt_text),
+        },
+    )
+    try:
+        return attempt.run()
+    except JobError as e:
+        spans.failed(span, e.code)
+        return attempt.fail_or_retry(e)
+    except Exception as e:  # a bug or an outage must not strand the job as "running"
+        log.exception("job attempt crashed", extra={"job_id": job_id, "attempt": attempt.number})
+        spans.failed(span, "InternalError")
+        return attempt.fail_or_retry(JobError(f"{type(e).__name__}: {e}", code="InternalError"))
 
 
 class _Attempt:
@@ -375,7 +381,9 @@ class _Attempt:
     def observe_call(self, outcome: str, latency_ms: int) -> None:
         model_id = self.record.model_id
         metrics.BEDROCK_CALLS.labels(model_id, outcome).inc()
-        metrics.BEDROCK_LATENCY.labels(model_id).observe(latency_ms / 1000)
+        metrics.BEDROCK_LATENCY.labels(model_id).observe(
+            latency_ms / 1000, exemplar=tracing.exemplar()
+        )
 
     def facts(self, **more: Any) -> dict[str, Any]:
         """What every log line of this attempt says."""

@@ -21,6 +21,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import REGISTRY
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
 
 from imagegen import tracing
 from imagegen.bedrock import make_bedrock_client
@@ -33,6 +35,7 @@ from imagegen.store.spend import Ledger
 from producer.api import create_app
 from producer.client import Client
 from tests.support import Receiver
+from worker import metrics
 from worker.limiter import Limiter
 from worker.pipeline import RETRY_SCHEDULED, Services, run_job
 from worker.retry import RetryPolicy
@@ -121,6 +124,16 @@ def released(stack: Stack, job_id: str) -> None:
         assert time.monotonic() < deadline, f"{job_id} was never released"
         stack.services.dispatch.release(stack.redis.hget(key, "model_id"))
         time.sleep(0.01)
+
+
+def exemplars(histogram: Any, **labels: str) -> list[dict[str, str]]:
+    """The exemplars of the histogram's buckets for these labels."""
+    return [
+        dict(sample.exemplar.labels)
+        for metric in histogram.collect()
+        for sample in metric.samples
+        if sample.exemplar is not None and labels.items() <= sample.labels.items()
+    ]
 
 
 def named(spans: list[ReadableSpan], name: str) -> list[ReadableSpan]:
@@ -236,6 +249,17 @@ def test_one_jobs_spans_form_one_trace_from_the_request_to_its_webhooks(
         calls[1].attributes["imagegen.bedrock.latency_ms"]
         == stack.http.get(f"/v1/jobs/{job_id}").json()["bedrock_latency_ms"]
     )
+
+    # The worker's histograms link to the attempts: the wait to the first, the latency to the
+    # call that answered with an image.
+    assert {"trace_id": TRACE_ID, "span_id": f"{attempts[0].context.span_id:016x}"} in exemplars(
+        metrics.QUEUE_WAIT, tenant="acme"
+    )
+    assert {"trace_id": TRACE_ID, "span_id": f"{attempts[1].context.span_id:016x}"} in exemplars(
+        metrics.BEDROCK_LATENCY, model=submitted.json()["model_id"]
+    )
+    # Served to a scraper that asks for OpenMetrics (Prometheus with exemplar storage on).
+    assert f'trace_id="{TRACE_ID}"' in openmetrics(REGISTRY).decode()
 
     [upload] = named(spans, "S3.PutObject")
     assert upload.kind is SpanKind.CLIENT

@@ -13,7 +13,9 @@
             client.download(job, "lighthouse.png")
 
 ``AsyncImagegenClient`` has the same methods for asyncio. This package imports httpx2 and
-pydantic only: no Redis, S3, Celery or FastAPI, and no credentials but the key.
+pydantic only: no Redis, S3, Celery or FastAPI, and no credentials but the key. Where
+OpenTelemetry's API is installed, each request carries the caller's current trace
+(``traceparent``), which a submitted job keeps.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from imagegen_client.calls import (
     redirect_target,
     segment,
     submit_call,
+    trace_headers,
 )
 from imagegen_client.errors import (
     ApiConnectionError,
@@ -337,7 +338,7 @@ class AsyncImagegenClient:
                 params=call.params,
                 json=call.json,
                 content=call.content,
-                headers={**call.headers, **auth},
+                headers={**call.headers, **trace_headers(), **auth},
                 timeout=timeout,
             )
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -23,6 +23,12 @@ from imagegen_client.errors import (
 from imagegen_client.records import Chain, Job, JobStatus, Problem
 from imagegen_client.retries import RetryPolicy, retry_after_s
 
+_inject_trace: Callable[[dict[str, str]], None] | None
+try:  # The caller's trace is passed on where OpenTelemetry's API is installed.
+    from opentelemetry.propagate import inject as _inject_trace
+except ImportError:  # pragma: no cover - the service installs it
+    _inject_trace = None
+
 __all__ = [
     "API_KEY_ENV",
     "API_URL_ENV",
@@ -38,6 +44,7 @@ __all__ = [
     "image_content_type",
     "job_body",
     "polling_delays",
+    "trace_headers",
 ]
 
 API_URL_ENV = "IMAGEGEN_API_URL"
@@ -236,3 +243,13 @@ def event_job(event: httpx.ServerSentEvent) -> Job | None:
     if event.event == "error":
         raise StreamEndedError(f"the event stream ended: {event.data}")
     return None
+
+
+def trace_headers() -> dict[str, str]:
+    """The caller's current trace as W3C Trace Context headers (``traceparent``, and
+    ``tracestate`` or ``baggage`` when it has them): empty without OpenTelemetry's API, or when
+    the current context names no trace. The job submitted keeps it (its ``trace_id``)."""
+    headers: dict[str, str] = {}
+    if _inject_trace is not None:
+        _inject_trace(headers)
+    return headers

@@ -34,6 +34,7 @@ from imagegen_client.calls import (
     redirect_target,
     segment,
     submit_call,
+    trace_headers,
 )
 from imagegen_client.errors import (
     ApiConnectionError,
@@ -329,7 +330,7 @@ class ImagegenClient:
                 params=call.params,
                 json=call.json,
                 content=call.content,
-                headers={**call.headers, **auth},
+                headers={**call.headers, **trace_headers(), **auth},
                 timeout=timeout,
             )
             try:

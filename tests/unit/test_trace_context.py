@@ -5,11 +5,13 @@ caller's current context, or an intake message's ``traceparent`` field; the reco
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import fakeredis
+import httpx2 as httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -19,6 +21,7 @@ from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import JobStore
+from imagegen_client import AsyncImagegenClient, ImagegenClient
 from producer.api import create_app
 from producer.client import Client
 from worker.intake import Intake
@@ -103,6 +106,34 @@ def test_a_python_caller_s_current_context_is_the_jobs_trace(
     assert client.get(inside.job_id).trace_id == TRACE_ID
     assert outside.trace_id is None
     assert client.get(outside.job_id).trace_id is None
+
+
+def test_the_http_client_passes_its_caller_s_trace_on(http: TestClient) -> None:
+    key = http.headers["Authorization"].removeprefix("Bearer ")
+    with ImagegenClient(api_key=key, http_client=http) as client:
+        with tracing.continued(CALLER):
+            inside = client.submit("a lighthouse")
+        outside = client.submit("a harbour")
+    assert inside.trace_id == TRACE_ID
+    assert outside.trace_id is None
+
+
+def test_the_async_http_client_passes_its_caller_s_trace_on(settings: Settings, redis: Any) -> None:
+    app = create_app(settings, redis_client=redis)
+    _, key = Client(settings, redis_client=redis).api_keys.create("acme")
+
+    async def submit() -> tuple[str | None, str | None]:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://api") as http,
+            AsyncImagegenClient(api_key=key, http_client=http) as client,
+        ):
+            with tracing.continued(CALLER):
+                inside = await client.submit("a lighthouse")
+            outside = await client.submit("a harbour")
+        return inside.trace_id, outside.trace_id
+
+    assert asyncio.run(submit()) == (TRACE_ID, None)
 
 
 def test_an_intake_message_s_traceparent_field_is_the_jobs_trace(

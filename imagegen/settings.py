@@ -388,6 +388,12 @@ class Settings(BaseSettings):
         "https); otherwise only when a request came over https, directly or as "
         "X-Forwarded-Proto from IMAGEGEN_API_TRUSTED_PROXIES.",
     )
+    console_trace_url: str | None = Field(
+        default=None,
+        description="A trace viewer's page of one trace, with {trace_id} where the id goes "
+        "(http://jaeger:16686/trace/{trace_id}): the console's job page links the job's trace "
+        "there. Unset: the page shows the trace id alone.",
+    )
 
     # Webhooks.
     webhook_default_url: str | None = Field(
@@ -538,6 +544,16 @@ class Settings(BaseSettings):
     flower_allow_no_auth: bool = Field(
         default=False, description="Let Flower run without a password (only on localhost)."
     )
+
+    @field_validator("console_trace_url")
+    @classmethod
+    def _check_console_trace_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not url.startswith(("http://", "https://")) or "{trace_id}" not in url:
+            msg = "must be an http(s) URL with {trace_id} where the trace id goes"
+            raise ValueError(msg)
+        return url
 
     @field_validator("redis_url")
     @classmethod

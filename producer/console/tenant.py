@@ -200,7 +200,18 @@ def _job_context(state: ApiState, job_id: str, tenant: str) -> dict[str, Any]:
     steps = chain.steps if chain else []
     watched = [record.job_id, *(s.job_id for s in steps if s.job_id != record.job_id)]
     final = record.is_terminal and all(s.status.is_terminal for s in steps)
-    return {"tenant": tenant, "job": record, "chain": chain, "watched": watched, "final": final}
+    viewer = state.settings.console_trace_url
+    trace_url = (
+        viewer.replace("{trace_id}", record.trace_id) if viewer and record.trace_id else None
+    )
+    return {
+        "tenant": tenant,
+        "job": record,
+        "chain": chain,
+        "watched": watched,
+        "final": final,
+        "trace_url": trace_url,
+    }
 
 
 @router.get("/console/jobs/{job_id}")

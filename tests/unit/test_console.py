@@ -185,3 +185,36 @@ def test_an_input_image_uploaded_through_the_form(settings: Settings) -> None:
             )
             assert refused.status_code == 422
             assert "is not a PNG, JPEG or WebP image" in alerts(refused.text)
+
+
+def test_the_job_page_links_its_trace_when_a_viewer_is_configured(settings: Settings) -> None:
+    viewer = "https://traces.example/trace/{trace_id}?from=console"
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    for url, expected in (
+        (
+            viewer,
+            '<a href="https://traces.example/trace/4bf92f3577b34da6a3ce929d0e0e4736'
+            '?from=console" rel="noopener noreferrer" id="trace">',
+        ),
+        (None, '<span id="trace">4bf92f3577b34da6a3ce929d0e0e4736</span>'),
+    ):
+        redis = fakeredis.FakeRedis(decode_responses=True)
+        with TestClient(
+            create_app(settings.model_copy(update={"console_trace_url": url}), redis_client=redis)
+        ) as http:
+            console = Console(http, Client(settings, redis_client=redis))
+            key = console.login("acme")
+            traced = http.post(
+                "/v1/jobs",
+                json={"request": {"prompt": "a lighthouse"}},
+                headers={"Authorization": f"Bearer {key}", "traceparent": caller},
+            ).json()
+            untraced = console.client.submit("a harbour", tenant="acme")
+            assert expected in http.get(f"/console/jobs/{traced['job_id']}").text
+            assert 'id="trace"' not in http.get(f"/console/jobs/{untraced.job_id}").text
+
+
+@pytest.mark.parametrize("url", ["https://traces.example/trace/", "ftp://x/{trace_id}"])
+def test_a_trace_viewer_url_without_its_place_for_the_id_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="console_trace_url"):
+        Settings(console_trace_url=url, _env_file=None)  # type: ignore[call-arg]

@@ -28,6 +28,7 @@ from imagegen.records import JobRecord, JobTrace
 from imagegen.ssrf import VettedTarget
 
 __all__ = [
+    "after_redrive",
     "bedrock_answered",
     "bedrock_call",
     "bedrock_failed",
@@ -56,12 +57,24 @@ def _job_attributes(record: JobRecord, attempt: int) -> dict[str, Any]:
     return attributes
 
 
+def after_redrive(record: JobRecord, attempt: int) -> bool:
+    """Whether the attempt before this one ended without a word: its worker died (or lost
+    Redis) and the redrive put the job back. A retry's return is in the attempt log."""
+    if attempt <= 1:
+        return False
+    return not record.attempt_log or record.attempt_log[-1].attempt != attempt - 1
+
+
 def record_wait(
     record: JobRecord, attempt: int, trace: JobTrace, parent: Context | None, now_ms: int
 ) -> None:
     """The wait that ended with this attempt's release: from submit (the first attempt) or
-    from the job's return to the dispatcher (the last entry of its attempt log)."""
-    retried = bool(record.attempt_log) and attempt > 1
+    from the job's return to the dispatcher (a retry: the last entry of its attempt log). After
+    a redrive, when the job went back is not recorded: there is no wait span then (the
+    attempt's span says ``imagegen.after_redrive``)."""
+    if after_redrive(record, attempt):
+        return
+    retried = attempt > 1
     since: datetime = record.attempt_log[-1].at if retried else record.created_at
     attributes = _job_attributes(record, attempt)
     attributes["imagegen.wait.since"] = "retry" if retried else "submit"
@@ -85,6 +98,8 @@ def processing(record: JobRecord, attempt: int, parent: Context | None) -> Itera
     attributes = _job_attributes(record, attempt)
     attributes["messaging.operation.type"] = "process"
     attributes["messaging.operation.name"] = "process"
+    if after_redrive(record, attempt):
+        attributes["imagegen.after_redrive"] = True
     with tracing.TRACER.start_as_current_span(
         f"process {record.priority}",
         context=parent,

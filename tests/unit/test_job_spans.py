@@ -315,3 +315,32 @@ def test_with_no_sdk_the_callers_traceparent_reaches_the_webhook(stack: Stack) -
     assert stack.sender.deliver(f"{job_id}:job.succeeded").outcome == "delivered"
     [request] = stack.receiver.received("/passed")
     assert request["headers"]["traceparent"] == CALLER
+
+
+def test_an_attempt_after_a_redrive_says_so_and_has_no_wait_of_its_own(
+    stack: Stack, exported: InMemorySpanExporter
+) -> None:
+    """A worker died holding the job (its attempt's span never ended); the redrive put it back:
+    the next attempt is in the trace, marked, and no wait is made up for it."""
+    body = {"request": {"prompt": "a lighthouse"}}
+    job_id = stack.http.post("/v1/jobs", json=body, headers={"traceparent": CALLER}).json()[
+        "job_id"
+    ]
+    released(stack, job_id)
+    store = stack.services.store
+    assert store.claim(job_id, "worker-that-dies", 60_000).attempt == 1
+    stack.redis.hset(keys.job_key(job_id), "lease_until_ms", 0)
+    stack.redis.zadd(keys.RUNNING_KEY, {job_id: 0})
+    assert store.redrive_due() == [job_id]
+    released(stack, job_id)
+    services = dataclasses.replace(stack.services, bedrock=stack.good_bedrock)
+    assert run_job(job_id, services, "worker-2").status == "succeeded"
+
+    spans = list(exported.get_finished_spans())
+    [send] = named(spans, "send interactive")
+    [attempt] = named(spans, "process interactive")
+    assert parent_of(attempt) == send.context.span_id
+    assert attempt.attributes is not None
+    assert attempt.attributes["imagegen.attempt"] == 2
+    assert attempt.attributes["imagegen.after_redrive"] is True
+    assert named(spans, "wait interactive") == []

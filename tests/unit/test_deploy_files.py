@@ -43,6 +43,7 @@ PYTHON_SERVICES = {
     "flower",
 }
 LONG_RUNNING = PYTHON_SERVICES - {"s3-bucket"} | {"redis", "prometheus", "grafana"}
+SENTINEL_PROFILE = {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
 ON_CI = os.environ.get("CI", "").lower() == "true"
 K8S = OPS / "k8s"
 OVERLAYS = ("dev", "production")
@@ -156,7 +157,13 @@ def referenced_metrics(expression: str) -> set[str]:
 
 
 def test_the_full_stack_is_in_compose(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == LONG_RUNNING | {"s3-bucket"}
+    services = compose["services"]
+    default = {name for name, service in services.items() if not service.get("profiles")}
+    assert default == LONG_RUNNING | {"s3-bucket"}
+    assert set(services) - default == SENTINEL_PROFILE
+    for name in SENTINEL_PROFILE:
+        assert services[name]["profiles"] == ["sentinel"], name
+        assert services[name].get("healthcheck", {}).get("test"), name
 
 
 def test_python_services_share_one_image(compose: dict[str, Any]) -> None:
@@ -202,7 +209,7 @@ def test_redis_keeps_an_append_only_file_and_needs_a_password(compose: dict[str,
     assert "| exec redis-server -" in script  # the password from stdin, never on argv
     assert redis["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
     app_url = compose["services"]["api"]["environment"]["IMAGEGEN_REDIS_URL"]
-    assert app_url.startswith("redis://:${REDIS_PASSWORD:?")
+    assert app_url.startswith("${REDIS_URL_SCHEME:-redis}://:${REDIS_PASSWORD:?")
 
 
 def test_k8s_pods_take_the_redis_url_from_the_secret(k8s: list[dict[str, Any]]) -> None:
@@ -230,6 +237,93 @@ def test_the_production_image_is_pinned_and_has_no_local_stand_ins() -> None:
     pinned = {m.lower().replace("_", "-") for m in re.findall(r"^([A-Za-z0-9_.-]+)==", lock, re.M)}
     missing = {d.lower().replace("_", "-") for d in declared} - pinned - {"bedrock-imagegen"}
     assert missing == set(), f"run make lock: {sorted(missing)} not in requirements.lock"
+
+
+def compose_cli() -> list[str]:
+    """``docker compose`` (the CLI plugin), else Debian's ``docker-compose``: either reads and
+    checks the file without an engine."""
+    docker = shutil.which("docker")
+    if docker is not None:
+        plugin = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, text=True, check=False
+        )
+        if plugin.returncode == 0:
+            return [docker, "compose"]
+    standalone = shutil.which("docker-compose")
+    if standalone is None:
+        require_service("neither docker compose nor docker-compose is installed")
+    assert standalone is not None
+    return [standalone]
+
+
+def compose_config(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``compose config`` of docker-compose.yml with exactly these variables (a developer's own
+    .env or shell variables are left out)."""
+    env_file = tmp_path / "compose.env"
+    env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "REDIS_"))}
+    arguments = ["-f", str(ROOT / "docker-compose.yml"), "--env-file", str(env_file), "config"]
+    return subprocess.run(
+        [*compose_cli(), *arguments],
+        cwd=tmp_path,
+        env={key: value for key, value in clean.items() if key not in env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def example_env(*, sentinel: bool) -> dict[str, str]:
+    """.env.example's values; with ``sentinel``, its commented Sentinel lines too."""
+    pattern = r"^(?:# )?([A-Z_]+)=(.*)$" if sentinel else r"^([A-Z_]+)=(.*)$"
+    env = dict(re.findall(pattern, (ROOT / ".env.example").read_text(), re.M))
+    if not sentinel:
+        return env
+    wanted = {"COMPOSE_PROFILES", "REDIS_URL_SCHEME", "REDIS_URL_HOSTS"}
+    plain = example_env(sentinel=False)
+    return {**plain, **{key: env[key] for key in wanted}}
+
+
+def test_compose_config_accepts_the_file_and_refuses_a_missing_secret(tmp_path: Path) -> None:
+    env = example_env(sentinel=False)
+    done = compose_config(tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    api = config["services"]["api"]["environment"]
+    assert api["IMAGEGEN_REDIS_URL"] == f"redis://:{env['REDIS_PASSWORD']}@redis:6379/0"
+    missing = compose_config(tmp_path, {k: v for k, v in env.items() if k != "REDIS_PASSWORD"})
+    assert missing.returncode != 0
+    assert "set REDIS_PASSWORD in .env" in missing.stderr
+
+
+def test_the_sentinel_profile_points_every_service_at_the_sentinels(tmp_path: Path) -> None:
+    """With the three lines .env.example shows, every imagegen service reaches Redis through the
+    profile's three Sentinels, which watch the primary the replica follows."""
+    env = example_env(sentinel=True)
+    assert env["COMPOSE_PROFILES"] == "sentinel"
+    done = compose_config(tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert set(services) >= SENTINEL_PROFILE
+    sentinels = sorted(name for name in services if name.startswith("sentinel-"))
+    for name in PYTHON_SERVICES:
+        url = parse_sentinel_url(services[name]["environment"]["IMAGEGEN_REDIS_URL"])
+        assert [host for host, _ in url.sentinels] == sentinels, name
+        assert {port for _, port in url.sentinels} == {26379}
+        assert url.password == env["REDIS_PASSWORD"]
+        master = url.master_name
+    for name in sentinels:
+        script = services[name]["command"][-1]
+        assert f"sentinel monitor {master} redis 6379 2" in script, name
+        assert "sentinel auth-pass" in script
+        assert env["REDIS_PASSWORD"] not in script  # read from the environment, not the file
+        assert "port 26379" in script
+    replica = services["redis-replica"]["command"][-1]
+    assert "replicaof redis 6379" in replica
+    assert "masterauth" in replica
+    # The primary can follow a promoted replica after a failover.
+    assert "masterauth" in services["redis"]["command"][-1]
 
 
 def test_secrets_are_required_not_defaulted(compose: dict[str, Any]) -> None:

@@ -318,7 +318,10 @@ class _Chaos:
             Bucket=settings.s3_bucket, Prefix=settings.s3_prefix.strip("/") + "/"
         ):
             names += [
-                item["Key"].rsplit("/", 1)[-1].split(".")[0] for item in page.get("Contents", [])
+                item["Key"].rsplit("/", 1)[-1].split(".")[0]
+                for item in page.get("Contents", [])
+                # Not an image: the service's own objects (_imagegen/, _doctor/).
+                if "/_" not in item["Key"]
             ]
         return names
 

@@ -30,6 +30,7 @@ from botocore.exceptions import ConnectionError as EndpointUnreachableError
 
 from imagegen.bedrock import make_bedrock_client
 from imagegen.binding import upload_key_prefix
+from imagegen.epoch import EpochWatch
 from imagegen.errors import ImagegenError
 from imagegen.models import PROFILE_REGIONS_US, ImageModel, model_for
 from imagegen.redis.scripts import Scripts
@@ -37,7 +38,7 @@ from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings
 from imagegen.store.quota import QuotaStore
 from producer.checks import Check, Status
-from producer.doctor_redis import persistence_check, signing_secret_check
+from producer.doctor_redis import loss_check, persistence_check, signing_secret_check
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
@@ -104,6 +105,8 @@ class Doctor:
         if self._redis is not None and checks[-1].status == "ok":
             checks.append(persistence_check(self._redis))
             checks.append(signing_secret_check(self._redis, self._settings))
+            watch = EpochWatch(self._redis, self._s3(), self._settings)
+            checks.append(loss_check(watch, self._settings))
         checks += [self.quota(model_id) for model_id in models]
         return checks
 

@@ -1,12 +1,16 @@
-"""The doctor's checks of what Redis holds: whether it keeps anything on disk, and whether the
-webhooks of jobs without a tenant have a secret to be signed with."""
+"""The doctor's checks of what Redis holds: whether it keeps anything on disk, whether it lost
+data (its epoch against the mark in S3), and whether the webhooks of jobs without a tenant have
+a secret to be signed with."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import redis
+from botocore.exceptions import BotoCoreError, ClientError
 
+from imagegen.epoch import EpochWatch
 from imagegen.errors import SigningSecretMissingError
 from imagegen.store.signing import fingerprint, signing_secrets
 from producer.checks import Check
@@ -16,7 +20,7 @@ if TYPE_CHECKING:
 
     from imagegen.settings import Settings
 
-__all__ = ["persistence_check", "signing_secret_check"]
+__all__ = ["loss_check", "persistence_check", "signing_secret_check"]
 
 _PERSISTENCE_FIX = (
     "turn on the append-only file: appendonly yes and appendfsync everysec in redis.conf (and "
@@ -83,3 +87,38 @@ def signing_secret_check(client: Redis, settings: Settings) -> Check:
         f"kept in Redis (fingerprint {fingerprint(primary)}); IMAGEGEN_WEBHOOK_SECRET would "
         "survive a Redis that loses it",
     )
+
+
+_LOSS_FIX = (
+    "jobs, reservations and webhooks accepted before then may be gone: their images are in S3 "
+    "under {prefix}/yyyy/mm/dd/{job_id}.{ext} (the job id in each object's metadata), callers "
+    "resubmit with their Idempotency-Key, and Redis must keep its data (see redis persistence)"
+)
+
+
+def loss_check(watch: EpochWatch, settings: Settings) -> Check:
+    """Whether Redis holds less than the mark in S3 remembers, now or within the retention."""
+    name = "redis data loss"
+    try:
+        verdict = watch.read()
+    except (ClientError, BotoCoreError) as e:
+        return Check(name, "skip", f"the mark in S3 cannot be read: {str(e)[:120]}")
+    except redis.RedisError as e:
+        return Check(name, "skip", f"Redis did not answer: {str(e).splitlines()[0][:120]}")
+    fix = _LOSS_FIX.replace("{prefix}", settings.s3_prefix.strip("/"))
+    if verdict.lost:
+        return Check(name, "warn", f"{verdict.describe()} (no worker has noticed yet)", fix)
+    found = verdict.found
+    lost_s = time.time() - found.lost_at_ms / 1000
+    if found.lost_kind and lost_s < settings.job_retention_s:
+        hours = lost_s / 3600
+        return Check(
+            name,
+            "warn",
+            f"Redis lost data {hours:.1f} h ago ({found.lost_kind}; at least "
+            f"{found.lost_submissions} accepted submissions gone)",
+            fix,
+        )
+    if verdict.mark is None:
+        return Check(name, "skip", "no mark in S3 yet: a worker writes one within seconds")
+    return Check(name, "ok", verdict.describe())

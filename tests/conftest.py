@@ -134,16 +134,17 @@ def start_emulator() -> Iterator[Any]:
 @pytest.fixture
 def start_redis_server(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """Start private ``redis-server`` processes with the given arguments (data in the test's
-    temporary directory); returns each one's URL. All stopped at the end of the test."""
+    temporary directory), on a free port or ``port`` (to start one again where another
+    stopped); returns each one's URL. All stopped at the end of the test."""
     binary = redis_server_binary()
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*args: str) -> str:
+    def start(*args: str, port: int | None = None) -> str:
         if binary is None:
             require_service("no redis-server binary")
-        port = free_port()
+        port = port or free_port()
         data = tmp_path / f"redis-{port}"
-        data.mkdir()
+        data.mkdir(exist_ok=True)
         argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data)]
         process = subprocess.Popen(
             [*argv, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

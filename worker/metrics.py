@@ -17,6 +17,7 @@ __all__ = [
     "JOBS_FINISHED",
     "JOBS_RELEASED",
     "QUEUE_WAIT",
+    "REDIS_LOSSES",
     "RETRIES",
     "WEBHOOK_DELIVERIES",
     "WEBHOOK_SECRET_CHANGES",
@@ -81,6 +82,12 @@ WEBHOOK_SECRET_CHANGES = Counter(
     "Changes of the secret this process signs with: rotated (the previous one still signs) or "
     "replaced (it does not)",
     ["how"],
+)
+REDIS_LOSSES = Counter(
+    "imagegen_worker_redis_losses_total",
+    "Times Redis was found with less than its mark in S3 remembers: emptied, replaced (another "
+    "epoch) or behind (fewer submissions)",
+    ["kind"],
 )
 
 

@@ -1,6 +1,7 @@
 """The sweeper: a thread in every worker process doing the maintenance store's work (due webhook
 deliveries, jobs past their deadline, jobs nobody holds any more, trimming the dead-letter sets,
-a sample of each model's quota and backlog every few seconds for the operator's chart), one
+a sample of each model's quota and backlog every few seconds for the operator's chart, and the
+Redis epoch against its mark in S3, to notice a Redis that came back with less than it had), one
 process at a time by a lock in Redis.
 
 Retries wait in the outbox sorted set, so a delay of hours is a score, not a Celery countdown
@@ -16,7 +17,9 @@ import uuid
 from typing import TYPE_CHECKING
 
 import redis as redis_lib
+from botocore.exceptions import BotoCoreError, ClientError
 
+from imagegen.epoch import EpochWatch, Verdict
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.jobs import JobStore
@@ -24,6 +27,7 @@ from imagegen.store.maintenance import Maintenance
 from imagegen.store.quota import QuotaStore
 from imagegen.store.quota_history import QuotaHistory, QuotaSample
 from imagegen.store.spend import ledger_ttl_s
+from worker import metrics
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -38,7 +42,10 @@ _TRIM_EVERY_SWEEPS = 60
 
 
 class OutboxSweeper:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(
+        self, redis: Redis, settings: Settings, epoch_watch: EpochWatch | None = None
+    ) -> None:
+        self._epoch_watch = epoch_watch
         self._interval_s = settings.webhook_sweep_interval_s
         self._jobs = JobStore.from_settings(redis, settings)
         self._maintenance = Maintenance(
@@ -62,6 +69,7 @@ class OutboxSweeper:
         lock_ms = round(self._interval_s * _LOCK_INTERVALS * 1000)
         if not self._maintenance.hold_lock(self._token, lock_ms):
             return []
+        self.watch_epoch()
         expired = self._jobs.expire_due()
         if expired:
             log.info("jobs expired past their deadline", extra={"jobs": len(expired)})
@@ -78,6 +86,31 @@ class OutboxSweeper:
         self.sample_quota()
         self._sweeps += 1
         return ids
+
+    def watch_epoch(self) -> Verdict | None:
+        """Compare Redis with its mark in S3 when due; a loss is logged and counted once."""
+        watch = self._epoch_watch
+        if watch is None or not watch.due():
+            return None
+        try:
+            verdict = watch.check()
+        except (ClientError, BotoCoreError) as e:
+            log.warning(
+                "the Redis epoch's mark in S3 cannot be read or written; trying again",
+                extra={"error": str(e)[:200]},
+            )
+            return None
+        if verdict.lost:
+            metrics.REDIS_LOSSES.labels(verdict.kind).inc()
+            log.error(
+                f"Redis lost data: {verdict.describe()}",
+                extra={
+                    "kind": verdict.kind,
+                    "lost_submissions": verdict.lost_submissions,
+                    "lost_epoch": verdict.mark.epoch if verdict.mark else None,
+                },
+            )
+        return verdict
 
     def sample_quota(self) -> list[QuotaSample]:
         """Record each model's quota and backlog, once per interval for the whole fleet."""

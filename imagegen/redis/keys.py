@@ -92,6 +92,10 @@ key                                    type    what it holds
                                                (cut at 64 KiB), newest first, 10,000 kept
 ``imagegen:seq``                       string  counts submissions (the order of jobs submitted in
                                                the same millisecond)
+``imagegen:redis:epoch``               hash    this Redis's epoch (``imagegen.epoch``): epoch,
+                                               started_ms, and how its data was found lost
+                                               (lost_kind, lost_from, lost_at_ms,
+                                               lost_submissions)
 ``imagegen:dispatch:models``           set     models with jobs waiting, paused, due later or
                                                released
 ``imagegen:dispatch:{model}:tenants``  zset    ready tenant queues of the model, scored by the
@@ -167,6 +171,7 @@ __all__ = [
     "NO_TENANT",
     "OPEN_KEY",
     "QUARANTINE_KEY",
+    "REDIS_EPOCH_KEY",
     "RUNNING_KEY",
     "SHARED_CACHE_SCOPE",
     "SPEND_PREFIX",
@@ -241,6 +246,8 @@ APIKEYS_KEY = f"{PREFIX}:apikeys"
 BATCH_KEY_PREFIX = f"{PREFIX}:batch:"
 # Counts submissions: the order of jobs submitted in the same millisecond.
 SUBMISSION_SEQ_KEY = f"{PREFIX}:seq"
+# This Redis's epoch, checked against the mark kept in S3 (imagegen.epoch).
+REDIS_EPOCH_KEY = f"{PREFIX}:redis:epoch"
 JOB_KEY_PREFIX = f"{PREFIX}:job:"
 TENANT_KEY_PREFIX = f"{PREFIX}:tenant:"
 # A tenant's events channel is its key and this (scripts.py hands it to the Lua transitions).

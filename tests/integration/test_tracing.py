@@ -1,7 +1,7 @@
 """One trace per job on the real stack: the API (uvicorn) and the worker export OTLP over HTTP
 to a small collector in this test, which decodes each export request; the job's spans from the
-caller's request to its webhook POSTs (one refused, one delivered) form one connected trace,
-and the receiver's request carries it on."""
+caller's request to its webhook POSTs (one refused, one delivered), across a retried Bedrock
+call, form one connected trace, and the receiver's request carries it on."""
 
 from __future__ import annotations
 
@@ -46,6 +46,9 @@ def traced_stack(tmp_path_factory: pytest.TempPathFactory, collector: Collector)
         tmp_path_factory.mktemp("tracing"),
         TRACING_STACK_DB,
         worker_concurrency=2,
+        # The first call is answered 503 and the second with an image (the dice of seed 1 roll
+        # 0.13, then 0.85): the job's first attempt is retried.
+        emulator_args=("--unavailable-rate", "0.5", "--fault-seed", "1"),
         extra_env={
             **FAST_RETRIES,
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
@@ -80,7 +83,7 @@ def test_one_connected_trace_from_the_api_request_to_the_webhook_post(
     assert job["trace_id"] == TRACE_ID
 
     deadline = time.monotonic() + 60
-    while len(collector.trace(TRACE_ID)) < 8 or len(receiver.received("/traced")) < 2:
+    while len(collector.trace(TRACE_ID)) < 14 or len(receiver.received("/traced")) < 2:
         assert time.monotonic() < deadline, [s.name for s in collector.trace(TRACE_ID)]
         time.sleep(0.2)
     time.sleep(0.5)  # whatever else is on its way
@@ -92,24 +95,32 @@ def test_one_connected_trace_from_the_api_request_to_the_webhook_post(
 
     [server] = by_name["POST /v1/jobs"]
     [send] = by_name["send interactive"]
-    [wait] = by_name["wait interactive"]
-    [attempt] = by_name["process interactive"]
-    [call] = by_name["BedrockRuntime.InvokeModel"]
+    waits = by_name["wait interactive"]
+    attempts = by_name["process interactive"]
+    calls = by_name["BedrockRuntime.InvokeModel"]
+    assert len(waits) == len(attempts) == len(calls) == 2
+    attempts.sort(key=lambda span: span.attributes["imagegen.attempt"])
+    attempt = attempts[1]
+    [call] = [c for c in calls if c.parent_id == attempt.span_id]
     [upload] = by_name["S3.PutObject"]
     posts = by_name["POST"]
     assert len(posts) == 2
 
     # Two processes, one trace, linked parent to child from the caller's span to the POSTs.
     assert {server.service, send.service} == {"imagegen-api"}
-    assert {s.service for s in (wait, attempt, call, upload, *posts)} == {"imagegen-worker"}
+    assert {s.service for s in (*waits, *attempts, *calls, upload, *posts)} == {"imagegen-worker"}
     assert server.parent_id == CALLER_SPAN
     assert server.kind == SPAN_KIND_SERVER
     assert server.attributes["http.route"] == "/v1/jobs"
     assert server.attributes["http.response.status_code"] == 202
     # FastAPI's endpoint span stands between the request's span and the submission's.
     assert ancestors(send, spans) == [ancestors(send, spans)[0], server.span_id, CALLER_SPAN]
-    assert wait.parent_id == attempt.parent_id == send.span_id
-    assert call.parent_id == upload.parent_id == attempt.span_id
+    assert {span.parent_id for span in (*waits, *attempts)} == {send.span_id}
+    assert upload.parent_id == attempt.span_id
+    assert {c.parent_id for c in calls} == {a.span_id for a in attempts}
+    assert attempts[0].attributes["imagegen.job.outcome"] == "retry_scheduled"
+    assert attempts[0].attributes["error.type"] == "ServiceUnavailableException"
+    assert sorted(w.attributes["imagegen.wait.since"] for w in waits) == ["retry", "submit"]
     assert [post.parent_id for post in posts] == [send.span_id, send.span_id]
     ids = {span.span_id for span in spans}
     assert all(span.parent_id in ids | {CALLER_SPAN} for span in spans)

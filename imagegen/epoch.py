@@ -35,7 +35,16 @@ if TYPE_CHECKING:
 
     from imagegen.settings import Settings
 
-__all__ = ["MARK_INTERVAL_S", "EpochWatch", "Found", "Mark", "Verdict", "judge", "mark_key"]
+__all__ = [
+    "MARK_INTERVAL_S",
+    "EpochWatch",
+    "Found",
+    "Mark",
+    "Verdict",
+    "judge",
+    "mark_key",
+    "read_found",
+]
 
 MARK_INTERVAL_S = 10.0
 _NO_SUCH_KEY = {"NoSuchKey", "404"}
@@ -116,6 +125,23 @@ class Verdict:
         return f"epoch {self.found.epoch}, {self.found.submissions} submissions, as S3 remembers"
 
 
+def read_found(redis: Redis) -> Found:
+    """What Redis holds of its epoch now (one round trip)."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.hgetall(keys.REDIS_EPOCH_KEY)
+    pipe.get(keys.SUBMISSION_SEQ_KEY)
+    fields, seq = pipe.execute()
+    fields = cast("dict[str, str]", fields)
+    return Found(
+        epoch=fields.get("epoch"),
+        submissions=int(seq or 0),
+        lost_kind=fields.get("lost_kind", ""),
+        lost_from=fields.get("lost_from", ""),
+        lost_at_ms=int(fields.get("lost_at_ms", 0)),
+        lost_submissions=int(fields.get("lost_submissions", 0)),
+    )
+
+
 def judge(found: Found, mark: Mark | None) -> Verdict:
     """Compare what Redis holds with the mark in S3."""
     if mark is None or (found.epoch is not None and mark.epoch == found.lost_from):
@@ -192,19 +218,7 @@ class EpochWatch:
         self._redis.hset(keys.REDIS_EPOCH_KEY, mapping=fields)
 
     def _found(self) -> Found:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(keys.REDIS_EPOCH_KEY)
-        pipe.get(keys.SUBMISSION_SEQ_KEY)
-        fields, seq = pipe.execute()
-        fields = cast("dict[str, str]", fields)
-        return Found(
-            epoch=fields.get("epoch"),
-            submissions=int(seq or 0),
-            lost_kind=fields.get("lost_kind", ""),
-            lost_from=fields.get("lost_from", ""),
-            lost_at_ms=int(fields.get("lost_at_ms", 0)),
-            lost_submissions=int(fields.get("lost_submissions", 0)),
-        )
+        return read_found(self._redis)
 
     def _mark(self) -> Mark | None:
         try:

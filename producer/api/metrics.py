@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from imagegen.contract import PRIORITIES
+from imagegen.epoch import read_found
 from imagegen.messages import QUEUES
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
@@ -38,6 +39,7 @@ class FleetCollector(Collector):
         self._quota_store = QuotaStore(redis, settings)
         self._dispatch = Dispatch(redis, settings)
         self._ledger = Ledger(redis, settings)
+        self._redis = redis
 
     def collect(self) -> Iterator[Metric]:
         yield from self._counters()
@@ -45,6 +47,12 @@ class FleetCollector(Collector):
         yield from self._dispatcher()
         yield from self._spend()
         yield from self._queues()
+        yield GaugeMetricFamily(
+            "imagegen_redis_data_lost_timestamp_seconds",
+            "When a worker last found Redis with less than the mark of its epoch in S3 "
+            "remembers (Unix time; 0: never, as far as this Redis records)",
+            value=read_found(self._redis).lost_at_ms / 1000,
+        )
 
     def _counters(self) -> Iterator[Metric]:
         jobs = CounterMetricFamily(

@@ -15,11 +15,12 @@ import pytest
 import redis
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from imagegen.epoch import EpochWatch, Found, Mark, judge
 from imagegen.redis import keys
 from imagegen.settings import Settings
+from producer.api.metrics import FleetCollector
 from producer.client import Client
 from producer.doctor_redis import loss_check
 from worker.sweeper import OutboxSweeper
@@ -42,6 +43,13 @@ def loss_settings(settings: Settings) -> Settings:
 
 def losses(kind: str) -> float:
     return REGISTRY.get_sample_value("imagegen_worker_redis_losses_total", {"kind": kind}) or 0.0
+
+
+def fleet_gauge(redis_client: Any, settings: Settings) -> float | None:
+    """imagegen_redis_data_lost_timestamp_seconds as the API's /metrics shows it."""
+    registry = CollectorRegistry()
+    registry.register(FleetCollector(redis_client, settings))
+    return registry.get_sample_value("imagegen_redis_data_lost_timestamp_seconds")
 
 
 def submit(settings: Settings, redis_client: Any, count: int) -> None:
@@ -82,6 +90,7 @@ def test_a_restart_without_persistence_is_noticed_once_and_the_doctor_says_so(
     submit(settings, client, 3)
     assert sweeper.watch_epoch().kind == "fresh"  # type: ignore[union-attr]
     first_epoch = client.hget(keys.REDIS_EPOCH_KEY, "epoch")
+    assert fleet_gauge(client, settings) == 0
     assert loss_check(EpochWatch(client, s3, settings), settings).status == "ok"
 
     port = client.connection_pool.connection_kwargs["port"]
@@ -111,6 +120,7 @@ def test_a_restart_without_persistence_is_noticed_once_and_the_doctor_says_so(
     watch._last_check = float("-inf")  # the interval has passed
     assert sweeper.watch_epoch().kind == "ok"  # type: ignore[union-attr]
     assert losses("emptied") == before + 1
+    assert fleet_gauge(client, settings) == int(state["lost_at_ms"]) / 1000  # the API's too
     after = loss_check(watch, settings)
     assert after.status == "warn"
     assert "Redis lost data 0.0 h ago (emptied; at least 3 accepted submissions gone)" in (

@@ -607,6 +607,62 @@ def test_keda_scales_image_workers_on_the_waiting_backlog_with_redis_auth(
                 assert ref["key"] in template_secret_keys(), ref["key"]
 
 
+def imagegen_argv(command: list[str], hostname: str) -> list[str] | None:
+    """The imagegen command line a container or probe runs (through ``sh -c`` or not), with
+    $HOSTNAME as the pod would have it; None for any other program."""
+    import shlex
+
+    if command[:2] == ["sh", "-c"]:
+        words = shlex.split(command[2].replace("$HOSTNAME", hostname))
+        words = words[1:] if words[0] == "exec" else words
+    else:
+        words = command
+    return words[1:] if words[0] == "imagegen" else None
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_every_command_and_probe_is_one_the_cli_takes(
+    rendered: dict[str, list[dict[str, Any]]], target: str
+) -> None:
+    """Each container's and probe's imagegen command parses with the CLI's own parser, a worker's
+    liveness probe pings the name that worker runs under, and the settings a pod gets from the
+    ConfigMap and its env are valid settings."""
+    from producer.cli import build_parser
+
+    documents = rendered[target]
+    config_maps = by_kind(documents, "ConfigMap")
+    redis_url = yaml.safe_load((K8S / "secret.template.yaml").read_text())["stringData"][
+        "REDIS_URL"
+    ]
+    parser = build_parser()
+    parsed = 0
+    for name, pod in pod_templates(documents).items():
+        hostname = f"{name}-5d8f7c9b4-x2x7q"
+        for container in pod["containers"]:
+            argv = imagegen_argv(container.get("command", []), hostname)
+            if argv is None:
+                continue
+            args = parser.parse_args(argv)
+            parsed += 1
+            probe = container.get("livenessProbe", {}).get("exec", {}).get("command")
+            if probe is not None:
+                ping = parser.parse_args(imagegen_argv(probe, hostname))
+                assert ping.part == "worker"
+                assert ping.destination == args.hostname, name
+                assert ping.timeout < container["livenessProbe"]["timeoutSeconds"], name
+            env = {"IMAGEGEN_REDIS_URL": redis_url}
+            for source in container["envFrom"]:
+                env |= config_maps[source["configMapRef"]["name"]]["data"]
+            env |= {item["name"]: item["value"] for item in container["env"] if "value" in item}
+            fields = {
+                key.removeprefix("IMAGEGEN_").lower(): value
+                for key, value in env.items()
+                if key.startswith("IMAGEGEN_")
+            }
+            Settings(_env_file=None, **fields)  # type: ignore[call-arg]
+    assert parsed >= 4
+
+
 def test_the_sweeper_runs_inside_the_workers(k8s: list[dict[str, Any]]) -> None:
     """The sweeper is a thread of every worker process, one at a time by a lock in Redis: no
     Deployment of its own, and no worker started with it turned off."""

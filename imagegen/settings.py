@@ -4,7 +4,7 @@ Values come from the environment (prefix ``IMAGEGEN_``), then from an optional `
 then from the defaults below. The defaults run the embedded local stack; pointing at AWS is a
 settings change only: unset ``IMAGEGEN_BEDROCK_ENDPOINT_URL`` and ``IMAGEGEN_S3_ENDPOINT_URL``,
 set ``IMAGEGEN_S3_BUCKET`` and ``IMAGEGEN_AWS_REGION``; credentials come from the standard AWS
-chain. The README's settings table is checked against this model by the tests.
+chain. The settings table in docs/settings.md is checked against this model by the tests.
 """
 
 from __future__ import annotations

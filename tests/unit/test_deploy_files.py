@@ -220,6 +220,13 @@ def test_k8s_pods_take_the_redis_url_from_the_secret(k8s: list[dict[str, Any]]) 
             env = {item["name"]: item for item in container.get("env", [])}
             ref = env["IMAGEGEN_REDIS_URL"]["valueFrom"]["secretKeyRef"]
             assert (ref["name"], ref["key"]) == ("imagegen-secrets", "REDIS_URL"), name
+    # Whatever signs webhooks (the workers) or runs the RUNBOOK's commands (the API's pod)
+    # has the one signing secret, never one of its own in Redis.
+    for name in ("imagegen-api", "imagegen-worker", "imagegen-webhooks"):
+        [container] = by_kind(k8s, "Deployment")[name]["spec"]["template"]["spec"]["containers"]
+        env = {item["name"]: item for item in container["env"]}
+        ref = env["IMAGEGEN_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == ("imagegen-secrets", "WEBHOOK_SECRET"), name
 
 
 def test_the_production_image_is_pinned_and_has_no_local_stand_ins() -> None:

@@ -501,6 +501,8 @@ def test_every_manifest_passes_the_kubernetes_schemas(
     kinds = set()
     for document in documents:
         kinds.add(document["kind"])
+        labels = document["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "bedrock-imagegen", document["metadata"]
         if document["kind"] in KEDA_KINDS:
             try:
                 validate_custom_resource(document)

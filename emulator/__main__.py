@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from emulator.behaviour import FAULTS, EmulatorConfig
+from emulator.behaviour import FAULTS, EmulatorConfig, PoolBehaviour
 from emulator.server import EmulatorServer
 
 ENV_PREFIX = "IMAGEGEN_EMULATOR_"
@@ -92,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("unsubscribed_models", ""),
         help="comma-separated model ids answered as without a Marketplace subscription",
     )
+    parser.add_argument(
+        "--pools",
+        default=_env("pools", ""),
+        help='accounts and Regions with their own behaviour, JSON: {"us-east-1": {"quota_rpm": '
+        '600, "latency_ms": 50, "fault_rates": {"unavailable": 0.1}, "denied_models": [...]}}; '
+        "a request belongs to the pool its credential scope names (Region, access key, or "
+        '"KEY/Region")',
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     return parser
 
@@ -116,7 +125,18 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         fault_seed=args.fault_seed,
         denied_models=_names(args.denied_models),
         unsubscribed_models=_names(args.unsubscribed_models),
+        pools=_pools(args.pools),
     )
+
+
+def _pools(text: str) -> dict[str, PoolBehaviour]:
+    if not text.strip():
+        return {}
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        msg = "--pools must be a JSON object of pool name to behaviour"
+        raise ValueError(msg)
+    return {str(name): PoolBehaviour.parse(value) for name, value in raw.items()}
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["EmulatorConfig", "Fault", "QuotaBucket", "Stats"]
+__all__ = ["EmulatorConfig", "Fault", "PoolBehaviour", "QuotaBucket", "Stats", "check_fault_rates"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,47 @@ FAULTS: dict[str, Fault] = {
 }
 
 
+def check_fault_rates(rates: dict[str, float]) -> None:
+    unknown = set(rates) - set(FAULTS)
+    if unknown:
+        msg = f"unknown fault kinds {sorted(unknown)}; known: {sorted(FAULTS)}"
+        raise ValueError(msg)
+    if sum(rates.values()) > 1 or any(r < 0 for r in rates.values()):
+        msg = "fault rates must be >= 0 and add up to at most 1"
+        raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class PoolBehaviour:
+    """How one account or Region behaves, on top of the emulator's own behaviour: a request
+    belongs to the pool its SigV4 credential scope names (``"us-east-1"``: every request signed
+    for that Region; ``"AKIA...":`` one access key; ``"AKIA.../us-east-1"``: both)."""
+
+    quota_rpm: float = 0.0  # 0 = only the emulator's quota
+    quota_burst: float = 0.0
+    latency_ms: float | None = None  # None = the emulator's
+    fault_rates: dict[str, float] = field(default_factory=dict)
+    denied_models: tuple[str, ...] = ()
+    unsubscribed_models: tuple[str, ...] = ()
+    # Models not offered in this Region (ResourceNotFoundException).
+    missing_models: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_fault_rates(self.fault_rates)
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> PoolBehaviour:
+        values = dict(raw)
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            msg = f"unknown pool fields {sorted(unknown)}"
+            raise ValueError(msg)
+        for name in ("denied_models", "unsubscribed_models", "missing_models"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+
 @dataclass(frozen=True)
 class EmulatorConfig:
     """Everything that shapes the emulator's answers (flags, or ``IMAGEGEN_EMULATOR_*`` env)."""
@@ -53,6 +94,8 @@ class EmulatorConfig:
     # granted (AccessDeniedException), or no Marketplace subscription ("Operation not allowed").
     denied_models: tuple[str, ...] = ()
     unsubscribed_models: tuple[str, ...] = ()
+    # Accounts and Regions with their own quota, latency, faults and access (by credential scope).
+    pools: dict[str, PoolBehaviour] = field(default_factory=dict)
     models: tuple[str, ...] = (
         "stability.stable-image-core-v1:0",
         "stability.stable-image-core-v1:1",
@@ -61,13 +104,7 @@ class EmulatorConfig:
     )
 
     def __post_init__(self) -> None:
-        unknown = set(self.fault_rates) - set(FAULTS)
-        if unknown:
-            msg = f"unknown fault kinds {sorted(unknown)}; known: {sorted(FAULTS)}"
-            raise ValueError(msg)
-        if sum(self.fault_rates.values()) > 1 or any(r < 0 for r in self.fault_rates.values()):
-            msg = "fault rates must be >= 0 and add up to at most 1"
-            raise ValueError(msg)
+        check_fault_rates(self.fault_rates)
 
     def public(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +174,7 @@ class Stats:
             self._in_flight = 0
             self._max_in_flight = 0
             self._accepted_times: collections.deque[float] = collections.deque()
+            self._pools: dict[str, collections.Counter[str]] = {}
 
     def begin(self) -> None:
         with self._lock:
@@ -144,11 +182,13 @@ class Stats:
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
 
-    def end(self, outcome: str, *, accepted: bool) -> None:
+    def end(self, outcome: str, *, accepted: bool, pool: str | None = None) -> None:
         now = time.monotonic()
         with self._lock:
             self._in_flight -= 1
             self._outcomes[outcome] += 1
+            if pool is not None:
+                self._pools.setdefault(pool, collections.Counter())[outcome] += 1
             if accepted:
                 self._accepted_times.append(now)
             while self._accepted_times and self._accepted_times[0] < now - _RATE_WINDOW_S:
@@ -168,5 +208,6 @@ class Stats:
                 "max_in_flight": self._max_in_flight,
                 "accepted_last_minute": in_last_minute,
                 "rate_per_s_10s": recent / _SHORT_WINDOW_S,
+                "pools": {name: dict(counts) for name, counts in self._pools.items()},
                 "uptime_s": round(now - self._started, 3),
             }

@@ -6,7 +6,12 @@ URL. Errors carry the ``x-amzn-ErrorType`` header and a JSON ``message``; botoco
 ``ClientError`` with the same codes as AWS.
 
 Extra routes for tests and benchmarks: ``GET /_emulator/health``, ``GET /_emulator/stats``,
-``POST /_emulator/reset``.
+``POST /_emulator/reset``, ``PUT /_emulator/pools/{name}`` (a pool's behaviour, JSON, from now
+on; an empty body forgets it).
+
+Several pools (accounts and Regions) in one emulator: a request belongs to the pool its SigV4
+credential scope names (access key, Region), each with its own quota, latency, faults and access
+(``PoolBehaviour``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-from emulator.behaviour import Dice, EmulatorConfig, QuotaBucket, Stats
+from emulator.behaviour import Dice, EmulatorConfig, PoolBehaviour, QuotaBucket, Stats
 from emulator.picture import render
 from emulator.services import SERVICES, ServiceSpec, parse_service_body, run_service
 from emulator.validation import MAX_SEED, RequestError, parse_request, service_request
@@ -32,12 +37,19 @@ __all__ = ["EmulatorServer"]
 
 log = logging.getLogger("imagegen.emulator")
 
+_POOLS_PATH = "/_emulator/pools/"
 _INVOKE_PATH = re.compile(r"^/model/(?P<model>[^/]+)/invoke$")
 _ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 # Input images travel base64-encoded in the body.
 _MAX_BODY_BYTES = 32 * 1024 * 1024
+# The credential scope of a SigV4 Authorization header: access key and Region.
+_SCOPE = re.compile(r"Credential=(?P<key>[^/,\s]+)/\d{8}/(?P<region>[^/,\s]+)/")
 # Cross-region inference profiles prefix the model id with a geography.
 _PROFILE_PREFIXES = ("us.", "eu.", "apac.", "global.")
+
+
+# A pool's name, behaviour and quota.
+_PoolState = tuple[str, PoolBehaviour, QuotaBucket | None]
 
 
 class _ApiError(Exception):
@@ -59,6 +71,71 @@ class _Emulator:
         self._seed_rng = random.SystemRandom()
         self._active = 0
         self._active_lock = threading.Lock()
+        self._pools: dict[str, tuple[PoolBehaviour, QuotaBucket | None]] = {}
+        for name, behaviour in config.pools.items():
+            self.set_pool(name, behaviour)
+
+    def set_pool(self, name: str, behaviour: PoolBehaviour | None) -> None:
+        """Give pool ``name`` this behaviour from now on (None: forget it); a new quota starts
+        full."""
+        with self._active_lock:
+            if behaviour is None:
+                self._pools.pop(name, None)
+                return
+            quota = None
+            if behaviour.quota_rpm:
+                quota = QuotaBucket(behaviour.quota_rpm, behaviour.quota_burst)
+            self._pools[name] = (behaviour, quota)
+
+    def pool_of(self, authorization: str) -> _PoolState | None:
+        """The pool a request's credential scope names: access key and Region, then the access
+        key, then the Region."""
+        found = _SCOPE.search(authorization)
+        if found is None:
+            return None
+        key, region = found["key"], found["region"]
+        with self._active_lock:
+            for name in (f"{key}/{region}", key, region):
+                if name in self._pools:
+                    behaviour, quota = self._pools[name]
+                    return name, behaviour, quota
+        return None
+
+    def pool_answer(self, model_id: str, pool: _PoolState) -> None:
+        """What a pool says before the call runs: its access, then its quota and its faults
+        (may raise ``_ApiError``)."""
+        _, behaviour, quota = pool
+        base = model_id
+        for prefix in _PROFILE_PREFIXES:
+            base = base.removeprefix(prefix)
+        if base in behaviour.missing_models:
+            raise _ApiError(
+                "ResourceNotFoundException",
+                404,
+                "Could not resolve the foundation model from the provided model identifier.",
+            )
+        if base in behaviour.denied_models:
+            raise _ApiError(
+                "AccessDeniedException",
+                403,
+                "You don't have access to the model with the specified model ID.",
+            )
+        if base in behaviour.unsubscribed_models:
+            raise _ApiError(
+                "ValidationException",
+                400,
+                "Operation not allowed: the account has no AWS Marketplace subscription to "
+                "this model.",
+            )
+        if quota is not None and not quota.try_take():
+            raise _ApiError(
+                "ThrottlingException", 429, "Too many requests, please wait before trying again."
+            )
+        if behaviour.latency_ms is not None:
+            time.sleep(self.dice.latency_s(behaviour.latency_ms, 0.0))
+        fault = self.dice.fault(behaviour.fault_rates)
+        if fault is not None and fault.finish_reason is None:
+            raise _ApiError(fault.code, fault.http_status, fault.message)
 
     def resolve_model(self, model_id: str) -> ServiceSpec | None:
         """The model a call names: None for Core and Ultra (text to image), else its service
@@ -113,8 +190,15 @@ class _Emulator:
         with self._active_lock:
             self._active -= 1
 
-    def generate(self, model_id: str, body: Any) -> tuple[dict[str, Any], str]:
+    def generate(
+        self,
+        model_id: str,
+        body: Any,
+        pool: _PoolState | None = None,
+    ) -> tuple[dict[str, Any], str]:
         """The response payload and the outcome name for the stats (may raise ``_ApiError``)."""
+        if pool is not None:
+            self.pool_answer(model_id, pool)
         spec = self.resolve_model(model_id)
         try:
             if spec is None:
@@ -189,12 +273,17 @@ class _Handler(BaseHTTPRequestHandler):
             emulator.stats.reset()
             self._send_json(200, {"reset": True})
             return
+        if self.path.startswith(_POOLS_PATH):
+            self._put_pool(emulator, self.path.removeprefix(_POOLS_PATH), body)
+            return
         match = _INVOKE_PATH.match(self.path.split("?", 1)[0])
         if match is None:
             self._send_error(_ApiError("UnknownOperationException", 404, "Unknown operation"))
             return
         emulator.stats.begin()
         started = time.perf_counter()
+        pool = emulator.pool_of(self.headers.get("Authorization") or "")
+        pool_name = pool[0] if pool else None
         try:
             if not self.headers.get("Authorization"):
                 raise _ApiError(
@@ -208,13 +297,13 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _ApiError(
                     "ValidationException", 400, f"Malformed input request: body is not JSON ({e})"
                 ) from e
-            payload, outcome = emulator.generate(unquote(match["model"]), parsed)
+            payload, outcome = emulator.generate(unquote(match["model"]), parsed, pool)
         except _ApiError as e:
-            emulator.stats.end(e.code, accepted=e.code != "ThrottlingException")
+            emulator.stats.end(e.code, accepted=e.code != "ThrottlingException", pool=pool_name)
             self._send_error(e)
             return
         latency_ms = round((time.perf_counter() - started) * 1000)
-        emulator.stats.end(outcome, accepted=True)
+        emulator.stats.end(outcome, accepted=True, pool=pool_name)
         self._send_json(
             200,
             payload,
@@ -223,6 +312,19 @@ class _Handler(BaseHTTPRequestHandler):
                 "X-Amzn-Bedrock-Content-Type": "application/json",
             },
         )
+
+    def do_PUT(self) -> None:
+        self.do_POST()
+
+    def _put_pool(self, emulator: _Emulator, name: str, body: bytes) -> None:
+        try:
+            raw = json.loads(body) if body.strip() else None
+            behaviour = None if raw is None else PoolBehaviour.parse(raw)
+        except (ValueError, TypeError) as e:
+            self._send_json(400, {"message": f"bad pool behaviour: {e}"})
+            return
+        emulator.set_pool(unquote(name), behaviour)
+        self._send_json(200, {"pool": unquote(name), "set": behaviour is not None})
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagegen.models import DEFAULT_MODEL_ID, MODELS
+from imagegen.pools import DEFAULT_POOL, Pool, PoolSpec
 from imagegen.redis.urls import check_redis_url
 from imagegen.store.signing import secret_problem
 
@@ -107,6 +108,28 @@ class Settings(BaseSettings):
     )
     bedrock_connect_timeout_s: PositiveSeconds = Field(
         default=5.0, description="TCP connect timeout for one Bedrock call."
+    )
+    pools: tuple[PoolSpec, ...] = Field(
+        default=(),
+        description='Bedrock pools (accounts and Regions), JSON: [{"name": "a", "region": '
+        '"us-west-2", "models": ["stability.stable-image-core-v1:1"], "rpm": 600, "profile": '
+        '"acct-a"}, {"name": "b", ..., "role_arn": "arn:aws:iam::123456789012:role/imagegen"}]; '
+        "each has its own quota, token bucket and circuit. A model no pool names is served by "
+        "the implicit pool (aws_region, bedrock_endpoint_url, the standard credentials).",
+    )
+    pool_choice: Literal["least_used", "cheapest"] = Field(
+        default="least_used",
+        description="Which of a model's pools with a token a released job goes to: the one "
+        "with the fewest calls over the last minute for its quota, or the cheapest.",
+    )
+    pool_circuit_open_s: PositiveSeconds = Field(
+        default=60.0,
+        description="How long a pool that answered access denied, no subscription or no such "
+        "model gets no calls before one probe.",
+    )
+    sts_endpoint_url: str | None = Field(
+        default=None,
+        description="STS endpoint for the pools' AssumeRole calls; unset means AWS itself.",
     )
     bedrock_read_timeout_s: PositiveSeconds = Field(
         default=60.0, description="Read timeout for one Bedrock call (a generation takes seconds)."
@@ -627,7 +650,21 @@ class Settings(BaseSettings):
         if self.model_id not in self.allowed_model_ids:
             msg = f"model_id {self.model_id!r} is not in allowed_model_ids"
             raise ValueError(msg)
+        self._check_pools()
         return self
+
+    def _check_pools(self) -> None:
+        names = [spec.name for spec in self.pools]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            msg = f"pools: names must be unique ({', '.join(twice)} more than once)"
+            raise ValueError(msg)
+        for spec in self.pools:
+            unknown = [m for m in spec.models if m not in self.allowed_model_ids]
+            if unknown:
+                served = ", ".join(unknown)
+                msg = f"pools: pool {spec.name!r} serves {served}, not in allowed_model_ids"
+                raise ValueError(msg)
 
     def contract_context(self) -> dict[str, Any]:
         """What ``JobSpec.parse`` checks against: the allowed models, the metadata limit, and
@@ -648,12 +685,55 @@ class Settings(BaseSettings):
         return self.api_workers or usable_cpus()
 
     def limit_for(self, model_id: str) -> ModelLimit:
-        """The quota the fleet uses for ``model_id``."""
-        return self.model_limits.get(model_id) or ModelLimit(
+        """The quota the fleet uses for ``model_id``: with pools, the sum of theirs."""
+        limit = self.model_limits.get(model_id) or ModelLimit(
             rpm=self.rate_limit_rpm,
             burst=self.rate_limit_burst,
             max_concurrency=self.max_concurrency,
         )
+        pools = self.configured_pools(model_id)
+        if not pools:
+            return limit
+        return ModelLimit(
+            rpm=sum(p.rpm for p in pools),
+            burst=sum(p.burst for p in pools),
+            max_concurrency=limit.max_concurrency,
+        )
+
+    def configured_pools(self, model_id: str) -> tuple[Pool, ...]:
+        """The pools ``IMAGEGEN_POOLS`` names for ``model_id`` (none: the implicit pool)."""
+        return tuple(Pool.of(spec) for spec in self.pools if model_id in spec.models)
+
+    def pools_for(self, model_id: str) -> tuple[Pool, ...]:
+        """The pools that serve ``model_id``: the configured ones, or the implicit one."""
+        return self.configured_pools(model_id) or (self.implicit_pool(model_id),)
+
+    def implicit_pool(self, model_id: str) -> Pool:
+        """The pool of a model no configured pool serves: the service's Region, endpoint and
+        credentials, with the model's quota."""
+        limit = self.model_limits.get(model_id)
+        return Pool(
+            name=DEFAULT_POOL,
+            region=self.aws_region,
+            rpm=limit.rpm if limit else self.rate_limit_rpm,
+            burst=limit.burst if limit else self.rate_limit_burst,
+            endpoint_url=self.bedrock_endpoint_url,
+        )
+
+    def pool_price_usd(self, pool: Pool, model_id: str) -> float:
+        """One image of ``model_id`` in ``pool``: its own price, else the model's."""
+        return self.price_usd(model_id) if pool.price_usd is None else pool.price_usd
+
+    def pool_names(self) -> list[str]:
+        """Every pool's name, the implicit one last when some model is served by it."""
+        names = [spec.name for spec in self.pools]
+        if any(not self.configured_pools(m) for m in self.allowed_model_ids):
+            names.append(DEFAULT_POOL)
+        return names
+
+    def pool_named(self, name: str, model_id: str) -> Pool | None:
+        """The pool ``name`` as it serves ``model_id`` (None: it serves it not)."""
+        return next((p for p in self.pools_for(model_id) if p.name == name), None)
 
 
 def usable_cpus() -> int:

@@ -38,6 +38,7 @@ __all__ = [
 INFERENCE_ERROR = "Inference error"
 FILTER_REASON_PREFIX = "Filter reason"
 _MAX_ERROR_MESSAGE_CHARS = 500
+INVOCATION_LATENCY_HEADER = "x-amzn-bedrock-invocation-latency"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class BedrockAnswer:
     latency_ms: int
     # Bedrock's id of the request (x-amzn-RequestId), when it sent one.
     request_id: str | None = None
+    # Bedrock's own time for the invocation (x-amzn-bedrock-invocation-latency), when sent.
+    invocation_latency_ms: int | None = None
 
 
 def invoke_model(
@@ -78,8 +81,15 @@ def invoke_model(
     if not isinstance(payload, dict):
         msg = "response body is not a JSON object"
         raise InvalidModelOutputError(msg)
-    request_id = response.get("ResponseMetadata", {}).get("RequestId") or None
-    return BedrockAnswer(payload=payload, latency_ms=latency_ms, request_id=request_id)
+    metadata = response.get("ResponseMetadata", {})
+    request_id = metadata.get("RequestId") or None
+    invocation = str(metadata.get("HTTPHeaders", {}).get(INVOCATION_LATENCY_HEADER) or "")
+    return BedrockAnswer(
+        payload=payload,
+        latency_ms=latency_ms,
+        request_id=request_id,
+        invocation_latency_ms=int(invocation) if invocation.isdigit() else None,
+    )
 
 
 def _from_client_error(error: ClientError) -> BedrockCallError:

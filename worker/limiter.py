@@ -37,9 +37,20 @@ class Limiter:
     def enabled(self, model_id: str) -> bool:
         return self._settings.limit_for(model_id).rpm > 0
 
-    def report(self, model_id: str, *, throttled: bool, now_ms: float | None = None) -> float:
-        """Tell the shared rate how a call went; returns the new effective rate (per minute)."""
-        return self.quota.report(model_id, throttled=throttled, now_ms=now_ms)
+    def report(
+        self,
+        model_id: str,
+        *,
+        throttled: bool = False,
+        pool: str | None = None,
+        denied: str | None = None,
+        now_ms: float | None = None,
+    ) -> float:
+        """Tell the shared rate how a call went (the pool's own, for a configured pool; a
+        ``denied`` code opens its circuit); returns the new effective rate (per minute)."""
+        return self.quota.report(
+            model_id, throttled=throttled, pool=pool, denied=denied, now_ms=now_ms
+        )
 
     def status(self, model_id: str) -> QuotaStatus:
         return self.quota.status(model_id)

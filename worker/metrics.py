@@ -16,6 +16,8 @@ __all__ = [
     "BOUGHT_TO_KEPT",
     "JOBS_FINISHED",
     "JOBS_RELEASED",
+    "POOL_CALLS",
+    "POOL_CIRCUIT_OPENS",
     "QUEUE_WAIT",
     "REDIS_LOSSES",
     "RETRIES",
@@ -44,6 +46,16 @@ BEDROCK_CALLS = Counter(
     "imagegen_worker_bedrock_calls_total",
     "InvokeModel calls by outcome (image, filtered, or the error code)",
     ["model", "outcome"],
+)
+POOL_CALLS = Counter(
+    "imagegen_worker_pool_calls_total",
+    "InvokeModel calls by pool and outcome (image, filtered, or the error code)",
+    ["pool", "region", "model", "outcome"],
+)
+POOL_CIRCUIT_OPENS = Counter(
+    "imagegen_worker_pool_circuit_opens_total",
+    "Pools' circuits opened (access denied, no subscription, no such model in the Region)",
+    ["pool", "model", "code"],
 )
 QUEUE_WAIT = Histogram(
     "imagegen_worker_queue_wait_seconds",

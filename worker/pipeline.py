@@ -11,6 +11,7 @@ attempt already uploaded (deterministic key), then for one it bought but could n
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,24 +25,28 @@ from imagegen import tracing
 from imagegen.contract import ModelRequest
 from imagegen.errors import BedrockCallError, JobError
 from imagegen.logs import prompt_facts
+from imagegen.pools import Pool, opens_circuit
 from imagegen.records import JobRecord, JobStatus, JobTrace
 from imagegen.s3 import s3_uri
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import CallMark, ClaimState, FinishOutcome, JobStore
-from imagegen.store.spend import Ledger
+from imagegen.store.pool_stats import PoolStats
+from imagegen.store.spend import Ledger, to_micro
 from worker import metrics, spans
 from worker.bedrock import BedrockAnswer, Filtered, Generated, interpret, invoke_model
 from worker.images import ImageInfo, inspect_image
 from worker.inputs import fetch_inputs
 from worker.limiter import Limiter
-from worker.retry import RetryPolicy
+from worker.retry import Decision, RetryPolicy
 from worker.storage import copy_image, find_stored_image, image_key, upload_image
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
     from mypy_boto3_s3 import S3Client
+
+    from imagegen.bedrock import PoolClients
 
 __all__ = ["BOOKKEEPING_TIMEOUT_S", "RETRY_SCHEDULED", "JobOutcome", "Services", "run_job"]
 
@@ -68,6 +73,9 @@ class Services:
     # attempt reads between a bought image and its upload, so a stalled Redis cannot hold the
     # image in memory (None: ``store``).
     quick_store: JobStore | None = None
+    # The configured pools' clients (``bedrock`` is the implicit pool's) and their counters.
+    pools: PoolClients | None = None
+    pool_stats: PoolStats | None = None
 
 
 # The outcome of an attempt that failed retryably: the job waits in the dispatcher for its
@@ -77,6 +85,10 @@ RETRY_SCHEDULED = "retry_scheduled"
 BUDGET_WAIT = "BudgetWait"
 # Call errors after which Bedrock may have generated and billed an image nobody read.
 BILLED_UNSEEN = frozenset({"ReadTimeout"})
+THROTTLED = "ThrottlingException"
+# A job a pool throttled goes back for another pool's token without spending an attempt, up to
+# this many times per attempt it may make (then throttles count as the policy says).
+FREE_RETURNS_PER_ATTEMPT = 4
 # The longest a Redis command between a bought image and its upload may wait (``quick_store``):
 # past it the step is skipped, and the image goes to S3.
 BOOKKEEPING_TIMEOUT_S = 0.5
@@ -130,6 +142,7 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
         owner=owner,
         services=services,
         started=started,
+        pool_name=claim.pool,
     )
     trace = claim.trace or JobTrace()
     parent = tracing.context_of(trace.traceparent)
@@ -180,6 +193,7 @@ class _Attempt:
         owner: str,
         services: Services,
         started: float,
+        pool_name: str | None = None,
     ) -> None:
         self.record = record
         self.request = request
@@ -199,6 +213,11 @@ class _Attempt:
         self.key = image_key(
             settings.s3_prefix, record.job_id, record.created_at, request.image_format
         )
+        # The pool the dispatcher released the job to (the implicit one when none, or gone).
+        found = settings.pool_named(pool_name, record.model_id) if pool_name else None
+        self.pool: Pool = found or settings.implicit_pool(record.model_id)
+        # The answered call's attribution, recorded with the limiter's report (``report_answer``).
+        self.answer_facts: tuple[str, str | None, int | None, int | None] | None = None
 
     @property
     def job_id(self) -> str:
@@ -293,24 +312,80 @@ class _Attempt:
         if store.mark_calling(self.job_id, self.owner, calling=True) is CallMark.BUDGET:
             return _NO_BUDGET
         log.info("job calling Bedrock", extra=self.facts())
-        region = self.services.bedrock.meta.region_name
+        client, region = self.client(), self.pool.region
         with spans.bedrock_call(model_id, region) as span:
             try:
-                answer = invoke_model(self.services.bedrock, model_id, body)
+                answer = invoke_model(client, model_id, body)
             except BedrockCallError as e:
                 spans.bedrock_failed(span, e)
                 self.call_failed(e)
                 raise
             self.answered_at = time.perf_counter()
             self.answer_unreported = True
+            facts = (answer.request_id, answer.invocation_latency_ms)
             try:
                 result = interpret(answer.payload)
             except JobError as e:
                 spans.bedrock_answered(span, answer.request_id, answer.latency_ms, e.code)
+                self.answer_facts = (e.code, *facts, None)
                 raise
             outcome = "filtered" if isinstance(result, Filtered) else "image"
             spans.bedrock_answered(span, answer.request_id, answer.latency_ms, outcome)
+            billed = not isinstance(result, Filtered) or (
+                result.image_withheld and self.services.settings.filtered_images_billed
+            )
+            price = to_micro(self.services.settings.pool_price_usd(self.pool, model_id))
+            self.answer_facts = (outcome, *facts, price if billed else None)
         return answer, result
+
+    def client(self) -> BedrockRuntimeClient:
+        """The Bedrock client of the job's pool."""
+        if self.pool.implicit:
+            return self.services.bedrock
+        pools = self.services.pools
+        if pools is None:
+            from imagegen.bedrock import PoolClients  # noqa: PLC0415 - only without a runtime
+
+            pools = PoolClients(self.services.settings, max_pool_connections=2)
+        return pools.client(self.pool)
+
+    def pooled_name(self) -> str | None:
+        """The job's configured pool (None: the implicit one, the model's own bucket)."""
+        return None if self.pool.implicit else self.pool.name
+
+    def attribute(
+        self,
+        outcome: str,
+        request_id: str | None,
+        invocation_ms: int | None,
+        billed_micro: int | None,
+    ) -> None:
+        """Record which pool made this call and how it went: a line in the job's record, the
+        pool's day counters and metrics (bookkeeping only: a Redis error is logged)."""
+        pool, model_id = self.pool, self.record.model_id
+        metrics.POOL_CALLS.labels(pool.name, pool.region, model_id, outcome).inc()
+        line = json.dumps(
+            {
+                "attempt": self.number,
+                "at": round(time.time() * 1000),
+                "pool": pool.name,
+                "region": pool.region,
+                "request_id": request_id,
+                "invocation_latency_ms": invocation_ms,
+                "outcome": outcome,
+            },
+            separators=(",", ":"),
+        )
+        stats = self.services.pool_stats
+        self.best_effort(
+            "attribute the call",
+            lambda: self.services.store.note_call(self.job_id, self.owner, line),
+        )
+        if stats is not None:
+            self.best_effort(
+                "count the pool's call",
+                lambda: stats.count(pool.name, model_id, outcome, billed_micro=billed_micro),
+            )
 
     def report_answer(self) -> None:
         """Tell the limiter the call was answered (once; after the image is kept)."""
@@ -321,8 +396,10 @@ class _Attempt:
         if limiter.enabled(model_id):
             self.best_effort(
                 "report the call to the limiter",
-                lambda: limiter.report(model_id, throttled=False),
+                lambda: limiter.report(model_id, pool=self.pooled_name()),
             )
+        if self.answer_facts is not None:
+            self.attribute(*self.answer_facts)
 
     def call_failed(self, e: BedrockCallError) -> None:
         """The call raised: book what it may have cost, count it, tell the limiter."""
@@ -338,8 +415,15 @@ class _Attempt:
                 lambda: store.mark_calling(self.job_id, self.owner, calling=False),
             )
         metrics.BEDROCK_CALLS.labels(model_id, e.code).inc()
-        if e.code == "ThrottlingException" and limiter.enabled(model_id):
-            limiter.report(model_id, throttled=True)
+        billed = to_micro(self.services.settings.pool_price_usd(self.pool, model_id))
+        self.attribute(e.code, e.request_id, None, billed if e.code in BILLED_UNSEEN else None)
+        pooled = self.pooled_name()
+        if e.code == THROTTLED and limiter.enabled(model_id):
+            limiter.report(model_id, throttled=True, pool=pooled)
+        elif pooled is not None and opens_circuit(e.code, e.message):
+            limiter.report(model_id, pool=pooled, denied=e.code)
+            metrics.POOL_CIRCUIT_OPENS.labels(pooled, model_id, e.code).inc()
+            log.warning("pool circuit opened", extra=self.facts(pool=pooled, error_code=e.code))
 
     def book_purchase(self) -> None:
         """The image is bought: the attempt's end (its final status, or its retry) books it as
@@ -490,9 +574,30 @@ class _Attempt:
         )
         return JobOutcome(self.job_id, status.value, s3_key, seed, self.record.model_id)
 
+    def other_pools(self) -> int:
+        """How many other configured pools serve the job's model."""
+        model_id = self.record.model_id
+        configured = self.services.settings.configured_pools(model_id)
+        return sum(1 for p in configured if p.name != self.pool.name)
+
+    def pool_return(self, error: JobError) -> bool:
+        """Whether the failure is the pool's and another pool should take the job, without
+        spending one of its attempts: a throttle (another pool's token), or a denial that
+        opened this pool's circuit (while another pool serves the model)."""
+        if self.pooled_name() is None:
+            return False
+        earlier = sum(1 for entry in self.record.attempt_log if entry.error_code == error.code)
+        if error.code == THROTTLED:
+            return earlier < FREE_RETURNS_PER_ATTEMPT * self.services.settings.max_attempts
+        others = self.other_pools()
+        return others > 0 and opens_circuit(error.code, error.message) and earlier < others
+
     def fail_or_retry(self, error: JobError) -> JobOutcome:
         earlier = sum(1 for entry in self.record.attempt_log if entry.error_code == error.code)
+        free = self.pool_return(error)
         decision = self.services.policy.decide(error, self.number, earlier)
+        if free:
+            decision = Decision(retry=True, delay_s=0.0, reason="another pool")
         if decision.retry:
             given_back = self.services.store.release_for_retry(
                 self.job_id,
@@ -502,6 +607,8 @@ class _Attempt:
                 message=error.message,
                 delay_s=decision.delay_s,
                 bought=self.bought,
+                free=free,
+                avoid_pool=self.pooled_name(),
             )
             if not given_back:
                 # Another attempt, or the redrive, holds the job now: nothing to schedule.

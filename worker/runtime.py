@@ -11,7 +11,7 @@ from typing import Any, TypeVar, cast
 
 from celery.signals import worker_process_init
 
-from imagegen.bedrock import make_bedrock_client
+from imagegen.bedrock import PoolClients, make_bedrock_client
 from imagegen.epoch import EpochWatch
 from imagegen.redis.connection import connect
 from imagegen.s3 import make_s3_client
@@ -20,6 +20,7 @@ from imagegen.store.deliveries import Deliveries
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import JobStore
+from imagegen.store.pool_stats import PoolStats
 from imagegen.store.quarantine import Quarantine
 from imagegen.store.spend import Ledger
 from worker.intake import Intake
@@ -63,6 +64,8 @@ def build_services(settings: Settings) -> Services:
         ledger=Ledger(redis_client, settings),
         reads=JobReads(redis_client),
         bedrock=make_bedrock_client(settings, max_pool_connections=pool_size),
+        pools=PoolClients(settings, max_pool_connections=pool_size),
+        pool_stats=PoolStats(redis_client),
         s3=make_s3_client(settings, attempts=1, max_pool_connections=pool_size),
         policy=RetryPolicy.from_settings(settings),
         limiter=Limiter(redis_client, settings),

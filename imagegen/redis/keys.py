@@ -377,6 +377,17 @@ def limiter_keys(region: str, model_id: str) -> LimiterKeys:
     return LimiterKeys(base, f"{base}:calls", f"{base}:throttles")
 
 
+def pool_limiter_keys(pool: str, model_id: str) -> LimiterKeys:
+    """The keys of one pool's quota of one model (its bucket also holds its circuit)."""
+    return limiter_keys(f"pool:{pool}", model_id)
+
+
+def pool_stats_key(pool: str, day: str) -> str:
+    """One pool's calls, images, spend, throttles and errors of one UTC day (``YYYY-MM-DD``),
+    per model: fields ``{what}|{model}``."""
+    return f"{PREFIX}:pool-stats:{pool}:{day}"
+
+
 class DispatchKeys(NamedTuple):
     """The dispatcher's keys of one model (the waiting sets: ``waiting_key``)."""
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from imagegen.contract import PRIORITIES
 from imagegen.messages import generate_message_template
+from imagegen.pools import Pool
 from imagegen.redis import keys
 from imagegen.redis.scripts import Scripts
 from imagegen.settings import Settings
@@ -156,6 +157,35 @@ class Dispatch:
     def _bucket(self, model_id: str) -> keys.LimiterKeys:
         return keys.limiter_keys(self._settings.aws_region, model_id)
 
+    def _release_keys(self, model_id: str) -> list[str]:
+        """The model's bucket and calls, then its configured pools' buckets and calls."""
+        bucket = self._bucket(model_id)
+        pools = [keys.pool_limiter_keys(p.name, model_id) for p in self._pools(model_id)]
+        return [bucket.bucket, bucket.calls, *(k.bucket for k in pools), *(k.calls for k in pools)]
+
+    def _pools(self, model_id: str) -> tuple[Pool, ...]:
+        return self._settings.configured_pools(model_id)
+
+    def _pool_args(self, model_id: str) -> list[Any]:
+        settings = self._settings
+        pools = self._pools(model_id)
+        args: list[Any] = [
+            settings.pool_choice,
+            round(settings.pool_circuit_open_s * 1000),
+            len(pools),
+        ]
+        model_price = settings.price_usd(model_id)
+        for pool in pools:
+            price = model_price if pool.price_usd is None else pool.price_usd
+            args += [
+                pool.name,
+                pool.rpm,
+                pool.burst,
+                pool.rpm * settings.rate_floor_fraction,
+                to_micro(price),
+            ]
+        return args
+
     def lookahead(self, model_id: str) -> int:
         """Released jobs not yet claimed that the model may have: a few seconds of its rate."""
         rpm = self._settings.limit_for(model_id).rpm
@@ -181,14 +211,14 @@ class Dispatch:
             settings.tenant_rate_limit_rpm,
             settings.tenant_max_concurrency,
             to_micro(settings.price_usd(model_id)),
+            *self._pool_args(model_id),
         ]
 
     def release(self, model_id: str, now_ms: float | None = None) -> Release:
         """Release what the model's quota and caps allow now (``now_ms`` replaces the clock)."""
-        bucket = self._bucket(model_id)
         raw = self._scripts.run(
             "dispatch_release",
-            [bucket.bucket, bucket.calls],
+            self._release_keys(model_id),
             self._release_args(model_id),
             now_ms=now_ms,
         )
@@ -197,10 +227,9 @@ class Dispatch:
     def release_in(self, pipe: Pipeline, model_ids: Iterable[str]) -> None:
         """Queue a release of each model on ``pipe`` (a submission's transaction)."""
         for model_id in model_ids:
-            bucket = self._bucket(model_id)
             self._scripts.run(
                 "dispatch_release",
-                [bucket.bucket, bucket.calls],
+                self._release_keys(model_id),
                 self._release_args(model_id),
                 client=pipe,
             )

@@ -110,6 +110,8 @@ class Claim:
     record: JobRecord | None = None
     # Its trace and its wait, for the attempt's spans (when claimed).
     trace: JobTrace | None = None
+    # The configured pool the dispatcher released it to (None: the implicit pool).
+    pool: str | None = None
 
 
 class JobStore:
@@ -264,12 +266,13 @@ class JobStore:
         trip)."""
         state, attempts, waited_ms, *pairs = self._run("job_claim", job_id, [owner, lease_ms])
         waited = int(waited_ms)
-        record, trace = None, None
+        record, trace, pool = None, None, None
         if pairs:
             fields = dict(zip(pairs[::2], pairs[1::2], strict=True))
             record, trace = codecs.record_from_hash(fields), codecs.job_trace(fields)
+            pool = fields.get("pool") or None
         return Claim(
-            ClaimState(state), int(attempts), None if waited < 0 else waited, record, trace
+            ClaimState(state), int(attempts), None if waited < 0 else waited, record, trace, pool
         )
 
     def copy_source(self, job_id: str) -> tuple[str, str] | None:
@@ -290,10 +293,14 @@ class JobStore:
         message: str,
         delay_s: float,
         bought: bool = False,
+        free: bool = False,
+        avoid_pool: str | None = None,
     ) -> bool:
         """Give the lease back after a retryable failure (``bought``: the attempt bought an
         image, booked now); False when ``owner`` no longer holds the job (another attempt, or
-        the redrive, has it)."""
+        the redrive, has it). ``free``: the attempt is not counted against the job's attempts
+        (a pool throttled or refused it: another pool takes it). ``avoid_pool``: its next
+        release prefers any other pool with a token."""
         line = codecs.attempt_line(attempt, error_code, message, delay_s)
         released = self._run(
             "job_retry",
@@ -305,9 +312,16 @@ class JobStore:
                 error_code,
                 message[:ERROR_MESSAGE_MAX_CHARS],
                 "1" if bought else "",
+                "1" if free else "",
+                avoid_pool or "",
             ],
         )
         return bool(released)
+
+    def note_call(self, job_id: str, owner: str, call: str) -> bool:
+        """Add one Bedrock call's attribution line (JSON: pool, Region, request id, latency,
+        outcome) to the job's record, while ``owner`` holds its lease."""
+        return bool(self._run("job_note_call", job_id, [owner, call]))
 
     def finish(
         self,

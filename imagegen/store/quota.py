@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from imagegen.pools import Pool
 from imagegen.redis import keys
 from imagegen.redis.scripts import Scripts
 from imagegen.settings import Settings
@@ -19,7 +20,7 @@ from imagegen.settings import Settings
 if TYPE_CHECKING:
     from redis import Redis
 
-__all__ = ["KEY_TTL_MS", "QuotaStatus", "QuotaStore"]
+__all__ = ["KEY_TTL_MS", "PoolStatus", "QuotaStatus", "QuotaStore"]
 
 # The bucket and its sets vanish this long after the last call, so a retired model leaves no
 # state behind.
@@ -37,6 +38,19 @@ class QuotaStatus:
     throttles_total: int
 
 
+@dataclass(frozen=True)
+class PoolStatus:
+    """One pool's quota of one model, and its circuit (None: closed)."""
+
+    pool: str
+    region: str
+    quota: QuotaStatus
+    circuit: str | None
+    circuit_reason: str | None
+    circuit_until_ms: float | None
+    circuit_opens: int
+
+
 class QuotaStore:
     """Every model's quota on one Redis client, as the settings configure it."""
 
@@ -52,26 +66,95 @@ class QuotaStore:
         limit = self._settings.limit_for(model_id)
         return [limit.rpm, limit.burst, limit.rpm * self._settings.rate_floor_fraction]
 
-    def report(self, model_id: str, *, throttled: bool, now_ms: float | None = None) -> float:
-        """Tell the shared rate how a call went; returns the new effective rate (per minute)."""
+    def _pool(self, model_id: str, pool: str | None) -> Pool | None:
+        """The configured pool ``pool`` of ``model_id`` (None: the model's own bucket)."""
+        if pool is None:
+            return None
+        return next((p for p in self._settings.configured_pools(model_id) if p.name == pool), None)
+
+    def report(
+        self,
+        model_id: str,
+        *,
+        throttled: bool = False,
+        pool: str | None = None,
+        denied: str | None = None,
+        now_ms: float | None = None,
+    ) -> float:
+        """Tell the shared rate how a call went (on ``pool``'s own bucket when it is a configured
+        pool of the model); ``denied`` (the error's code) opens the pool's circuit. Returns the
+        new effective rate (per minute)."""
         settings = self._settings
-        limit = settings.limit_for(model_id)
-        bucket = self._keys(model_id)
+        found = self._pool(model_id, pool)
+        if found is None:
+            bucket = self._keys(model_id)
+            args = self._bucket_args(model_id)
+        else:
+            bucket = keys.pool_limiter_keys(found.name, model_id)
+            args = [found.rpm, max(found.burst, 2), found.rpm * settings.rate_floor_fraction]
+        outcome = "denied" if denied else "throttled" if throttled else "ok"
         rate = self._scripts.run(
             "quota_report",
             [bucket.bucket, bucket.throttles],
             [
-                *self._bucket_args(model_id),
-                "throttled" if throttled else "ok",
-                limit.rpm * settings.rate_increase_fraction,
+                *args,
+                outcome,
+                args[0] * settings.rate_increase_fraction,
                 settings.rate_decrease_factor,
                 settings.rate_decrease_cooldown_s * 1000,
                 uuid.uuid4().hex,
                 KEY_TTL_MS,
+                round(settings.pool_circuit_open_s * 1000),
+                denied or "",
             ],
             now_ms=now_ms,
         )
         return float(rate)
+
+    def pool_statuses(self, model_id: str) -> list[PoolStatus]:
+        """The configured pools of ``model_id``: each one's quota and circuit, one round trip."""
+        settings = self._settings
+        pools = settings.configured_pools(model_id)
+
+        def build(pipe: Any) -> None:
+            for pool in pools:
+                bucket = keys.pool_limiter_keys(pool.name, model_id)
+                self._scripts.run(
+                    "quota_peek",
+                    [bucket.bucket, bucket.calls, bucket.throttles],
+                    [pool.rpm, max(pool.burst, 2), pool.rpm * settings.rate_floor_fraction],
+                    client=pipe,
+                )
+                pipe.hmget(
+                    bucket.bucket,
+                    ["circuit", "circuit_reason", "circuit_until_ms", "circuit_opens"],
+                )
+
+        replies = self._scripts.execute(build, transaction=False) if pools else []
+        found = []
+        for index, pool in enumerate(pools):
+            (tokens, rate, calls, throttles, total), circuit = replies[2 * index : 2 * index + 2]
+            state, reason, until, opens = circuit
+            found.append(
+                PoolStatus(
+                    pool=pool.name,
+                    region=pool.region,
+                    quota=QuotaStatus(
+                        model_id=model_id,
+                        configured_rpm=pool.rpm,
+                        effective_rpm=float(rate),
+                        tokens=float(tokens),
+                        calls_last_minute=int(calls),
+                        throttles_last_minute=int(throttles),
+                        throttles_total=int(float(total)),
+                    ),
+                    circuit=str(state) if state else None,
+                    circuit_reason=str(reason) if reason else None,
+                    circuit_until_ms=float(until) if until else None,
+                    circuit_opens=int(opens or 0),
+                )
+            )
+        return found
 
     def status(self, model_id: str) -> QuotaStatus:
         """The quota of ``model_id`` as every worker sees it now (Redis server clock)."""

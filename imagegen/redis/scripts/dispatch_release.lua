@@ -23,13 +23,24 @@
 -- cache now ends served (or, copying objects, is released to copy it: no token, no
 -- reservation); one whose identical job is released or running follows it; otherwise it takes
 -- the lead. A popped job whose deadline passed ends expired, without a token.
--- KEYS: 1 the quota's bucket, 2 its calls (last minute).
+--
+-- Pools (imagegen.pools): when the model is served by configured pools, the job chosen by fair
+-- share then goes to a pool with a token (each pool has its own bucket): among those its
+-- tenant may use (its record's `pools`) whose circuit is closed, or due for its one probe, the
+-- least used for its quota or the cheapest; a retry avoids the pool it failed on when another
+-- has a token. The pool's name goes into the record (`pool`): the worker calls that pool. The
+-- model's bucket then holds the pools' sum (what estimates read). A tenant whose pools have no
+-- token is paused (rate) until the first is due.
+-- KEYS: 1 the quota's bucket, 2 its calls (last minute); with n pools, 3..2+n their buckets
+--       and 3+n..2+2n their calls.
 -- ARGV: 1 now, 2-6 the job context, 7 model id, 8 configured rpm (0 = no limit), 9 burst,
 --       10 floor rpm, 11 most releases in this run, 12 lookahead (released, unclaimed jobs
 --       allowed), 13 the model's concurrency cap (0 = none), 14 key ttl ms, 15 batch_every,
 --       16 generate template for 'interactive', 17 for 'batch', 18 a tenant's rpm cap
 --       (0 = none), 19 a tenant's concurrency cap (0 = none), 20 the model's price (micro-
---       dollars; for jobs whose record names none).
+--       dollars; for jobs whose record names none), 21 pool choice (least_used | cheapest),
+--       22 a probe's lease ms, 23 n pools, then per pool: name, rpm, burst, floor rpm, price
+--       (micro-dollars).
 -- Touches: the released jobs' records, imagegen:dispatch:{model}:* (wait:{t}:{class},
 -- tenants, paused, waiting, weight, finish, state, delayed, released, active),
 -- imagegen:dispatch:models, the interactive and batch queues, imagegen:tenant:{t} (caps and
@@ -59,6 +70,8 @@ local batch_every = tonumber(ARGV[ARG0 + 8])
 local templates = {interactive = ARGV[ARG0 + 9], batch = ARGV[ARG0 + 10]}
 local tenant_rpm_default, tenant_cap_default = tonumber(ARGV[ARG0 + 11]), tonumber(ARGV[ARG0 + 12])
 local model_price = tonumber(ARGV[ARG0 + 13])
+local pool_choice, probe_ms = ARGV[ARG0 + 14], tonumber(ARGV[ARG0 + 15] or '0') or 0
+local pool_n = tonumber(ARGV[ARG0 + 16] or '0') or 0
 
 -- Nothing ready and nothing whose time came: nothing to release (the common run, cheap).
 local function first_due(key)
@@ -90,8 +103,55 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed_key, '-inf', NOW_MS, 'LI
   end
 end
 
-local limited = configured > 0
+local limited = configured > 0 and pool_n == 0
 local tokens, rate, bucket = math.huge, 0, nil
+local pools = {}
+for i = 1, pool_n do
+  local a = ARG0 + 17 + 5 * (i - 1)
+  local p = {name = ARGV[a], rpm = tonumber(ARGV[a + 1]), burst = tonumber(ARGV[a + 2]),
+             floor = tonumber(ARGV[a + 3]), price = tonumber(ARGV[a + 4]), key = KEYS[2 + i],
+             calls = KEYS[2 + pool_n + i], order = i}
+  p.tokens, p.rate, p.bucket = load_bucket(p.key, p.rpm, math.max(p.burst, 2), p.floor, NOW)
+  local h = redis.call('HMGET', p.key, 'circuit', 'circuit_until_ms')
+  p.circuit, p.until_ms = h[1], tonumber(h[2] or '') or 0
+  p.used = redis.call('ZCOUNT', p.calls, NOW - 60000, '+inf')
+  pools[i] = p
+end
+-- A pool takes calls unless its circuit is open (or its probe out) and not yet due.
+local function pool_shut(p) return p.circuit and NOW < p.until_ms end
+local function pool_better(p, q)
+  if not q then return true end
+  local pu, qu = p.used / p.rpm, q.used / q.rpm
+  if pool_choice == 'cheapest' and p.price ~= q.price then return p.price < q.price end
+  if pu ~= qu then return pu < qu end
+  return p.order < q.order
+end
+-- The pool a job goes to: one with a token its tenant may use; `avoid` only when no other.
+local function choose_pool(allowed, avoid)
+  local best, fallback = nil, nil
+  for _, p in ipairs(pools) do
+    if p.tokens >= 1 and not pool_shut(p) and (not allowed or allowed[p.name]) then
+      if p.name == avoid then
+        if pool_better(p, fallback) then fallback = p end
+      elseif pool_better(p, best) then
+        best = p
+      end
+    end
+  end
+  return best or fallback
+end
+-- When one of the pools (those allowed, when given) can next take a call (ms epoch).
+local function pools_due(allowed)
+  local due = math.huge
+  for _, p in ipairs(pools) do
+    if not allowed or allowed[p.name] then
+      local at = NOW + math.max(0, 1 - p.tokens) * 60000 / p.rate
+      if pool_shut(p) then at = math.max(at, p.until_ms) end
+      due = math.min(due, at)
+    end
+  end
+  return due
+end
 if limited then
   -- Two tokens at least, so a release run a little late loses none of the quota.
   tokens, rate, bucket = load_bucket(KEYS[1], configured, math.max(burst, 2), floor, NOW)
@@ -115,6 +175,13 @@ local function tenant(t)
     c.rpm = tonumber(h[1] or '') or c.rpm
     c.cap = tonumber(h[2] or '') or c.cap
     if c.cap > 0 then c.active = redis.call('ZCARD', K.TENANT_PREFIX .. t .. ':active') end
+    if pool_n > 0 then
+      local names = redis.call('HGET', K.TENANT_PREFIX .. t, 'pools')
+      if names and names ~= '' then
+        c.pools = {}
+        for name in string.gmatch(names, '[^,]+') do c.pools[name] = true end
+      end
+    end
   end
   -- Its weight now (its record may have changed it): the ready queue's counted weight follows.
   c.weight = tenant_weight(t)
@@ -132,6 +199,7 @@ local released, blocked, passes = 0, false, 0
 while released < most and passes < most + 500 do
   passes = passes + 1
   if limited and tokens < 1 then break end
+  if pool_n > 0 and not choose_pool(nil, nil) then break end
   if room() < 1 then blocked = true; break end
   local head = redis.call('ZRANGE', tenants_key, 0, 0, 'WITHSCORES')
   if #head == 0 then break end
@@ -142,6 +210,8 @@ while released < most and passes < most + 500 do
     pause(model, t, 'concurrency', math.huge)
   elseif t_tokens < 1 then
     pause(model, t, 'rate', NOW + (1 - t_tokens) * 60000 / c.rpm)
+  elseif pool_n > 0 and c.pools and not choose_pool(c.pools, nil) then
+    pause(model, t, 'rate', pools_due(c.pools))
   else
     local interactive, batch = wait_key(model, t, 'interactive'), wait_key(model, t, 'batch')
     local has_batch = redis.call('EXISTS', batch) == 1
@@ -222,6 +292,17 @@ while released < most and passes < most + 500 do
           if not copies then
             redis.call('ZADD', KEYS[2], NOW, t .. '|' .. id)
             tokens = tokens - 1
+            if pool_n > 0 then
+              local p = choose_pool(c.pools, job.f.avoid_pool)
+              p.tokens, p.used = p.tokens - 1, p.used + 1
+              redis.call('ZADD', p.calls, NOW, t .. '|' .. id)
+              redis.call('HSET', job.key, 'pool', p.name)
+              if p.circuit then
+                -- Its one probe: no other call until it answers or its lease runs out.
+                p.circuit, p.until_ms = 'probing', NOW + probe_ms
+                redis.call('HSET', p.key, 'circuit', 'probing', 'circuit_until_ms', p.until_ms)
+              end
+            end
           end
         end
       end
@@ -262,6 +343,26 @@ if limited then
              'rate_rpm', tostring(rate), 'configured_rpm', tostring(configured))
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
+if pool_n > 0 then
+  -- Each pool's bucket; the model's holds their sum (the pools whose circuit is closed).
+  local sum_tokens, sum_rate = 0, 0
+  for _, p in ipairs(pools) do
+    redis.call('HSET', p.key, 'tokens', tostring(p.tokens), 'updated_ms', tostring(p.bucket.updated),
+               'rate_rpm', tostring(p.rate), 'configured_rpm', tostring(p.rpm))
+    redis.call('PEXPIRE', p.key, ttl)
+    if released > 0 then
+      redis.call('ZREMRANGEBYSCORE', p.calls, '-inf', NOW - 60000)
+      redis.call('PEXPIRE', p.calls, ttl)
+    end
+    if not pool_shut(p) then
+      sum_tokens, sum_rate = sum_tokens + math.max(0, p.tokens), sum_rate + p.rate
+    end
+  end
+  redis.call('HSET', KEYS[1], 'tokens', tostring(sum_tokens), 'updated_ms', tostring(NOW),
+             'rate_rpm', tostring(math.max(sum_rate, configured * 0.001)),
+             'configured_rpm', tostring(configured))
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
 
 local ready = redis.call('ZCARD', tenants_key)
 local next_ms = -1
@@ -270,6 +371,8 @@ if ready > 0 then
     next_ms = -2
   elseif limited and tokens < 1 then
     next_ms = (1 - tokens) * 60000 / rate
+  elseif pool_n > 0 and not choose_pool(nil, nil) then
+    next_ms = math.max(1, pools_due(nil) - NOW)
   else
     next_ms = 0
   end

@@ -1,7 +1,11 @@
 -- Tells a quota how a call went (AIMD): a throttle multiplies the rate by decrease_factor (once
 -- per cooldown) and empties the bucket; a success adds increase_rpm back, up to the quota.
+-- A pool's bucket also holds its circuit: `denied` (access denied, no subscription, no such
+-- model in its Region) opens it for open_ms (the dispatcher then sends it nothing until one
+-- probe); any answer that is not a denial (a success, a throttle) closes it.
 -- KEYS: bucket, throttles. ARGV: 1 now, 2 configured_rpm, 3 burst, 4 floor_rpm, 5 outcome
--- ok|throttled, 6 increase_rpm, 7 decrease_factor, 8 cooldown_ms, 9 event id, 10 key ttl ms.
+-- ok|throttled|denied, 6 increase_rpm, 7 decrease_factor, 8 cooldown_ms, 9 event id, 10 key
+-- ttl ms, 11 open_ms (denied), 12 the denial's code (denied).
 -- Returns the new rate (string).
 local configured, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
 local floor = tonumber(ARGV[4])
@@ -18,8 +22,15 @@ if ARGV[5] == 'throttled' then
     last_decrease = NOW
     tokens = math.min(tokens, 0)
   end
-else
+elseif ARGV[5] == 'ok' then
   rate = math.min(configured, rate + tonumber(ARGV[6]))
+end
+if ARGV[5] == 'denied' then
+  redis.call('HSET', KEYS[1], 'circuit', 'open', 'circuit_until_ms', NOW + tonumber(ARGV[11]),
+             'circuit_reason', ARGV[12], 'circuit_opened_ms', NOW)
+  redis.call('HINCRBY', KEYS[1], 'circuit_opens', 1)
+else
+  redis.call('HDEL', KEYS[1], 'circuit', 'circuit_until_ms', 'circuit_reason', 'circuit_opened_ms')
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated_ms', tostring(state.updated),
            'rate_rpm', tostring(rate), 'configured_rpm', tostring(configured),

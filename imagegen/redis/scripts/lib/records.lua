@@ -6,7 +6,7 @@ local JOB_FIELDS = {'status', 'place', 'model_id', 'tenant', 'priority', 'expire
                     'after_job', 'reserved_micro', 'reserved_day', 'reserved_month',
                     'billed_micro', 'calling', 'lease_owner', 'lease_until_ms',
                     'cancel_requested', 'price_micro', 'batch_id', 'open', 'claimed_ms',
-                    'recall', 'dispatch'}
+                    'recall', 'dispatch', 'avoid_pool'}
 
 -- Records written before places existed name the dispatcher's state instead.
 local OLD_DISPATCH = {waiting = 'waiting', delayed = 'delayed', released = 'released',

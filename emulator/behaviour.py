@@ -32,6 +32,9 @@ FAULTS: dict[str, Fault] = {
     "not_ready": Fault(
         "ModelNotReadyException", 429, "Model is not ready to serve inference requests."
     ),
+    "throttled": Fault(
+        "ThrottlingException", 429, "Too many requests, please wait before trying again."
+    ),
     "inference_error": Fault("", 200, "", finish_reason="Inference error"),
     "output_filter": Fault("", 200, "", finish_reason="Filter reason: output image"),
 }

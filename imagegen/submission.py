@@ -210,6 +210,7 @@ class Submitter:
             )
             for index, (job_id, spec, inputs) in enumerate(zip(ids, parsed, bound, strict=True))
         ]
+        self.check_residency(jobs, tenant)
         self.check_deadlines(jobs)
         caps = Caps(self.settings.max_queued_total, self.settings.max_queued_per_tenant)
         with traced_submission(jobs, self.dispatch) as submission:
@@ -273,6 +274,24 @@ class Submitter:
                 if spec.webhook_url in refused
             ]
         )
+
+    def check_residency(self, jobs: list[NewJob], tenant: str | None) -> None:
+        """Refuse the jobs no pool the tenant may use serves, naming for each the pools it may
+        use and those that serve its model."""
+        allowed = self.tenants.pools(tenant) if tenant else ()
+        if not allowed:
+            return
+        errors = []
+        for index, job in enumerate(jobs):
+            serving = [p.name for p in self.settings.pools_for(job.model_id)]
+            if not set(serving) & set(allowed):
+                message = (
+                    f"tenant {tenant!r} may use pools {', '.join(allowed)}; model "
+                    f"{job.model_id} is served only by {', '.join(serving)}"
+                )
+                errors.append(FieldError(_job_field(index, len(jobs), "model_id"), message))
+        if errors:
+            raise InvalidRequestError(errors)
 
     def check_deadlines(self, jobs: list[NewJob]) -> None:
         """Refuse the jobs whose deadline falls before their estimated start, naming each with

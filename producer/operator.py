@@ -9,7 +9,7 @@ commands and the API's tenant and admin routes use this one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from imagegen.errors import FieldError, InvalidRequestError
@@ -80,14 +80,25 @@ class OperatorClient:
         weight: float | None = None,
         rate_rpm: float | None = None,
         max_concurrency: int | None = None,
+        pools: Sequence[str] | None = None,
     ) -> TenantLimits:
-        """Set a tenant's weight or caps (None: unchanged; negative: back to the default)."""
+        """Set a tenant's weight or caps (None: unchanged; negative: back to the default), or
+        the pools its jobs may go to (empty: any)."""
         _check_tenant_name(tenant)
         errors = limit_errors(weight=weight, rate_rpm=rate_rpm, max_concurrency=max_concurrency)
+        known = self.settings.pool_names()
+        unknown = [p for p in pools or () if p not in known]
+        if unknown:
+            message = f"no pool named {', '.join(unknown)} (pools: {', '.join(known)})"
+            errors = [*errors, FieldError("pools", message)]
         if errors:
             raise InvalidRequestError(errors)
         return self.dispatch.set_tenant_limits(
-            tenant, weight=weight, rate_rpm=rate_rpm, max_concurrency=max_concurrency
+            tenant,
+            weight=weight,
+            rate_rpm=rate_rpm,
+            max_concurrency=max_concurrency,
+            pools=pools,
         )
 
     def tenant_shares(

@@ -120,6 +120,8 @@ class TenantLimits:
     weight: float
     rate_rpm: float
     max_concurrency: int
+    # The pools its jobs may go to (empty: any).
+    pools: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -542,10 +544,11 @@ class Dispatch:
         weight: float | None = None,
         rate_rpm: float | None = None,
         max_concurrency: int | None = None,
+        pools: Sequence[str] | None = None,
     ) -> TenantLimits:
         """Set a tenant's weight or caps (None leaves one as it is; a negative value clears it
-        back to the settings' default; a weight must be above 0). Its paused queues are looked
-        at again by the next release."""
+        back to the settings' default; a weight must be above 0), or the pools its jobs may go
+        to (empty: any). Its paused queues are looked at again by the next release."""
         if weight == 0:
             msg = "a weight must be above 0 (a negative one clears it)"
             raise ValueError(msg)
@@ -558,13 +561,18 @@ class Dispatch:
                 self.redis.hdel(key, name)
             else:
                 self.redis.hset(key, name, str(value))
+        if pools is not None:
+            if pools:
+                self.redis.hset(key, "pools", ",".join(pools))
+            else:
+                self.redis.hdel(key, "pools")
         self._scripts.run("tenant_resume", [], [tenant, self._weights])
         return self.tenant_limits(tenant)
 
     def tenant_limits(self, tenant: str) -> TenantLimits:
         settings = self._settings
-        raw = self.redis.hmget(keys.tenant_key(tenant), list(_LIMIT_FIELDS))
-        weight, rate_rpm, max_concurrency = (str(v) if v else None for v in raw)
+        raw = self.redis.hmget(keys.tenant_key(tenant), [*_LIMIT_FIELDS, "pools"])
+        weight, rate_rpm, max_concurrency, pools = (str(v) if v else None for v in raw)
         return TenantLimits(
             tenant=tenant,
             weight=float(weight) if weight else settings.tenant_weights.get(tenant, 1.0),
@@ -572,6 +580,7 @@ class Dispatch:
             max_concurrency=int(max_concurrency)
             if max_concurrency
             else settings.tenant_max_concurrency,
+            pools=tuple(p for p in (pools or "").split(",") if p),
         )
 
 

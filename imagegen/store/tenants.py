@@ -117,6 +117,11 @@ class Tenants:
         url = self._redis.hget(keys.tenant_key(tenant), "webhook_url")
         return str(url) if url else None
 
+    def pools(self, tenant: str) -> tuple[str, ...]:
+        """The pools the tenant's jobs may go to (empty: any)."""
+        found = self._redis.hget(keys.tenant_key(tenant), "pools")
+        return tuple(p for p in str(found or "").split(",") if p)
+
     def set_webhook_url(self, tenant: str, url: str | None) -> None:
         """Set (or with None, remove) the tenant's default webhook endpoint."""
         if url is None:

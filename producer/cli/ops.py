@@ -155,6 +155,9 @@ def _register_tenants(commands: argparse._SubParsersAction[argparse.ArgumentPars
     limits.add_argument(
         "--max-concurrency", type=int, help="jobs released or running at once (0: no cap)"
     )
+    limits.add_argument(
+        "--pools", help="comma-separated pools its jobs may go to ('' for any: residency off)"
+    )
     limits.add_argument("--json", action="store_true")
     tenants.set_defaults(handler=_tenants)
 
@@ -167,6 +170,9 @@ def _tenants(client: Client, args: argparse.Namespace) -> int:
                 weight=args.weight,
                 rate_rpm=args.rate_rpm,
                 max_concurrency=args.max_concurrency,
+                pools=None
+                if args.pools is None
+                else [p.strip() for p in args.pools.split(",") if p.strip()],
             )
         except (ValueError, InvalidRequestError) as e:
             error(str(e))
@@ -178,7 +184,11 @@ def _tenants(client: Client, args: argparse.Namespace) -> int:
         return EXIT_OK
     rate = f"{found.rate_rpm:g}/min" if found.rate_rpm else "no cap"
     concurrency = str(found.max_concurrency) if found.max_concurrency else "no cap"
-    print(f"{found.tenant}: weight {found.weight:g}, rate {rate}, concurrency {concurrency}")
+    pools = ", ".join(found.pools) if found.pools else "any"
+    print(
+        f"{found.tenant}: weight {found.weight:g}, rate {rate}, concurrency {concurrency}, "
+        f"pools {pools}"
+    )
     return EXIT_OK
 
 

@@ -379,7 +379,7 @@ class _Attempt:
         stats = self.services.pool_stats
         self.best_effort(
             "attribute the call",
-            lambda: self.services.store.note_call(self.job_id, self.owner, line),
+            lambda: self.services.store.note_call(self.job_id, self.owner, self.number, line),
         )
         if stats is not None:
             self.best_effort(

@@ -318,10 +318,11 @@ class JobStore:
         )
         return bool(released)
 
-    def note_call(self, job_id: str, owner: str, call: str) -> bool:
+    def note_call(self, job_id: str, owner: str, attempt: int, call: str) -> bool:
         """Add one Bedrock call's attribution line (JSON: pool, Region, request id, latency,
-        outcome) to the job's record, while ``owner`` holds its lease."""
-        return bool(self._run("job_note_call", job_id, [owner, call]))
+        outcome) to the job's record: while ``owner`` holds its lease, or after ``attempt``
+        ended while no later one started."""
+        return bool(self._run("job_note_call", job_id, [owner, attempt, call]))
 
     def finish(
         self,

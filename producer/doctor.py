@@ -33,6 +33,7 @@ from imagegen.binding import upload_key_prefix
 from imagegen.epoch import EpochWatch
 from imagegen.errors import ImagegenError
 from imagegen.models import PROFILE_REGIONS_US, ImageModel, model_for
+from imagegen.pools import Pool
 from imagegen.redis.scripts import Scripts
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings
@@ -108,6 +109,7 @@ class Doctor:
             watch = EpochWatch(self._redis, self._s3(), self._settings)
             checks.append(loss_check(watch, self._settings))
         checks += [self.quota(model_id) for model_id in models]
+        checks += self.pools(models)
         return checks
 
     # -- the checks --------------------------------------------------------------------------
@@ -175,10 +177,71 @@ class Doctor:
         return Check("region", "ok", region)
 
     def model_access(self, model_id: str) -> Check:
-        name = f"model {model_id}"
+        return self._probe(f"model {model_id}", model_id, self._bedrock)
+
+    def pools(self, model_ids: list[str]) -> list[Check]:
+        """Every configured pool that serves one of ``model_ids``: its credentials and access to
+        each of its models (one unbilled probe each, through its own client), and its circuit
+        as the fleet sees it."""
+        settings = self._settings
+        checks = []
+        for spec in settings.pools:
+            pool = Pool.of(spec)
+            served = [m for m in spec.models if m in model_ids]
+            if not served:
+                continue
+            client: list[BedrockRuntimeClient] = []
+
+            def pool_client(pool: Pool = pool, client: list[Any] = client) -> Any:
+                if not client:
+                    client.append(make_bedrock_client(settings, 2, pool))
+                return client[0]
+
+            for model_id in served:
+                name = f"pool {pool.name} ({pool.region}) {model_id}"
+                try:
+                    checks.append(self._probe(name, model_id, pool_client))
+                except (ClientError, BotoCoreError) as e:  # the role could not be assumed
+                    checks.append(
+                        Check(
+                            name,
+                            "fail",
+                            f"its credentials: {_reason(e)}",
+                            "check the pool's profile, or its role's trust policy and the "
+                            "caller's sts:AssumeRole permission",
+                        )
+                    )
+                checks.append(self.circuit(pool, model_id))
+        return checks
+
+    def circuit(self, pool: Pool, model_id: str) -> Check:
+        """A pool's circuit for one model, as the workers left it."""
+        name = f"pool {pool.name} circuit {model_id}"
+        if self._redis is None:
+            return Check(name, "skip", "no Redis client")
+        try:
+            found = QuotaStore(self._redis, self._settings).pool_statuses(model_id)
+        except redis.RedisError as e:
+            return Check(name, "skip", f"Redis: {e}")
+        status = next((s for s in found if s.pool == pool.name), None)
+        if status is None or status.circuit is None:
+            opened = (
+                f" (opened {status.circuit_opens} times)" if status and status.circuit_opens else ""
+            )
+            return Check(name, "ok", f"closed{opened}")
+        return Check(
+            name,
+            "warn",
+            f"{status.circuit} after {status.circuit_reason}: no calls but one probe "
+            f"every {self._settings.pool_circuit_open_s:g} s",
+            "grant the pool's account access to the model (IAM, model access, the Marketplace "
+            "subscription) or take the model out of the pool's models",
+        )
+
+    def _probe(self, name: str, model_id: str, client: Callable[[], BedrockRuntimeClient]) -> Check:
         model = model_for(model_id)
         try:
-            self._bedrock().invoke_model(
+            client().invoke_model(
                 modelId=model_id,
                 body=PROBE_BODY,
                 contentType="application/json",

@@ -9,6 +9,7 @@ commands and the API's tenant and admin routes use this one.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from imagegen.store.cache import ImageCache
 from imagegen.store.deliveries import Deliveries
 from imagegen.store.dispatch import Dispatch, TenantLimits, TenantShare
 from imagegen.store.jobs import JobStore
+from imagegen.store.pool_stats import PoolDay, PoolStats
 from imagegen.store.quarantine import Quarantine
 from imagegen.store.quota import QuotaStatus, QuotaStore
 from imagegen.store.signing import SigningSecrets, signing_secrets
@@ -100,6 +102,14 @@ class OperatorClient:
             max_concurrency=max_concurrency,
             pools=pools,
         )
+
+    def pool_days(self, days: int = 31) -> list[PoolDay]:
+        """Each pool's calls, images, spend, throttles and errors per UTC day and model (the
+        last ``days`` days, newest first; days without calls left out)."""
+        today = dt.datetime.now(dt.UTC).date()
+        wanted = [(today - dt.timedelta(days=n)).isoformat() for n in range(max(1, days))]
+        found = PoolStats(self._redis).days(self.settings.pool_names(), wanted)
+        return sorted(found, key=lambda d: (d.day, d.pool, d.model_id), reverse=True)
 
     def tenant_shares(
         self,

@@ -36,6 +36,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     spend = commands.add_parser("spend", help="Bedrock spend per tenant, model and day")
     spend.add_argument("--tenant", help="only this tenant ('-': jobs without one)")
     spend.add_argument("--days", type=int, default=31, help="the last N days with spend")
+    spend.add_argument(
+        "--pools",
+        action="store_true",
+        help="per pool (account and Region) instead: calls, images, spend, throttles, errors",
+    )
     output = spend.add_mutually_exclusive_group()
     output.add_argument("--csv", action="store_true", help="CSV on stdout")
     output.add_argument("--json", action="store_true")
@@ -87,6 +92,8 @@ def _cache(client: Client, args: argparse.Namespace) -> int:
 
 
 def _spend(client: Client, args: argparse.Namespace) -> int:
+    if args.pools:
+        return _pool_spend(client, args)
     rows = client.operator.spend(args.tenant, args.days)
     if args.csv:
         print(rows_as_csv(rows), end="")
@@ -97,6 +104,34 @@ def _spend(client: Client, args: argparse.Namespace) -> int:
     table = [("tenant", "day", "model", "images", "spend $")]
     table += [(r.tenant, r.period, r.model_id, str(r.images), f"{r.spend_usd:.2f}") for r in rows]
     print_table(table)
+    return EXIT_OK
+
+
+def _pool_spend(client: Client, args: argparse.Namespace) -> int:
+    days = client.operator.pool_days(args.days)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(d) for d in days]))
+        return EXIT_OK
+    header = ("pool", "day", "model", "calls", "images", "spend $", "throttles", "errors")
+    rows = [
+        (
+            d.pool,
+            d.day,
+            d.model_id,
+            str(d.calls),
+            str(d.images),
+            f"{d.spent_usd:.2f}",
+            str(d.throttles),
+            ", ".join(f"{code} {n}" for code, n in sorted(d.errors_by_code.items())) or "0",
+        )
+        for d in days
+    ]
+    if args.csv:
+        print(",".join(header))
+        for row in rows:
+            print(",".join(f'"{cell}"' if "," in cell else cell for cell in row))
+        return EXIT_OK
+    print_table([header, *rows])
     return EXIT_OK
 
 

@@ -234,3 +234,24 @@ def test_a_role_pool_calls_with_the_assumed_roles_session(settings: Settings) ->
         assert frozen.access_key.startswith("ASIA")  # a temporary session, not the caller's keys
         assert frozen.token
         assert credentials.method == "sts-assume-role"
+
+
+@pytest.mark.parametrize("rig", [{"denied_models": (MODEL,)}], indirect=True)
+def test_doctor_checks_every_pool_and_shows_an_open_circuit(rig: Rig) -> None:
+    from producer.doctor import Doctor
+
+    settings = rig.services.settings
+    doctor = Doctor(settings, redis_client=rig.redis)
+    before = {c.name: c for c in doctor.pools([MODEL])}
+    west, east = f"pool west ({WEST}) {MODEL}", f"pool east ({EAST}) {MODEL}"
+    assert before[west].status == "fail"
+    assert "access denied" in before[west].detail
+    assert before[east].status == "ok"
+    assert before[f"pool west circuit {MODEL}"].status == "ok"
+    job_id = rig.submit()
+    rig.run(job_id)  # the west pool denies the call: its circuit opens
+    after = {c.name: c for c in doctor.pools([MODEL])}
+    circuit = after[f"pool west circuit {MODEL}"]
+    assert circuit.status == "warn"
+    assert "open after AccessDeniedException" in circuit.detail
+    assert after[f"pool east circuit {MODEL}"].status == "ok"

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lock test lint format docs k8s demo dev chaos bench-emulator bench-quota bench-fair bench-cache bench-submit bench-dispatch bench-tracing clean
+.PHONY: install lock test lint format docs k8s demo dev chaos bench-emulator bench-quota bench-fair bench-cache bench-submit bench-api bench-dispatch bench-tracing clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ bench-cache: install
 ## bench-submit: jobs per second onto the queue (client, API) against a plain Celery loop
 bench-submit: install
 	$(BIN)/python -m tests.bench.submit
+
+## bench-api: POST /v1/jobs at 1 and 16 concurrent clients, the API in one process against several (about a minute)
+bench-api: install
+	$(BIN)/python -m tests.bench.api
 
 ## bench-dispatch: the dispatcher's Redis cost at 10 to 10,000 tenants and 1 M jobs, idle loops, scrapes, the longest script, a whole job against a Celery no-op (about 20 min)
 bench-dispatch: install

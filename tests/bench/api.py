@@ -1,0 +1,141 @@
+"""``POST /v1/jobs`` under concurrent clients: the API in one process (the baseline) against
+the API in several (``IMAGEGEN_API_WORKERS``, default one per CPU), in the same run.
+
+``make bench-api`` (or ``python -m tests.bench.api --seconds 10``). Both APIs serve the same
+stack (a private Redis, no worker: only submitting is measured, and every job stays queued).
+Each client holds one keep-alive connection and sends its next job when the last is answered;
+each row is measured after a warm-up. Goal: at 16 clients, the processes' p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from devstack.processes import interrupt_on_signal
+from devstack.stack import Stack, StackOptions
+from producer.client import Client
+from tests.bench.http_load import LoadResult, run_load
+
+CLIENTS = (1, 16)
+GOAL_CLIENTS = 16
+GOAL_P99_MS = 50.0
+UNCAPPED = {
+    "IMAGEGEN_MAX_QUEUED_TOTAL": "100000000",
+    "IMAGEGEN_MAX_QUEUED_PER_TENANT": "100000000",
+}
+
+
+def job_body(client: int, n: int) -> bytes:
+    return (
+        b'{"request": {"prompt": "benchmark picture %d-%d", "aspect_ratio": "16:9"}, '
+        b'"metadata": {"client": %d}}' % (client, n, client)
+    )
+
+
+def measure(url: str, key: str, clients: int, seconds: float) -> LoadResult:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    return run_load(
+        url, "/v1/jobs", headers=headers, body_of=job_body, clients=clients, seconds=seconds
+    )
+
+
+def table(rows: list[tuple[str, LoadResult]]) -> list[str]:
+    lines = [("API", "clients", "p50 ms", "p99 ms", "jobs/s", "answers")]
+    for name, result in rows:
+        answers = ", ".join(f"{n} x {status}" for status, n in sorted(result.statuses.items()))
+        lines.append(
+            (
+                name,
+                str(result.clients),
+                f"{result.p50:.1f}",
+                f"{result.p99:.1f}",
+                f"{result.rate:,.0f}",
+                answers,
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per row")
+    parser.add_argument("--workers", type=int, help="the API's processes (default: the setting)")
+    parser.add_argument("--out", default="out/bench-api.json")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, interrupt_on_signal)
+
+    options = StackOptions(
+        run_dir=Path(tempfile.mkdtemp(prefix="bench-api-")),
+        force_private_redis=True,
+        workers=(),
+        extra_env=UNCAPPED,
+    )
+    rows: list[tuple[str, LoadResult]] = []
+    with Stack(options) as stack:
+        baseline = stack.start_api(workers=1, name="api-1")
+        scaled = stack.start_api(workers=args.workers, name="api-n")
+        processes = stack.api_workers["api-n"]
+        with Client(stack.settings()) as client:
+            _, key = client.api_keys.create("bench")
+        for name, url in (("1 process", baseline), (f"{processes} processes", scaled)):
+            for clients in CLIENTS:
+                result = measure(url, key, clients, args.seconds)
+                rows.append((name, result))
+                print(f"  {name}, {clients} clients: done", file=sys.stderr, flush=True)
+
+    print(f"\nPOST /v1/jobs, {args.seconds:g} s a row (no worker running)")
+    for line in table(rows):
+        print(line)
+    scaled_at_goal = rows[-1][1]
+    baseline_at_goal = rows[1][1]
+    goals = {
+        f"p99 at {GOAL_CLIENTS} clients, {processes} processes <= {GOAL_P99_MS:g} ms "
+        f"({scaled_at_goal.p99:.1f} ms)": scaled_at_goal.p99 <= GOAL_P99_MS,
+        f"jobs/s at {GOAL_CLIENTS} clients, {processes} processes above 1 process "
+        f"({scaled_at_goal.rate:,.0f} against {baseline_at_goal.rate:,.0f})": (
+            scaled_at_goal.rate > baseline_at_goal.rate
+        ),
+        "every job accepted (202)": all(set(r.statuses) == {202} for _, r in rows),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "seconds": args.seconds,
+                "rows": [
+                    {
+                        "api": name,
+                        "clients": r.clients,
+                        "p50_ms": round(r.p50, 2),
+                        "p99_ms": round(r.p99, 2),
+                        "jobs_per_s": round(r.rate, 1),
+                        "statuses": dict(r.statuses),
+                    }
+                    for name, r in rows
+                ],
+                "goals": goals,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"written to {out}")
+    for goal, met in goals.items():
+        print(f"{goal}: {'MET' if met else 'NOT MET'}")
+    return 0 if all(goals.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

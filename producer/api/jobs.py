@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Annotated
 
 import anyio.to_thread
@@ -179,7 +180,7 @@ _NO_JOB = "No such job (another tenant's job is as absent as a missing one)"
     "it to finish (200 when it did); `Idempotency-Key` makes a retried submission return the "
     "first job; `Cancel-After: 10m` expires it unless it started by then.",
 )
-def submit_job(
+async def submit_job(
     *,
     request_body: Annotated[bytes, Depends(raw_body)],
     tenant_id: Tenant,
@@ -211,6 +212,32 @@ def submit_job(
             examples=["10m"],
         ),
     ] = None,
+) -> JobResource:
+    # Async, with the blocking part in one trip to the thread pool: a sync endpoint's answer
+    # would be validated in a second one.
+    return await anyio.to_thread.run_sync(
+        partial(
+            _submit,
+            request_body=request_body,
+            tenant_id=tenant_id,
+            state=state,
+            response=response,
+            idempotency_key=idempotency_key,
+            prefer=prefer,
+            cancel_after=cancel_after,
+        )
+    )
+
+
+def _submit(
+    *,
+    request_body: bytes,
+    tenant_id: str,
+    state: ApiState,
+    response: Response,
+    idempotency_key: str | None,
+    prefer: str | None,
+    cancel_after: str | None,
 ) -> JobResource:
     client = state.client
     data = job_object(request_body)

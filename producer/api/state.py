@@ -27,7 +27,8 @@ class ApiState:
     images: ImageLinks
 
 
-def api_state(request: Request) -> ApiState:
+async def api_state(request: Request) -> ApiState:
+    """Async: a sync dependency would cost every request a trip through the thread pool."""
     state: ApiState = request.app.state.api
     return state
 

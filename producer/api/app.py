@@ -7,6 +7,7 @@ only its own jobs. Every 4xx answer is ``application/problem+json`` naming the f
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -121,14 +122,27 @@ def _not_traced(scope: MutableMapping[str, Any]) -> bool:
     return not str(scope.get("path", "")).startswith("/v1/")
 
 
+def freeze_what_startup_built(app: FastAPI) -> None:
+    """Build the OpenAPI document now, then keep the garbage collector off everything built so
+    far (the app, its routes and schemas, the model registry: over 100,000 objects). A full
+    collection walks every tracked object and stops the whole process meanwhile, every thread
+    with it: 50 to 200 ms, once every few thousand requests, which made the API's p99. Frozen,
+    they are never walked again. For a serving process only: nothing frozen is ever freed."""
+    app.openapi()
+    gc.collect()
+    gc.freeze()
+
+
 def app_from_env() -> FastAPI:
     """The app for ``uvicorn producer.api:app_from_env --factory``."""
     try:
         settings = get_settings()
         configure_logging(settings.log_level, settings.log_format)
         tracing.configure("imagegen-api")
-        return create_app(settings)
+        app = create_app(settings)
     except ValidationError as e:
         details = "; ".join(str(error) for error in validation_errors(e))
         msg = f"bad settings: {details}"
         raise SystemExit(msg) from e
+    freeze_what_startup_built(app)
+    return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -16,8 +17,8 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from imagegen.redis import keys
-from imagegen.settings import Settings
-from producer.api import create_app
+from imagegen.settings import Settings, get_settings
+from producer.api import app_from_env, create_app
 from producer.client import Client
 
 JOB = {"request": {"prompt": "a lighthouse", "aspect_ratio": "16:9"}}
@@ -535,3 +536,19 @@ def test_a_tenant_reads_its_spend_and_an_operator_sets_its_budget(slow_ultra: Ap
     assert csv.headers["content-type"].startswith("text/csv")
     assert csv.text.splitlines()[0] == "tenant,day,model_id,images,spend_usd,cache_hits,saved_usd"
     del first
+
+
+def test_the_served_app_keeps_the_collector_off_what_startup_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full collection walking the app's objects stopped the process for 50-200 ms."""
+    monkeypatch.setenv("IMAGEGEN_REDIS_URL", "redis://127.0.0.1:1/0")  # never reached here
+    get_settings.cache_clear()
+    frozen_before = gc.get_freeze_count()
+    try:
+        app = app_from_env()
+        assert app.openapi_schema is not None  # built at startup, not on a first request
+        assert gc.get_freeze_count() - frozen_before > 50_000
+    finally:
+        gc.unfreeze()
+        get_settings.cache_clear()

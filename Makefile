@@ -49,9 +49,9 @@ format: install
 demo: install
 	$(BIN)/python -m devstack demo
 
-## dev: the embedded stack in the foreground (with Flower) until Ctrl-C
+## dev: the embedded stack in the foreground (with Flower) until Ctrl-C; POOLS=2 for two Bedrock pools
 dev: install
-	$(BIN)/python -m devstack dev
+	$(BIN)/python -m devstack dev $(if $(POOLS),--pools $(POOLS))
 
 ## chaos: kill workers and Redis under load, then audit: nothing lost, nothing bought twice (<= 15 min)
 chaos: install

@@ -15,7 +15,7 @@ from pathlib import Path
 from devstack.chaos import ChaosPlan, run_chaos
 from devstack.demo import run_demo
 from devstack.processes import StackError, free_port, interrupt_on_signal
-from devstack.stack import Stack, StackOptions
+from devstack.stack import DEV_POOLS, EmulatedPool, Stack, StackOptions
 
 FLOWER_PORT = 5555
 API_PORT = 8000
@@ -27,6 +27,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("command", choices=("demo", "dev", "chaos"))
     parser.add_argument("--jobs", type=int, default=ChaosPlan.jobs, help="chaos: jobs to run")
     parser.add_argument("--out", default="out", help="where the demo saves images and records")
+    parser.add_argument(
+        "--pools",
+        type=int,
+        choices=(0, 1, 2),
+        default=0,
+        help="dev: Bedrock pools on the emulator (two: two Regions, each its own quota)",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, interrupt_on_signal)
     try:
@@ -35,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "chaos":
             report = run_chaos(ChaosPlan(jobs=args.jobs), Path(args.out), Path(".imagegen/chaos"))
             return 0 if report["goals_met"] else 1
-        return run_dev()
+        return run_dev(DEV_POOLS[: args.pools])
     except StackError as e:
         print(f"devstack: {e}", file=sys.stderr)
         return 1
@@ -43,8 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def run_dev() -> int:
-    """The stack in the foreground, with Flower, until Ctrl-C."""
+def run_dev(pools: Sequence[EmulatedPool] = ()) -> int:
+    """The stack in the foreground, with Flower, until Ctrl-C (with ``pools``, the emulator
+    serves them and the settings name them)."""
     flower_port = FLOWER_PORT if _port_free(FLOWER_PORT) else free_port()
     print("Starting the local stack...", flush=True)
     api_port = API_PORT if _port_free(API_PORT) else free_port()
@@ -54,6 +62,7 @@ def run_dev() -> int:
         flower_port=flower_port,
         api_port=api_port,
         extra_env={"IMAGEGEN_API_ADMIN_TOKEN": operator_token},
+        pools=pools,
     )
     with Stack(options) as stack:
         print("\nUp:")
@@ -66,6 +75,8 @@ def run_dev() -> int:
         print(f"  metrics  {stack.urls['api']}/metrics")
         print(f"  Flower login: {stack.flower_auth}")
         print(f"  logs     {stack.processes.log_dir}")
+        for pool in pools:
+            print(f"  pool     {pool.name} ({pool.region}, {pool.rpm:g}/min on the emulator)")
         print("\nTo use it from another shell:")
         for line in export_lines(stack.exports()):
             print(f"  {line}")

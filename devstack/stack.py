@@ -7,6 +7,7 @@ free ports, with dummy AWS credentials: the stack never talks to AWS.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
@@ -62,6 +64,38 @@ class StackOptions:
     flower_basic_auth: str | None = None  # user:password; None: a random password
     api_port: int | None = None  # None: no HTTP API
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # Bedrock pools on the one emulator, told apart by their Region (each its own quota and
+    # behaviour there); none: the implicit pool, as without pools.
+    pools: Sequence[EmulatedPool] = ()
+
+
+@dataclass(frozen=True)
+class EmulatedPool:
+    """A pool the stack configures (``IMAGEGEN_POOLS``) and the emulator serves in its Region
+    with a quota of ``rpm`` and the rest of ``behaviour`` (``emulator.behaviour.PoolBehaviour``)."""
+
+    name: str
+    region: str
+    rpm: float
+    burst: float = 2.0
+    behaviour: Mapping[str, Any] = field(default_factory=dict)
+
+    def spec(self, endpoint_url: str, models: Sequence[str]) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "region": self.region,
+            "models": list(models),
+            "rpm": self.rpm,
+            "burst": self.burst,
+            "endpoint_url": endpoint_url,
+        }
+
+
+# ``make dev POOLS=2``: two accounts of the local default quota, in two Regions.
+DEV_POOLS = (
+    EmulatedPool("local-west", "us-west-2", 600.0),
+    EmulatedPool("local-east", "us-east-1", 600.0),
+)
 
 
 class Stack:
@@ -115,6 +149,7 @@ class Stack:
             "IMAGEGEN_S3_BUCKET": base.s3_bucket,
             "IMAGEGEN_AWS_REGION": base.aws_region,
             "AWS_DEFAULT_REGION": base.aws_region,
+            **self._pools_env(emulator_url, base),
             **self.options.extra_env,
         }
         # This process talks to the local S3 too (downloads): never with real credentials.
@@ -129,6 +164,21 @@ class Stack:
 
     def stop(self) -> None:
         self.processes.stop_all()
+
+    def _pools_env(self, emulator_url: str, base: Settings) -> dict[str, str]:
+        if not self.options.pools:
+            return {}
+        specs = [p.spec(emulator_url, base.allowed_model_ids) for p in self.options.pools]
+        return {"IMAGEGEN_POOLS": json.dumps(specs)}
+
+    def _emulator_pools(self) -> list[str]:
+        if not self.options.pools:
+            return []
+        behaviours = {
+            p.region: {"quota_rpm": p.rpm, "quota_burst": self.options.quota_burst, **p.behaviour}
+            for p in self.options.pools
+        }
+        return ["--pools", json.dumps(behaviours)]
 
     # -- what a caller needs -----------------------------------------------------------------
 
@@ -239,6 +289,7 @@ class Stack:
                 f"{self.options.quota_rpm:g}",
                 "--quota-burst",
                 f"{self.options.quota_burst:g}",
+                *self._emulator_pools(),
                 *self.options.emulator_args,
             ),
             env=os.environ,

@@ -8,6 +8,7 @@ its fair share), the queues' depth and the age of their oldest message, and the 
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,6 +22,7 @@ from imagegen.epoch import read_found
 from imagegen.messages import QUEUES
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
+from imagegen.store.pool_stats import PoolStats
 from imagegen.store.quota import QuotaStore
 from imagegen.store.spend import Ledger
 from imagegen.store.stats import Stats
@@ -44,6 +46,7 @@ class FleetCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._counters()
         yield from self._quota()
+        yield from self._pools()
         yield from self._dispatcher()
         yield from self._spend()
         yield from self._queues()
@@ -262,6 +265,64 @@ class FleetCollector(Collector):
             calls.add_metric([model_id], status.calls_last_minute)
             throttles.add_metric([model_id], status.throttles_total)
         yield from (configured, effective, tokens, calls, throttles)
+
+    def _pools(self) -> Iterator[Metric]:
+        """Each configured pool's quota, circuit and today's calls, per model."""
+        settings = self._settings
+        if not settings.pools:
+            return
+        labels = ["pool", "region", "model"]
+        configured = GaugeMetricFamily(
+            "imagegen_pool_configured_rpm", "A pool's own quota", labels=labels
+        )
+        effective = GaugeMetricFamily(
+            "imagegen_pool_effective_rpm", "A pool's rate after its throttles (AIMD)", labels=labels
+        )
+        tokens = GaugeMetricFamily(
+            "imagegen_pool_tokens", "Tokens in a pool's bucket", labels=labels
+        )
+        calls = GaugeMetricFamily(
+            "imagegen_pool_calls_last_minute",
+            "Calls released to a pool in the last minute",
+            labels=labels,
+        )
+        throttles = CounterMetricFamily(
+            "imagegen_pool_throttles", "ThrottlingExceptions from a pool", labels=labels
+        )
+        circuit = GaugeMetricFamily(
+            "imagegen_pool_circuit_open",
+            "1 while a pool's circuit is open or probing (access denied, no subscription, no "
+            "such model in its Region)",
+            labels=labels,
+        )
+        today = GaugeMetricFamily(
+            "imagegen_pool_today",
+            "A pool's calls, images, spend (USD), throttles and errors today (UTC)",
+            labels=[*labels, "what"],
+        )
+        regions = {spec.name: spec.region for spec in settings.pools}
+        for model_id in settings.allowed_model_ids:
+            for status in self._quota_store.pool_statuses(model_id):
+                found = [status.pool, status.region, model_id]
+                quota = status.quota
+                configured.add_metric(found, quota.configured_rpm)
+                effective.add_metric(found, quota.effective_rpm)
+                tokens.add_metric(found, quota.tokens)
+                calls.add_metric(found, quota.calls_last_minute)
+                throttles.add_metric(found, quota.throttles_total)
+                circuit.add_metric(found, 1.0 if status.circuit else 0.0)
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        for entry in PoolStats(self._redis).days(list(regions), [day]):
+            found = [entry.pool, regions[entry.pool], entry.model_id]
+            for what, value in (
+                ("calls", entry.calls),
+                ("images", entry.images),
+                ("spend_usd", entry.spent_usd),
+                ("throttles", entry.throttles),
+                ("errors", entry.errors),
+            ):
+                today.add_metric([*found, what], value)
+        yield from (configured, effective, tokens, calls, throttles, circuit, today)
 
     def _queues(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(

@@ -68,3 +68,29 @@ def test_an_unknown_pool_name_is_refused_naming_the_field(
     [error] = refused.value.errors
     assert error.field == "pools"
     assert "no pool named mars (pools: eu, us, default)" in error.message
+
+
+def test_the_metrics_show_each_pools_quota_circuit_and_day(
+    any_redis: Any, settings: Settings
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from imagegen.store.pool_stats import PoolStats
+    from imagegen.store.quota import QuotaStore
+    from producer.api import create_app
+
+    pooled = pools_settings(settings)
+    QuotaStore(any_redis, pooled).report(CORE, pool="eu", denied="AccessDeniedException")
+    QuotaStore(any_redis, pooled).report(CORE, pool="us", throttled=True)
+    PoolStats(any_redis).count("us", CORE, "image", billed_micro=40_000)
+    with TestClient(create_app(pooled, redis_client=any_redis)) as http:
+        text = http.get("/metrics").text
+    eu = f'model="{CORE}",pool="eu",region="eu-central-1"'
+    us = f'model="{CORE}",pool="us",region="us-west-2"'
+    assert f"imagegen_pool_circuit_open{{{eu}}} 1.0" in text
+    assert f"imagegen_pool_circuit_open{{{us}}} 0.0" in text
+    assert f"imagegen_pool_throttles_total{{{us}}} 1.0" in text
+    assert f"imagegen_pool_configured_rpm{{{us}}} 600.0" in text
+    assert f'imagegen_pool_today{{{us},what="spend_usd"}} 0.04' in text
+    assert f'imagegen_pool_today{{{us},what="images"}} 1.0' in text
+    assert "imagegen_pool_today{" + eu not in text  # no call there today

@@ -1,7 +1,8 @@
 """The operator's console: each model's quota (configured and effective rate, tokens, throttles,
-charted live), where jobs are (waiting in the dispatcher, how long the oldest has waited, paused
-tenant queues, released, running), tenants' shares and waits, the Celery queues, dead letters
-with replay, failing webhook endpoints and the quarantine."""
+charted live), each Bedrock pool's quota, circuit and day, where jobs are (waiting in the
+dispatcher, how long the oldest has waited, paused tenant queues, released, running), tenants'
+shares and waits, the Celery queues, dead letters with replay, failing webhook endpoints and the
+quarantine."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from imagegen.store.pool_stats import PoolStats
+from imagegen.store.quota import QuotaStore
 from imagegen.store.quota_history import QuotaHistory
 from producer.api.state import ApiState, State
 from producer.console.auth import Operator
@@ -37,6 +40,37 @@ def _quota(state: ApiState) -> list[dict[str, Any]]:
     ]
 
 
+def _pools(state: ApiState) -> list[dict[str, Any]]:
+    """Each configured pool of each model: its quota, its circuit and today's calls."""
+    client = state.client
+    settings = client.settings
+    if not settings.pools:
+        return []
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    today = {
+        (d.pool, d.model_id): d
+        for d in PoolStats(state.redis).days([p.name for p in settings.pools], [day])
+    }
+    store = QuotaStore(state.redis, settings)
+    found = []
+    for model_id in settings.allowed_model_ids:
+        for status in store.pool_statuses(model_id):
+            entry = today.get((status.pool, model_id))
+            found.append(
+                {
+                    "status": status,
+                    "model_id": model_id,
+                    "today": entry,
+                    "circuit_until": time.strftime(
+                        "%H:%M:%S", time.gmtime(status.circuit_until_ms / 1000)
+                    )
+                    if status.circuit_until_ms
+                    else None,
+                }
+            )
+    return found
+
+
 @router.get("/console/operator")
 def operator_page(state: State, session: Operator) -> HTMLResponse:
     client = state.client
@@ -46,6 +80,7 @@ def operator_page(state: State, session: Operator) -> HTMLResponse:
     return page(
         "operator.html",
         quota=_quota(state),
+        pools=_pools(state),
         models=[m for m in models if m.waiting or m.active or m.delayed or m.shares],
         queues=client.stats.queues(),
         dead_letters=client.dead_letters(DEAD_LETTERS_SHOWN),

@@ -218,3 +218,31 @@ def test_the_job_page_links_its_trace_when_a_viewer_is_configured(settings: Sett
 def test_a_trace_viewer_url_without_its_place_for_the_id_is_refused(url: str) -> None:
     with pytest.raises(ValueError, match="console_trace_url"):
         Settings(console_trace_url=url, _env_file=None)  # type: ignore[call-arg]
+
+
+def test_the_operator_view_shows_each_pool_and_its_circuit(settings: Settings) -> None:
+    from imagegen.pools import PoolSpec
+    from imagegen.store.pool_stats import PoolStats
+    from imagegen.store.quota import QuotaStore
+
+    pooled = settings.model_copy(
+        update={
+            "api_admin_token": SecretStr(OPERATOR_TOKEN),
+            "pools": (
+                PoolSpec(name="acct-a", region="us-west-2", models=(CORE,), rpm=600),
+                PoolSpec(name="acct-b", region="us-east-1", models=(CORE,), rpm=300),
+            ),
+        }
+    )
+    redis = fakeredis.FakeRedis(decode_responses=True)
+    QuotaStore(redis, pooled).report(CORE, pool="acct-b", denied="AccessDeniedException")
+    PoolStats(redis).count("acct-a", CORE, "image", billed_micro=40_000)
+    with TestClient(create_app(pooled, redis_client=redis)) as http:
+        console = Console(http, Client(pooled, redis_client=redis))
+        console.post("/console/login", data={"key": OPERATOR_TOKEN})
+        page = console.http.get("/console/operator").text
+    assert "Bedrock pools" in page
+    rows = re.findall(r"<tr><td>(acct-[ab])</td><td>([^<]+)</td>.*?</tr>", page)
+    assert rows == [("acct-a", "us-west-2"), ("acct-b", "us-east-1")]
+    assert "<strong>open</strong> after AccessDeniedException" in page
+    assert "1 / 1 / $0.04 / 0 / 0" in page  # acct-a's day

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         description="How long a pool that answered access denied, no subscription or no such "
         "model gets no calls before one probe.",
     )
+    pool_circuit_failures: int = Field(
+        default=5,
+        ge=1,
+        description="A pool whose calls failed this many times in a row (5xx, timeouts) gets "
+        "no calls for pool_circuit_open_s, then one probe.",
+    )
     sts_endpoint_url: str | None = Field(
         default=None,
         description="STS endpoint for the pools' AssumeRole calls; unset means AWS itself.",

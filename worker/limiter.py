@@ -44,12 +44,13 @@ class Limiter:
         throttled: bool = False,
         pool: str | None = None,
         denied: str | None = None,
+        failed: str | None = None,
         now_ms: float | None = None,
     ) -> float:
         """Tell the shared rate how a call went (the pool's own, for a configured pool; a
         ``denied`` code opens its circuit); returns the new effective rate (per minute)."""
         return self.quota.report(
-            model_id, throttled=throttled, pool=pool, denied=denied, now_ms=now_ms
+            model_id, throttled=throttled, pool=pool, denied=denied, failed=failed, now_ms=now_ms
         )
 
     def status(self, model_id: str) -> QuotaStatus:

@@ -39,7 +39,7 @@ from worker.bedrock import BedrockAnswer, Filtered, Generated, interpret, invoke
 from worker.images import ImageInfo, inspect_image
 from worker.inputs import fetch_inputs
 from worker.limiter import Limiter
-from worker.retry import Decision, RetryPolicy
+from worker.retry import Decision, Disposition, RetryPolicy, disposition_of
 from worker.storage import copy_image, find_stored_image, image_key, upload_image
 
 if TYPE_CHECKING:
@@ -424,6 +424,12 @@ class _Attempt:
             limiter.report(model_id, pool=pooled, denied=e.code)
             metrics.POOL_CIRCUIT_OPENS.labels(pooled, model_id, e.code).inc()
             log.warning("pool circuit opened", extra=self.facts(pool=pooled, error_code=e.code))
+        elif pooled is not None and disposition_of(e) is not Disposition.FAIL:
+            # A 5xx or a timeout: a run of them opens the pool's circuit.
+            self.best_effort(
+                "report the failure to the pool",
+                lambda: limiter.report(model_id, pool=pooled, failed=e.code),
+            )
 
     def book_purchase(self) -> None:
         """The image is bought: the attempt's end (its final status, or its retry) books it as

@@ -79,11 +79,13 @@ class QuotaStore:
         throttled: bool = False,
         pool: str | None = None,
         denied: str | None = None,
+        failed: str | None = None,
         now_ms: float | None = None,
     ) -> float:
         """Tell the shared rate how a call went (on ``pool``'s own bucket when it is a configured
-        pool of the model); ``denied`` (the error's code) opens the pool's circuit. Returns the
-        new effective rate (per minute)."""
+        pool of the model); ``denied`` (the error's code) opens the pool's circuit, ``failed`` (a
+        5xx or a timeout's code) does after ``pool_circuit_failures`` in a row. Returns the new
+        effective rate (per minute)."""
         settings = self._settings
         found = self._pool(model_id, pool)
         if found is None:
@@ -92,7 +94,7 @@ class QuotaStore:
         else:
             bucket = keys.pool_limiter_keys(found.name, model_id)
             args = [found.rpm, max(found.burst, 2), found.rpm * settings.rate_floor_fraction]
-        outcome = "denied" if denied else "throttled" if throttled else "ok"
+        outcome = "denied" if denied else "failed" if failed else "throttled" if throttled else "ok"
         rate = self._scripts.run(
             "quota_report",
             [bucket.bucket, bucket.throttles],
@@ -105,7 +107,8 @@ class QuotaStore:
                 uuid.uuid4().hex,
                 KEY_TTL_MS,
                 round(settings.pool_circuit_open_s * 1000),
-                denied or "",
+                denied or failed or "",
+                settings.pool_circuit_failures,
             ],
             now_ms=now_ms,
         )

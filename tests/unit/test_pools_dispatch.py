@@ -196,3 +196,20 @@ def test_without_pools_nothing_changes(any_redis: Any) -> None:
     assert len(released) == 2  # the model's own bucket, two tokens at least
     assert {rig.pool_of(j) for j in released} == {None}
     assert rig.settings.pools_for(rig.model)[0].implicit
+
+
+def test_a_run_of_failures_opens_the_circuit_and_a_success_breaks_the_run(any_redis: Any) -> None:
+    rig = Rig(any_redis, [pool("a", ""), pool("b", "")], pool_circuit_failures=3)
+
+    def circuit() -> str | None:
+        return rig.quota.pool_statuses(rig.model)[0].circuit
+
+    for _ in range(2):
+        rig.quota.report(rig.model, pool="a", failed="ServiceUnavailableException")
+    rig.quota.report(rig.model, pool="a")  # a success: the run starts again
+    for _ in range(2):
+        rig.quota.report(rig.model, pool="a", failed="ServiceUnavailableException")
+    assert circuit() is None
+    rig.quota.report(rig.model, pool="a", failed="ReadTimeout")
+    [a, b] = rig.quota.pool_statuses(rig.model)
+    assert (a.circuit, a.circuit_reason, b.circuit) == ("open", "ReadTimeout", None)

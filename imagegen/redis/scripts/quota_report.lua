@@ -2,10 +2,11 @@
 -- per cooldown) and empties the bucket; a success adds increase_rpm back, up to the quota.
 -- A pool's bucket also holds its circuit: `denied` (access denied, no subscription, no such
 -- model in its Region) opens it for open_ms (the dispatcher then sends it nothing until one
--- probe); any answer that is not a denial (a success, a throttle) closes it.
+-- probe); so does a run of `failures_to_open` failures in a row (5xx, timeouts: `failed`); any
+-- other answer (a success, a throttle) closes it.
 -- KEYS: bucket, throttles. ARGV: 1 now, 2 configured_rpm, 3 burst, 4 floor_rpm, 5 outcome
--- ok|throttled|denied, 6 increase_rpm, 7 decrease_factor, 8 cooldown_ms, 9 event id, 10 key
--- ttl ms, 11 open_ms (denied), 12 the denial's code (denied).
+-- ok|throttled|denied|failed, 6 increase_rpm, 7 decrease_factor, 8 cooldown_ms, 9 event id, 10
+-- key ttl ms, 11 open_ms, 12 the error's code (denied, failed), 13 failures_to_open (failed).
 -- Returns the new rate (string).
 local configured, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
 local floor = tonumber(ARGV[4])
@@ -25,11 +26,18 @@ if ARGV[5] == 'throttled' then
 elseif ARGV[5] == 'ok' then
   rate = math.min(configured, rate + tonumber(ARGV[6]))
 end
-if ARGV[5] == 'denied' then
-  redis.call('HSET', KEYS[1], 'circuit', 'open', 'circuit_until_ms', NOW + tonumber(ARGV[11]),
-             'circuit_reason', ARGV[12], 'circuit_opened_ms', NOW)
-  redis.call('HINCRBY', KEYS[1], 'circuit_opens', 1)
+local opens = ARGV[5] == 'denied'
+if ARGV[5] == 'failed' then
+  local in_row = redis.call('HINCRBY', KEYS[1], 'failures_in_row', 1)
+  opens = in_row >= (tonumber(ARGV[13] or '') or math.huge)
 else
+  redis.call('HDEL', KEYS[1], 'failures_in_row')
+end
+if opens then
+  redis.call('HSET', KEYS[1], 'circuit', 'open', 'circuit_until_ms', NOW + tonumber(ARGV[11]),
+             'circuit_reason', ARGV[12], 'circuit_opened_ms', NOW, 'failures_in_row', 0)
+  redis.call('HINCRBY', KEYS[1], 'circuit_opens', 1)
+elseif ARGV[5] ~= 'failed' then
   redis.call('HDEL', KEYS[1], 'circuit', 'circuit_until_ms', 'circuit_reason', 'circuit_opened_ms')
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated_ms', tostring(state.updated),

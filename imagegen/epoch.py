@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from imagegen.settings import Settings
 
 __all__ = [
+    "MARK_BACKOFF_S",
     "MARK_INTERVAL_S",
+    "MARK_TIMEOUTS_S",
     "EpochWatch",
     "Found",
     "Mark",
@@ -47,6 +49,10 @@ __all__ = [
 ]
 
 MARK_INTERVAL_S = 10.0
+# After S3 failed a check, the next one waits this long (the sweeper must not stall on S3).
+MARK_BACKOFF_S = 60.0
+# The mark's requests give up quickly: connect, then read (seconds).
+MARK_TIMEOUTS_S = (2.0, 5.0)
 _NO_SUCH_KEY = {"NoSuchKey", "404"}
 
 Kind = Literal["ok", "fresh", "emptied", "replaced", "behind"]
@@ -164,13 +170,20 @@ class EpochWatch:
         self._s3 = s3
         self._bucket = settings.s3_bucket
         self._key = mark_key(settings)
-        self._last_check = float("-inf")
+        self._next_check = float("-inf")
+        self._backing_off_until = float("-inf")
 
     def due(self) -> bool:
-        """Time for a check: the interval passed, or Redis has no epoch (it just came back)."""
-        if time.monotonic() - self._last_check >= MARK_INTERVAL_S:
-            return True
-        return not self._redis.exists(keys.REDIS_EPOCH_KEY)
+        """Time for a check: the interval passed, or Redis has no epoch (it just came back);
+        never while backing off after S3 failed."""
+        now = time.monotonic()
+        if now < self._backing_off_until:
+            return False
+        return now >= self._next_check or not self._redis.exists(keys.REDIS_EPOCH_KEY)
+
+    def back_off(self) -> None:
+        """S3 failed a check: leave it alone for ``MARK_BACKOFF_S``."""
+        self._backing_off_until = time.monotonic() + MARK_BACKOFF_S
 
     def read(self) -> Verdict:
         """The comparison, changing nothing."""
@@ -178,7 +191,7 @@ class EpochWatch:
 
     def check(self) -> Verdict:
         """Compare, record a loss (or the first epoch), then write the mark from Redis."""
-        self._last_check = time.monotonic()
+        self._next_check = time.monotonic() + MARK_INTERVAL_S
         verdict = self.read()
         now_ms = int(time.time() * 1000)
         if verdict.found.epoch is None:  # fresh, or emptied

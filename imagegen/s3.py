@@ -16,16 +16,22 @@ __all__ = ["make_s3_client", "s3_uri"]
 
 
 def make_s3_client(
-    settings: Settings, *, attempts: int = 3, max_pool_connections: int = 10
+    settings: Settings,
+    *,
+    attempts: int = 3,
+    max_pool_connections: int = 10,
+    timeouts_s: tuple[float, float] | None = None,
 ) -> S3Client:
     """An S3 client for the configured endpoint (AWS when unset), with explicit timeouts.
 
     ``attempts`` is botocore's own retry budget; the worker passes 1 and retries uploads itself.
+    ``timeouts_s`` (connect, read) replaces the settings' for requests that must not wait long.
     """
+    connect_s, read_s = timeouts_s or (settings.s3_connect_timeout_s, settings.s3_read_timeout_s)
     config = Config(
         region_name=settings.aws_region,
-        connect_timeout=settings.s3_connect_timeout_s,
-        read_timeout=settings.s3_read_timeout_s,
+        connect_timeout=connect_s,
+        read_timeout=read_s,
         retries={"mode": "standard", "total_max_attempts": attempts},
         max_pool_connections=max_pool_connections,
         # SigV4 for every request and every presigned URL (SigV2 is retired in newer regions).

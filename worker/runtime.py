@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 from celery.signals import worker_process_init
 
 from imagegen.bedrock import PoolClients, make_bedrock_client
-from imagegen.epoch import EpochWatch
+from imagegen.epoch import MARK_TIMEOUTS_S, EpochWatch
 from imagegen.redis.connection import connect
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings, get_settings
@@ -150,7 +150,8 @@ def outbox_sweeper() -> OutboxSweeper:
 
     def build() -> OutboxSweeper:
         shared = services()
-        watch = EpochWatch(shared.store.redis, shared.s3, shared.settings)
+        s3 = make_s3_client(shared.settings, attempts=1, timeouts_s=MARK_TIMEOUTS_S)
+        watch = EpochWatch(shared.store.redis, s3, shared.settings)
         return OutboxSweeper(shared.store.redis, shared.settings, epoch_watch=watch)
 
     return _once("outbox_sweeper", build)

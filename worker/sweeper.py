@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import redis as redis_lib
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imagegen.epoch import EpochWatch, Verdict
+from imagegen.epoch import MARK_BACKOFF_S, EpochWatch, Verdict
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.jobs import JobStore
@@ -95,9 +95,10 @@ class OutboxSweeper:
         try:
             verdict = watch.check()
         except (ClientError, BotoCoreError) as e:
+            watch.back_off()
             log.warning(
-                "the Redis epoch's mark in S3 cannot be read or written; trying again",
-                extra={"error": str(e)[:200]},
+                "the Redis epoch's mark in S3 cannot be read or written; trying again later",
+                extra={"error": str(e)[:200], "retry_in_s": MARK_BACKOFF_S},
             )
             return None
         if verdict.lost:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -117,7 +118,7 @@ def test_a_restart_without_persistence_is_noticed_once_and_the_doctor_says_so(
     assert (state["lost_kind"], state["lost_from"]) == ("emptied", first_epoch)
     assert state["lost_submissions"] == "3"
     # Recorded once: the next check finds the new epoch in the mark.
-    watch._last_check = float("-inf")  # the interval has passed
+    watch._next_check = float("-inf")  # the interval has passed
     assert sweeper.watch_epoch().kind == "ok"  # type: ignore[union-attr]
     assert losses("emptied") == before + 1
     assert fleet_gauge(client, settings) == int(state["lost_at_ms"]) / 1000  # the API's too
@@ -179,3 +180,6 @@ def test_an_unreachable_s3_is_logged_and_tried_again(
     with caplog.at_level(logging.WARNING, logger="imagegen.sweeper"):
         assert sweeper.watch_epoch() is None
     assert any("cannot be read or written" in r.getMessage() for r in caplog.records)
+    started = time.monotonic()
+    assert sweeper.watch_epoch() is None  # backing off: S3 is not asked again at once
+    assert time.monotonic() - started < 0.1

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lock test lint format docs k8s demo dev chaos bench-emulator bench-quota bench-fair bench-cache bench-submit bench-api bench-dispatch bench-tracing clean
+.PHONY: install lock test lint format docs k8s demo dev chaos bench-emulator bench-quota bench-fair bench-cache bench-submit bench-api bench-dispatch bench-tracing bench-replica-ack clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -84,6 +84,10 @@ bench-dispatch: install
 ## bench-tracing: idle submit-to-start and the API's answer with tracing off and on (OTLP to a local collector; a few minutes)
 bench-tracing: install
 	$(BIN)/python -m tests.bench.tracing
+
+## bench-replica-ack: what waiting for a replica (IMAGEGEN_REDIS_REPLICA_ACK) costs a submission (about a minute)
+bench-replica-ack: install
+	$(BIN)/python -m tests.bench.replica_ack
 
 ## bench-emulator: requests per second the Bedrock emulator serves (1:1 PNG, no latency)
 bench-emulator: install

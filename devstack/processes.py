@@ -158,6 +158,12 @@ class ProcessGroup:
         """Names of children that have exited."""
         return [c.name for c in self._children if c.process.poll() is not None]
 
+    def send_signal(self, name: str, sig: int) -> None:
+        """Send ``sig`` (SIGSTOP, SIGCONT...) to the child ``name`` and return at once."""
+        for child in self._children:
+            if child.name == name and child.process.poll() is None:
+                os.killpg(child.process.pid, sig)
+
     def stop(self, name: str, sig: int = signal.SIGTERM, grace_s: float = _STOP_GRACE_S) -> None:
         for child in self._children:
             if child.name == name:

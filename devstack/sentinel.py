@@ -45,18 +45,27 @@ def redis_sentinel_binary() -> str | None:
 class SentinelCluster:
     run_dir: Path
     replicas: int = 1
+    sentinels: int = SENTINELS  # 0: a primary and its replicas only
     ports: list[int] = field(default_factory=list)  # primary, replicas..., then the Sentinels
     db: int = 0
 
     def __post_init__(self) -> None:
         self.processes = ProcessGroup(self.run_dir / "logs")
-        needed = 1 + self.replicas + SENTINELS
+        needed = 1 + self.replicas + self.sentinels
         self.ports = self.ports or [free_port() for _ in range(needed)]
         if len(self.ports) != needed:
-            msg = f"{needed} ports are needed (a primary, {self.replicas} replicas, 3 Sentinels)"
+            msg = (
+                f"{needed} ports are needed (a primary, {self.replicas} replicas, "
+                f"{self.sentinels} Sentinels)"
+            )
             raise ValueError(msg)
         self.redis_ports = self.ports[: 1 + self.replicas]
         self.sentinel_ports = self.ports[1 + self.replicas :]
+
+    @property
+    def primary_url(self) -> str:
+        """The first primary itself, not through the Sentinels."""
+        return f"redis://{HOST}:{self.redis_ports[0]}/{self.db}"
 
     @property
     def url(self) -> str:
@@ -67,7 +76,7 @@ class SentinelCluster:
 
     def start(self) -> SentinelCluster:
         server, sentinel = redis_server_binary(), redis_sentinel_binary()
-        if server is None or sentinel is None:
+        if server is None or (sentinel is None and self.sentinels):
             raise StackError("redis-server and redis-sentinel are needed (apt-get install both)")
         try:
             primary, *replicas = self.redis_ports
@@ -75,9 +84,11 @@ class SentinelCluster:
             for index, port in enumerate(replicas, start=1):
                 self._start_redis(server, f"redis-replica-{index}", port, replica_of=primary)
             self._wait_in_sync(primary)
-            for index, port in enumerate(self.sentinel_ports, start=1):
-                self._start_sentinel(sentinel, index, port, primary)
-            self._wait_sentinels_agree(primary)
+            if self.sentinels:
+                assert sentinel is not None
+                for index, port in enumerate(self.sentinel_ports, start=1):
+                    self._start_sentinel(sentinel, index, port, primary)
+                self._wait_sentinels_agree(primary)
         except BaseException:
             self.stop()
             raise
@@ -132,6 +143,11 @@ class SentinelCluster:
                         return port
             time.sleep(_POLL_S)
         raise StackError(f"no replica was promoted within {timeout_s:g} s")
+
+    def pause_replica(self, index: int = 1, *, paused: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) a replica: its link stays up, it confirms nothing meanwhile."""
+        sig = signal.SIGSTOP if paused else signal.SIGCONT
+        self.processes.send_signal(f"redis-replica-{index}", sig)
 
     def client(self, port: int) -> redis.Redis:
         """A plain client of one server (not through the Sentinels)."""
@@ -214,6 +230,6 @@ class SentinelCluster:
                 return (
                     int(master["port"]) == primary
                     and int(master["num-slaves"]) >= self.replicas
-                    and int(master["num-other-sentinels"]) >= SENTINELS - 1
+                    and int(master["num-other-sentinels"]) >= self.sentinels - 1
                 )
         return False

@@ -23,6 +23,7 @@ __all__ = [
     "JobNotFoundError",
     "JobTimeoutError",
     "QueueFullError",
+    "ReplicaAckTimeoutError",
     "SigningSecretMissingError",
     "SigningSecretSettingError",
     "StorageError",
@@ -76,6 +77,20 @@ class JobConflictError(ImagegenError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"job {job_id} already exists with a different request")
+
+
+class ReplicaAckTimeoutError(ImagegenError):
+    """A write reached the Redis primary, but no replica confirmed it in time: it may be lost if
+    the primary fails now. Retrying it (the same job id or idempotency key) is safe."""
+
+    def __init__(self, timeout_s: float, replies: Sequence[object]) -> None:
+        # What the write answered on the primary, for a caller that goes on anyway.
+        self.replies = list(replies)
+        self.retry_after_s = max(1, round(timeout_s))
+        super().__init__(
+            f"no Redis replica confirmed the write within {timeout_s:g} s; it is on the primary "
+            "only for now: retry with the same job id or idempotency key"
+        )
 
 
 class QueueFullError(ImagegenError):

@@ -67,6 +67,17 @@ class Settings(BaseSettings):
         description="Password of the Sentinels themselves (redis+sentinel:// URLs); unset means "
         "they ask for none.",
     )
+    redis_replica_ack: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Before answering for a write (a job accepted, a final status, a delivery "
+        "queued), wait until a replica has it (WAIT): on, off, or auto (on while the primary "
+        "reports a connected replica).",
+    )
+    redis_replica_ack_timeout_s: PositiveSeconds = Field(
+        default=1.0,
+        description="How long such a write waits for a replica before it is refused as "
+        "retryable (503); at most half of redis_socket_timeout_s.",
+    )
     redis_tls_ca_file: str | None = Field(
         default=None,
         description="CA bundle that signs the Redis server's certificate (rediss:// URLs); unset "

@@ -23,6 +23,7 @@ from imagegen.redis.failover import (
     FailoverSSLConnection,
     demoted_primary_retry,
 )
+from imagegen.redis.replica_ack import ReplicaAck
 from imagegen.redis.urls import SentinelUrl, is_sentinel_url, parse_sentinel_url
 from imagegen.settings import Settings
 
@@ -44,7 +45,8 @@ def connect(
     connection busy waits up to ``redis_pool_timeout_s``, then gets a ``ConnectionError``.
     A ``rediss://`` URL is TLS, checked against ``redis_tls_ca_file`` (or the system's CAs).
     ``timeout_s`` bounds the pool wait, the connect and every command instead of the settings'
-    timeouts: for a client whose commands must never hold anything up."""
+    timeouts: for a client whose commands must never hold anything up. Its writes the service
+    answers for wait for a replica as ``redis_replica_ack`` says."""
     options: dict[str, Any] = {
         "decode_responses": True,
         "max_connections": max_connections or settings.redis_max_connections,
@@ -56,11 +58,14 @@ def connect(
         "retry_on_timeout": False,
     }
     if uses_sentinel(settings):
-        return _sentinel_client(settings, sentinel_url(settings), options)
-    if uses_tls(settings):
-        options |= {"ssl_cert_reqs": "required", "ssl_ca_certs": settings.redis_tls_ca_file}
-    pool = redis.BlockingConnectionPool.from_url(settings.redis_url, **options)
-    return redis.Redis(connection_pool=pool)
+        client = _sentinel_client(settings, sentinel_url(settings), options)
+    else:
+        if uses_tls(settings):
+            options |= {"ssl_cert_reqs": "required", "ssl_ca_certs": settings.redis_tls_ca_file}
+        pool = redis.BlockingConnectionPool.from_url(settings.redis_url, **options)
+        client = redis.Redis(connection_pool=pool)
+    ReplicaAck.register(client, ReplicaAck.from_settings(settings, options["socket_timeout"]))
+    return client
 
 
 def _sentinel_client(settings: Settings, url: SentinelUrl, options: dict[str, Any]) -> redis.Redis:

@@ -24,13 +24,13 @@ import hashlib
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 from redis.exceptions import ResponseError
 
-from imagegen.errors import ImagegenError
+from imagegen.errors import ImagegenError, ReplicaAckTimeoutError
 from imagegen.lifecycle import lua_constants
 from imagegen.messages import (
     DELIVERY_ID_PLACEHOLDER,
@@ -39,6 +39,7 @@ from imagegen.messages import (
     WEBHOOK_QUEUE,
 )
 from imagegen.redis import keys
+from imagegen.redis.replica_ack import AckedPipeline, ReplicaAck
 
 __all__ = ["LIBRARY", "SCRIPT_NAMES", "Scripts", "function_name", "library_source"]
 
@@ -189,9 +190,14 @@ class Scripts:
         *,
         client: Any = None,
         now_ms: float | None = None,
+        durable: bool = False,
     ) -> Any:
         """Run the script ``name`` with the clock (or ``now_ms``) as ``ARGV[1]``; on ``client``
-        when given (a pipeline: its ``execute`` returns the answer)."""
+        when given (a pipeline: its ``execute`` returns the answer). ``durable``: a write the
+        service answers for, which waits for a replica (``imagegen.redis.replica_ack``)."""
+        if durable and client is None and ReplicaAck.of(self._client).replicas_needed(self._client):
+            build = partial(self.run, name, keys, args, now_ms=now_ms)
+            return self.execute(lambda pipe: build(client=pipe), transaction=False, durable=True)[0]
         if not self._loaded:
             self.load()
         now = self.clock() if now_ms is None else now_ms
@@ -206,14 +212,29 @@ class Scripts:
         self.load()  # Redis restarted without our library
         return self._client.fcall(*call)
 
-    def execute(self, build: Callable[[Any], None], *, transaction: bool = True) -> list[Any]:
+    def execute(
+        self, build: Callable[[Any], None], *, transaction: bool = True, durable: bool = False
+    ) -> list[Any]:
         """Run a pipeline ``build`` fills (scripts through ``run(..., client=pipe)``), loading the
         library again and running it once more when Redis had lost it: every call of the
-        pipeline then failed, none did anything."""
+        pipeline then failed, none did anything. ``durable``: then wait, on the same
+        connection, for a replica to have it (``imagegen.redis.replica_ack``); when none
+        confirms in time, ``ReplicaAckTimeoutError`` carries the replies."""
+        policy = ReplicaAck.of(self._client)
+        replicas = policy.replicas_needed(self._client) if durable else 0
         for attempt in range(2):
             if not self._loaded:
                 self.load()
-            pipe = self._client.pipeline(transaction=transaction)
+            pipe = (
+                AckedPipeline(
+                    self._client,
+                    transaction=transaction,
+                    replicas=replicas,
+                    timeout_ms=policy.timeout_ms,
+                )
+                if replicas
+                else self._client.pipeline(transaction=transaction)
+            )
             build(pipe)
             replies = pipe.execute(raise_on_error=False)
             lost = [r for r in replies if isinstance(r, ResponseError) and _not_loaded(r)]
@@ -223,5 +244,7 @@ class Scripts:
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
+            if replicas and (pipe.acked or 0) < replicas:
+                raise ReplicaAckTimeoutError(policy.timeout_s, replies)
             return list(replies)
         raise AssertionError  # pragma: no cover - the loop returns or raises

@@ -66,7 +66,9 @@ class Deliveries:
         template = delivery_message_template()
         messages = [template.replace(DELIVERY_ID_PLACEHOLDER, d) for d in delivery_ids]
         if messages:
-            self._redis.lpush(WEBHOOK_QUEUE, *messages)
+            self._scripts.execute(
+                lambda pipe: pipe.lpush(WEBHOOK_QUEUE, *messages), transaction=False, durable=True
+            )
 
     def ids_for_job(self, job_id: str) -> list[str]:
         fields = cast("dict[str, str]", self._redis.hgetall(keys.job_key(job_id)))

@@ -13,12 +13,14 @@ listing are ``imagegen.store.job_reads``.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
+from imagegen.errors import ReplicaAckTimeoutError
 from imagegen.records import JobRecord, JobStatus, JobTrace, NewJob
 from imagegen.redis import codecs, keys
 from imagegen.redis.scripts import Scripts
@@ -42,6 +44,8 @@ __all__ = [
     "Finished",
     "JobStore",
 ]
+
+log = logging.getLogger("imagegen.jobs")
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 EXPIRE_BATCH = 500
@@ -142,11 +146,14 @@ class JobStore:
             context=JobContext.from_settings(settings),
         )
 
-    def _run(self, name: str, job_id: str | None, args: list[Any]) -> Any:
-        """A job script on one job (its hash is KEYS[1]) or none, with the job context."""
+    def _run(self, name: str, job_id: str | None, args: list[Any], *, durable: bool = False) -> Any:
+        """A job script on one job (its hash is KEYS[1]) or none, with the job context;
+        ``durable`` for a write the service answers for (it waits for a replica)."""
         job_keys = [keys.job_key(job_id)] if job_id is not None else []
         head = [job_id] if job_id is not None else []
-        return self._scripts.run(name, job_keys, [*self.context.args(), *head, *args])
+        return self._scripts.run(
+            name, job_keys, [*self.context.args(), *head, *args], durable=durable
+        )
 
     # -- arriving ----------------------------------------------------------------------------
 
@@ -212,7 +219,7 @@ class JobStore:
             if dispatch is not None:
                 dispatch.release_in(pipe, sorted({job.model_id for job in jobs}))
 
-        results = self._scripts.execute(build)[: len(jobs)]
+        results = self._scripts.execute(build, durable=True)[: len(jobs)]
         return [(CreateOutcome(state), str(detail)) for state, detail in results]
 
     def refuse(
@@ -234,7 +241,7 @@ class JobStore:
     # -- ending before a start ---------------------------------------------------------------
 
     def cancel(self, job_id: str) -> CancelOutcome:
-        return CancelOutcome(self._run("job_cancel", job_id, []))
+        return CancelOutcome(self._run("job_cancel", job_id, [], durable=True))
 
     def expire_due(self) -> list[str]:
         """End jobs whose deadline passed before they ever started; returns their ids."""
@@ -355,7 +362,16 @@ class JobStore:
         ]
         for name, value in fields.items():
             argv += [name, "" if value is None else value]
-        changed, detail = self._run("job_finish", job_id, argv)
+        try:
+            changed, detail = self._run("job_finish", job_id, argv, durable=True)
+        except ReplicaAckTimeoutError as e:
+            # Written on the primary: the attempt goes on (a failover that lost it puts the
+            # job back to run, as for a worker that died here).
+            log.warning(
+                "final status not confirmed by a Redis replica in time",
+                extra={"job_id": job_id, "status": status.value},
+            )
+            changed, detail = cast("list[Any]", e.replies[0])
         if not int(changed):
             return Finished(FinishOutcome(detail), [])
         return Finished(FinishOutcome.FINISHED, [d for d in str(detail).split(",") if d])

@@ -18,6 +18,7 @@ from imagegen.errors import (
     InvalidRequestError,
     JobConflictError,
     QueueFullError,
+    ReplicaAckTimeoutError,
 )
 from producer.api.examples import PROBLEM_EXAMPLES
 
@@ -198,6 +199,11 @@ def install_problem_handlers(app: FastAPI) -> None:
             422, "Invalid request", "the request breaks a rule; see errors", fields
         ).problem
         return problem_response(problem)
+
+    @app.exception_handler(ReplicaAckTimeoutError)
+    async def _not_replicated(_: Request, error: ReplicaAckTimeoutError) -> JSONResponse:
+        problem = Problem(title="Not confirmed by a replica", status=503, detail=str(error))
+        return problem_response(problem, {"Retry-After": str(error.retry_after_s)})
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, error: HTTPException) -> JSONResponse:

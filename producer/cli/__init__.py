@@ -29,6 +29,7 @@ from imagegen.errors import (
     JobNotFoundError,
     JobTimeoutError,
     QueueFullError,
+    ReplicaAckTimeoutError,
 )
 from imagegen.settings import get_settings
 from imagegen_client import (
@@ -84,6 +85,7 @@ _EXIT_STATUSES: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int],
             ApiConnectionError,
             RequestTimeoutError,
             ServiceUnavailableError,
+            ReplicaAckTimeoutError,
         ),
         EXIT_UNAVAILABLE,
     ),

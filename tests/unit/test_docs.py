@@ -90,3 +90,25 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     )
     assert built.returncode == 0, built.stderr
     assert (tmp_path / "site" / "settings" / "index.html").is_file()
+
+
+def _make_targets_named(page: Path) -> set[str]:
+    """``make X`` in an inline code span, or at the start of a line in a code block."""
+    text = page.read_text()
+    blocks = "\n".join(FENCE.findall(text))
+    return set(re.findall(r"`make ([a-z][\w-]*)", text)) | set(
+        re.findall(r"^make ([a-z][\w-]*)", blocks, re.M)
+    )
+
+
+def test_every_make_target_the_docs_name_exists() -> None:
+    targets = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
+    named = set().union(*(_make_targets_named(page) for page in [ROOT / "README.md", *PAGES]))
+    assert {"demo", "test", "docs"} <= named
+    assert named <= targets, sorted(named - targets)
+
+
+def test_the_development_page_lists_every_make_target() -> None:
+    described = set(re.findall(r"^## ([a-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
+    listed = set(re.findall(r"`make ([a-z][\w-]*)", (DOCS / "development.md").read_text()))
+    assert described - listed == set()

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lock test lint format docs k8s demo dev chaos bench-emulator bench-quota bench-fair bench-cache bench-submit bench-api bench-dispatch bench-tracing bench-replica-ack clean
+.PHONY: install lock test lint format docs k8s demo dev chaos bench-emulator bench-quota bench-fair bench-pools bench-cache bench-submit bench-api bench-dispatch bench-tracing bench-replica-ack clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ bench-quota: install
 ## bench-fair: tenants sharing one quota, the dispatcher against the FIFO queues (about 30 min)
 bench-fair: install
 	$(BIN)/python -m tests.bench.fair
+
+## bench-pools: three Bedrock pools against one of the same summed quota, and a pool down for 60 s (about 15 min)
+bench-pools: install
+	$(BIN)/python -m tests.bench.pools
 
 ## bench-cache: what the image cache's lookup adds to a submission (under a minute)
 bench-cache: install

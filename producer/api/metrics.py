@@ -267,10 +267,9 @@ class FleetCollector(Collector):
         yield from (configured, effective, tokens, calls, throttles)
 
     def _pools(self) -> Iterator[Metric]:
-        """Each configured pool's quota, circuit and today's calls, per model."""
+        """Each configured pool's quota, circuit and today's calls, per model (the families are
+        there, empty, without pools)."""
         settings = self._settings
-        if not settings.pools:
-            return
         labels = ["pool", "region", "model"]
         configured = GaugeMetricFamily(
             "imagegen_pool_configured_rpm", "A pool's own quota", labels=labels
@@ -301,7 +300,7 @@ class FleetCollector(Collector):
             labels=[*labels, "what"],
         )
         regions = {spec.name: spec.region for spec in settings.pools}
-        for model_id in settings.allowed_model_ids:
+        for model_id in settings.allowed_model_ids if regions else ():
             for status in self._quota_store.pool_statuses(model_id):
                 found = [status.pool, status.region, model_id]
                 quota = status.quota
@@ -312,7 +311,7 @@ class FleetCollector(Collector):
                 throttles.add_metric(found, quota.throttles_total)
                 circuit.add_metric(found, 1.0 if status.circuit else 0.0)
         day = time.strftime("%Y-%m-%d", time.gmtime())
-        for entry in PoolStats(self._redis).days(list(regions), [day]):
+        for entry in PoolStats(self._redis).days(list(regions), [day]) if regions else ():
             found = [entry.pool, regions[entry.pool], entry.model_id]
             for what, value in (
                 ("calls", entry.calls),

@@ -213,3 +213,18 @@ def test_a_run_of_failures_opens_the_circuit_and_a_success_breaks_the_run(any_re
     rig.quota.report(rig.model, pool="a", failed="ReadTimeout")
     [a, b] = rig.quota.pool_statuses(rig.model)
     assert (a.circuit, a.circuit_reason, b.circuit) == ("open", "ReadTimeout", None)
+
+
+def test_a_job_reserves_the_price_of_the_pool_it_goes_to(any_redis: Any) -> None:
+    rig = Rig(
+        any_redis,
+        [pool("dear", "", price_usd=0.08), pool("cheap", "", price_usd=0.03)],
+        pool_choice="cheapest",
+        model_prices_usd={},
+    )
+    rig.submit("acme", 4)
+    released = rig.release(T0)
+    reserved = {
+        rig.pool_of(j): int(any_redis.hget(keys.job_key(j), "reserved_micro")) for j in released
+    }
+    assert reserved == {"cheap": 30_000, "dear": 80_000}

@@ -28,7 +28,7 @@
 -- share then goes to a pool with a token (each pool has its own bucket): among those its
 -- tenant may use (its record's `pools`) whose circuit is closed, or due for its one probe, the
 -- least used for its quota or the cheapest; a retry avoids the pool it failed on when another
--- has a token. The pool's name goes into the record (`pool`): the worker calls that pool. The
+-- has a token. A job that reserves its price reserves (and pays) its pool's. The pool's name goes into the record (`pool`): the worker calls that pool. The
 -- model's bucket then holds the pools' sum (what estimates read). A tenant whose pools have no
 -- token is paused (rate) until the first is due.
 -- KEYS: 1 the quota's bucket, 2 its calls (last minute); with n pools, 3..2+n their buckets
@@ -240,10 +240,9 @@ while released < most and passes < most + 500 do
       local copies = job.f.copy_from_key ~= nil or (found and found[1] == 'hit' and job.f.cache_copy == '1')
       if not job.f.price_micro then set_fields(job, {'price_micro', model_price}) end
       local price = 0
-      if not copies and number(job, 'reserved_micro') <= 0
-         and (number(job, 'billed_micro') <= 0 or job.f.recall == '1') then
-        price = number(job, 'price_micro')
-      end
+      local reserves = not copies and number(job, 'reserved_micro') <= 0
+                       and (number(job, 'billed_micro') <= 0 or job.f.recall == '1')
+      if reserves then price = number(job, 'price_micro') end
       if expires and not job.f.started_ms and NOW_MS >= expires then
         transition(job, 'expire', {popped = true, status = 'expired'})
       elseif found and found[1] == 'hit' and not copies then
@@ -252,6 +251,15 @@ while released < most and passes < most + 500 do
       elseif found and found[1] == 'follow' then
         transition(job, 'follow', {popped = true, leader = found[2]})
       else
+        -- The pool it goes to; a job that reserves pays that pool's price.
+        local pool = nil
+        if pool_n > 0 and not copies then
+          pool = choose_pool(c.pools, job.f.avoid_pool)
+          if reserves and pool.price ~= price then
+            price = pool.price
+            set_fields(job, {'price_micro', price})
+          end
+        end
         local blocked_until = nil
         if price > 0 then
           c.budget = c.budget or budget_room(t)
@@ -293,7 +301,7 @@ while released < most and passes < most + 500 do
             redis.call('ZADD', KEYS[2], NOW, t .. '|' .. id)
             tokens = tokens - 1
             if pool_n > 0 then
-              local p = choose_pool(c.pools, job.f.avoid_pool)
+              local p = pool
               p.tokens, p.used = p.tokens - 1, p.used + 1
               redis.call('ZADD', p.calls, NOW, t .. '|' .. id)
               redis.call('HSET', job.key, 'pool', p.name)

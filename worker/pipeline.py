@@ -29,6 +29,7 @@ from imagegen.pools import Pool, opens_circuit
 from imagegen.records import JobRecord, JobStatus, JobTrace
 from imagegen.s3 import s3_uri
 from imagegen.settings import Settings
+from imagegen.store.deliveries import DeliveryClaim
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import CallMark, ClaimState, FinishOutcome, JobStore
@@ -41,12 +42,15 @@ from worker.inputs import fetch_inputs
 from worker.limiter import Limiter
 from worker.retry import Decision, Disposition, RetryPolicy, disposition_of
 from worker.storage import copy_image, find_stored_image, image_key, upload_image
+from worker.webhooks import delivery_lease_ms
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
     from mypy_boto3_s3 import S3Client
 
     from imagegen.bedrock import PoolClients
+
+    from worker.send_now import SendNow
 
 __all__ = ["BOOKKEEPING_TIMEOUT_S", "RETRY_SCHEDULED", "JobOutcome", "Services", "run_job"]
 
@@ -66,9 +70,10 @@ class Services:
     s3: S3Client
     policy: RetryPolicy
     limiter: Limiter
-    # Sends a finished job's webhook deliveries at once, in this process (None: the
-    # delivery messages on the webhooks queue do, as from any other process).
-    deliver_now: Callable[[list[str]], None] | None = None
+    # This process's threads that send a finished job's webhook deliveries at once, built on
+    # first use (None: the delivery messages on the webhooks queue do, as from any other
+    # process).
+    send_now: Callable[[], SendNow] | None = None
     # The store on a Redis client whose commands give up after BOOKKEEPING_TIMEOUT_S: what an
     # attempt reads between a bought image and its upload, so a stalled Redis cannot hold the
     # image in memory (None: ``store``).
@@ -83,6 +88,8 @@ class Services:
 RETRY_SCHEDULED = "retry_scheduled"
 # The error code of a job given back to wait for its tenant's budget (no failure counted).
 BUDGET_WAIT = "BudgetWait"
+# The webhook deliveries a final transition makes at most: the job's event and its chain's.
+MOST_DELIVERIES_AT_A_FINISH = 2
 # Call errors after which Bedrock may have generated and billed an image nobody read.
 BILLED_UNSEEN = frozenset({"ReadTimeout"})
 THROTTLED = "ThrottlingException"
@@ -208,6 +215,8 @@ class _Attempt:
         self.answer_unreported = False
         # This attempt bought an image (booked at once, or by its final transition).
         self.bought = False
+        # This attempt's finish made the job final.
+        self.finished = False
         settings = services.settings
         self.bucket = settings.s3_bucket
         self.key = image_key(
@@ -295,8 +304,6 @@ class _Attempt:
         one. The limiter hears how the call went (an answer once the attempt has kept the image:
         ``report_answer``)."""
         model_id = self.record.model_id
-        if self.services.store.cancel_requested(self.job_id):
-            return None
         store = self.services.store
         images = fetch_inputs(
             self.services.s3,
@@ -308,8 +315,12 @@ class _Attempt:
         )
         body = self.request.to_bedrock_body(images)
         # From here until the answer is booked or the job let go, a death of this process
-        # loses an answer Bedrock may have billed: the redrive then books it as spent.
-        if store.mark_calling(self.job_id, self.owner, calling=True) is CallMark.BUDGET:
+        # loses an answer Bedrock may have billed: the redrive then books it as spent. A cancel
+        # requested since the claim is seen here, and nothing is marked.
+        mark = store.mark_calling(self.job_id, self.owner, calling=True)
+        if mark is CallMark.CANCELED:
+            return None
+        if mark is CallMark.BUDGET:
             return _NO_BUDGET
         log.info("job calling Bedrock", extra=self.facts())
         client, region = self.client(), self.pool.region
@@ -542,7 +553,10 @@ class _Attempt:
         if latency_ms is not None:
             fields["bedrock_latency_ms"] = latency_ms
         outcome = self.finish(JobStatus.SUCCEEDED, fields, seed=seed, s3_key=self.key)
-        self.services.store.drop_parked_image(self.job_id)
+        if not self.finished:
+            # Another attempt holds the job, or it was final already: the image is in S3, so a
+            # parked copy is of no use (the final transition drops its job's own).
+            self.services.store.drop_parked_image(self.job_id)
         return outcome
 
     def finish(
@@ -554,19 +568,25 @@ class _Attempt:
         s3_key: str | None = None,
         attempt_log: tuple[int, str, str] | None = None,
     ) -> JobOutcome:
-        deliver_now = self.services.deliver_now
-        outcome, deliveries = self.services.store.finish(
-            self.job_id,
-            self.owner,
-            status,
-            fields,
-            attempt_log=attempt_log,
-            bought=self.bought,
-            deliver_now=deliver_now is not None,
-        )
-        if deliver_now is not None and deliveries:
-            deliver_now(deliveries)
+        send_now = self.services.send_now() if self.services.send_now else None
+        reserved = send_now.reserve(MOST_DELIVERIES_AT_A_FINISH) if send_now else 0
+        claims: list[DeliveryClaim] = []
+        try:
+            outcome, claims = self.services.store.finish(
+                self.job_id,
+                self.owner,
+                status,
+                fields,
+                attempt_log=attempt_log,
+                bought=self.bought,
+                send_now=reserved,
+                delivery_lease_ms=delivery_lease_ms(self.services.settings),
+            )
+        finally:
+            if send_now is not None:
+                send_now.send(claims, reserved)
         changed = outcome is FinishOutcome.FINISHED
+        self.finished = changed
         if changed:
             metrics.JOBS_FINISHED.labels(self.record.model_id, status.value).inc()
         log.info(

@@ -16,7 +16,6 @@ from imagegen.epoch import MARK_TIMEOUTS_S, EpochWatch
 from imagegen.redis.connection import connect
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings, get_settings
-from imagegen.store.deliveries import Deliveries
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import JobStore
@@ -69,7 +68,7 @@ def build_services(settings: Settings) -> Services:
         s3=make_s3_client(settings, attempts=1, max_pool_connections=pool_size),
         policy=RetryPolicy.from_settings(settings),
         limiter=Limiter(redis_client, settings),
-        deliver_now=_send_now if settings.webhook_send_threads else None,
+        send_now=send_now if settings.webhook_send_threads else None,
         quick_store=JobStore.from_settings(
             connect(settings, max_connections=pool_size, timeout_s=BOOKKEEPING_TIMEOUT_S),
             settings,
@@ -112,17 +111,9 @@ def send_now() -> SendNow:
     """This process's threads that send finished jobs' webhooks at once."""
 
     def build() -> SendNow:
-        shared = services()
-        sender = webhook_sender()
-        return SendNow(
-            sender.deliver, Deliveries(shared.store.redis), shared.settings.webhook_send_threads
-        )
+        return SendNow(webhook_sender().deliver_claimed, services().settings.webhook_send_threads)
 
     return _once("send_now", build)
-
-
-def _send_now(delivery_ids: list[str]) -> None:
-    send_now()(delivery_ids)
 
 
 def intake() -> Intake:

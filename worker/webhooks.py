@@ -29,7 +29,7 @@ from imagegen.errors import SigningSecretMissingError
 from imagegen.records import ChainStep, JobRecord, JobStatus
 from imagegen.settings import Settings
 from imagegen.ssrf import VettedTarget, WebhookUrlError, vet_configured
-from imagegen.store.deliveries import Deliveries
+from imagegen.store.deliveries import Deliveries, DeliveryClaim
 from imagegen.store.job_reads import JobReads
 from imagegen.store.signing import SigningSecrets, signing_secrets
 from imagegen.store.spend import Ledger, periods
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from redis import Redis
 
-__all__ = ["DeliveryResult", "WebhookSender", "build_payload"]
+__all__ = ["DeliveryResult", "WebhookSender", "build_payload", "delivery_lease_ms"]
 
 log = logging.getLogger("imagegen.webhooks")
 
@@ -67,6 +67,11 @@ class DeliveryResult:
 
     def summary(self) -> dict[str, Any]:
         return {"delivery_id": self.delivery_id, "outcome": self.outcome, "status": self.status}
+
+
+def delivery_lease_ms(settings: Settings) -> int:
+    """How long one attempt holds a delivery: its POST's timeout and a margin."""
+    return round((settings.webhook_timeout_s + _CLAIM_MARGIN_S) * 1000)
 
 
 def build_payload(
@@ -118,12 +123,17 @@ class WebhookSender:
         self._tls = ssl.create_default_context()
 
     def deliver(self, delivery_id: str) -> DeliveryResult:
-        settings = self._settings
-        lease_ms = round((settings.webhook_timeout_s + _CLAIM_MARGIN_S) * 1000)
-        claim = self._deliveries.claim(delivery_id, lease_ms)
+        claim = self._deliveries.claim(delivery_id, delivery_lease_ms(self._settings))
         if claim.state != "claimed":
             return DeliveryResult(delivery_id, claim.state)
-        attempt, record = claim.attempt, claim.record
+        return self.deliver_claimed(claim)
+
+    def deliver_claimed(self, claim: DeliveryClaim) -> DeliveryResult:
+        """Send a delivery claimed for this attempt (by ``deliver``, or by its job's final
+        transition) and record how it went."""
+        settings = self._settings
+        lease_ms = delivery_lease_ms(settings)
+        delivery_id, attempt, record = claim.delivery_id, claim.attempt, claim.record
         if record is None:
             return self._finish(
                 delivery_id, attempt, "exhausted", None, error="the job record has expired"

@@ -20,7 +20,7 @@ from imagegen.redis.scripts import Scripts
 if TYPE_CHECKING:
     from redis import Redis
 
-__all__ = ["Deliveries", "DeliveryClaim", "FailingEndpoint"]
+__all__ = ["Deliveries", "DeliveryClaim", "FailingEndpoint", "claimed_delivery"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class DeliveryClaim:
 
     state: str
     attempt: int
+    delivery_id: str = ""
     job_id: str = ""
     event: str = ""
     url: str = ""
@@ -40,6 +41,30 @@ class DeliveryClaim:
     secrets: str = ""
     # The job's submission span (W3C traceparent), which the POST's span continues.
     traceparent: str | None = None
+
+
+def claimed_delivery(
+    delivery_id: str,
+    attempt: int,
+    sent: Sequence[str],
+    secrets: str,
+    fields: dict[str, str],
+) -> DeliveryClaim:
+    """A claimed delivery from what its claim read: ``sent`` is its job id, event, url and
+    webhook-id, ``fields`` its job's record (empty once it expired)."""
+    job_id, event, url, webhook_id = sent
+    return DeliveryClaim(
+        "claimed",
+        attempt,
+        delivery_id=delivery_id,
+        job_id=job_id,
+        event=event,
+        url=url,
+        webhook_id=webhook_id,
+        record=codecs.record_from_hash(fields) if fields else None,
+        secrets=secrets,
+        traceparent=codecs.job_trace(fields).traceparent if fields else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -110,16 +135,8 @@ class Deliveries:
             return DeliveryClaim(str(state), int(attempt))
         job_id, event, url, webhook_id, secrets, *pairs = sent
         fields = dict(zip(pairs[::2], pairs[1::2], strict=True))
-        return DeliveryClaim(
-            "claimed",
-            int(attempt),
-            job_id=job_id,
-            event=event,
-            url=url,
-            webhook_id=webhook_id,
-            record=codecs.record_from_hash(fields) if fields else None,
-            secrets=secrets,
-            traceparent=codecs.job_trace(fields).traceparent if fields else None,
+        return claimed_delivery(
+            delivery_id, int(attempt), (job_id, event, url, webhook_id), secrets, fields
         )
 
     def take_endpoint_slot(self, endpoint: str, cap: int, lease_ms: int, slot: str) -> bool:

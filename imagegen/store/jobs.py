@@ -26,6 +26,7 @@ from imagegen.redis import codecs, keys
 from imagegen.redis.scripts import Scripts
 from imagegen.settings import Settings
 from imagegen.store.context import JobContext
+from imagegen.store.deliveries import DeliveryClaim, claimed_delivery
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -90,6 +91,7 @@ class ClaimState(StrEnum):
 class CallMark(StrEnum):
     OK = "ok"
     LEASE = "lease"  # the owner no longer holds the job
+    CANCELED = "canceled"  # a cancel was requested: the call must not start
     BUDGET = "budget"  # a re-call its tenant's hard budget has no room for
 
 
@@ -101,8 +103,12 @@ class FinishOutcome(StrEnum):
 
 class Finished(NamedTuple):
     outcome: FinishOutcome
-    # The job's webhook deliveries its caller said it would send at once (``deliver_now``).
-    deliveries: list[str]
+    # The job's webhook deliveries claimed for its caller to send at once (``send_now``).
+    claims: list[DeliveryClaim]
+
+    @property
+    def deliveries(self) -> list[str]:
+        return [claim.delivery_id for claim in self.claims]
 
 
 @dataclass(frozen=True)
@@ -262,8 +268,9 @@ class JobStore:
 
     def mark_calling(self, job_id: str, owner: str, calling: bool) -> CallMark:
         """Mark (or clear) the Bedrock call in flight of the lease owner's attempt. ``LEASE``
-        when the owner no longer holds the job; ``BUDGET`` when the job, whose image was already
-        bought, must call again and its tenant's hard budget has no room (give it back)."""
+        when the owner no longer holds the job; ``CANCELED`` (nothing marked) when a cancel was
+        requested; ``BUDGET`` when the job, whose image was already bought, must call again and
+        its tenant's hard budget has no room (give it back)."""
         return CallMark(self._run("job_calling", job_id, [owner, "1" if calling else ""]))
 
     # -- running -----------------------------------------------------------------------------
@@ -340,15 +347,17 @@ class JobStore:
         *,
         attempt_log: tuple[int, str, str] | None = None,
         bought: bool = False,
-        deliver_now: bool = False,
+        send_now: int = 0,
+        delivery_lease_ms: int = 0,
     ) -> Finished:
         """Write the final status and its fields, when ``owner`` holds the job's lease.
 
         ``attempt_log`` (attempt, error code, message) adds the last attempt to the log;
         ``bought`` says this attempt bought an image: it is booked as spent now (its reservation,
-        in the periods it was held in). With ``deliver_now`` the caller sends the job's new
-        webhook deliveries itself (returned); no message is queued for them, and the outbox
-        sends them after the hand-off grace if it does not."""
+        in the periods it was held in). With ``send_now`` the caller sends up to that many of the
+        job's new webhook deliveries itself: they come back claimed for their first attempt (a
+        lease of ``delivery_lease_ms``), with no message queued for them; the outbox sends them
+        when the lease ends if the caller does not. Any others are queued as usual."""
         if not status.is_terminal:
             msg = f"{status} is not a final status"
             raise ValueError(msg)
@@ -358,12 +367,13 @@ class JobStore:
             line,
             owner,
             "1" if bought else "",
-            "1" if deliver_now else "",
+            send_now,
+            delivery_lease_ms,
         ]
         for name, value in fields.items():
             argv += [name, "" if value is None else value]
         try:
-            changed, detail = self._run("job_finish", job_id, argv, durable=True)
+            changed, detail, *rest = self._run("job_finish", job_id, argv, durable=True)
         except ReplicaAckTimeoutError as e:
             # Written on the primary: the attempt goes on (a failover that lost it puts the
             # job back to run, as for a worker that died here).
@@ -371,10 +381,19 @@ class JobStore:
                 "final status not confirmed by a Redis replica in time",
                 extra={"job_id": job_id, "status": status.value},
             )
-            changed, detail = cast("list[Any]", e.replies[0])
+            changed, detail, *rest = cast("list[Any]", e.replies[0])
         if not int(changed):
             return Finished(FinishOutcome(detail), [])
-        return Finished(FinishOutcome.FINISHED, [d for d in str(detail).split(",") if d])
+        claimed = int(detail)
+        if not claimed:
+            return Finished(FinishOutcome.FINISHED, [])
+        sent, (secrets, *pairs) = rest[: 4 * claimed], rest[4 * claimed :]
+        record = dict(zip(pairs[::2], pairs[1::2], strict=True))
+        claims = [
+            claimed_delivery(str(sent[i]), 1, (job_id, *sent[i + 1 : i + 4]), secrets, record)
+            for i in range(0, len(sent), 4)
+        ]
+        return Finished(FinishOutcome.FINISHED, claims)
 
     # -- images bought but not yet stored ----------------------------------------------------
 
@@ -393,6 +412,7 @@ class JobStore:
         return (None if seed is None else int(seed)), str(parked["image"])
 
     def drop_parked_image(self, job_id: str) -> None:
+        """Forget a parked image (a job's final transition drops its own)."""
         self.redis.delete(keys.parked_image_key(job_id))
 
     # -- the dead-letter set -----------------------------------------------------------------

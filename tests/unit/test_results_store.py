@@ -145,6 +145,15 @@ def test_a_cancel_request_ends_the_job_at_claim(any_redis: Any) -> None:
     assert record.attempts == 0
 
 
+def test_a_cancel_requested_after_the_claim_stops_the_call_mark(any_redis: Any) -> None:
+    new_job(any_redis)
+    store = JobStore(any_redis, RETENTION_S)
+    store.claim("J1", "owner-a", LEASE_MS)
+    any_redis.hset(keys.job_key("J1"), "cancel_requested", "1")
+    assert store.mark_calling("J1", "owner-a", calling=True) is CallMark.CANCELED
+    assert any_redis.hget(keys.job_key("J1"), "calling") in (None, "")
+
+
 def test_a_missing_job_is_reported_missing(any_redis: Any) -> None:
     assert JobStore(any_redis, RETENTION_S).claim("nope", "o", LEASE_MS).state is (
         ClaimState.MISSING

@@ -18,7 +18,7 @@ from imagegen.records import JobStatus
 from imagegen.redis import keys
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings
-from imagegen.store.deliveries import Deliveries
+from imagegen.store.deliveries import Deliveries, DeliveryClaim
 from imagegen.store.jobs import JobStore
 from imagegen.store.maintenance import Maintenance
 from imagegen.store.signing import SigningSecrets
@@ -510,49 +510,97 @@ def test_crossing_a_soft_budget_sends_the_tenant_a_signed_warning(hooks: Hooks) 
     assert headers["webhook-id"].startswith(f"msg_budget_{tenant}_d_")
 
 
-def test_a_finished_jobs_webhook_is_sent_by_its_worker_without_a_queued_message(
-    settings: Settings,
+def test_a_finished_jobs_webhook_is_claimed_by_its_finish_and_sent_by_its_worker(
+    hooks: Hooks,
 ) -> None:
-    """The worker that finished a job sends its webhook at once; the outbox entry stays as the
-    fallback, and no message goes to the webhooks queue."""
-    redis = fakeredis.FakeRedis(decode_responses=True)
-    settings = settings.model_copy(
-        update={"webhook_allow_http": True, "webhook_allowed_hosts": ("127.0.0.1",)}
+    """The worker that finished a job sends its webhook at once: the final transition claims it
+    for its first attempt (no message on the webhooks queue, no claim of its own), and the
+    outbox entry stays as the fallback, due when the claim's lease ends."""
+    job = hooks.client.submit("a lighthouse", webhook_url=hooks.receiver.url("/now"))
+    assert hooks.store.claim(job.job_id, "w", 60_000).state.value == "claimed"
+    hooks.redis.delete(WEBHOOK_QUEUE)
+    before_ms = int(time.time() * 1000)
+    finished = hooks.store.finish(
+        job.job_id, "w", JobStatus.SUCCEEDED, {"seed": 3}, send_now=2, delivery_lease_ms=60_000
     )
-    client = Client(settings, redis_client=redis)
-    hook = "http://127.0.0.1:9/done"
-    job = client.submit("a lighthouse", webhook_url=hook)
-    store = JobStore.from_settings(redis, settings)
-    assert store.claim(job.job_id, "w", 60_000).state.value == "claimed"
-    redis.delete(WEBHOOK_QUEUE)
-    finished = store.finish(job.job_id, "w", JobStatus.SUCCEEDED, {"s3_key": "k"}, deliver_now=True)
+    [claim] = finished.claims
     assert finished.deliveries == [f"{job.job_id}:job.succeeded"]
-    assert redis.llen(WEBHOOK_QUEUE) == 0
-    assert redis.zscore(keys.WEBHOOKS_DUE_KEY, finished.deliveries[0]) is not None
-    # Without deliver_now, the message is queued as before.
-    other = client.submit("a harbour", webhook_url=hook)
-    store.claim(other.job_id, "w", 60_000)
-    assert store.finish(other.job_id, "w", JobStatus.FAILED, {}).deliveries == []
-    assert redis.llen(WEBHOOK_QUEUE) == 1
+    assert (claim.state, claim.attempt, claim.event) == ("claimed", 1, "job.succeeded")
+    assert claim.url == hooks.receiver.url("/now")
+    assert claim.record is not None
+    assert (claim.record.status, claim.record.seed) == (JobStatus.SUCCEEDED, 3)
+    assert hooks.redis.llen(WEBHOOK_QUEUE) == 0
+    delivery = hooks.delivery(claim.delivery_id)
+    assert (delivery["state"], delivery["attempts"]) == ("sending", "1")
+    due = hooks.redis.zscore(keys.WEBHOOKS_DUE_KEY, claim.delivery_id)
+    assert due is not None
+    assert due >= before_ms + 60_000
+    # Nobody else may take it while the lease runs.
+    assert Deliveries(hooks.redis).claim(claim.delivery_id, 1000).state == "busy"
+    assert hooks.sender.deliver_claimed(claim).outcome == "delivered"
+    [request] = hooks.receiver.received("/now")
+    assert json.loads(request["body"])["data"]["seed"] == 3
+    assert hooks.delivery(claim.delivery_id)["state"] == "delivered"
+    # Without room to send at once, the message is queued as before.
+    other = hooks.client.submit("a harbour", webhook_url=hooks.receiver.url("/now"))
+    hooks.store.claim(other.job_id, "w", 60_000)
+    assert hooks.store.finish(other.job_id, "w", JobStatus.FAILED, {}).claims == []
+    assert hooks.redis.llen(WEBHOOK_QUEUE) == 1
 
 
-def test_deliveries_beyond_the_send_threads_go_to_the_webhooks_queue() -> None:
-    redis = fakeredis.FakeRedis(decode_responses=True)
+def test_a_claimed_webhook_its_worker_never_sent_is_sent_when_the_lease_ends(
+    hooks: Hooks,
+) -> None:
+    job = hooks.client.submit("a lighthouse", webhook_url=hooks.receiver.url("/late"))
+    hooks.store.claim(job.job_id, "w", 60_000)
+    [claim] = hooks.store.finish(
+        job.job_id, "w", JobStatus.SUCCEEDED, {}, send_now=1, delivery_lease_ms=50
+    ).claims
+    # The worker died before sending it: once the lease ends, the outbox has it due.
+    time.sleep(0.1)
+    sweep = Maintenance(hooks.redis, hooks.settings.job_retention_s, 30.0)
+    assert claim.delivery_id in sweep.send_due_deliveries()
+    result = hooks.sender.deliver(claim.delivery_id)
+    assert result.outcome == "delivered"
+    assert hooks.delivery(claim.delivery_id)["attempts"] == "2"
+    assert len(hooks.receiver.received("/late")) == 1
+
+
+def test_a_finish_claims_no_delivery_for_a_disabled_endpoint(hooks: Hooks) -> None:
+    url = hooks.receiver.url("/gone")
+    hooks.redis.zadd(keys.WEBHOOKS_DISABLED_KEY, {url: 1})
+    job = hooks.client.submit("a lighthouse", webhook_url=url)
+    hooks.store.claim(job.job_id, "w", 60_000)
+    finished = hooks.store.finish(
+        job.job_id, "w", JobStatus.SUCCEEDED, {}, send_now=2, delivery_lease_ms=60_000
+    )
+    assert finished.claims == []
+    delivery = hooks.delivery(f"{job.job_id}:job.succeeded")
+    assert delivery["state"] == "disabled"
+    assert hooks.redis.zscore(keys.WEBHOOKS_DUE_KEY, f"{job.job_id}:job.succeeded") is None
+    assert hooks.redis.llen(WEBHOOK_QUEUE) == 0
+
+
+def test_send_now_takes_what_its_threads_can_hold_and_gives_back_what_it_did_not_use() -> None:
     release = threading.Event()
     sent: list[str] = []
 
-    def send(delivery_id: str) -> None:
+    def send(claim: DeliveryClaim) -> None:
         release.wait(5)
-        sent.append(delivery_id)
+        sent.append(claim.delivery_id)
 
-    send_now = SendNow(send, Deliveries(redis), threads=1)
-    ids = [f"J{i}:job.succeeded" for i in range(12)]
-    send_now(ids)
-    # One thread, eight waiting per thread: nine taken here, the rest queued at once.
-    assert redis.llen(WEBHOOK_QUEUE) == 3
+    send_now = SendNow(send, threads=1)
+    # One thread, eight waiting per thread: room for nine, then none (the finish then queues).
+    reserved = [send_now.reserve(2) for _ in range(5)]
+    assert reserved == [2, 2, 2, 2, 1]
+    assert send_now.reserve(2) == 0
+    claims = [DeliveryClaim("claimed", 1, delivery_id=f"J{i}:job.succeeded") for i in range(9)]
+    for i, room in enumerate(reserved):
+        send_now.send(claims[2 * i : 2 * i + 1], room)  # one delivery each: the rest given back
+    assert send_now.reserve(9) == 4
     release.set()
     deadline = time.monotonic() + 5
-    while len(sent) < 9 and time.monotonic() < deadline:
+    while len(sent) < 5 and time.monotonic() < deadline:
         time.sleep(0.01)
     send_now.close()
-    assert sorted(sent) == sorted(ids[:9])
+    assert sorted(sent) == sorted(c.delivery_id for c in claims[0:9:2])

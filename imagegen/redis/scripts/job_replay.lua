@@ -11,5 +11,5 @@ if not job or job.status ~= 'failed' then
   return 0
 end
 if not transition(job, 'replay') then return 0 end
-announce(job.id, 'queued')
+announce(job, 'queued')
 return 1

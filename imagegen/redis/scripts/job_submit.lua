@@ -43,11 +43,13 @@ if adding > 0 then
     return {'full', scope .. ' ' .. waiting .. ' ' .. cap}
   end
 end
-local fields, created = {}, NOW_MS
+local fields, loaded, created = {}, {}, NOW_MS
 for i = ARG0 + 9, #ARGV, 2 do
-  if ARGV[i] == 'created_ms' then created = tonumber(ARGV[i + 1]) end
-  table.insert(fields, ARGV[i])
-  table.insert(fields, ARGV[i + 1])
+  local name, value = ARGV[i], ARGV[i + 1]
+  if name == 'created_ms' then created = tonumber(value) end
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+  if value ~= '' then loaded[name] = value end
 end
 if tonumber(ARGV[ARG0 + 8]) > 0 then
   redis.call('HSET', KEYS[9], 'batch_id', batch_id, 'tenant', tenant, 'size', ARGV[ARG0 + 8],
@@ -61,10 +63,12 @@ if ARGV[ARG0 + 1] ~= '' then
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', ''} end
 
-table.insert(fields, 'seq')
-table.insert(fields, redis.call('INCR', K.SEQ))
+local seq = redis.call('INCR', K.SEQ)
+fields[#fields + 1] = 'seq'
+fields[#fields + 1] = seq
+loaded.seq = tostring(seq)
 redis.call('HSET', KEYS[1], unpack(fields))
-local job = load_job(job_id)
+local job = job_from_fields(job_id, loaded)
 job.place = 'new'
 
 -- The listings keep a final job for the retention; a tenant's keeps its open jobs however old.
@@ -97,13 +101,12 @@ if parent then
   end
 end
 
-if redis.call('HGET', job.key, 'cache_key') then
+if loaded.cache_key then
   local scope = tenant_of(tenant)
   if tenant ~= '' and redis.call('HGET', K.TENANT_PREFIX .. tenant, 'cache_shared') == '1' then
     scope = K.SHARED_CACHE
   end
-  set_fields(job, {'cache_entry', K.CACHE_PREFIX .. scope .. ':' .. redis.call('HGET', job.key,
-                                                                               'cache_key')})
+  set_fields(job, {'cache_entry', K.CACHE_PREFIX .. scope .. ':' .. loaded.cache_key})
   local found = cache_lookup(job)
   if found[1] == 'hit' and job.f.cache_copy == '1' then
     transition(job, 'copy', {cached = found[2], source = found[3]})

@@ -64,10 +64,14 @@ local function ledger_periods()
   return PERIODS[1], PERIODS[2], PERIODS[3], PERIODS[4]
 end
 
+-- The weights as last decoded, kept while callers pass the same JSON (most calls).
+local weights_json, weights_decoded
+
 local function job_context(ARGV)
+  if ARGV[6] ~= weights_json then weights_json, weights_decoded = ARGV[6], cjson.decode(ARGV[6]) end
   CTX = {retention = tonumber(ARGV[2]), grace = tonumber(ARGV[3]),
          delivery_template = ARGV[4], ledger_ttl = tonumber(ARGV[5]),
-         weights = cjson.decode(ARGV[6])}
+         weights = weights_decoded}
   return CTX
 end
 -- The first ARGV index after the shared ones.

@@ -111,9 +111,9 @@ PLACES.final = {
     -- A job refused on arrival never ran: nothing to replay.
     if status == 'failed' and from ~= 'new' then redis.call('ZADD', K.DLQ, NOW_MS, job.id) end
     redis.call('HINCRBY', K.STATS, 'jobs|' .. job.model .. '|' .. status, 1)
-    announce(job.id, status)
+    announce(job, status)
     add_delivery(job, 'job.' .. status, CTX)
-    if redis.call('HGET', job.key, 'chain_last') == '1' then
+    if job.f.chain_last == '1' then
       add_delivery(job, 'chain.' .. (status == 'succeeded' and 'succeeded' or 'failed'), CTX)
     end
     settle_cache(job)
@@ -199,7 +199,7 @@ EFFECTS.lease = function(job, opts)
     redis.call('LPUSH', waits, job.tenant .. '|' .. opts.waited .. '|' .. NOW_MS)
     redis.call('LTRIM', waits, 0, RECENT_WAITS - 1)
     redis.call('EXPIRE', waits, RECENT_WAITS_TTL_S)
-    announce(job.id, 'running')
+    announce(job, 'running')
     add_delivery(job, 'job.started', CTX)
   end
 end
@@ -242,7 +242,7 @@ EFFECTS.reset = function(job)
   set_fields(job, {'attempts', 0, 'finished_ms', '', 'started_ms', '', 'claimed_ms', '',
                    'next_attempt_ms', '', 'error_code', '', 'error_message', '',
                    'expires_ms', '', 'cancel_requested', ''})
-  redis.call('HINCRBY', job.key, 'replays', 1)
+  job.f.replays = tostring(redis.call('HINCRBY', job.key, 'replays', 1))
 end
 
 -- Moves `job` by `event` (opts: what the event needs). Checks the move is declared, takes the
@@ -259,6 +259,9 @@ transition = function(job, event, opts)
     redis.call('HINCRBY', K.STATS, 'illegal|' .. event .. '|' .. tostring(from), 1)
     return false
   end
+  -- The record's writes of the whole move are made by one HSET as it ends.
+  local outer = not job.pending
+  if outer then job.pending = {} end
   if from ~= to then PLACES[from].leave(job, to, opts) end
   for _, name in ipairs(rule.effects) do EFFECTS[name](job, opts, from) end
   job.place, job.status = to, status
@@ -269,6 +272,7 @@ transition = function(job, event, opts)
     redis.call('PERSIST', job.key)
   end
   if from ~= to then PLACES[to].enter(job, opts, from) end
+  if outer then flush_fields(job) end
   return true
 end
 

@@ -6,7 +6,8 @@ local JOB_FIELDS = {'status', 'place', 'model_id', 'tenant', 'priority', 'expire
                     'after_job', 'reserved_micro', 'reserved_day', 'reserved_month',
                     'billed_micro', 'calling', 'lease_owner', 'lease_until_ms',
                     'cancel_requested', 'price_micro', 'batch_id', 'open', 'claimed_ms',
-                    'recall', 'dispatch', 'avoid_pool'}
+                    'recall', 'dispatch', 'avoid_pool', 'webhook_url', 'webhook_events',
+                    'replays', 'webhook_deliveries', 'chain_last'}
 
 -- Records written before places existed name the dispatcher's state instead.
 local OLD_DISPATCH = {waiting = 'waiting', delayed = 'delayed', released = 'released',
@@ -17,34 +18,53 @@ local function tenant_of(value)
   return K.NO_TENANT
 end
 
--- The job as a table (nil when it has no record): id, key, tenant (K.NO_TENANT for none),
--- model, class, place, status and the raw fields `f`.
-local function load_job(job_id)
-  local key = job_key(job_id)
-  local values = redis.call('HMGET', key, unpack(JOB_FIELDS))
-  if not values[1] then return nil end
-  local f = {}
-  for i, name in ipairs(JOB_FIELDS) do
-    if values[i] and values[i] ~= '' then f[name] = values[i] end
-  end
+-- The job as a table from its record's fields `f` (names to values, none ''): id, key, tenant
+-- (K.NO_TENANT for none), model, class, place, status and the raw fields `f`.
+local function job_from_fields(job_id, f)
   local place = f.place
   if not place then
     if TERMINAL[f.status] then place = 'final'
     else place = OLD_DISPATCH[f.dispatch or ''] or (f.status == 'running' and 'running' or 'waiting') end
   end
-  return {id = job_id, key = key, f = f, place = place, status = f.status,
+  return {id = job_id, key = job_key(job_id), f = f, place = place, status = f.status,
           model = f.model_id or '?', tenant = tenant_of(f.tenant),
           class = f.priority == 'batch' and 'batch' or 'interactive'}
 end
 
--- Writes fields of the record and keeps the loaded copy in step. `values` is a flat list of
--- name, value pairs; '' clears a field.
-local function set_fields(job, values)
-  redis.call('HSET', job.key, unpack(values))
-  for i = 1, #values, 2 do
-    local v = values[i + 1]
-    if v == '' then job.f[values[i]] = nil else job.f[values[i]] = tostring(v) end
+-- The job as a table (nil when it has no record).
+local function load_job(job_id)
+  local values = redis.call('HMGET', job_key(job_id), unpack(JOB_FIELDS))
+  if not values[1] then return nil end
+  local f = {}
+  for i, name in ipairs(JOB_FIELDS) do
+    if values[i] and values[i] ~= '' then f[name] = values[i] end
   end
+  return job_from_fields(job_id, f)
+end
+
+-- Writes fields of the record and keeps the loaded copy in step. `values` is a flat list of
+-- name, value pairs; '' clears a field. Inside a transition the writes are gathered and made
+-- by one HSET as it ends (`flush_fields`); the loaded copy is what the transition reads.
+local function set_fields(job, values)
+  local pending = job.pending
+  if not pending then redis.call('HSET', job.key, unpack(values)) end
+  for i = 1, #values, 2 do
+    local name, v = values[i], values[i + 1]
+    if pending then pending[name] = v end
+    if v == '' then job.f[name] = nil else job.f[name] = tostring(v) end
+  end
+end
+
+local function flush_fields(job)
+  local pending = job.pending
+  job.pending = nil
+  if not pending then return end
+  local values = {}
+  for name, v in pairs(pending) do
+    values[#values + 1] = name
+    values[#values + 1] = v
+  end
+  if #values > 0 then redis.call('HSET', job.key, unpack(values)) end
 end
 
 local function number(job, name) return tonumber(job.f[name] or '') or 0 end
@@ -52,15 +72,14 @@ local function number(job, name) return tonumber(job.f[name] or '') or 0 end
 -- One status message, on the fleet's channel and on the job's own; and on its tenant's, with
 -- where the job is (what the console's live pages follow: a few bytes, never the prompt). A
 -- job starting is announced as it leaves `released`, before its place is written: 'running'.
-local function announce(job_id, status)
-  local message = '{"job_id":"' .. job_id .. '","status":"' .. status .. '"}'
+local function announce(job, status)
+  local message = '{"job_id":"' .. job.id .. '","status":"' .. status .. '"}'
   redis.call('PUBLISH', K.EVENTS, message)
-  redis.call('PUBLISH', K.JOB_PREFIX .. job_id .. ':events', message)
-  local owner = redis.call('HMGET', K.JOB_PREFIX .. job_id, 'tenant', 'place')
-  if owner[1] and owner[1] ~= '' then
-    local place = TERMINAL[status] and 'final' or (status == 'running' and 'running' or owner[2])
-    redis.call('PUBLISH', K.TENANT_PREFIX .. owner[1] .. K.TENANT_EVENTS,
-               '{"job_id":"' .. job_id .. '","status":"' .. status .. '","place":"' ..
+  redis.call('PUBLISH', job.key .. ':events', message)
+  if job.tenant ~= K.NO_TENANT then
+    local place = TERMINAL[status] and 'final' or (status == 'running' and 'running' or job.place)
+    redis.call('PUBLISH', K.TENANT_PREFIX .. job.tenant .. K.TENANT_EVENTS,
+               '{"job_id":"' .. job.id .. '","status":"' .. status .. '","place":"' ..
                (place or '') .. '"}')
   end
 end

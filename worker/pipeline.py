@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from imagegen.bedrock import PoolClients
-
     from worker.send_now import SendNow
 
 __all__ = ["BOOKKEEPING_TIMEOUT_S", "RETRY_SCHEDULED", "JobOutcome", "Services", "run_job"]

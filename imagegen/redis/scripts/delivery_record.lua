@@ -7,22 +7,26 @@
 -- Returns 1.
 if ARGV[6] ~= '' then redis.call('ZREM', KEYS[2], ARGV[6]) end
 local log = redis.call('HGET', KEYS[1], 'log') or ''
-redis.call('HSET', KEYS[1], 'log', log .. ARGV[4] .. '\n', 'lease_until_ms', 0)
+local fields = {'log', log .. ARGV[4] .. '\n', 'lease_until_ms', 0}
 local outcome = ARGV[3]
 redis.call('HINCRBY', K.STATS, 'webhooks|' .. outcome, 1)
 if outcome == 'retry' then
   local due = NOW_MS + tonumber(ARGV[5])
-  redis.call('HSET', KEYS[1], 'state', 'pending', 'next_ms', due)
+  table.insert(fields, 'state'); table.insert(fields, 'pending')
+  table.insert(fields, 'next_ms'); table.insert(fields, due)
+  redis.call('HSET', KEYS[1], unpack(fields))
   redis.call('ZADD', K.WEBHOOKS_DUE, due, ARGV[2])
   return 1
 end
 redis.call('ZREM', K.WEBHOOKS_DUE, ARGV[2])
-redis.call('HSET', KEYS[1], 'state', outcome)
+table.insert(fields, 'state'); table.insert(fields, outcome)
 if outcome == 'delivered' then
-  redis.call('HSET', KEYS[1], 'delivered_ms', NOW_MS)
-elseif outcome == 'disabled' then
+  table.insert(fields, 'delivered_ms'); table.insert(fields, NOW_MS)
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+if outcome == 'disabled' then
   redis.call('ZADD', K.WEBHOOKS_DISABLED, NOW_MS, redis.call('HGET', KEYS[1], 'url'))
-else
+elseif outcome ~= 'delivered' then
   redis.call('ZADD', K.WEBHOOKS_DLQ, NOW_MS, ARGV[2])
 end
 return 1

@@ -170,21 +170,25 @@ local function tenant(t)
   local c = tenants[t]
   if c then return c end
   c = {rpm = tenant_rpm_default, cap = tenant_cap_default, reserved_for = nil}
+  -- Its weight now (its record may have changed it): the ready queue's counted weight follows.
+  c.weight = math.max(CTX.weights[t] or 1, 1e-6)
   if t ~= K.NO_TENANT then
-    local h = redis.call('HMGET', K.TENANT_PREFIX .. t, 'rate_rpm', 'max_concurrency')
+    -- Its caps, weight, budgets and pools: one read of its record.
+    local h = redis.call('HMGET', K.TENANT_PREFIX .. t, 'rate_rpm', 'max_concurrency', 'weight',
+                         'budget_daily_hard', 'budget_monthly_hard', 'budget_on_exceed',
+                         'budget_daily_soft', 'budget_monthly_soft', 'pools')
     c.rpm = tonumber(h[1] or '') or c.rpm
     c.cap = tonumber(h[2] or '') or c.cap
     if c.cap > 0 then c.active = redis.call('ZCARD', K.TENANT_PREFIX .. t .. ':active') end
-    if pool_n > 0 then
-      local names = redis.call('HGET', K.TENANT_PREFIX .. t, 'pools')
-      if names and names ~= '' then
-        c.pools = {}
-        for name in string.gmatch(names, '[^,]+') do c.pools[name] = true end
-      end
+    c.weight = math.max(tonumber(h[3] or '') or CTX.weights[t] or 1, 1e-6)
+    c.hard = {h[4], h[5], h[6]}
+    c.soft = {h[7], h[8]}
+    local names = h[9]
+    if pool_n > 0 and names and names ~= '' then
+      c.pools = {}
+      for name in string.gmatch(names, '[^,]+') do c.pools[name] = true end
     end
   end
-  -- Its weight now (its record may have changed it): the ready queue's counted weight follows.
-  c.weight = tenant_weight(t)
   local counted = tonumber(redis.call('HGET', base .. ':weight', t) or '')
   if counted and counted ~= c.weight then
     redis.call('HSET', base .. ':weight', t, c.weight)
@@ -262,7 +266,7 @@ while released < most and passes < most + 500 do
         end
         local blocked_until = nil
         if price > 0 then
-          c.budget = c.budget or budget_room(t)
+          c.budget = c.budget or budget_room(t, c.hard)
           blocked_until = budget_blocked_until(c.budget, price)
         end
         if blocked_until and c.budget.on_exceed == 'fail' then
@@ -325,7 +329,7 @@ for t, c in pairs(tenants) do
   if c.reserved_for and t ~= K.NO_TENANT then
     local today, this_month = ledger_periods()
     local PERIOD_KINDS = {{today, 'daily'}, {this_month, 'monthly'}}
-    local soft = redis.call('HMGET', K.TENANT_PREFIX .. t, 'budget_daily_soft', 'budget_monthly_soft')
+    local soft = c.soft
     for i, period in ipairs(PERIOD_KINDS) do
       local limit = tonumber(soft[i] or '')
       if limit then

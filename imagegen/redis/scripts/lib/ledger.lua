@@ -63,14 +63,15 @@ end
 
 -- What a tenant's hard budgets leave for new reservations now: {left = {day, month}
 -- (micro-dollars, math.huge without a budget), ends = {day end, month end} (ms), on_exceed =
--- 'wait' | 'fail'}. Kept per release run and drawn down locally.
-local function budget_room(tenant)
+-- 'wait' | 'fail'}. Kept per release run and drawn down locally. `h`: the tenant record's
+-- budget_daily_hard, budget_monthly_hard and budget_on_exceed, when the caller read them.
+local function budget_room(tenant, h)
   local today, this_month, day_ends, month_ends = ledger_periods()
   local room = {left = {math.huge, math.huge}, ends = {day_ends, month_ends},
                 on_exceed = 'wait'}
   if tenant == K.NO_TENANT then return room end
-  local h = redis.call('HMGET', K.TENANT_PREFIX .. tenant, 'budget_daily_hard',
-                       'budget_monthly_hard', 'budget_on_exceed')
+  h = h or redis.call('HMGET', K.TENANT_PREFIX .. tenant, 'budget_daily_hard',
+                      'budget_monthly_hard', 'budget_on_exceed')
   for i, period in ipairs({today, this_month}) do
     local limit = tonumber(h[i] or '')
     if limit then

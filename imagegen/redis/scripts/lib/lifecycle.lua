@@ -92,7 +92,8 @@ PLACES.final = {
   enter = function(job, opts, from)
     local status = job.status
     redis.call('ZREM', K.OPEN, job.id)
-    redis.call('ZREM', K.DEADLINES, job.id)
+    -- Only a job with a deadline is in the deadlines set (until it starts).
+    if job.f.expires_ms then redis.call('ZREM', K.DEADLINES, job.id) end
     if job.tenant ~= K.NO_TENANT then
       redis.call('ZREM', K.TENANT_PREFIX .. job.tenant .. ':open', job.id)
     end
@@ -192,7 +193,7 @@ EFFECTS.lease = function(job, opts)
   opts.attempts = attempts
   if not job.f.started_ms then
     set_fields(job, {'started_ms', NOW_MS})
-    redis.call('ZREM', K.DEADLINES, job.id)
+    if job.f.expires_ms then redis.call('ZREM', K.DEADLINES, job.id) end
     opts.waited = NOW_MS - number(job, 'created_ms')
     -- The model's last starts: each tenant's wait over the last minutes, for operators.
     local waits = dispatch_base(job.model) .. ':waits'

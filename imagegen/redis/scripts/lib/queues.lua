@@ -117,6 +117,7 @@ local function pause(model, tenant, reason, until_ms)
   redis.call('HSET', base .. ':state', 'pause|' .. tenant, reason, 'ptag|' .. tenant, tag)
   redis.call('HINCRBY', base .. ':state', 'paused|' .. reason, 1)
   redis.call('HSET', K.TENANT_PREFIX .. tenant .. ':paused', model, reason)
+  if CTX.unpaused then CTX.unpaused[tenant] = nil end
   redis.call('HINCRBY', K.STATS, 'paused|' .. reason, 1)
 end
 
@@ -133,11 +134,15 @@ local function resume(model, tenant)
   return true
 end
 
--- Resumes the tenant's queues paused for `reason` (nil: any reason), in every model.
+-- Resumes the tenant's queues paused for `reason` (nil: any reason), in every model. A tenant
+-- found with none paused is not read again in the same call (until `pause` pauses one).
 resume_paused = function(tenant, reason)
   if tenant == K.NO_TENANT then return end
+  CTX.unpaused = CTX.unpaused or {}
+  if CTX.unpaused[tenant] then return end
   local index = K.TENANT_PREFIX .. tenant .. ':paused'
   local paused = redis.call('HGETALL', index)
+  if #paused == 0 then CTX.unpaused[tenant] = true end
   for i = 1, #paused, 2 do
     if reason == nil or paused[i + 1] == reason then
       resume(paused[i], tenant)

@@ -24,6 +24,7 @@ class LoadResult:
     seconds: float
     latencies_ms: list[float]  # sorted, the measured requests only
     statuses: Counter[int]
+    answered: int  # warm-up included
 
     @property
     def rate(self) -> float:
@@ -63,6 +64,7 @@ class _Run:
     stop_at: float
     latencies: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
+    answered: int = 0
 
 
 async def _client(run: _Run, number: int) -> None:
@@ -79,6 +81,7 @@ async def _client(run: _Run, number: int) -> None:
             writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
             await writer.drain()
             status = await _read_response(reader)
+            run.answered += 1
             if now >= run.warm_until:
                 run.latencies.append((time.perf_counter() - now) * 1000)
                 run.statuses[status] += 1
@@ -105,4 +108,4 @@ def run_load(
     started = time.perf_counter()
     run = _Run(url, path, headers, body_of, started + warmup_s, started + warmup_s + seconds)
     asyncio.run(_load(run, clients))
-    return LoadResult(clients, seconds, sorted(run.latencies), run.statuses)
+    return LoadResult(clients, seconds, sorted(run.latencies), run.statuses, run.answered)

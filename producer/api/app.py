@@ -8,7 +8,6 @@ only its own jobs. Every 4xx answer is ``application/problem+json`` naming the f
 from __future__ import annotations
 
 import gc
-import sys
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -43,8 +42,6 @@ __all__ = ["app_from_env", "create_app"]
 
 # Threads for blocking endpoints (Prefer: wait, event streams) beyond anyio's default 40.
 API_THREADS = 200
-# How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
-GIL_SWITCH_INTERVAL_S = 0.001
 
 
 def create_app(
@@ -125,14 +122,6 @@ def _not_traced(scope: MutableMapping[str, Any]) -> bool:
     return not str(scope.get("path", "")).startswith("/v1/")
 
 
-def hand_the_gil_over_sooner() -> None:
-    """A request passes between the event loop and a pool thread, each waiting for the GIL
-    while another thread runs; Python makes a waiting thread wait up to the switch interval
-    (5 ms) each time. At 1 ms, 16 concurrent clients got about half as much again through
-    one process (``make bench-api``)."""
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-
-
 def freeze_what_startup_built(app: FastAPI) -> None:
     """Build the OpenAPI document now, then keep the garbage collector off everything built so
     far (the app, its routes and schemas, the model registry: over 100,000 objects). A full
@@ -156,5 +145,4 @@ def app_from_env() -> FastAPI:
         msg = f"bad settings: {details}"
         raise SystemExit(msg) from e
     freeze_what_startup_built(app)
-    hand_the_gil_over_sooner()
     return app

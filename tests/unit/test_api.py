@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -539,21 +538,17 @@ def test_a_tenant_reads_its_spend_and_an_operator_sets_its_budget(slow_ultra: Ap
     del first
 
 
-def test_the_served_app_is_tuned_for_many_concurrent_requests(
+def test_the_served_app_keeps_the_collector_off_what_startup_built(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A full collection walking the app's objects stopped the process for 50-200 ms, and
-    threads waited 5 ms at a time for the GIL."""
+    """A full collection walking the app's objects stopped the process for 50-200 ms."""
     monkeypatch.setenv("IMAGEGEN_REDIS_URL", "redis://127.0.0.1:1/0")  # never reached here
     get_settings.cache_clear()
     frozen_before = gc.get_freeze_count()
-    switch_interval_s = sys.getswitchinterval()
     try:
         app = app_from_env()
         assert app.openapi_schema is not None  # built at startup, not on a first request
         assert gc.get_freeze_count() - frozen_before > 50_000
-        assert sys.getswitchinterval() < switch_interval_s  # threads hand over the GIL sooner
     finally:
         gc.unfreeze()
-        sys.setswitchinterval(switch_interval_s)
         get_settings.cache_clear()

@@ -5,8 +5,11 @@ promoted replica, and every job a submit acknowledged is there."""
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,8 +97,11 @@ def test_a_client_follows_a_killed_primary_and_no_acknowledged_job_is_lost(
         missing = [job_id for job_id, record in zip(acknowledged, found, strict=True) if not record]
         assert missing == []
         assert all(r is not None and r.status is JobStatus.QUEUED for r in found)
+        # A primary without the Lua library (one restored without it, say) gets it again.
+        cluster.client(promoted).function_flush()
         after = client.submit("after the failover", job_id="after")
         assert client.get(after.job_id).job_id == "after"
+        assert cluster.client(promoted).function_list()
     direct = cluster.client(promoted)
     assert direct.exists("imagegen:job:after") == 1
     print(
@@ -137,6 +143,7 @@ def test_a_celery_worker_carries_on_after_the_primary_is_killed(
             extra_env=FAST_RETRIES,
             quota_rpm=6000,
             quota_burst=50,
+            flower_port=0,
         )
     )
     try:
@@ -154,6 +161,16 @@ def test_a_celery_worker_carries_on_after_the_primary_is_killed(
             records = wait_all(client, after, 45)
             assert all(r.status is JobStatus.SUCCEEDED for r in records)
             assert [r.s3_key for r in records if not r.s3_key] == []
+        # Flower reaches the workers through the Sentinels too, after the failover.
+        assert stack.flower_auth is not None
+        basic = base64.b64encode(stack.flower_auth.encode()).decode()
+        request = urllib.request.Request(
+            stack.urls["flower"] + "/api/workers?refresh=1",
+            headers={"Authorization": f"Basic {basic}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            workers = json.load(answer)
+        assert [name for name in workers if name.startswith("worker@")], workers
         assert stack.processes.failed() == []  # the worker was never restarted
     finally:
         stack.stop()

@@ -42,7 +42,7 @@ from worker.inputs import fetch_inputs
 from worker.limiter import Limiter
 from worker.retry import Decision, Disposition, RetryPolicy, disposition_of
 from worker.storage import copy_image, find_stored_image, image_key, upload_image
-from worker.webhooks import delivery_lease_ms, webhook_endpoint
+from worker.webhooks import delivery_lease_ms
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
@@ -569,9 +569,6 @@ class _Attempt:
     ) -> JobOutcome:
         send_now = self.services.send_now() if self.services.send_now else None
         reserved = send_now.reserve(MOST_DELIVERIES_AT_A_FINISH) if send_now else 0
-        settings = self.services.settings
-        # The deliveries claimed for this process take their endpoint's slot with the claim.
-        endpoint = webhook_endpoint(self.record.webhook_url, settings) if reserved else None
         claims: list[DeliveryClaim] = []
         try:
             outcome, claims = self.services.store.finish(
@@ -582,10 +579,7 @@ class _Attempt:
                 attempt_log=attempt_log,
                 bought=self.bought,
                 send_now=reserved,
-                delivery_lease_ms=delivery_lease_ms(settings),
-                endpoint_slots=(endpoint, settings.webhook_max_in_flight_per_endpoint)
-                if endpoint
-                else None,
+                delivery_lease_ms=delivery_lease_ms(self.services.settings),
             )
         finally:
             if send_now is not None:

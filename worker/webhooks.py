@@ -28,13 +28,7 @@ from imagegen.contract import BUDGET_WARNING_EVENT, CHAIN_EVENTS
 from imagegen.errors import SigningSecretMissingError
 from imagegen.records import ChainStep, JobRecord, JobStatus
 from imagegen.settings import Settings
-from imagegen.ssrf import (
-    VettedTarget,
-    WebhookUrl,
-    WebhookUrlError,
-    parse_webhook_url,
-    vet_configured,
-)
+from imagegen.ssrf import VettedTarget, WebhookUrlError, vet_configured
 from imagegen.store.deliveries import Deliveries, DeliveryClaim
 from imagegen.store.job_reads import JobReads
 from imagegen.store.signing import SigningSecrets, signing_secrets
@@ -47,14 +41,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from redis import Redis
 
-__all__ = [
-    "DeliveryResult",
-    "WebhookSender",
-    "build_payload",
-    "delivery_lease_ms",
-    "endpoint_name",
-    "webhook_endpoint",
-]
+__all__ = ["DeliveryResult", "WebhookSender", "build_payload", "delivery_lease_ms"]
 
 log = logging.getLogger("imagegen.webhooks")
 
@@ -80,22 +67,6 @@ class DeliveryResult:
 
     def summary(self) -> dict[str, Any]:
         return {"delivery_id": self.delivery_id, "outcome": self.outcome, "status": self.status}
-
-
-def endpoint_name(url: WebhookUrl | VettedTarget) -> str:
-    """The endpoint a webhook URL leads to, whose deliveries in flight are capped."""
-    return f"{url.scheme}://{url.host}:{url.port}"
-
-
-def webhook_endpoint(url: str | None, settings: Settings) -> str | None:
-    """The endpoint of a job's webhook URL (without resolving it), when its deliveries take
-    a slot of their endpoint's (None: no URL, no cap, or a URL of a wrong form)."""
-    if not url or not settings.webhook_max_in_flight_per_endpoint:
-        return None
-    try:
-        return endpoint_name(parse_webhook_url(url, allow_http=settings.webhook_allow_http))
-    except WebhookUrlError:
-        return None
 
 
 def delivery_lease_ms(settings: Settings) -> int:
@@ -163,38 +134,23 @@ class WebhookSender:
         settings = self._settings
         lease_ms = delivery_lease_ms(settings)
         delivery_id, attempt, record = claim.delivery_id, claim.attempt, claim.record
-        held = claim.slot
         if record is None:
             return self._finish(
-                delivery_id,
-                attempt,
-                "exhausted",
-                None,
-                error="the job record has expired",
-                slot=held,
+                delivery_id, attempt, "exhausted", None, error="the job record has expired"
             )
         try:
             target = vet_configured(claim.url, settings)
         except WebhookUrlError as e:
-            return self._finish(delivery_id, attempt, "refused", None, error=str(e), slot=held)
+            return self._finish(delivery_id, attempt, "refused", None, error=str(e))
         try:
             secrets = self.secrets_for(record.tenant).active(claim.secrets)
         except SigningSecretMissingError as e:
-            if held:
-                self._deliveries.free_endpoint_slot(*held)
             return self._wait_for_secret(delivery_id, e)
         self._secret_watch.saw(record.tenant, secrets)
-        endpoint = endpoint_name(target)
+        endpoint = f"{target.scheme}://{target.host}:{target.port}"
         cap = settings.webhook_max_in_flight_per_endpoint
-        if held and (held[0] != endpoint or not cap):
-            self._deliveries.free_endpoint_slot(*held)
-            held = None
-        slot = held or ((endpoint, uuid.uuid4().hex) if cap else None)
-        if (
-            slot
-            and not held
-            and not self._deliveries.take_endpoint_slot(endpoint, cap, lease_ms, slot[1])
-        ):
+        slot = (endpoint, uuid.uuid4().hex) if cap else None
+        if slot and not self._deliveries.take_endpoint_slot(endpoint, cap, lease_ms, slot[1]):
             delay_s = random.uniform(*_ENDPOINT_BUSY_DELAY_S)
             self._deliveries.defer(delivery_id, delay_s)
             log.info(

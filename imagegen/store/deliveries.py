@@ -41,9 +41,6 @@ class DeliveryClaim:
     secrets: str = ""
     # The job's submission span (W3C traceparent), which the POST's span continues.
     traceparent: str | None = None
-    # The endpoint slot the claim took with it (endpoint, slot id), if any: the attempt gives
-    # it back when it records how it went.
-    slot: tuple[str, str] | None = None
 
 
 def claimed_delivery(
@@ -52,12 +49,9 @@ def claimed_delivery(
     sent: Sequence[str],
     secrets: str,
     fields: dict[str, str],
-    *,
-    slot: tuple[str, str] | None = None,
 ) -> DeliveryClaim:
     """A claimed delivery from what its claim read: ``sent`` is its job id, event, url and
-    webhook-id, ``fields`` its job's record (empty once it expired), ``slot`` the endpoint slot
-    the claim took."""
+    webhook-id, ``fields`` its job's record (empty once it expired)."""
     job_id, event, url, webhook_id = sent
     return DeliveryClaim(
         "claimed",
@@ -70,7 +64,6 @@ def claimed_delivery(
         record=codecs.record_from_hash(fields) if fields else None,
         secrets=secrets,
         traceparent=codecs.job_trace(fields).traceparent if fields else None,
-        slot=slot,
     )
 
 

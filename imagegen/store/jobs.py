@@ -349,7 +349,6 @@ class JobStore:
         bought: bool = False,
         send_now: int = 0,
         delivery_lease_ms: int = 0,
-        endpoint_slots: tuple[str, int] | None = None,
     ) -> Finished:
         """Write the final status and its fields, when ``owner`` holds the job's lease.
 
@@ -358,10 +357,7 @@ class JobStore:
         in the periods it was held in). With ``send_now`` the caller sends up to that many of the
         job's new webhook deliveries itself: they come back claimed for their first attempt (a
         lease of ``delivery_lease_ms``), with no message queued for them; the outbox sends them
-        when the lease ends if the caller does not. Any others are queued as usual. With
-        ``endpoint_slots`` (the endpoint of the job's webhook URL, ``scheme://host:port``, and
-        its cap), each claimed delivery to that URL also takes one of the endpoint's in-flight
-        slots when one is free."""
+        when the lease ends if the caller does not. Any others are queued as usual."""
         if not status.is_terminal:
             msg = f"{status} is not a final status"
             raise ValueError(msg)
@@ -373,8 +369,6 @@ class JobStore:
             "1" if bought else "",
             send_now,
             delivery_lease_ms,
-            keys.endpoint_inflight_key(endpoint_slots[0]) if endpoint_slots else "",
-            endpoint_slots[1] if endpoint_slots else 0,
         ]
         for name, value in fields.items():
             argv += [name, "" if value is None else value]
@@ -393,20 +387,11 @@ class JobStore:
         claimed = int(detail)
         if not claimed:
             return Finished(FinishOutcome.FINISHED, [])
-        sent, (secrets, *pairs) = rest[: 5 * claimed], rest[5 * claimed :]
+        sent, (secrets, *pairs) = rest[: 4 * claimed], rest[4 * claimed :]
         record = dict(zip(pairs[::2], pairs[1::2], strict=True))
         claims = [
-            claimed_delivery(
-                str(sent[i]),
-                1,
-                (job_id, *sent[i + 1 : i + 4]),
-                secrets,
-                record,
-                slot=(endpoint_slots[0], str(sent[i + 4]))
-                if endpoint_slots and sent[i + 4]
-                else None,
-            )
-            for i in range(0, len(sent), 5)
+            claimed_delivery(str(sent[i]), 1, (job_id, *sent[i + 1 : i + 4]), secrets, record)
+            for i in range(0, len(sent), 4)
         ]
         return Finished(FinishOutcome.FINISHED, claims)
 

@@ -28,7 +28,7 @@ from producer.webhooks import WebhookVerificationError, verify
 from tests.support import Receiver, TrickleServer, independent_signature_check
 from worker.send_now import SendNow
 from worker.sweeper import OutboxSweeper
-from worker.webhooks import WebhookSender, webhook_endpoint
+from worker.webhooks import WebhookSender
 
 SCHEDULE = (0.0, 0.5, 0.5, 0.5)
 
@@ -546,48 +546,6 @@ def test_a_finished_jobs_webhook_is_claimed_by_its_finish_and_sent_by_its_worker
     hooks.store.claim(other.job_id, "w", 60_000)
     assert hooks.store.finish(other.job_id, "w", JobStatus.FAILED, {}).claims == []
     assert hooks.redis.llen(WEBHOOK_QUEUE) == 1
-
-
-def test_a_finish_claims_its_deliveries_endpoint_slot_and_the_send_gives_it_back(
-    hooks: Hooks,
-) -> None:
-    url = hooks.receiver.url("/slots")
-    endpoint = webhook_endpoint(url, hooks.settings)
-    assert endpoint is not None
-    inflight = keys.endpoint_inflight_key(endpoint)
-    job = hooks.client.submit("a lighthouse", webhook_url=url)
-    hooks.store.claim(job.job_id, "w", 60_000)
-    [claim] = hooks.store.finish(
-        job.job_id,
-        "w",
-        JobStatus.SUCCEEDED,
-        {},
-        send_now=2,
-        delivery_lease_ms=60_000,
-        endpoint_slots=(endpoint, 1),
-    ).claims
-    assert claim.slot == (endpoint, claim.delivery_id)
-    assert hooks.redis.zrange(inflight, 0, -1) == [claim.delivery_id]
-    assert hooks.sender.deliver_claimed(claim).outcome == "delivered"
-    assert hooks.redis.zcard(inflight) == 0
-    # Its one slot held by another delivery: the claim takes none, and the send waits.
-    hooks.redis.zadd(inflight, {"another-delivery": time.time() * 1000 + 60_000})
-    other = hooks.client.submit("a harbour", webhook_url=url)
-    hooks.store.claim(other.job_id, "w", 60_000)
-    [busy] = hooks.store.finish(
-        other.job_id,
-        "w",
-        JobStatus.SUCCEEDED,
-        {},
-        send_now=2,
-        delivery_lease_ms=60_000,
-        endpoint_slots=(endpoint, 1),
-    ).claims
-    assert busy.slot is None
-    capped = hooks.settings.model_copy(update={"webhook_max_in_flight_per_endpoint": 1})
-    sender = WebhookSender(hooks.redis, capped, make_s3_client(capped))
-    assert sender.deliver_claimed(busy).outcome == "deferred"
-    assert len(hooks.receiver.received("/slots")) == 1
 
 
 def test_a_claimed_webhook_its_worker_never_sent_is_sent_when_the_lease_ends(

@@ -5,8 +5,7 @@
 -- line ('' for none), 10 lease owner, 11 '1' when this attempt bought an image, 12 how many of
 -- the job's new deliveries the caller sends at once (0: none; they are claimed here for their
 -- first attempt, with no delivery message: the outbox sends them when their lease ends if the
--- caller does not), 13 their lease ms, 14 the in-flight set of the endpoint of the job's
--- webhook URL ('' = none: the caller takes their slots), 15 its cap, then field/value pairs.
+-- caller does not), 13 their lease ms, then field/value pairs.
 -- Touches (a final transition):
 --   imagegen:job:{id} and its :next and :parked-image, imagegen:open, imagegen:deadlines,
 --   imagegen:running, imagegen:dlq, imagegen:stats, imagegen:tenant:{t}:open|active|paused,
@@ -15,10 +14,8 @@
 --   imagegen:cache:{scope}:{hash} and its :leader and :followers (their jobs too), the jobs of
 --   its :next list, imagegen:dispatch:{model}:* (wait:{t}:{class}, tenants, paused, waiting,
 --   weight, finish, state, delayed, released, active) and imagegen:dispatch:models; for the
---   deliveries claimed here, imagegen:webhooks:disabled-urls, the signing secrets (read) and
---   imagegen:endpoint:{endpoint}:inflight (ARGV 14).
--- Returns {1, n claimed deliveries, then for each: its id, event, url, webhook-id and the slot
--- it holds of its endpoint's ('' = none); when n > 0,
+--   deliveries claimed here, imagegen:webhooks:disabled-urls and the signing secrets (read).
+-- Returns {1, n claimed deliveries, then for each: its id, event, url and webhook-id; when n > 0,
 -- then the signing secrets of the job's tenant (JSON, '' = none; imagegen:tenant:{t}:secrets or
 -- imagegen:webhooks:secrets) and the job record's field/value pairs}; {0, 'final'} when the job
 -- was already final and {0, 'lease'} when another attempt holds it (nothing changes either way).
@@ -27,14 +24,11 @@ local job = load_job(ARGV[ARG0])
 if not job or job.place == 'final' then return {0, 'final'} end
 if job.place ~= 'running' or job.f.lease_owner ~= ARGV[ARG0 + 3] then return {0, 'lease'} end
 local fields = {}
-for i = ARG0 + 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = ARG0 + 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 local most = tonumber(ARGV[ARG0 + 5]) or 0
 if most > 0 then
   CTX.inline_job, CTX.inline_ids = job.id, {}
   CTX.inline_most, CTX.inline_lease = most, tonumber(ARGV[ARG0 + 6])
-  if ARGV[ARG0 + 7] ~= '' then
-    CTX.inline_slots, CTX.inline_cap = ARGV[ARG0 + 7], tonumber(ARGV[ARG0 + 8])
-  end
 end
 if #fields > 0 then set_fields(job, fields) end
 if ARGV[ARG0 + 2] ~= '' then

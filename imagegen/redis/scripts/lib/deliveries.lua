@@ -4,23 +4,6 @@
 -- A job's final transition may instead hand its first deliveries to its caller, claimed for
 -- their first attempt (as delivery_claim.lua would: state sending, a lease, the outbox entry due
 -- when the lease ends), with no message: `ctx.inline_job`, at most `ctx.inline_most` of them.
--- To the job's own webhook URL, each also takes a slot of its endpoint's in-flight set when
--- one is free (`ctx.inline_slots`, the set, and `ctx.inline_cap`; as slot_take.lua would,
--- the delivery id as the slot).
-
--- A slot of the endpoint's in-flight set for a claimed delivery: its id, or '' when all are
--- held.
-local function take_inline_slot(ctx, id)
-  local inflight = ctx.inline_slots
-  if not ctx.inline_swept then
-    redis.call('ZREMRANGEBYSCORE', inflight, '-inf', NOW_MS)
-    ctx.inline_swept = true
-  end
-  if redis.call('ZCARD', inflight) >= ctx.inline_cap then return '' end
-  redis.call('ZADD', inflight, NOW_MS + ctx.inline_lease, id)
-  redis.call('PEXPIRE', inflight, math.max(ctx.inline_lease * 2, 60000))
-  return id
-end
 
 local function write_delivery(job, id, event, url, webhook_id, ctx)
   local delivery_key = K.WEBHOOK_PREFIX .. id
@@ -36,9 +19,7 @@ local function write_delivery(job, id, event, url, webhook_id, ctx)
                'url', url, 'webhook_id', webhook_id, 'state', 'sending', 'attempts', 1,
                'created_ms', NOW_MS, 'next_ms', NOW_MS, 'lease_until_ms', lease_until)
     redis.call('ZADD', K.WEBHOOKS_DUE, lease_until, id)
-    local slot = ''
-    if ctx.inline_slots and url == job.f.webhook_url then slot = take_inline_slot(ctx, id) end
-    table.insert(ctx.inline_ids, {id, event, url, webhook_id, slot})  -- its caller sends it now
+    table.insert(ctx.inline_ids, {id, event, url, webhook_id})  -- its caller sends it now
   else
     redis.call('HSET', delivery_key, 'delivery_id', id, 'job_id', job.id, 'event', event,
                'url', url, 'webhook_id', webhook_id, 'state', 'pending', 'attempts', 0,

@@ -323,7 +323,7 @@ class _Attempt:
             return _NO_BUDGET
         log.info("job calling Bedrock", extra=self.facts())
         client, region = self.client(), self.pool.region
-        with spans.bedrock_call(model_id, region) as span:
+        with spans.bedrock_call(model_id, region, self.pool.name) as span:
             try:
                 answer = invoke_model(client, model_id, body)
             except BedrockCallError as e:

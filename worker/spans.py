@@ -6,7 +6,7 @@ parent, ``imagegen.tracing``):
   tenant's share at submit;
 - ``process {queue}`` (CONSUMER, messaging conventions): one attempt;
 - ``BedrockRuntime.InvokeModel`` (CLIENT, AWS SDK conventions): the call, with the model, the
-  Region, Bedrock's request id, the latency and the outcome;
+  pool and its Region, Bedrock's request id, the latency and the outcome;
 - ``S3.PutObject`` (CLIENT): the image's upload;
 - ``POST`` (CLIENT, HTTP conventions): one webhook delivery, whose request carries the span's
   ``traceparent``.
@@ -116,7 +116,7 @@ def failed(span: Span, error_code: str) -> None:
 
 
 @contextmanager
-def bedrock_call(model_id: str, region: str | None) -> Iterator[Span]:
+def bedrock_call(model_id: str, region: str | None, pool: str | None = None) -> Iterator[Span]:
     attributes: dict[str, Any] = {
         "rpc.system": "aws-api",
         "rpc.service": "BedrockRuntime",
@@ -126,6 +126,8 @@ def bedrock_call(model_id: str, region: str | None) -> Iterator[Span]:
     }
     if region:
         attributes["cloud.region"] = region
+    if pool:
+        attributes["imagegen.bedrock.pool"] = pool
     with tracing.TRACER.start_as_current_span(
         "BedrockRuntime.InvokeModel",
         kind=SpanKind.CLIENT,

@@ -241,6 +241,7 @@ def test_one_jobs_spans_form_one_trace_from_the_request_to_its_webhooks(
         assert call.attributes["rpc.method"] == "InvokeModel"
         assert call.attributes["gen_ai.request.model"] == submitted.json()["model_id"]
         assert call.attributes["cloud.region"] == stack.services.settings.aws_region
+        assert call.attributes["imagegen.bedrock.pool"] == "default"
         assert len(str(call.attributes["aws.request_id"])) == 36  # the emulator's uuid
     assert calls[0].attributes is not None
     assert calls[0].attributes["http.response.status_code"] == 503

@@ -99,6 +99,16 @@ def test_a_pool_answering_503_or_access_denied_costs_no_job(pools_stack: Stack) 
         west = [c for c in calls_of(pools_stack, failing) if c["pool"] == "west"]
         assert west
         assert {c["outcome"] for c in west} == {"ServiceUnavailableException"}
+        # Five failures in a row opened its circuit: no more calls until a probe.
+        connection = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        quota = QuotaStore(connection, settings)
+        [west_status] = [s for s in quota.pool_statuses(CORE) if s.pool == "west"]
+        assert (west_status.circuit, west_status.circuit_reason) == (
+            "open",
+            "ServiceUnavailableException",
+        )
+        assert len(west) <= 8  # the run of five, and the calls already released to it
+        quota.report(CORE, pool="west")  # its probe answered: closed again
 
         set_pool(pools_stack, WEST, {"denied_models": [CORE]})
         with Client(settings) as client:
@@ -106,8 +116,7 @@ def test_a_pool_answering_503_or_access_denied_costs_no_job(pools_stack: Stack) 
             records = wait_all(client, denied, timeout_s=60)
             assert [r.status for r in records] == [JobStatus.SUCCEEDED] * 20
             assert all(r.attempts == 1 for r in records)  # a denial spends no attempt
-        connection = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        statuses = QuotaStore(connection, settings).pool_statuses(CORE)
+        statuses = quota.pool_statuses(CORE)
         west_status = next(s for s in statuses if s.pool == "west")
         assert (west_status.circuit, west_status.circuit_reason) == (
             "open",

@@ -37,6 +37,12 @@ def pair(tmp_path: Path) -> Iterator[SentinelCluster]:
     except StackError as e:
         pytest.fail(f"the primary and its replica did not start: {e}")
     try:
+        # The replica's first sync may still run: the tests start once it confirms a write.
+        primary = running.client(running.redis_ports[0])
+        primary.set("replica-ready", "1")
+        if primary.wait(1, 10_000) < 1:
+            pytest.fail("the replica did not confirm a write within 10 s")
+        primary.delete("replica-ready")
         yield running
     finally:
         running.pause_replica(paused=False)

@@ -132,6 +132,7 @@ def test_a_demoted_primary_refusing_writes_is_left_for_the_new_one(
     assert all(cluster.client(promoted).exists(f"imagegen:job:before-{i}") for i in range(5))
 
 
+@pytest.mark.celery_failover  # make test-celery-failover: it stalls in about one run in four
 def test_a_celery_worker_carries_on_after_the_primary_is_killed(
     cluster: SentinelCluster, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ tell the tests where their Redis is, are read.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +55,22 @@ def require_service(reason: str) -> None:
     if ON_CI:
         pytest.fail(f"required service missing under CI: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium, headless, driven by Playwright (one per test module)."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        require_service("Debian's chromium (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require_service("playwright (pip install playwright)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=binary, args=["--no-sandbox"])
+        yield launched
+        launched.close()
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,6 @@ Screenshots go to out/console-*.png."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,6 @@ from devstack.stack import Stack
 from imagegen.records import JobStatus
 from imagegen.store.quota_history import SAMPLE_EVERY_S, QuotaHistory
 from producer.client import Client
-from tests.conftest import require_service
 from tests.integration.conftest import FAST_RETRIES, start_stack, wait_all
 
 CONSOLE_STACK_DB = 11
@@ -46,21 +44,6 @@ def console_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[St
     url = running.start_api(extra_env={"IMAGEGEN_API_ADMIN_TOKEN": OPERATOR_TOKEN})
     yield running, url
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        require_service("Debian's chromium (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require_service("playwright (pip install playwright)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=binary, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

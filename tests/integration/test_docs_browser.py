@@ -5,7 +5,6 @@ out/docs-authorized.png."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import pytest
 
 from devstack.stack import Stack
 from producer.client import Client
-from tests.conftest import require_service
 
 pytestmark = pytest.mark.integration
 
@@ -27,21 +25,6 @@ TIMEOUT_MS = 30_000
 @pytest.fixture(scope="module")
 def api_url(stack: Stack) -> str:
     return stack.urls.get("api") or stack.start_api()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        require_service("Debian's chromium (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require_service("playwright (pip install playwright)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=binary, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ Screenshots go to out/console-{framed,forged-same-site,forged-cross-site}.png.""
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +20,6 @@ from devstack.stack import Stack
 from imagegen.records import JobStatus
 from imagegen.store.spend import Budget
 from producer.client import Client
-from tests.conftest import require_service
 from tests.integration.conftest import wait_all
 from tests.security.conftest import ADMIN_TOKEN
 
@@ -68,21 +66,6 @@ def attacker() -> Iterator[AttackerSite]:
     site = AttackerSite()
     yield site
     site.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        require_service("Debian's chromium (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require_service("playwright (pip install playwright)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=binary, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ __all__ = [
     "STORED_JOB_ID_PATTERN",
     "is_stored_job_id",
     "is_valid_job_id",
+    "minted_ms",
     "new_job_id",
     "scoped_job_id",
 ]
@@ -38,6 +39,16 @@ def new_job_id(now_ms: int | None = None) -> str:
         chars.append(_CROCKFORD[value & 0x1F])
         value >>= _ULID_BITS_PER_CHAR
     return "".join(reversed(chars))
+
+
+def minted_ms(job_id: str) -> int | None:
+    """The Unix milliseconds a ULID was made at (None: not a ULID)."""
+    if len(job_id) != _TIME_CHARS + 16 or any(c not in _CROCKFORD for c in job_id):
+        return None
+    value = 0
+    for char in job_id[:_TIME_CHARS]:
+        value = (value << _ULID_BITS_PER_CHAR) | _CROCKFORD.index(char)
+    return value
 
 
 def is_valid_job_id(job_id: str) -> bool:

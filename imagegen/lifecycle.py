@@ -66,6 +66,7 @@ class Event(StrEnum):
     FOLLOW = "follow"
     HIT = "hit"
     REFUSE = "refuse"
+    RECOVER = "recover"
     SKIP = "skip"
     INPUT_READY = "input_ready"
     DUE = "due"
@@ -208,6 +209,14 @@ TRANSITIONS: tuple[Transition, ...] = (
         (),
         statuses={S.FAILED},
         when="a raw message broke rules",
+    ),
+    _t(
+        Event.RECOVER,
+        {Place.NEW},
+        Place.FINAL,
+        (),
+        statuses={S.SUCCEEDED},
+        when="an operator re-creates a record Redis lost, from its image in S3",
     ),
     _t(
         Event.SKIP,

@@ -5,7 +5,8 @@ run and tested without a broker.
 
 Nothing is bought twice when it can be avoided: a re-run first looks for the image an earlier
 attempt already uploaded (deterministic key), then for one it bought but could not upload
-(parked in Redis), and only then calls Bedrock.
+(parked in Redis), and only then calls Bedrock. After Redis lost data, a first attempt looks for
+the image of the same job's lost record (``worker.lost_images``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from opentelemetry.trace import Span
 from imagegen import tracing
 from imagegen.contract import ModelRequest
 from imagegen.errors import BedrockCallError, JobError
+from imagegen.image_facts import JobFacts
 from imagegen.logs import prompt_facts
 from imagegen.pools import Pool, opens_circuit
 from imagegen.records import JobRecord, JobStatus, JobTrace
@@ -40,8 +42,9 @@ from worker.bedrock import BedrockAnswer, Filtered, Generated, interpret, invoke
 from worker.images import ImageInfo, inspect_image
 from worker.inputs import fetch_inputs
 from worker.limiter import Limiter
+from worker.lost_images import LostImages
 from worker.retry import Decision, Disposition, RetryPolicy, disposition_of
-from worker.storage import copy_image, find_stored_image, image_key, upload_image
+from worker.storage import StoredImage, copy_image, find_stored_image, image_key, upload_image
 from worker.webhooks import delivery_lease_ms
 
 if TYPE_CHECKING:
@@ -80,6 +83,8 @@ class Services:
     # The configured pools' clients (``bedrock`` is the implicit pool's) and their counters.
     pools: PoolClients | None = None
     pool_stats: PoolStats | None = None
+    # Where a first attempt looks for the image of its job's record Redis lost (None: nowhere).
+    lost_images: LostImages | None = None
 
 
 # The outcome of an attempt that failed retryably: the job waits in the dispatcher for its
@@ -249,16 +254,15 @@ class _Attempt:
         # A cache hit that copies another job's image under our key (only cached jobs can).
         source = store.copy_source(self.job_id) if self.record.cached else None
         if source is not None:
-            copied = copy_image(
-                s3, source, self.bucket, self.key, job_id=self.job_id, model_id=self.record.model_id
-            )
+            copied = copy_image(s3, source, self.bucket, self.key, facts=self.job_facts())
             log.info("job image copied from the cache", extra=self.facts())
             return self.succeed(copied.seed, copied.info, latency_ms=None)
+        earlier = self.stored_earlier()
+        if earlier is not None:
+            self.key, stored = earlier
+            log.info("job image found in S3", extra=self.facts())
+            return self.succeed(stored.seed, stored.info, latency_ms=None)
         if self.number > 1:
-            stored = find_stored_image(s3, self.bucket, self.key, self.job_id)
-            if stored is not None:
-                log.info("job image found in S3", extra=self.facts())
-                return self.succeed(stored.seed, stored.info, latency_ms=None)
             generated = self.take_parked()
         if generated is None:
             called = self.call_bedrock()
@@ -496,6 +500,22 @@ class _Attempt:
             **more,
         }
 
+    def job_facts(self) -> JobFacts:
+        """What the image's object says of this job (``imagegen.image_facts``)."""
+        return JobFacts.of(self.record)
+
+    def stored_earlier(self) -> tuple[str, StoredImage] | None:
+        """The key and image an earlier attempt stored (a re-run), or an earlier life of this
+        job whose record Redis lost (a first attempt after a loss)."""
+        s3 = self.services.s3
+        if self.number > 1:
+            stored = find_stored_image(s3, self.bucket, self.key, self.job_id)
+            return None if stored is None else (self.key, stored)
+        lost = self.services.lost_images
+        if lost is None:
+            return None
+        return lost.find(s3, self.record, self.request.image_format)
+
     def take_parked(self) -> Generated | None:
         parked = self.services.store.parked_image(self.job_id)
         if parked is None:
@@ -514,8 +534,7 @@ class _Attempt:
                     self.key,
                     generated.image,
                     info=info,
-                    job_id=self.job_id,
-                    model_id=self.record.model_id,
+                    facts=self.job_facts(),
                     seed=generated.seed,
                     attempts=settings.s3_upload_attempts,
                 )

@@ -24,6 +24,7 @@ from imagegen.store.quarantine import Quarantine
 from imagegen.store.spend import Ledger
 from worker.intake import Intake
 from worker.limiter import Limiter
+from worker.lost_images import LostImages
 from worker.pipeline import BOOKKEEPING_TIMEOUT_S, Services
 from worker.release_loop import ReleaseLoop
 from worker.retry import RetryPolicy
@@ -69,6 +70,7 @@ def build_services(settings: Settings) -> Services:
         policy=RetryPolicy.from_settings(settings),
         limiter=Limiter(redis_client, settings),
         send_now=send_now if settings.webhook_send_threads else None,
+        lost_images=LostImages(redis_client, settings),
         quick_store=JobStore.from_settings(
             connect(settings, max_connections=pool_size, timeout_s=BOOKKEEPING_TIMEOUT_S),
             settings,

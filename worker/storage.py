@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagegen.errors import StorageError
+from imagegen.image_facts import JobFacts
 from worker.images import CONTENT_TYPES, ImageInfo
 
 if TYPE_CHECKING:
@@ -35,14 +36,13 @@ class StoredImage:
 
     seed: int | None
     info: ImageInfo
+    # Its job, as the object's metadata says (None: written before the facts were kept).
+    facts: JobFacts | None = None
 
 
-def _object_metadata(
-    job_id: str, model_id: str, seed: int | None, info: ImageInfo
-) -> dict[str, str]:
+def _object_metadata(facts: JobFacts, seed: int | None, info: ImageInfo) -> dict[str, str]:
     return {
-        "job-id": job_id,
-        "model-id": model_id,
+        **facts.metadata(),
         "seed": "" if seed is None else str(seed),
         "width": str(info.width),
         "height": str(info.height),
@@ -57,13 +57,13 @@ def upload_image(
     data: bytes,
     *,
     info: ImageInfo,
-    job_id: str,
-    model_id: str,
+    facts: JobFacts,
     seed: int | None,
     attempts: int,
 ) -> None:
-    """PutObject with the image's content type and metadata, tried up to ``attempts`` times."""
-    metadata = _object_metadata(job_id, model_id, seed, info)
+    """PutObject with the image's content type and metadata (its job's facts among them), tried
+    up to ``attempts`` times."""
+    metadata = _object_metadata(facts, seed, info)
     for attempt in range(1, attempts + 1):
         try:
             s3.put_object(
@@ -104,6 +104,7 @@ def find_stored_image(
     image_format = next((fmt for fmt, ctype in CONTENT_TYPES.items() if ctype == content_type), "")
     seed = metadata.get("seed")
     return StoredImage(
+        facts=JobFacts.from_metadata(metadata),
         seed=int(seed) if seed else None,
         info=ImageInfo(
             format=image_format,
@@ -116,7 +117,7 @@ def find_stored_image(
 
 
 def copy_image(
-    s3: S3Client, source: tuple[str, str], bucket: str, key: str, *, job_id: str, model_id: str
+    s3: S3Client, source: tuple[str, str], bucket: str, key: str, *, facts: JobFacts
 ) -> StoredImage:
     """Copy a cached image (another job's object) under this job's key, its metadata naming
     this job, so a re-run finds it. Raises ``StorageError`` when the source is gone."""
@@ -131,7 +132,7 @@ def copy_image(
             Key=key,
             CopySource={"Bucket": source_bucket, "Key": source_key},
             ContentType=found.info.content_type,
-            Metadata=_object_metadata(job_id, model_id, found.seed, found.info),
+            Metadata=_object_metadata(facts, found.seed, found.info),
             MetadataDirective="REPLACE",
         )
     except (ClientError, BotoCoreError) as e:

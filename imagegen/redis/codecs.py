@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from imagegen.contract import ModelRequest
+from imagegen.image_facts import RecoveredJob
 from imagegen.models import request_type_for
 from imagegen.records import (
     AttemptEntry,
@@ -148,6 +149,33 @@ def served_record(job: NewJob, served: dict[str, str]) -> JobRecord:
     """The record of a job the cache served at submit: its submission and what it got (the
     fields the submit script returns)."""
     return record_from_hash({**new_job_fields(job), **served})
+
+
+def recovered_job_fields(job: RecoveredJob) -> dict[str, str | int]:
+    """The hash of a lost job re-created from its image (the script adds id and status)."""
+    facts = job.facts
+    fields: dict[str, str | int] = {
+        "model_id": facts.model_id,
+        "priority": facts.priority,
+        "metadata": "{}",
+        "created_ms": facts.created_ms,
+        "s3_bucket": job.bucket,
+        "s3_key": job.key,
+        "s3_uri": f"s3://{job.bucket}/{job.key}",
+        "content_type": job.content_type,
+        "width": job.width,
+        "height": job.height,
+        "bytes": job.bytes,
+        "sha256": job.sha256,
+    }
+    if job.seed is not None:
+        fields["seed"] = job.seed
+    if facts.tenant:
+        fields["tenant"] = facts.tenant
+    if job.webhook_url:
+        fields["webhook_url"] = job.webhook_url
+        fields["webhook_events"] = ",".join(facts.webhook_events)
+    return fields
 
 
 def delivery_ids(fields: dict[str, str]) -> list[str]:

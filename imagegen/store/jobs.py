@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from imagegen.errors import ReplicaAckTimeoutError
+from imagegen.image_facts import RecoveredJob
 from imagegen.records import JobRecord, JobStatus, JobTrace, NewJob
 from imagegen.redis import codecs, keys
 from imagegen.redis.scripts import Scripts
@@ -240,6 +241,24 @@ class JobStore:
         for name, value in fields.items():
             argv += [name, value]
         return bool(self._run("job_refuse", job_id, argv))
+
+    def recover(self, job: RecoveredJob) -> bool:
+        """Re-create the ``succeeded`` record of a job Redis lost, from what its image in S3
+        proves (``producer.recover``); its webhook's deliveries are queued as at any finish.
+        False when the id already has a record (nothing changes)."""
+        tenant = job.facts.tenant
+        argv: list[str | int] = [job.facts.job_id, tenant or "", job.finished_ms]
+        for name, value in codecs.recovered_job_fields(job).items():
+            argv += [name, value]
+        job_keys = [
+            keys.job_key(job.facts.job_id),
+            keys.JOB_INDEX_KEY,
+            keys.tenant_jobs_key(tenant) if tenant else keys.UNUSED_KEY,
+        ]
+        recreated = self._scripts.run(
+            "job_recover", job_keys, [*self.context.args(), *argv], durable=True
+        )
+        return bool(recreated)
 
     def exists(self, job_id: str) -> bool:
         return bool(self.redis.exists(keys.job_key(job_id)))

@@ -47,7 +47,7 @@ from imagegen_client import (
     ServiceUnavailableError,
 )
 from imagegen_client import InvalidRequestError as ApiInvalidRequestError
-from producer.cli import jobs, ops, run, setup, spend, submit
+from producer.cli import jobs, ops, recover, run, setup, spend, submit
 from producer.cli.backends import ApiJobs, RedisJobs
 from producer.cli.common import (
     EXIT_BAD_INPUT,
@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.register(commands)
     jobs.register(commands)
     ops.register(commands)
+    recover.register(commands)
     run.register(commands)
     spend.register(commands)
     setup.register(commands)

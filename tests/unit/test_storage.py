@@ -10,11 +10,16 @@ import pytest
 from moto import mock_aws
 
 from imagegen.errors import StorageError
+from imagegen.image_facts import JobFacts
 from tests.support import image_bytes
 from worker.images import inspect_image
 from worker.storage import find_stored_image, image_key, upload_image
 
 BUCKET = "test-bucket"
+
+
+def facts(job_id: str = "J1", model_id: str = "m") -> JobFacts:
+    return JobFacts(job_id, model_id, "acme", 1_700_000_000_000, "batch", "ab" * 32, "cd" * 32)
 
 
 @pytest.fixture
@@ -43,8 +48,7 @@ def test_upload_sets_content_type_and_metadata(s3: object, fmt: str) -> None:
         "k",
         data,
         info=info,
-        job_id="J1",  # type: ignore[arg-type]
-        model_id="stability.stable-image-core-v1:0",
+        facts=facts(model_id="stability.stable-image-core-v1:0"),
         seed=77,
         attempts=1,
     )
@@ -53,6 +57,11 @@ def test_upload_sets_content_type_and_metadata(s3: object, fmt: str) -> None:
     assert head["Metadata"]["job-id"] == "J1"
     assert head["Metadata"]["seed"] == "77"
     assert head["Metadata"]["model-id"] == "stability.stable-image-core-v1:0"
+    # The job's facts, for matching the image back to its job after Redis lost its record;
+    # the webhook's URL only as a digest (metadata travels with every presigned GET).
+    assert head["Metadata"]["tenant"] == "acme"
+    assert head["Metadata"]["created-ms"] == "1700000000000"
+    assert head["Metadata"]["webhook-sha256"] == "cd" * 32
     body = s3.get_object(Bucket=BUCKET, Key="k")["Body"].read()  # type: ignore[attr-defined]
     assert body == data
 
@@ -67,8 +76,7 @@ def test_an_earlier_upload_is_found_with_its_seed_and_size(s3: object) -> None:
         "k",
         data,
         info=info,
-        job_id="J1",  # type: ignore[arg-type]
-        model_id="m",
+        facts=facts(),
         seed=77,
         attempts=1,
     )
@@ -76,6 +84,7 @@ def test_an_earlier_upload_is_found_with_its_seed_and_size(s3: object) -> None:
     assert stored is not None
     assert stored.seed == 77
     assert stored.info == info
+    assert stored.facts == facts()
     # An object under the key that another job wrote is not ours to adopt.
     assert find_stored_image(s3, BUCKET, "k", "J2") is None  # type: ignore[arg-type]
 
@@ -89,9 +98,8 @@ def test_upload_failure_is_a_storage_error_after_its_attempts(s3: object) -> Non
             "no-such-bucket",
             "k",
             data,
-            info=info,  # type: ignore[arg-type]
-            job_id="J1",
-            model_id="m",
+            info=info,
+            facts=facts(),
             seed=1,
             attempts=2,
         )

@@ -91,8 +91,11 @@ def signing_secret_check(client: Redis, settings: Settings) -> Check:
 
 _LOSS_FIX = (
     "jobs, reservations and webhooks accepted before then may be gone: their images are in S3 "
-    "under {prefix}/yyyy/mm/dd/{job_id}.{ext} (the job id in each object's metadata), callers "
-    "resubmit with their Idempotency-Key, and Redis must keep its data (see redis persistence)"
+    "under {prefix}/yyyy/mm/dd/{job_id}.{ext} (their jobs' facts in each object's metadata); "
+    "`imagegen recover` lists the lost jobs they prove and `imagegen recover --apply` "
+    "re-creates their records and webhooks; callers resubmit the others (with their job_id, a "
+    "stored image is adopted, not bought again), and Redis must keep its data (see redis "
+    "persistence)"
 )
 
 

@@ -104,7 +104,8 @@ class OutboxSweeper:
         if verdict.lost:
             metrics.REDIS_LOSSES.labels(verdict.kind).inc()
             log.error(
-                f"Redis lost data: {verdict.describe()}",
+                f"Redis lost data: {verdict.describe()}; `imagegen recover` lists the lost jobs "
+                "whose images are in S3",
                 extra={
                     "kind": verdict.kind,
                     "lost_submissions": verdict.lost_submissions,

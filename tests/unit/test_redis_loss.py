@@ -104,7 +104,7 @@ def test_a_restart_without_persistence_is_noticed_once_and_the_doctor_says_so(
     assert doctor.status == "warn"
     assert "Redis came back empty" in doctor.detail
     assert "3 submissions are gone" in doctor.detail
-    assert "Idempotency-Key" in doctor.fix
+    assert "`imagegen recover --apply` re-creates their records and webhooks" in doctor.fix
     before = losses("emptied")
     sweeper = OutboxSweeper(client, settings, epoch_watch=watch)
     with caplog.at_level(logging.ERROR, logger="imagegen.sweeper"):

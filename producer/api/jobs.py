@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from imagegen.epoch import read_found
 from imagegen.errors import FieldError, JobNotFoundError, JobTimeoutError
 from imagegen.ids import is_stored_job_id, is_valid_job_id, scoped_job_id
 from imagegen.records import JobRecord, JobStatus
@@ -108,7 +109,24 @@ def owned_job(state: ApiState, job_id: str, tenant_id: str) -> JobRecord:
             continue
         if record.tenant == tenant_id:
             return record
-    raise ProblemError(404, "Job not found", f"no job {job_id}")
+    raise ProblemError(404, "Job not found", f"no job {job_id}{_after_a_loss(state)}")
+
+
+def _after_a_loss(state: ApiState) -> str:
+    """What a 404 adds while a loss Redis recorded is within the job retention: the job may
+    have been accepted and lost, not never submitted."""
+    try:
+        found = read_found(state.redis)
+    except redis.RedisError:
+        return ""
+    lost_at_ms = found.lost_at_ms
+    if not lost_at_ms or time.time() * 1000 - lost_at_ms > state.settings.job_retention_s * 1000:
+        return ""
+    at = datetime.fromtimestamp(lost_at_ms / 1000, UTC).isoformat(timespec="seconds")
+    return (
+        f"; Redis lost data at {at} ({found.lost_kind}): a job accepted before then may be "
+        "gone, submit it again"
+    )
 
 
 # Each event of the stream (before OpenAPI 3.2, `schema` describes one event).

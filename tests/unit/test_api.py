@@ -69,6 +69,28 @@ def test_submit_answers_202_with_the_job_and_where_it_lives(api: Api) -> None:
     assert api.http.get(job["url"], headers=api.key("acme")).json()["job_id"] == job["job_id"]
 
 
+def test_after_redis_lost_data_a_missing_job_may_have_been_lost(api: Api) -> None:
+    acme = api.key("acme")
+    assert problem(api.http.get("/v1/jobs/order-9", headers=acme), 404)["detail"] == (
+        "no job order-9"
+    )
+    lost_at_ms = int(time.time() * 1000) - 60_000
+    api.redis.hset(
+        keys.REDIS_EPOCH_KEY,
+        mapping={"epoch": "e2", "lost_kind": "emptied", "lost_at_ms": lost_at_ms},
+    )
+    at = datetime.fromtimestamp(lost_at_ms / 1000, UTC).isoformat(timespec="seconds")
+    assert problem(api.http.get("/v1/jobs/order-9", headers=acme), 404)["detail"] == (
+        f"no job order-9; Redis lost data at {at} (emptied): a job accepted before then may be "
+        "gone, submit it again"
+    )
+    # Long after the loss (past the job retention), a missing job is only missing.
+    api.redis.hset(keys.REDIS_EPOCH_KEY, "lost_at_ms", lost_at_ms - 30 * 86_400_000)
+    assert problem(api.http.get("/v1/jobs/order-9", headers=acme), 404)["detail"] == (
+        "no job order-9"
+    )
+
+
 def test_bad_jobs_are_problems_naming_each_field(api: Api) -> None:
     body = {"request": {"prompt": "", "aspect_ratio": "4:3", "colour": "red"}, "priority": "x"}
     found = problem(api.http.post("/v1/jobs", json=body, headers=api.key("acme")), 422)

@@ -16,6 +16,7 @@ through the API or ``imagegen tenants set``), which wins.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import time
@@ -347,10 +348,7 @@ class Dispatch:
         recent = everyone
         if tenant is not None:
             recent = Counter({tenant: everyone[tenant]}) if everyone[tenant] else Counter()
-        tenants = sorted({*waiting, *recent})
-        if busiest is not None and len(tenants) > busiest:
-            ranked = sorted(tenants, key=lambda t: (-waiting.get(t, 0), -recent[t], t))
-            tenants = sorted(ranked[:busiest])
+        tenants = _busiest({*waiting, *recent}, waiting, recent, busiest)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hget(names.state, "weight_sum")
         pipe.hmget(names.weight, tenants or ["-"])
@@ -421,11 +419,8 @@ class Dispatch:
         picked = []
         for model_id, (top, *_, calls) in zip(model_ids, (r[:7] for r in raw), strict=True):
             waiting = {str(t): int(n) for t, n in cast("list[tuple[str, float]]", top) if n > 0}
-            recent = Counter(str(m).split("|", 1)[0] for m in calls)
-            tenants = sorted({*waiting, *recent})
-            if len(tenants) > busiest:
-                ranked = sorted(tenants, key=lambda t: (-waiting.get(t, 0), -recent[t], t))
-                tenants = sorted(ranked[:busiest])
+            recent = Counter(str(m).partition("|")[0] for m in calls)
+            tenants = _busiest({*waiting, *recent}, waiting, recent, busiest)
             weights_pipe.hmget(keys.dispatch_keys(model_id).weight, tenants or ["-"])
             picked.append((waiting, recent, tenants))
         return [
@@ -466,9 +461,10 @@ class Dispatch:
             )
             for name in tenants
         ]
+        every, by_tenant = _recent_waits(starts, now_ms)
         tenant_waits = {}
         for name in tenants:
-            found = _wait_stats(starts, now_ms, name)
+            found = _wait_stats(by_tenant.get(name, []))
             if found is not None:
                 tenant_waits[name] = found
         return ModelSnapshot(
@@ -485,7 +481,7 @@ class Dispatch:
                 for priority, first in zip(PRIORITIES, firsts, strict=True)
                 if first
             },
-            waits=_wait_stats(starts, now_ms, None),
+            waits=_wait_stats(every),
             tenant_waits=tenant_waits,
         )
 
@@ -584,27 +580,46 @@ class Dispatch:
         )
 
 
+def _busiest(
+    tenants: set[str], waiting: dict[str, int], recent: Counter[str], most: int | None
+) -> list[str]:
+    """The ``most`` tenants with the most jobs waiting, then released (all without ``most``),
+    sorted by name; picking them costs O(n log most), not a sort of every tenant."""
+    if most is None or len(tenants) <= most:
+        return sorted(tenants)
+    ranked = heapq.nsmallest(most, tenants, key=lambda t: (-waiting.get(t, 0), -recent[t], t))
+    return sorted(ranked)
+
+
 # The window the operators' wait figures cover.
 RECENT_WAITS_WINDOW_MS = 5 * 60_000
 
 
-def _wait_stats(starts: list[str], now_ms: float, tenant: str | None) -> WaitStats | None:
-    """p50 and p99 of the waits of the jobs started over the last minutes (``tenant``'s only,
-    when given), from the model's list of last starts."""
-    waits = []
+def _recent_waits(starts: list[str], now_ms: float) -> tuple[list[float], dict[str, list[float]]]:
+    """The waits (seconds) of the jobs started over the last minutes, from the model's list of
+    last starts (newest first): every job's, and each tenant's; one pass over the list."""
+    every: list[float] = []
+    by_tenant: dict[str, list[float]] = {}
+    oldest_ms = now_ms - RECENT_WAITS_WINDOW_MS
     for item in starts:
         name, waited, at = item.rsplit("|", 2)
-        if float(at) < now_ms - RECENT_WAITS_WINDOW_MS:
+        if float(at) < oldest_ms:
             break  # newest first: the rest is older
-        if tenant is None or name == tenant:
-            waits.append(float(waited) / 1000)
+        wait_s = float(waited) / 1000
+        every.append(wait_s)
+        by_tenant.setdefault(name, []).append(wait_s)
+    return every, by_tenant
+
+
+def _wait_stats(waits: list[float]) -> WaitStats | None:
+    """p50 and p99 of some waits (seconds)."""
     if not waits:
         return None
-    waits.sort()
+    ordered = sorted(waits)
     return WaitStats(
-        started=len(waits),
-        p50_s=waits[len(waits) // 2],
-        p99_s=waits[min(len(waits) - 1, int(len(waits) * 0.99))],
+        started=len(ordered),
+        p50_s=ordered[len(ordered) // 2],
+        p99_s=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Header, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -26,6 +26,7 @@ from imagegen.store.pool_stats import PoolStats
 from imagegen.store.quota import QuotaStore
 from imagegen.store.spend import Ledger
 from imagegen.store.stats import Stats
+from producer.api.exposition import render
 from producer.api.problems import ProblemError
 
 if TYPE_CHECKING:
@@ -358,8 +359,7 @@ class FleetCollector(Collector):
 def metrics_router(redis: Redis, settings: Settings) -> APIRouter:
     """``/metrics`` (not in the OpenAPI document) for this app's Redis; behind a bearer token
     when ``api_metrics_token`` is set."""
-    registry = CollectorRegistry()
-    registry.register(FleetCollector(redis, settings))
+    collector = FleetCollector(redis, settings)
     router = APIRouter()
     token = settings.api_metrics_token.get_secret_value() if settings.api_metrics_token else None
 
@@ -374,6 +374,6 @@ def metrics_router(redis: Redis, settings: Settings) -> APIRouter:
                     "send Authorization: Bearer <metrics token>",
                     headers={"WWW-Authenticate": 'Bearer realm="imagegen-metrics"'},
                 )
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(render(collector.collect()), media_type=CONTENT_TYPE_LATEST)
 
     return router

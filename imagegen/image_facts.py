@@ -3,12 +3,13 @@ to it after Redis lost the job's record.
 
 The worker writes them with the image: the job id, model, seed, size and sha256 (what a re-run
 adopts), and the job's tenant, creation time, priority, a digest of its request and of its
-webhook URL, and its webhook's events. Never the webhook URL itself: object metadata travels
-with every presigned GET of the image, and a URL read back from S3 could be anybody's.
-``imagegen recover`` (``producer.recover``) re-creates a lost job's final record from them, and
-sends its webhook only to a URL the service still holds (the tenant's, or the default) whose
-digest matches. A job submitted again after the loss (``worker.pipeline``) adopts its image when
-the tenant, model and request digest match.
+webhook URL, its webhook's events, and its Idempotency-Key with the digest of the submission it
+stands for. Never the webhook URL itself: object metadata travels with every presigned GET of
+the image, and a URL read back from S3 could be anybody's. ``imagegen recover``
+(``producer.recover``) re-creates a lost job's final record from them (and its Idempotency-Key),
+and sends its webhook only to a URL the service still holds (the tenant's, or the default) whose
+digest matches. A job submitted again after the loss (``worker.lost_images``) adopts its image
+when the tenant, model and request digest match.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 from imagegen.contract import AnyModelRequest
 from imagegen.records import JobRecord
@@ -46,9 +48,11 @@ class JobFacts:
     # The digest of the job's webhook URL ('' without a webhook) and the events it takes.
     webhook_sha256: str = ""
     webhook_events: tuple[str, ...] = ()
+    # Its Idempotency-Key and the digest of the submission that key stands for.
+    idempotency: tuple[str, str] | None = None
 
     @classmethod
-    def of(cls, record: JobRecord) -> JobFacts:
+    def of(cls, record: JobRecord, idempotency: tuple[str, str] | None = None) -> JobFacts:
         url = record.webhook_url
         return cls(
             job_id=record.job_id,
@@ -59,6 +63,7 @@ class JobFacts:
             request_sha256=request_digest(record.model_id, record.request),
             webhook_sha256=url_digest(url) if url else "",
             webhook_events=tuple(record.webhook_events) if url else (),
+            idempotency=idempotency,
         )
 
     def metadata(self) -> dict[str, str]:
@@ -72,6 +77,9 @@ class JobFacts:
             "request-sha256": self.request_sha256,
             "webhook-sha256": self.webhook_sha256,
             "webhook-events": ",".join(self.webhook_events),
+            # Percent-encoded: metadata is ASCII, a key may be any string.
+            "idempotency-key": quote(self.idempotency[0], safe="") if self.idempotency else "",
+            "idempotency-sha256": self.idempotency[1] if self.idempotency else "",
         }
 
     @classmethod
@@ -82,6 +90,7 @@ class JobFacts:
             return None
         if not metadata.get("request-sha256") or not metadata["created-ms"].isdigit():
             return None
+        key, key_sha256 = metadata.get("idempotency-key"), metadata.get("idempotency-sha256")
         return cls(
             job_id=metadata["job-id"],
             model_id=metadata["model-id"],
@@ -91,6 +100,7 @@ class JobFacts:
             request_sha256=metadata["request-sha256"],
             webhook_sha256=metadata.get("webhook-sha256", ""),
             webhook_events=tuple(e for e in metadata.get("webhook-events", "").split(",") if e),
+            idempotency=(unquote(key), key_sha256) if key and key_sha256 else None,
         )
 
     def same_job(self, other: JobFacts) -> bool:

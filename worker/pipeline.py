@@ -154,6 +154,7 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
         services=services,
         started=started,
         pool_name=claim.pool,
+        idempotency=claim.idempotency,
     )
     trace = claim.trace or JobTrace()
     parent = tracing.context_of(trace.traceparent)
@@ -205,8 +206,10 @@ class _Attempt:
         services: Services,
         started: float,
         pool_name: str | None = None,
+        idempotency: tuple[str, str] | None = None,
     ) -> None:
         self.record = record
+        self.idempotency = idempotency
         self.request = request
         self.number = number
         self.owner = owner
@@ -502,7 +505,7 @@ class _Attempt:
 
     def job_facts(self) -> JobFacts:
         """What the image's object says of this job (``imagegen.image_facts``)."""
-        return JobFacts.of(self.record)
+        return JobFacts.of(self.record, self.idempotency)
 
     def stored_earlier(self) -> tuple[str, StoredImage] | None:
         """The key and image an earlier attempt stored (a re-run), or an earlier life of this

@@ -115,6 +115,12 @@ def job_trace(fields: dict[str, str]) -> JobTrace:
     )
 
 
+def idempotency_of(fields: dict[str, str]) -> tuple[str, str] | None:
+    """A job hash's Idempotency-Key and the request digest it stands for, if it had one."""
+    key, digest = fields.get("idempotency_key"), fields.get("idempotency_sha256")
+    return (key, digest) if key and digest else None
+
+
 def new_job_fields(job: NewJob) -> dict[str, str]:
     """The hash of a job as it is submitted."""
     spec = job.spec
@@ -128,6 +134,10 @@ def new_job_fields(job: NewJob) -> dict[str, str]:
         "chain_id": job.chain_id,
         "after_job": job.after_job_id,
         "traceparent": job.traceparent,
+        # What its Idempotency-Key stands for, kept beside its image in S3 (imagegen.image_facts)
+        # so `imagegen recover` can answer the key again after Redis lost it.
+        "idempotency_key": job.idempotency_key,
+        "idempotency_sha256": job.request_sha256 if job.idempotency_key else None,
         "submit_position": None
         if job.position_at_submit is None
         else f"{job.position_at_submit} {job.share_at_submit or 0:.4f}",
@@ -175,6 +185,8 @@ def recovered_job_fields(job: RecoveredJob) -> dict[str, str | int]:
     if job.webhook_url:
         fields["webhook_url"] = job.webhook_url
         fields["webhook_events"] = ",".join(facts.webhook_events)
+    if facts.idempotency is not None:
+        fields["idempotency_key"], fields["idempotency_sha256"] = facts.idempotency
     return fields
 
 

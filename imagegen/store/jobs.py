@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -123,6 +124,8 @@ class Claim:
     trace: JobTrace | None = None
     # The configured pool the dispatcher released it to (None: the implicit pool).
     pool: str | None = None
+    # Its Idempotency-Key and the request digest that key stands for (None: it had none).
+    idempotency: tuple[str, str] | None = None
 
 
 class JobStore:
@@ -247,13 +250,26 @@ class JobStore:
         proves (``producer.recover``); its webhook's deliveries are queued as at any finish.
         False when the id already has a record (nothing changes)."""
         tenant = job.facts.tenant
-        argv: list[str | int] = [job.facts.job_id, tenant or "", job.finished_ms]
+        idempotency = job.facts.idempotency
+        # The key answers for what is left of its day, as it would have.
+        idempotency_ttl_s = (
+            (job.facts.created_ms - int(time.time() * 1000)) // 1000 + IDEMPOTENCY_TTL_S
+            if idempotency
+            else 0
+        )
+        argv: list[str | int] = [
+            job.facts.job_id,
+            tenant or "",
+            job.finished_ms,
+            max(0, idempotency_ttl_s),
+        ]
         for name, value in codecs.recovered_job_fields(job).items():
             argv += [name, value]
         job_keys = [
             keys.job_key(job.facts.job_id),
             keys.JOB_INDEX_KEY,
             keys.tenant_jobs_key(tenant) if tenant else keys.UNUSED_KEY,
+            keys.idempotency_key(tenant, idempotency[0]) if idempotency else keys.UNUSED_KEY,
         ]
         recreated = self._scripts.run(
             "job_recover", job_keys, [*self.context.args(), *argv], durable=True
@@ -299,13 +315,20 @@ class JobStore:
         trip)."""
         state, attempts, waited_ms, *pairs = self._run("job_claim", job_id, [owner, lease_ms])
         waited = int(waited_ms)
-        record, trace, pool = None, None, None
+        record, trace, pool, idempotency = None, None, None, None
         if pairs:
             fields = dict(zip(pairs[::2], pairs[1::2], strict=True))
             record, trace = codecs.record_from_hash(fields), codecs.job_trace(fields)
             pool = fields.get("pool") or None
+            idempotency = codecs.idempotency_of(fields)
         return Claim(
-            ClaimState(state), int(attempts), None if waited < 0 else waited, record, trace, pool
+            ClaimState(state),
+            int(attempts),
+            None if waited < 0 else waited,
+            record,
+            trace,
+            pool,
+            idempotency,
         )
 
     def copy_source(self, job_id: str) -> tuple[str, str] | None:

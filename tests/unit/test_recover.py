@@ -21,6 +21,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from imagegen.epoch import EpochWatch
+from imagegen.errors import IdempotencyConflictError
 from imagegen.ids import new_job_id
 from imagegen.image_facts import JobFacts
 from imagegen.messages import WEBHOOK_QUEUE
@@ -257,6 +258,27 @@ def test_a_job_submitted_again_after_the_loss_adopts_its_image(stack: Stack) -> 
     fresh = stack.run(stack.jobs.submit("a quay", tenant="acme"), answer_seed=22)
     assert fresh.seed == 22
     assert fresh.s3_key != minted.s3_key
+
+
+def test_after_recover_an_idempotency_key_answers_with_the_recovered_job(stack: Stack) -> None:
+    key = "order 12/β"  # any string: kept percent-encoded beside the image
+    first = stack.run(stack.jobs.submit("a lighthouse", tenant="acme", idempotency_key=key), 4)
+    stack.lose_everything()
+    recovery = stack.recovery()
+    [found] = recovery.scan(recovery.default_since_ms(int(time.time() * 1000)))
+    assert recovery.apply(found)
+    # The same submission again: the recovered job, no new one and no call (none is stubbed).
+    again = stack.jobs.submit("a lighthouse", tenant="acme", idempotency_key=key)
+    assert (again.job_id, again.status, again.s3_key) == (
+        first.job_id,
+        JobStatus.SUCCEEDED,
+        first.s3_key,
+    )
+    with pytest.raises(IdempotencyConflictError):
+        stack.jobs.submit("a harbour", tenant="acme", idempotency_key=key)
+    # The key is the tenant's: another tenant's same key is a new job.
+    other = stack.jobs.submit("a lighthouse", tenant="globex", idempotency_key=key)
+    assert other.job_id != first.job_id
 
 
 def test_a_lost_jobs_image_is_looked_for_on_the_days_before_the_loss(settings: Settings) -> None:

@@ -2,9 +2,12 @@
 -- image in S3 (event recover, `imagegen recover`): a `succeeded` record in the job listings,
 -- whose final transition queues its webhook's deliveries as any other does. Nothing happens
 -- when the job id already has a record, so running it again changes nothing.
--- KEYS: 1 job hash, 2 job index, 3 tenant job index (unused without a tenant).
+-- With an Idempotency-Key, the key answers with the job again for what is left of its 24 h.
+-- KEYS: 1 job hash, 2 job index, 3 tenant job index (unused without a tenant), 4 idempotency
+-- key (unused without one).
 -- ARGV: 1 now, 2-6 the job context, 7 job_id, 8 tenant ('' = none), 9 when the job finished
--- (Unix ms: its image's upload), then the record's field/value pairs (created_ms among them).
+-- (Unix ms: its image's upload), 10 the idempotency key's ttl s (0: none), then the record's
+-- field/value pairs (created_ms, idempotency_sha256 among them).
 -- Touches (a final transition):
 --   imagegen:job:{id} and its :next and :parked-image, imagegen:open, imagegen:deadlines,
 --   imagegen:running, imagegen:dlq, imagegen:stats, imagegen:tenant:{t}:open|active|paused,
@@ -17,10 +20,11 @@
 job_context(ARGV)
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local job_id, tenant = ARGV[ARG0], ARGV[ARG0 + 1]
-local finished = tonumber(ARGV[ARG0 + 2])
-local fields, created = {'job_id', job_id, 'status', 'queued', 'attempts', 0}, NOW_MS
-for i = ARG0 + 3, #ARGV, 2 do
+local finished, idempotency_ttl = tonumber(ARGV[ARG0 + 2]), tonumber(ARGV[ARG0 + 3])
+local fields, created, request_sha = {'job_id', job_id, 'status', 'queued', 'attempts', 0}, NOW_MS, nil
+for i = ARG0 + 4, #ARGV, 2 do
   if ARGV[i] == 'created_ms' then created = tonumber(ARGV[i + 1]) end
+  if ARGV[i] == 'idempotency_sha256' then request_sha = ARGV[i + 1] end
   table.insert(fields, ARGV[i])
   table.insert(fields, ARGV[i + 1])
 end
@@ -31,4 +35,7 @@ local job = load_job(job_id)
 job.place = 'new'
 transition(job, 'recover', {status = 'succeeded'})
 if finished then redis.call('HSET', KEYS[1], 'finished_ms', finished) end
+if request_sha and idempotency_ttl > 0 then
+  redis.call('SET', KEYS[4], request_sha .. ' ' .. job_id, 'NX', 'EX', idempotency_ttl)
+end
 return 1

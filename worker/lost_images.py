@@ -25,6 +25,7 @@ from imagegen.errors import StorageError
 from imagegen.ids import minted_ms
 from imagegen.image_facts import JobFacts
 from imagegen.records import JobRecord, ms_to_datetime
+from worker import metrics
 from worker.storage import StoredImage, find_stored_image, image_key
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ class LostImages:
             if stored is None:
                 continue
             if stored.facts is not None and stored.facts.same_job(wanted):
+                metrics.LOST_IMAGES_ADOPTED.inc()
                 return key, stored
             log.info(
                 "a lost job's image under this id asked for something else; not adopted",

@@ -101,6 +101,11 @@ REDIS_LOSSES = Counter(
     "epoch) or behind (fewer submissions)",
     ["kind"],
 )
+LOST_IMAGES_ADOPTED = Counter(
+    "imagegen_worker_lost_images_adopted_total",
+    "Jobs submitted again after Redis lost their record that adopted their image from S3 "
+    "instead of buying it again",
+)
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:

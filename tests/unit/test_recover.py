@@ -19,6 +19,7 @@ import redis
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from moto import mock_aws
+from prometheus_client import REGISTRY
 
 from imagegen.epoch import EpochWatch
 from imagegen.errors import IdempotencyConflictError
@@ -249,11 +250,14 @@ def test_a_job_submitted_again_after_the_loss_adopts_its_image(stack: Stack) -> 
     stack.lose_everything()
 
     # The same tenant's id and request again: no call (none is stubbed), the stored image.
+    adopted = REGISTRY.get_sample_value("imagegen_worker_lost_images_adopted_total") or 0.0
     again = stack.run(stack.jobs.submit("a lighthouse", tenant="acme", job_id="o-1"))
     assert (again.status, again.seed, again.s3_key) == (JobStatus.SUCCEEDED, 11, first.s3_key)
+    assert REGISTRY.get_sample_value("imagegen_worker_lost_images_adopted_total") == adopted + 1
     # The same id asking for something else is bought anew.
     other = stack.run(stack.jobs.submit("a dune", tenant="acme", job_id="o-2"), answer_seed=21)
     assert (other.seed, other.s3_key) == (21, changed.s3_key)
+    assert REGISTRY.get_sample_value("imagegen_worker_lost_images_adopted_total") == adopted + 1
     # A resubmission without the caller's id gets a new id: it has no earlier life to find.
     fresh = stack.run(stack.jobs.submit("a quay", tenant="acme"), answer_seed=22)
     assert fresh.seed == 22

@@ -58,7 +58,7 @@ LIBRARY = (
 )
 SCRIPT_NAMES: tuple[str, ...] = tuple(sorted(path.stem for path in SCRIPTS_DIR.glob("*.lua")))
 # Scripts that write nothing: callable on a replica.
-READ_ONLY = frozenset({"dispatch_position", "dispatch_estimate", "quota_peek"})
+READ_ONLY = frozenset({"dispatch_position", "dispatch_estimate", "quota_peek", "spend_snapshot"})
 _VERSION = "@@VERSION@@"
 
 _CONSTANTS = {

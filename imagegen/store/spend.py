@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 OnExceed = Literal["wait", "fail"]
+# Tenants one spend_snapshot call reads (about 0.5 ms of Redis time).
+SNAPSHOT_TENANTS = 50
 _BUDGET_FIELDS = (
     "budget_daily_hard",
     "budget_daily_soft",
@@ -152,20 +154,27 @@ class Ledger:
         return sorted(str(t) for t in found)
 
     def snapshot(self, tenants: list[str]) -> list[tuple[str, PeriodSpend, PeriodSpend, Budget]]:
-        """Today's and this month's spend and the budgets of ``tenants``, in one round trip."""
+        """Today's and this month's spend and the budgets of ``tenants``: one command (a read
+        function) per ``SNAPSHOT_TENANTS`` tenants, not three commands a tenant (their packing
+        and parsing cost the API ~40 us each: 12 ms of a /metrics scrape for 100 tenants); the
+        chunks keep each call short for the clients it holds up."""
         day, month = periods()
-        pipe = self._redis.pipeline(transaction=False)
-        for tenant in tenants:
-            pipe.hmget(keys.spend_key(tenant, day), ["spent", "reserved", "warned"])
-            pipe.hmget(keys.spend_key(tenant, month), ["spent", "reserved", "warned"])
-            pipe.hmget(keys.tenant_key(tenant), [*_BUDGET_FIELDS, "budget_on_exceed"])
-        replies = pipe.execute()
+        found: list[Any] = []
+        for start in range(0, len(tenants), SNAPSHOT_TENANTS):
+            names = []
+            for tenant in tenants[start : start + SNAPSHOT_TENANTS]:
+                names += [
+                    keys.spend_key(tenant, day),
+                    keys.spend_key(tenant, month),
+                    keys.tenant_key(tenant),
+                ]
+            found += self._scripts.run("spend_snapshot", names, [])
         return [
             (
                 tenant,
-                _period_spend(tenant, day, replies[3 * i]),
-                _period_spend(tenant, month, replies[3 * i + 1]),
-                _budget(tenant, replies[3 * i + 2]),
+                _period_spend(tenant, day, found[11 * i : 11 * i + 3]),
+                _period_spend(tenant, month, found[11 * i + 3 : 11 * i + 6]),
+                _budget(tenant, found[11 * i + 6 : 11 * i + 11]),
             )
             for i, tenant in enumerate(tenants)
         ]

@@ -174,3 +174,40 @@ def test_spend_reports_by_day_and_model_and_as_csv(any_redis: Any) -> None:
 def test_a_budget_is_a_positive_amount(any_redis: Any) -> None:
     with pytest.raises(ValueError, match="0 or more"):
         Rig(any_redis).ledger.set_budget(Budget("acme", daily_hard=-1))
+
+
+def test_metrics_show_each_spending_tenants_spend_reservations_and_budgets(any_redis: Any) -> None:
+    """More tenants than one snapshot call reads: every one's own figures, none shifted."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from imagegen.store.spend import SNAPSHOT_TENANTS
+    from producer.api.exposition import render
+    from producer.api.metrics import FleetCollector
+
+    rigs = [Rig(any_redis) for _ in range(SNAPSHOT_TENANTS + 7)]
+    for index, rig in enumerate(rigs):
+        if index % 5 == 0:
+            rig.ledger.set_budget(Budget(rig.tenant, daily_soft=0.01, monthly_hard=100.0 + index))
+        ids = rig.submit(index % 3 + 2)
+        rig.dispatch.release(CORE)
+        for job_id in ids[1:]:  # the first stays released: reserved, not spent
+            rig.run(job_id)
+    text = render(FleetCollector(any_redis, rigs[0].settings).collect()).decode()
+    found = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    for index, rig in enumerate(rigs):
+        day = (("period", "day"), ("tenant", rig.tenant))
+        spent = found[("imagegen_tenant_spend_usd", day)]
+        assert spent == pytest.approx(0.04 * (index % 3 + 1))
+        assert found[("imagegen_tenant_reserved_usd", day)] == pytest.approx(0.04)
+        month_hard = (("kind", "hard"), ("period", "month"), ("tenant", rig.tenant))
+        crossed = found[("imagegen_tenant_soft_budget_crossed", day)]
+        if index % 5 == 0:
+            assert found[("imagegen_tenant_budget_usd", month_hard)] == 100.0 + index
+            assert crossed == 1.0
+        else:
+            assert ("imagegen_tenant_budget_usd", month_hard) not in found
+            assert crossed == 0.0

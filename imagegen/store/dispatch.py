@@ -348,7 +348,7 @@ class Dispatch:
         recent = everyone
         if tenant is not None:
             recent = Counter({tenant: everyone[tenant]}) if everyone[tenant] else Counter()
-        tenants = _busiest({*waiting, *recent}, waiting, recent, busiest)
+        tenants = _busiest(waiting, recent, busiest)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hget(names.state, "weight_sum")
         pipe.hmget(names.weight, tenants or ["-"])
@@ -420,7 +420,7 @@ class Dispatch:
         for model_id, (top, *_, calls) in zip(model_ids, (r[:7] for r in raw), strict=True):
             waiting = {str(t): int(n) for t, n in cast("list[tuple[str, float]]", top) if n > 0}
             recent = Counter(str(m).partition("|")[0] for m in calls)
-            tenants = _busiest({*waiting, *recent}, waiting, recent, busiest)
+            tenants = _busiest(waiting, recent, busiest)
             weights_pipe.hmget(keys.dispatch_keys(model_id).weight, tenants or ["-"])
             picked.append((waiting, recent, tenants))
         return [
@@ -580,14 +580,18 @@ class Dispatch:
         )
 
 
-def _busiest(
-    tenants: set[str], waiting: dict[str, int], recent: Counter[str], most: int | None
-) -> list[str]:
-    """The ``most`` tenants with the most jobs waiting, then released (all without ``most``),
-    sorted by name; picking them costs O(n log most), not a sort of every tenant."""
-    if most is None or len(tenants) <= most:
-        return sorted(tenants)
-    ranked = heapq.nsmallest(most, tenants, key=lambda t: (-waiting.get(t, 0), -recent[t], t))
+def _busiest(waiting: dict[str, int], recent: Counter[str], most: int | None) -> list[str]:
+    """The ``most`` tenants with the most jobs waiting, then released (every one without
+    ``most``), sorted by name. A tenant with jobs waiting goes before any without: when
+    ``most`` of them wait, the tenants that only released are not even ranked."""
+    if most is None:
+        return sorted(waiting.keys() | recent.keys())
+    candidates: Iterable[str] = waiting.keys()
+    if len(waiting) < most:
+        candidates = waiting.keys() | recent.keys()
+        if len(candidates) <= most:
+            return sorted(candidates)
+    ranked = heapq.nsmallest(most, candidates, key=lambda t: (-waiting.get(t, 0), -recent[t], t))
     return sorted(ranked)
 
 

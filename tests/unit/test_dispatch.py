@@ -405,3 +405,18 @@ def test_no_release_exceeds_the_bucket_and_every_tenant_is_served_in_turn(
             if other != tenant and remaining[other] > 0:
                 others_releases[tenant] += 1
                 assert others_releases[tenant] <= 2
+
+
+def test_per_tenant_figures_go_to_the_busiest_tenants_waiting_first() -> None:
+    from collections import Counter
+
+    from imagegen.store.dispatch import _busiest
+
+    waiting = {"a": 3, "b": 2, "c": 2, "d": 1}
+    recent = Counter({"c": 5, "e": 9, "b": 1})
+    assert _busiest(waiting, recent, 2) == ["a", "c"]  # b and c tie on waiting: c released more
+    assert _busiest(waiting, recent, 4) == ["a", "b", "c", "d"]  # e waits for nothing
+    assert _busiest(waiting, recent, 5) == ["a", "b", "c", "d", "e"]
+    assert _busiest(waiting, recent, 10) == ["a", "b", "c", "d", "e"]
+    assert _busiest(waiting, recent, None) == ["a", "b", "c", "d", "e"]
+    assert _busiest({}, recent, 2) == ["c", "e"]

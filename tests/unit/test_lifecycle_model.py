@@ -22,6 +22,7 @@ import re
 import time
 import uuid
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import fakeredis
@@ -108,6 +109,20 @@ def _family(key: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """The jobs as one step left them."""
+
+    records: dict[str, dict[str, str]]
+    ttls: dict[str, int]
+
+    def place(self, job_id: str) -> str | None:
+        return self.records.get(job_id, {}).get("place")
+
+    def jobs_in(self, *places: str) -> list[str]:
+        return sorted(j for j, record in self.records.items() if record.get("place") in places)
+
+
 class Lifecycle(RuleBasedStateMachine):
     """One run: a fresh database, one clock, forty tenants."""
 
@@ -155,6 +170,19 @@ class Lifecycle(RuleBasedStateMachine):
 
     def jobs_in(self, *places: str) -> list[str]:
         return sorted(j for j in self.created if self.place(j) in places)
+
+    def snapshot(self) -> Snapshot:
+        """Every job's record and TTL, read in one round trip (the checks after a step read
+        them many times)."""
+        pipe = self.redis.pipeline(transaction=False)
+        ids = list(self.created)
+        for job_id in ids:
+            pipe.hgetall(keys.job_key(job_id))
+            pipe.ttl(keys.job_key(job_id))
+        replies = pipe.execute()
+        records = {j: dict(replies[2 * i]) for i, j in enumerate(ids)}
+        ttls = {j: int(replies[2 * i + 1]) for i, j in enumerate(ids)}
+        return Snapshot(records, ttls)
 
     def new_id(self, tenant: str | None) -> str:
         self.count += 1
@@ -368,24 +396,36 @@ class Lifecycle(RuleBasedStateMachine):
     # -- invariants --------------------------------------------------------------------------
 
     @invariant()
+    def the_lifecycle_holds(self) -> None:
+        """Every check below, after every step, on one snapshot of the jobs."""
+        jobs = self.snapshot()
+        self.no_illegal_moves()
+        self.every_job_is_where_its_place_says(jobs)
+        self.open_sets_are_the_jobs_not_final(jobs)
+        self.tenant_queues_match_their_jobs(jobs)
+        self.reserved_money_is_what_jobs_hold(jobs)
+        self.spend_never_passes_a_hard_budget()
+        self.status_only_moves_forward(jobs)
+        self.everything_written_is_bounded()
+        self.chains_and_followers_wait_only_for_open_jobs(jobs)
+
     def no_illegal_moves(self) -> None:
         stats = self.redis.hgetall(keys.STATS_KEY)
         assert not [k for k in stats if k.startswith(("illegal|", "stray|"))], stats
 
-    @invariant()
-    def every_job_is_where_its_place_says(self) -> None:
+    def every_job_is_where_its_place_says(self, jobs: Snapshot) -> None:
         names = keys.dispatch_keys(MODEL)
         delayed = set(self.redis.zrange(names.delayed, 0, -1))
         released = set(self.redis.zrange(names.released, 0, -1))
         active = set(self.redis.zrange(names.active, 0, -1))
         running = set(self.redis.zrange(keys.RUNNING_KEY, 0, -1))
-        waiting: dict[str, str] = {}
-        for key in self.redis.scan_iter(match=f"{keys.DISPATCH_PREFIX}{MODEL}:wait:*"):
-            for member in self.redis.zrange(key, 0, -1):
-                assert member not in waiting, f"{member} in two waiting sets"
-                waiting[member] = key
+        waiting = self._waiting_sets()
+        pipe = self.redis.pipeline(transaction=False)
         for job_id, tenant in self.created.items():
-            record = self.job(job_id)
+            pipe.zscore(f"imagegen:tenant:{tenant}:active", job_id)
+        tenant_active = dict(zip(self.created, pipe.execute(), strict=True))
+        for job_id, tenant in self.created.items():
+            record = jobs.records[job_id]
             assert record, f"job {job_id} vanished"
             place, status = record.get("place"), record["status"]
             assert place in {p.value for p in Place if p is not Place.NEW}, (job_id, place)
@@ -394,7 +434,7 @@ class Lifecycle(RuleBasedStateMachine):
                 assert status in TERMINAL, (job_id, place, status)
             else:
                 assert status == spec.status.value, (job_id, place, status)
-            ttl = self.redis.ttl(keys.job_key(job_id))
+            ttl = jobs.ttls[job_id]
             if place == "final":
                 assert 0 < ttl <= RETENTION_S, (job_id, ttl)
             else:
@@ -411,8 +451,8 @@ class Lifecycle(RuleBasedStateMachine):
             assert (job_id in running) == (place == "running"), (job_id, place)
             assert (job_id in active) == (place in ("released", "running")), (job_id, place)
             if tenant:
-                tenant_active = self.redis.zscore(f"imagegen:tenant:{tenant}:active", job_id)
-                assert (tenant_active is not None) == (place in ("released", "running"))
+                is_active = tenant_active[job_id] is not None
+                assert is_active == (place in ("released", "running")), (job_id, place)
             self._check_waiting_for_another_job(job_id, place, record)
         since = set()
         for priority in ("interactive", "batch"):
@@ -421,6 +461,19 @@ class Lifecycle(RuleBasedStateMachine):
         for name, members in (("delayed", delayed), ("released", released), ("running", running)):
             stray = members - set(self.created)
             assert not stray, f"{name} holds jobs that do not exist: {stray}"
+
+    def _waiting_sets(self) -> dict[str, str]:
+        """Each waiting job's waiting set; a job in two fails."""
+        sets = list(self.redis.scan_iter(match=f"{keys.DISPATCH_PREFIX}{MODEL}:wait:*", count=1000))
+        pipe = self.redis.pipeline(transaction=False)
+        for key in sets:
+            pipe.zrange(key, 0, -1)
+        waiting: dict[str, str] = {}
+        for key, members in zip(sets, pipe.execute(), strict=True):
+            for member in members:
+                assert member not in waiting, f"{member} in two waiting sets"
+                waiting[member] = key
+        return waiting
 
     def _check_waiting_for_another_job(
         self, job_id: str, place: str, record: dict[str, str]
@@ -439,18 +492,16 @@ class Lifecycle(RuleBasedStateMachine):
             assert leader, job_id
             assert self.place(leader) in ("released", "running"), (job_id, leader)
 
-    @invariant()
-    def open_sets_are_the_jobs_not_final(self) -> None:
-        open_jobs = {j for j in self.created if self.place(j) != "final"}
+    def open_sets_are_the_jobs_not_final(self, jobs: Snapshot) -> None:
+        open_jobs = {j for j in self.created if jobs.place(j) != "final"}
         assert set(self.redis.zrange(keys.OPEN_KEY, 0, -1)) == open_jobs
         for tenant in {t for t in self.created.values() if t}:
             own = {j for j in open_jobs if self.created[j] == tenant}
             assert set(self.redis.zrange(keys.tenant_open_key(tenant), 0, -1)) == own
 
-    @invariant()
-    def tenant_queues_match_their_jobs(self) -> None:
+    def tenant_queues_match_their_jobs(self, jobs: Snapshot) -> None:
         names = keys.dispatch_keys(MODEL)
-        actual = Counter(self.created[j] or keys.NO_TENANT for j in self.jobs_in("waiting"))
+        actual = Counter(self.created[j] or keys.NO_TENANT for j in jobs.jobs_in("waiting"))
         counts = {t: int(n) for t, n in self.redis.zrange(names.waiting, 0, -1, withscores=True)}
         assert counts == dict(actual)
         ready = set(self.redis.zrange(names.tenants, 0, -1))
@@ -470,24 +521,28 @@ class Lifecycle(RuleBasedStateMachine):
             index = self.redis.hget(f"imagegen:tenant:{tenant}:paused", MODEL)
             assert index == state.get(f"pause|{tenant}") or tenant == keys.NO_TENANT
 
-    @invariant()
-    def reserved_money_is_what_jobs_hold(self) -> None:
+    def reserved_money_is_what_jobs_hold(self, jobs: Snapshot) -> None:
         held: dict[tuple[str, str], int] = defaultdict(int)
         for job_id in self.created:
-            record = self.job(job_id)
+            record = jobs.records[job_id]
             amount = int(record.get("reserved_micro") or 0)
             if amount:
                 assert record["place"] != "final", f"{job_id} is final and still holds money"
                 tenant = record.get("tenant") or keys.NO_TENANT
                 held[(tenant, record["reserved_day"])] += amount
                 held[(tenant, record["reserved_month"])] += amount
-        for key in self.redis.scan_iter(match=f"{keys.SPEND_PREFIX}*"):
-            match = re.fullmatch(rf"{keys.SPEND_PREFIX}([^:]+):([dm]:[0-9-]+)", key)
-            if match:
-                reserved = int(self.redis.hget(key, "reserved") or 0)
-                assert reserved == held.get((match[1], match[2]), 0), (key, reserved)
+        ledgers = [
+            (key, match)
+            for key in self.redis.scan_iter(match=f"{keys.SPEND_PREFIX}*", count=1000)
+            if (match := re.fullmatch(rf"{keys.SPEND_PREFIX}([^:]+):([dm]:[0-9-]+)", key))
+        ]
+        pipe = self.redis.pipeline(transaction=False)
+        for key, _ in ledgers:
+            pipe.hget(key, "reserved")
+        for (key, match), reserved in zip(ledgers, pipe.execute(), strict=True):
+            amount = int(reserved or 0)
+            assert amount == held.get((match[1], match[2]), 0), (key, amount)
 
-    @invariant()
     def spend_never_passes_a_hard_budget(self) -> None:
         for tenant in TENANTS:
             record = self.redis.hgetall(keys.tenant_key(tenant))
@@ -499,10 +554,9 @@ class Lifecycle(RuleBasedStateMachine):
                 allowed = max(int(record[field]), self.budget_floor.get((tenant, period), 0))
                 assert spent + reserved <= allowed, (tenant, period, spent, reserved, allowed)
 
-    @invariant()
-    def status_only_moves_forward(self) -> None:
+    def status_only_moves_forward(self, jobs: Snapshot) -> None:
         for job_id in self.created:
-            record = self.job(job_id)
+            record = jobs.records[job_id]
             now = (
                 record["status"],
                 int(record.get("attempts") or 0),
@@ -524,12 +578,14 @@ class Lifecycle(RuleBasedStateMachine):
             elif was == "queued" and status == "running":
                 assert attempts == attempts_was + 1, (job_id, before, now)
 
-    @invariant()
     def everything_written_is_bounded(self) -> None:
-        for key in self.redis.scan_iter(match="*"):
+        written = list(self.redis.scan_iter(match="*", count=1000))
+        pipe = self.redis.pipeline(transaction=False)
+        for key in written:
+            pipe.ttl(key)
+        for key, ttl in zip(written, pipe.execute(), strict=True):
             family = _family(key)
             assert family is not None, f"{key} is not a known key family"
-            ttl = self.redis.ttl(key)
             if family == "ttl":
                 assert ttl > 0, f"{key} has no TTL"
             elif family == "job":
@@ -541,11 +597,11 @@ class Lifecycle(RuleBasedStateMachine):
                 if int(batch.get("open") or 0) <= 0:
                     assert ttl > 0, f"{key}: no job of it is open, and it has no TTL"
 
-    @invariant()
-    def chains_and_followers_wait_only_for_open_jobs(self) -> None:
-        for key in self.redis.scan_iter(match="imagegen:job:*:next"):
+    def chains_and_followers_wait_only_for_open_jobs(self, jobs: Snapshot) -> None:
+        for key in self.redis.scan_iter(match="imagegen:job:*:next", count=1000):
             parent = key.removeprefix(keys.JOB_KEY_PREFIX).removesuffix(":next")
-            assert self.place(parent) not in (None, "final"), f"{key} outlived its job"
+            place = jobs.place(parent) if parent in jobs.records else self.place(parent)
+            assert place not in (None, "final"), f"{key} outlived its job"
 
 
 def _machine(make_redis: Any) -> type[Lifecycle]:
@@ -560,12 +616,16 @@ MODEL_SETTINGS = settings(
 )
 
 
+# A run takes under a minute; the room is for a loaded machine (a timeout mid-run would be
+# replayed by hypothesis and reported as a flaky failure, not as the timeout it was).
+@pytest.mark.timeout(300)
 def test_the_lifecycle_on_fakeredis() -> None:
     machine = _machine(lambda: fakeredis.FakeRedis(decode_responses=True))
     machine.TestCase.settings = MODEL_SETTINGS
     machine.TestCase().runTest()
 
 
+@pytest.mark.timeout(300)
 def test_the_lifecycle_on_a_real_redis() -> None:
     client = redis_lib.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
     try:

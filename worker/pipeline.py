@@ -92,6 +92,10 @@ class Services:
 RETRY_SCHEDULED = "retry_scheduled"
 # The error code of a job given back to wait for its tenant's budget (no failure counted).
 BUDGET_WAIT = "BudgetWait"
+# A call that did not start because no Redis replica confirmed its mark, and how soon it is
+# tried again (not counted against the job's attempts).
+NOT_REPLICATED = "RedisNotReplicated"
+NOT_REPLICATED_DELAY_S = 1.0
 # The webhook deliveries a final transition makes at most: the job's event and its chain's.
 MOST_DELIVERIES_AT_A_FINISH = 2
 # Call errors after which Bedrock may have generated and billed an image nobody read.
@@ -110,6 +114,14 @@ class _NoBudget:
 
 
 _NO_BUDGET = _NoBudget()
+
+
+class _NotCalled:
+    """call_bedrock's answer when the call may not start for Redis: the attempt no longer holds
+    the job (``LEASE``), or no replica confirmed its call mark in time (``UNCONFIRMED``)."""
+
+    def __init__(self, mark: CallMark) -> None:
+        self.mark = mark
 
 
 @dataclass(frozen=True)
@@ -269,7 +281,7 @@ class _Attempt:
             generated = self.take_parked()
         if generated is None:
             called = self.call_bedrock()
-            if called is None or isinstance(called, _NoBudget):
+            if called is None or isinstance(called, _NoBudget | _NotCalled):
                 return self.not_called(called)
             answer, result = called
             latency_ms = answer.latency_ms
@@ -303,12 +315,15 @@ class _Attempt:
         self.kept("uploaded")
         return self.succeed(generated.seed, info, latency_ms)
 
-    def call_bedrock(self) -> tuple[BedrockAnswer, Generated | Filtered] | _NoBudget | None:
+    def call_bedrock(
+        self,
+    ) -> tuple[BedrockAnswer, Generated | Filtered] | _NoBudget | _NotCalled | None:
         """InvokeModel (the dispatcher took the quota's token when it released the job), and
         what its answer holds; None when the job was canceled meanwhile, ``_NO_BUDGET`` when its
         image was bought already, is lost, and its tenant's hard budget has no room for a new
-        one. The limiter hears how the call went (an answer once the attempt has kept the image:
-        ``report_answer``)."""
+        one; ``_NotCalled`` when Redis says it must not start (the lease is gone, or no replica
+        confirmed the call mark). The limiter hears how the call went (an answer once the
+        attempt has kept the image: ``report_answer``)."""
         model_id = self.record.model_id
         store = self.services.store
         images = fetch_inputs(
@@ -328,6 +343,8 @@ class _Attempt:
             return None
         if mark is CallMark.BUDGET:
             return _NO_BUDGET
+        if mark in (CallMark.LEASE, CallMark.UNCONFIRMED):
+            return _NotCalled(mark)
         log.info("job calling Bedrock", extra=self.facts())
         client, region = self.client(), self.pool.region
         with spans.bedrock_call(model_id, region, self.pool.name) as span:
@@ -454,11 +471,39 @@ class _Attempt:
         the call it finds in flight."""
         self.bought = True
 
-    def not_called(self, why: _NoBudget | None) -> JobOutcome:
-        """The call did not start: the job was canceled (None), or must wait for its budget."""
+    def not_called(self, why: _NoBudget | _NotCalled | None) -> JobOutcome:
+        """The call did not start: the job was canceled (None), must wait for its budget, or
+        Redis said no (``_NotCalled``)."""
         if why is None:
             return self.finish(JobStatus.CANCELED, {})
+        if isinstance(why, _NotCalled):
+            return self.not_confirmed() if why.mark is CallMark.UNCONFIRMED else self.lease_lost()
         return self.wait_for_budget()
+
+    def lease_lost(self) -> JobOutcome:
+        """Another attempt, or the redrive, holds the job now: nothing was bought, nothing to do."""
+        metrics.LEASES_LOST.inc()
+        log.warning("job call not started: the lease was lost", extra=self.facts())
+        return JobOutcome(self.job_id, ClaimState.BUSY.value, model_id=self.record.model_id)
+
+    def not_confirmed(self) -> JobOutcome:
+        """No Redis replica confirmed the call mark in time: nothing was bought; give the job
+        back (the retry clears the mark; the job keeps its reservation), without counting the
+        attempt, to try again shortly."""
+        given_back = self.services.store.release_for_retry(
+            self.job_id,
+            self.owner,
+            attempt=self.number,
+            error_code=NOT_REPLICATED,
+            message="no Redis replica confirmed the call's mark in time; the call did not start",
+            delay_s=NOT_REPLICATED_DELAY_S,
+            free=True,
+        )
+        log.warning(
+            "job call not started: no Redis replica confirmed its mark",
+            extra=self.facts(given_back=given_back),
+        )
+        return JobOutcome(self.job_id, RETRY_SCHEDULED, model_id=self.record.model_id)
 
     def wait_for_budget(self) -> JobOutcome:
         """Give the job back to wait for its tenant's budget (no attempt is counted as failed)."""

@@ -2,10 +2,13 @@
 
 Replication is asynchronous: a primary that fails right after a write may take the write with
 it, and a replica promoted in its place never had it. The writes the service answers for (a
-job accepted, a final status, a delivery queued) can therefore wait, on the connection that
-made them, until a replica has them (``WAIT 1 timeout``) before the answer goes out. When no
-replica confirms within ``IMAGEGEN_REDIS_REPLICA_ACK_TIMEOUT_S``, the write is refused as
-retryable (``ReplicaAckTimeoutError``; the API answers 503).
+job accepted, a cancel, a final status, a delivery queued, a Bedrock call's mark just before
+money is spent, a retry that books a bought image) can therefore wait, on the connection that
+made them, until a replica has them (``WAIT 1 timeout``) before the answer goes out. Since
+replication keeps order, that also covers every write before them (a call's mark covers its
+job's claim and reservation). When no replica confirms within
+``IMAGEGEN_REDIS_REPLICA_ACK_TIMEOUT_S``, the write is refused as retryable
+(``ReplicaAckTimeoutError``; the API answers 503), or its caller goes on as it says.
 
 ``on`` always waits; ``off`` never does; ``auto`` (the default) waits while the primary reports
 a connected replica (read again every ``REPLICAS_CHECK_S``), so a single server pays nothing.

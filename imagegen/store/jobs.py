@@ -95,6 +95,9 @@ class CallMark(StrEnum):
     LEASE = "lease"  # the owner no longer holds the job
     CANCELED = "canceled"  # a cancel was requested: the call must not start
     BUDGET = "budget"  # a re-call its tenant's hard budget has no room for
+    # Marked on the primary, but no Redis replica confirmed it in time: the call must not start
+    # (a failover now could lose the claim, the reservation and the mark, and the job run again).
+    UNCONFIRMED = "unconfirmed"
 
 
 class FinishOutcome(StrEnum):
@@ -305,8 +308,19 @@ class JobStore:
         """Mark (or clear) the Bedrock call in flight of the lease owner's attempt. ``LEASE``
         when the owner no longer holds the job; ``CANCELED`` (nothing marked) when a cancel was
         requested; ``BUDGET`` when the job, whose image was already bought, must call again and
-        its tenant's hard budget has no room (give it back)."""
-        return CallMark(self._run("job_calling", job_id, [owner, "1" if calling else ""]))
+        its tenant's hard budget has no room (give it back).
+
+        Marking is the last write before money is spent, so it waits for a replica
+        (``imagegen.redis.replica_ack``): replication keeps order, so a replica that has the
+        mark has the job's claim and its reservation too. ``UNCONFIRMED`` when none confirmed
+        in time: the call must not start."""
+        if not calling:
+            return CallMark(self._run("job_calling", job_id, [owner, ""]))
+        try:
+            return CallMark(self._run("job_calling", job_id, [owner, "1"], durable=True))
+        except ReplicaAckTimeoutError as e:
+            mark = CallMark(str(e.replies[0]))
+            return CallMark.UNCONFIRMED if mark is CallMark.OK else mark
 
     # -- running -----------------------------------------------------------------------------
 
@@ -356,22 +370,30 @@ class JobStore:
         image, booked now); False when ``owner`` no longer holds the job (another attempt, or
         the redrive, has it). ``free``: the attempt is not counted against the job's attempts
         (a pool throttled or refused it: another pool takes it). ``avoid_pool``: its next
-        release prefers any other pool with a token."""
+        release prefers any other pool with a token.
+
+        A retry that books a bought image waits for a replica, like a final status: it covers
+        the image parked before it (the only copy of one whose upload failed) and the booking.
+        When none confirms in time the retry stands on the primary and the attempt goes on."""
         line = codecs.attempt_line(attempt, error_code, message, delay_s)
-        released = self._run(
-            "job_retry",
-            job_id,
-            [
-                owner,
-                line,
-                round(delay_s * 1000),
-                error_code,
-                message[:ERROR_MESSAGE_MAX_CHARS],
-                "1" if bought else "",
-                "1" if free else "",
-                avoid_pool or "",
-            ],
-        )
+        argv = [
+            owner,
+            line,
+            round(delay_s * 1000),
+            error_code,
+            message[:ERROR_MESSAGE_MAX_CHARS],
+            "1" if bought else "",
+            "1" if free else "",
+            avoid_pool or "",
+        ]
+        try:
+            released = self._run("job_retry", job_id, argv, durable=bought)
+        except ReplicaAckTimeoutError as e:
+            log.warning(
+                "retry with a bought image not confirmed by a Redis replica in time",
+                extra={"job_id": job_id, "error_code": error_code},
+            )
+            released = e.replies[0]
         return bool(released)
 
     def note_call(self, job_id: str, owner: str, attempt: int, call: str) -> bool:

@@ -1,26 +1,44 @@
 """Writes the service answers for wait for a replica (``IMAGEGEN_REDIS_REPLICA_ACK``): on a
 real primary and replica, a replica that stops confirming turns a submit into a retryable
-refusal (503 over HTTP), and the retry returns the same job once the replica is back."""
+refusal (503 over HTTP), and the retry returns the same job once the replica is back; a worker
+starts no Bedrock call until a replica has its mark (and so the claim and the reservation), and
+a bought image whose retry no replica confirms is neither lost nor bought again."""
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
 from fastapi.testclient import TestClient
+from moto import mock_aws
 
 from devstack.processes import StackError, redis_server_binary
 from devstack.sentinel import SentinelCluster
-from imagegen.errors import ReplicaAckTimeoutError
+from imagegen.errors import ReplicaAckTimeoutError, StorageError
+from imagegen.records import JobStatus
 from imagegen.redis.connection import connect
 from imagegen.redis.replica_ack import ReplicaAck
 from imagegen.settings import Settings
+from imagegen.store.dispatch import Dispatch
+from imagegen.store.job_reads import JobReads
+from imagegen.store.jobs import JobStore
+from imagegen.store.spend import Ledger
 from producer.api import create_app
 from producer.client import Client
 from tests.conftest import require_service
+from tests.support import bedrock_payload
+from worker.limiter import Limiter
+from worker.pipeline import NOT_REPLICATED, RETRY_SCHEDULED, Services, run_job
+from worker.retry import RetryPolicy
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +143,103 @@ def test_off_never_waits_and_auto_waits_only_while_a_replica_is_connected(
         assert ReplicaAck.of(client._redis).replicas_needed(client._redis) == 0
     with Client(settings_for(pair, "on")) as client, pytest.raises(ReplicaAckTimeoutError):
         client.submit("on insists", job_id="on")
+
+
+@contextmanager
+def worker_services(pair: SentinelCluster) -> Iterator[tuple[Services, Stubber, Client]]:
+    """One attempt's services on the real primary (waiting for its replica), Bedrock stubbed
+    and S3 by moto, as ``tests/unit/test_pipeline.py`` builds them on fakeredis."""
+    settings = settings_for(pair, "on", retry_base_s=0.01, retry_cap_s=0.1, rate_limit_rpm=0)
+    redis_client = connect(settings)
+    redis_client.flushdb()
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="test-bucket")
+        bedrock = boto3.client("bedrock-runtime", region_name="us-west-2")
+        with Stubber(bedrock) as stubber:
+            services = Services(
+                settings=settings,
+                store=JobStore.from_settings(redis_client, settings),
+                dispatch=Dispatch(redis_client, settings),
+                ledger=Ledger(redis_client, settings),
+                reads=JobReads(redis_client),
+                bedrock=bedrock,
+                s3=s3,
+                policy=RetryPolicy.from_settings(settings),
+                limiter=Limiter(redis_client, settings),
+            )
+            yield services, stubber, Client(settings, redis_client=redis_client)
+
+
+def released(services: Services, job_id: str, model_id: str) -> None:
+    deadline = time.monotonic() + 5
+    while services.reads.get(job_id).place in ("waiting", "delayed"):  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, f"{job_id} was never released"
+        services.dispatch.release(model_id)
+        time.sleep(0.01)
+
+
+def answer(stubber: Stubber) -> None:
+    raw = json.dumps(bedrock_payload()).encode()
+    body = StreamingBody(io.BytesIO(raw), len(raw))
+    stubber.add_response("invoke_model", {"body": body, "contentType": "application/json"})
+
+
+def test_no_bedrock_call_starts_until_a_replica_has_its_claim_and_reservation(
+    pair: SentinelCluster,
+) -> None:
+    """The call mark is the last write before money is spent: while no replica confirms it the
+    call does not start and the job comes back without losing an attempt; once the replica is
+    back the job is bought once, and the replica has the booking."""
+    with worker_services(pair) as (services, stubber, client):
+        job = client.submit("a lighthouse", tenant="acme")
+        released(services, job.job_id, job.model_id)
+        pair.pause_replica()
+        outcome = run_job(job.job_id, services, owner="owner-1")
+        assert outcome.status == RETRY_SCHEDULED  # and no call: the stubber has no answer
+        record = client.get(job.job_id)
+        assert (record.status, record.attempts) == (JobStatus.QUEUED, 0)
+        assert [e.error_code for e in record.attempt_log] == [NOT_REPLICATED]
+
+        pair.pause_replica(paused=False)
+        answer(stubber)
+        released(services, job.job_id, job.model_id)
+        outcome = run_job(job.job_id, services, owner="owner-2")
+        assert outcome.status == "succeeded"
+        stubber.assert_no_pending_responses()
+        [row] = client.spend("acme")
+        assert row.images == 1
+    replica = pair.client(pair.redis_ports[1])
+    assert replica.hget(f"imagegen:job:{job.job_id}", "status") == "succeeded"
+
+
+def test_a_bought_image_whose_retry_no_replica_confirms_is_kept_and_booked_once(
+    pair: SentinelCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload that fails parks the image and books it with the retry, which waits for the
+    replica; when none confirms, the retry stands on the primary and the next attempt uses the
+    parked image: one call, one booking."""
+    with worker_services(pair) as (services, stubber, client):
+        job = client.submit("a lighthouse", tenant="acme")
+        released(services, job.job_id, job.model_id)
+        answer(stubber)
+
+        def replica_stops_then_upload_fails(*_: Any, **__: Any) -> None:
+            pair.pause_replica()
+            msg = "S3 is down"
+            raise StorageError(msg)
+
+        monkeypatch.setattr("worker.pipeline.upload_image", replica_stops_then_upload_fails)
+        started = time.monotonic()
+        outcome = run_job(job.job_id, services, owner="owner-1")
+        assert outcome.status == RETRY_SCHEDULED
+        assert time.monotonic() - started >= ACK_TIMEOUT_S  # it waited for the replica
+        monkeypatch.undo()
+        pair.pause_replica(paused=False)
+
+        released(services, job.job_id, job.model_id)
+        outcome = run_job(job.job_id, services, owner="owner-2")
+        assert outcome.status == "succeeded"
+        stubber.assert_no_pending_responses()  # one call in all
+        [row] = client.spend("acme")
+        assert row.images == 1

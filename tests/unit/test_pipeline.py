@@ -384,6 +384,38 @@ def test_a_retry_after_the_lease_was_lost_is_not_scheduled(
     assert (record.status, record.place, record.attempt_log) == (JobStatus.QUEUED, "waiting", [])
 
 
+def test_an_attempt_whose_lease_was_lost_before_its_call_does_not_call(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The redrive took the job back before the call started (or a Redis failover lost the
+    claim): the call mark says so and nothing is bought; the job waits for its next turn."""
+    from imagegen.errors import BedrockCallError
+
+    job = rig.submit()
+    store = rig.services.store
+
+    def lease_runs_out(*_: Any, **__: Any) -> dict[str, str]:
+        rig.redis.hset(keys.job_key(job.job_id), "lease_until_ms", 0)
+        rig.redis.zadd(keys.RUNNING_KEY, {job.job_id: 0})
+        assert store.redrive_due() == [job.job_id]
+        return {}
+
+    calls: list[str] = []
+
+    def invoke(*_: Any, **__: Any) -> None:
+        calls.append(job.job_id)
+        msg = "try again"
+        raise BedrockCallError("ServiceUnavailableException", msg)
+
+    monkeypatch.setattr("worker.pipeline.fetch_inputs", lease_runs_out)
+    monkeypatch.setattr("worker.pipeline.invoke_model", invoke)
+    outcome = rig.run(job.job_id)
+    assert (outcome.status, calls) == ("busy", [])
+    record = rig.client.get(job.job_id)
+    assert (record.status, record.place, record.attempt_log) == (JobStatus.QUEUED, "waiting", [])
+    assert record.cost_usd in (None, 0)
+
+
 def test_bookkeeping_that_fails_after_a_bought_image_never_throws_it_away(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -306,6 +306,9 @@ class ScrapeShape:
     recent_starts: int  # the model's list of last starts (the waits' source)
     samples: int
     size: int  # bytes
+    # CPU time of this process (the app and the test client) per scrape, median and p99: the
+    # scrape's own cost, whatever else the machine runs (the wall time includes waiting for a core)
+    cpu_ms: tuple[float, float]
 
 
 def measure_scrape(
@@ -342,12 +345,13 @@ def measure_scrape(
     with Client(settings, redis_client=client) as api_client:
         _, key = api_client.api_keys.create(tenants[0])
     app = create_app(settings, redis_client=client)
-    scrapes, reads = [], []
+    scrapes, reads, cpu = [], [], []
     with TestClient(app) as http:
         for _ in range(SCRAPES):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             answer = http.get("/metrics")
             scrapes.append((time.perf_counter() - start) * 1000)
+            cpu.append((time.process_time() - start_cpu) * 1000)
             assert answer.status_code == 200
             start = time.perf_counter()
             assert (
@@ -362,6 +366,7 @@ def measure_scrape(
         recent_starts=client.llen(keys.recent_waits_key(MODEL)),
         samples=sum(1 for line in answer.text.splitlines() if line and not line.startswith("#")),
         size=len(answer.content),
+        cpu_ms=_median_p99(cpu),
     )
     return _median_p99(scrapes), _median_p99(reads), shape
 
@@ -587,10 +592,11 @@ def scrape_lines(
         f"/metrics at {shape.tenants:,} tenants (each with spend today and this month; "
         f"{shape.calls_last_minute:,} releases in the last minute, {shape.recent_starts:,} recent "
         f"starts; {shape.samples:,} samples, {shape.size / 1000:.0f} kB), {SCRAPES} scrapes: "
-        f"{scrape_median:.1f} ms median, {scrape_p99:.1f} ms p99",
+        f"{scrape_median:.1f} ms median, {scrape_p99:.1f} ms p99 (CPU: {shape.cpu_ms[0]:.1f} ms "
+        f"median, {shape.cpu_ms[1]:.1f} ms p99)",
         f"GET /v1/tenant at {shape.tenants:,} tenants: {tenant_median:.1f} ms median, "
         f"{tenant_p99:.1f} ms p99",
-        f"a /metrics scrape under {SCRAPE_GOAL_MS:g} ms at 10,000 tenants: median "
+        f"a /metrics scrape under {SCRAPE_GOAL_MS:g} ms at {shape.tenants:,} tenants: median "
         f"{scrape_median:.1f} ms, p99 {scrape_p99:.1f} ms ... "
         + _verdict(max(scrape_median, scrape_p99) < SCRAPE_GOAL_MS),
     ]

@@ -7,12 +7,21 @@
   sent again on a new connection, to the primary the Sentinels name now.
 - Any other error after a command was sent is the caller's to handle, as with a single server:
   the command may have run, and sending it again could run it twice.
+- A pool asks the Sentinels which server is the primary every ``PRIMARY_CHECK_S``, from a thread
+  of its own, not only when it opens a connection. A primary the Sentinels replaced can stay up
+  and keep taking writes (until they turn it into a replica, seconds later, or for as long as it
+  is cut off from them), and every write it took is lost when it resyncs from the new primary.
+  Once the Sentinels name another server, the pool closes its idle connections to the old one
+  and drops busy ones as they come back, so the commands after that go to the new primary.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 import time
+import weakref
 from typing import Any
 
 import redis
@@ -23,11 +32,13 @@ from redis.retry import Retry
 from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection
 
 __all__ = [
+    "PRIMARY_CHECK_S",
     "BlockingSentinelConnectionPool",
     "DemotedPrimaryError",
     "FailoverConnection",
     "FailoverSSLConnection",
     "demoted_primary_retry",
+    "follow_primary",
 ]
 
 # A refused command is sent again this many times, about 3 s in all: until every Sentinel
@@ -36,6 +47,8 @@ DEMOTED_RETRIES = 8
 # Waits between tries: opening a connection, and sending a command a demoted primary refused.
 _FIRST_WAIT_S = 0.05
 _LONGEST_WAIT_S = 0.5
+# How often a pool asks the Sentinels which server is the primary (one SENTINEL MASTERS).
+PRIMARY_CHECK_S = 1.0
 
 
 class DemotedPrimaryError(RedisConnectionError):
@@ -89,4 +102,52 @@ class FailoverSSLConnection(FailoverConnection, redis.SSLConnection):
 
 class BlockingSentinelConnectionPool(SentinelConnectionPool, redis.BlockingConnectionPool):
     """Sentinel's pool with the bound of ``BlockingConnectionPool``: a caller that finds every
-    connection busy waits for one instead of opening more."""
+    connection busy waits for one instead of opening more. It follows the primary the Sentinels
+    name from its first use on (``_PrimaryWatch``)."""
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        follow_primary(self)
+        return super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+
+_watch_lock = threading.Lock()
+
+
+def follow_primary(pool: SentinelConnectionPool) -> None:
+    """Have ``pool`` (any of redis-py's Sentinel pools, kombu's too) ask the Sentinels for the
+    primary every ``PRIMARY_CHECK_S`` from now on, in this process (``_PrimaryWatch``)."""
+    watch = getattr(pool, "_primary_watch", None)
+    if watch is not None and watch.serves(pool):
+        return
+    with _watch_lock:
+        watch = getattr(pool, "_primary_watch", None)
+        if watch is None or not watch.serves(pool):
+            pool._primary_watch = _PrimaryWatch(pool)  # type: ignore[attr-defined]
+
+
+class _PrimaryWatch:
+    """A thread that asks the Sentinels for the primary every ``PRIMARY_CHECK_S``, for as long
+    as its pool exists, in the process that started it. When the answer changes, redis-py's
+    ``get_master_address`` closes the pool's idle connections, and ``owns_connection`` drops
+    the busy ones to the old server as they are released."""
+
+    def __init__(self, pool: SentinelConnectionPool) -> None:
+        self._pool = weakref.ref(pool)
+        self._pid = os.getpid()
+        threading.Thread(target=self._run, name="redis-primary-watch", daemon=True).start()
+
+    def serves(self, pool: SentinelConnectionPool) -> bool:
+        # A forked child has the pool but not the thread.
+        return self._pid == os.getpid() and self._pool() is pool
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(PRIMARY_CHECK_S)
+            pool = self._pool()
+            if pool is None or getattr(pool, "_primary_watch", None) is not self:
+                return
+            with contextlib.suppress(redis.RedisError):
+                # No answer (a failover under way, the Sentinels unreachable): the
+                # connections stay as they are, and the next check asks again.
+                pool.get_master_address()  # type: ignore[no-untyped-call]
+            del pool

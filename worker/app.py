@@ -26,6 +26,8 @@ def make_app(settings: Settings) -> Celery:
     # Through Sentinel, kombu finds the primary (and follows a failover) itself.
     gated = "GatedSentinelTransport" if uses_sentinel(settings) else "GatedTransport"
     celery.conf.broker_transport = f"worker.transport:{gated}"
+    if uses_sentinel(settings):
+        celery.conf.broker_failover_strategy = StayOnFirstUrl
     celery.conf.broker_use_ssl = broker_tls(settings)
     transport_options = {
         # Must exceed the longest task (checked by Settings), or Redis hands a message that is
@@ -74,6 +76,26 @@ def make_app(settings: Settings) -> Celery:
         # Celery's limit is per worker process; the shared limiter is worker.limiter.
         celery.conf.task_annotations = {GENERATE_TASK: {"rate_limit": settings.celery_rate_limit}}
     return celery
+
+
+class StayOnFirstUrl:
+    """kombu's failover strategy for the Sentinel URLs: never switch to the next one. Each URL
+    names a Sentinel, and the channel asks all of them for the primary whichever URL it was
+    opened with, so the next URL reaches the same primary; but kombu takes a switched-to URL's
+    transport from its scheme (``sentinel://``), and the worker would go on with kombu's own
+    transport: no gate, and none of ``worker.transport``'s reconnect fixes."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self._first = urls[0]
+
+    def __iter__(self) -> StayOnFirstUrl:
+        return self
+
+    def __next__(self) -> str:
+        return self._first
+
+    def __bool__(self) -> bool:
+        return False  # kombu switches only while its strategy is truthy
 
 
 app = make_app(get_settings())

@@ -27,9 +27,11 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from imagegen.envelope import MalformedMessageError, check_envelope
 from imagegen.messages import QUEUES
+from imagegen.redis.failover import follow_primary
 
 __all__ = [
     "GatedChannel",
@@ -156,12 +158,23 @@ class GatedTransport(kombu_redis.Transport):  # type: ignore[misc]
 
 
 class GatedSentinelChannel(GatedChannel, kombu_redis.SentinelChannel):  # type: ignore[misc]
-    """The gate on kombu's Sentinel channel: the primary is the one the Sentinels name."""
+    """The gate on kombu's Sentinel channel: the primary is the one the Sentinels name.
+
+    Its pools ask the Sentinels for the primary every second (``follow_primary``), and a BRPOP
+    is not sent on a connection to a server they no longer name: the connection is closed and
+    the consumer reconnects to the new primary. Without that, a replaced primary that stays up
+    (until the Sentinels turn it into a replica, or for as long as it is cut off from them) keeps
+    the worker consuming from a list nobody pushes to any more."""
 
     # The Sentinel URLs as they were while the connection was open (see ``_connparams``).
     _known_sentinel_urls: list[str] | None = None
 
     def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        pool = self._pool_from_sentinels(asynchronous)
+        follow_primary(pool)
+        return pool
+
+    def _pool_from_sentinels(self, asynchronous: bool) -> Any:
         """kombu reads the Sentinels from ``self.connection.client``, which a closed connection
         has set to None; here from what it was while the connection was open."""
         client = self.connection.client
@@ -177,6 +190,20 @@ class GatedSentinelChannel(GatedChannel, kombu_redis.SentinelChannel):  # type: 
         finally:
             if self.connection.client is stand_in:
                 self.connection.client = None
+
+    def _brpop_start(self, timeout: int | None = None) -> None:
+        connection = self.client.connection
+        primary = self.client.connection_pool.master_address
+        if (
+            primary is not None
+            and connection is not None
+            and connection._sock is not None
+            and (connection.host, connection.port) != tuple(primary)
+        ):
+            connection.disconnect()
+            msg = f"the Sentinels name {primary[0]}:{primary[1]} the primary now"
+            raise RedisConnectionError(msg)
+        super()._brpop_start(timeout)
 
 
 class _KnownSentinels:

@@ -31,7 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from imagegen.envelope import MalformedMessageError, check_envelope
 from imagegen.messages import QUEUES
-from imagegen.redis.failover import follow_primary
+from imagegen.redis.failover import follow_primary, stop_following
 
 __all__ = [
     "GatedChannel",
@@ -190,6 +190,13 @@ class GatedSentinelChannel(GatedChannel, kombu_redis.SentinelChannel):  # type: 
         finally:
             if self.connection.client is stand_in:
                 self.connection.client = None
+
+    def _disconnect_pools(self) -> None:
+        # kombu closes the Sentinel clients here too: nothing may ask them afterwards.
+        for pool in (self._pool, self._async_pool):
+            if pool is not None:
+                stop_following(pool)
+        super()._disconnect_pools()
 
     def _brpop_start(self, timeout: int | None = None) -> None:
         connection = self.client.connection

@@ -39,6 +39,7 @@ __all__ = [
     "FailoverSSLConnection",
     "demoted_primary_retry",
     "follow_primary",
+    "stop_following",
 ]
 
 # A refused command is sent again this many times, about 3 s in all: until every Sentinel
@@ -125,6 +126,13 @@ def follow_primary(pool: SentinelConnectionPool) -> None:
             pool._primary_watch = _PrimaryWatch(pool)  # type: ignore[attr-defined]
 
 
+def stop_following(pool: SentinelConnectionPool) -> None:
+    """End ``pool``'s checks (its owner closes it and the Sentinel clients it asks)."""
+    with _watch_lock:
+        if getattr(pool, "_primary_watch", None) is not None:
+            pool._primary_watch = None  # type: ignore[attr-defined]
+
+
 class _PrimaryWatch:
     """A thread that asks the Sentinels for the primary every ``PRIMARY_CHECK_S``, for as long
     as its pool exists, in the process that started it. When the answer changes, redis-py's
@@ -146,8 +154,8 @@ class _PrimaryWatch:
             pool = self._pool()
             if pool is None or getattr(pool, "_primary_watch", None) is not self:
                 return
-            with contextlib.suppress(redis.RedisError):
-                # No answer (a failover under way, the Sentinels unreachable): the
-                # connections stay as they are, and the next check asks again.
+            with contextlib.suppress(Exception):
+                # No answer (a failover under way, the Sentinels unreachable, the pool closed
+                # meanwhile): the connections stay as they are, and the next check asks again.
                 pool.get_master_address()  # type: ignore[no-untyped-call]
             del pool

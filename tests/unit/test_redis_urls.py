@@ -106,6 +106,17 @@ def test_celery_reaches_the_broker_through_kombus_sentinel_transport() -> None:
         assert connection.transport_cls == "worker.transport:GatedSentinelTransport"
 
 
+def test_the_worker_keeps_the_gated_transport_when_it_reconnects() -> None:
+    """kombu takes a switched-to URL's transport from its scheme: switching to the next
+    Sentinel's URL would leave the worker on kombu's own transport, without the gate."""
+    app = make_app(settings_with("redis+sentinel://sa:26379,sb:26380,sc:26381/mymaster/2"))
+    with app.connection_for_read() as connection:
+        for _ in range(4):  # what kombu does after each failed try to connect
+            connection.maybe_switch_next()
+        assert connection.transport_cls == "worker.transport:GatedSentinelTransport"
+        assert connection.as_uri().endswith("@sa:26379/2")
+
+
 def test_a_plain_url_keeps_the_plain_gated_transport() -> None:
     app = make_app(settings_with("redis://h:6379/4"))
     assert app.conf.broker_transport == "worker.transport:GatedTransport"

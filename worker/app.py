@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from celery import Celery
 from kombu import Exchange, Queue
+from kombu.connection import failover_strategies
 
 from imagegen.messages import GENERATE_TASK, QUEUES
 from imagegen.redis.connection import (
@@ -17,7 +18,7 @@ from imagegen.redis.connection import (
 )
 from imagegen.settings import Settings, get_settings
 
-__all__ = ["app", "make_app"]
+__all__ = ["STAY_ON_FIRST_URL", "StayOnFirstUrl", "app", "make_app"]
 
 
 def make_app(settings: Settings) -> Celery:
@@ -27,7 +28,8 @@ def make_app(settings: Settings) -> Celery:
     gated = "GatedSentinelTransport" if uses_sentinel(settings) else "GatedTransport"
     celery.conf.broker_transport = f"worker.transport:{gated}"
     if uses_sentinel(settings):
-        celery.conf.broker_failover_strategy = StayOnFirstUrl
+        # By name: the setting is read back by ``inspect conf`` (Flower), which needs JSON.
+        celery.conf.broker_failover_strategy = STAY_ON_FIRST_URL
     celery.conf.broker_use_ssl = broker_tls(settings)
     transport_options = {
         # Must exceed the longest task (checked by Settings), or Redis hands a message that is
@@ -97,5 +99,8 @@ class StayOnFirstUrl:
     def __bool__(self) -> bool:
         return False  # kombu switches only while its strategy is truthy
 
+
+STAY_ON_FIRST_URL = "imagegen-stay-on-first-url"
+failover_strategies[STAY_ON_FIRST_URL] = StayOnFirstUrl
 
 app = make_app(get_settings())

@@ -244,8 +244,11 @@ class _Attempt:
         # The pool the dispatcher released the job to (the implicit one when none, or gone).
         found = settings.pool_named(pool_name, record.model_id) if pool_name else None
         self.pool: Pool = found or settings.implicit_pool(record.model_id)
-        # The answered call's attribution, recorded with the limiter's report (``report_answer``).
+        # The answered call's attribution, recorded with the limiter's report (``report_answer``);
+        # its line in the job's record is added by the attempt's final transition when that
+        # comes first (``answer_noted``).
         self.answer_facts: tuple[str, str | None, int | None, int | None] | None = None
+        self.answer_noted = False
 
     @property
     def job_id(self) -> str:
@@ -387,34 +390,50 @@ class _Attempt:
         """The job's configured pool (None: the implicit one, the model's own bucket)."""
         return None if self.pool.implicit else self.pool.name
 
-    def attribute(
-        self,
-        outcome: str,
-        request_id: str | None,
-        invocation_ms: int | None,
-        billed_micro: int | None,
-    ) -> None:
-        """Record which pool made this call and how it went: a line in the job's record, the
-        pool's day counters and metrics (bookkeeping only: a Redis error is logged)."""
-        pool, model_id = self.pool, self.record.model_id
-        metrics.POOL_CALLS.labels(pool.name, pool.region, model_id, outcome).inc()
-        line = json.dumps(
+    def call_line(self, outcome: str, request_id: str | None, invocation_ms: int | None) -> str:
+        """The call's attribution: one JSON line of the job's ``calls`` field."""
+        return json.dumps(
             {
                 "attempt": self.number,
                 "at": round(time.time() * 1000),
-                "pool": pool.name,
-                "region": pool.region,
+                "pool": self.pool.name,
+                "region": self.pool.region,
                 "request_id": request_id,
                 "invocation_latency_ms": invocation_ms,
                 "outcome": outcome,
             },
             separators=(",", ":"),
         )
+
+    def answer_line(self) -> str:
+        """The answered call's attribution line, for the attempt's final transition to add in
+        the same step ('' when there is none, or it is noted already)."""
+        if self.answer_facts is None or not self.answer_unreported or self.answer_noted:
+            return ""
+        outcome, request_id, invocation_ms, _ = self.answer_facts
+        return self.call_line(outcome, request_id, invocation_ms)
+
+    def attribute(
+        self,
+        outcome: str,
+        request_id: str | None,
+        invocation_ms: int | None,
+        billed_micro: int | None,
+        *,
+        noted: bool = False,
+    ) -> None:
+        """Record which pool made this call and how it went: a line in the job's record (unless
+        ``noted``: the attempt's final transition added it), the pool's day counters and metrics
+        (bookkeeping only: a Redis error is logged)."""
+        pool, model_id = self.pool, self.record.model_id
+        metrics.POOL_CALLS.labels(pool.name, pool.region, model_id, outcome).inc()
         stats = self.services.pool_stats
-        self.best_effort(
-            "attribute the call",
-            lambda: self.services.store.note_call(self.job_id, self.owner, self.number, line),
-        )
+        if not noted:
+            line = self.call_line(outcome, request_id, invocation_ms)
+            self.best_effort(
+                "attribute the call",
+                lambda: self.services.store.note_call(self.job_id, self.owner, self.number, line),
+            )
         if stats is not None:
             self.best_effort(
                 "count the pool's call",
@@ -433,7 +452,7 @@ class _Attempt:
                 lambda: limiter.report(model_id, pool=self.pooled_name()),
             )
         if self.answer_facts is not None:
-            self.attribute(*self.answer_facts)
+            self.attribute(*self.answer_facts, noted=self.answer_noted)
 
     def call_failed(self, e: BedrockCallError) -> None:
         """The call raised: book what it may have cost, count it, tell the limiter."""
@@ -637,6 +656,7 @@ class _Attempt:
         send_now = self.services.send_now() if self.services.send_now else None
         reserved = send_now.reserve(MOST_DELIVERIES_AT_A_FINISH) if send_now else 0
         claims: list[DeliveryClaim] = []
+        call = self.answer_line()
         try:
             outcome, claims = self.services.store.finish(
                 self.job_id,
@@ -647,12 +667,14 @@ class _Attempt:
                 bought=self.bought,
                 send_now=reserved,
                 delivery_lease_ms=delivery_lease_ms(self.services.settings),
+                call=call,
             )
         finally:
             if send_now is not None:
                 send_now.send(claims, reserved)
         changed = outcome is FinishOutcome.FINISHED
         self.finished = changed
+        self.answer_noted = self.answer_noted or (changed and call != "")
         if changed:
             metrics.JOBS_FINISHED.labels(self.record.model_id, status.value).inc()
         log.info(

@@ -413,6 +413,7 @@ class JobStore:
         bought: bool = False,
         send_now: int = 0,
         delivery_lease_ms: int = 0,
+        call: str = "",
     ) -> Finished:
         """Write the final status and its fields, when ``owner`` holds the job's lease.
 
@@ -421,7 +422,9 @@ class JobStore:
         in the periods it was held in). With ``send_now`` the caller sends up to that many of the
         job's new webhook deliveries itself: they come back claimed for their first attempt (a
         lease of ``delivery_lease_ms``), with no message queued for them; the outbox sends them
-        when the lease ends if the caller does not. Any others are queued as usual."""
+        when the lease ends if the caller does not. Any others are queued as usual. ``call``:
+        the attempt's Bedrock call attribution, added in the same step (as ``note_call``; only
+        when the job is finished here)."""
         if not status.is_terminal:
             msg = f"{status} is not a final status"
             raise ValueError(msg)
@@ -433,6 +436,7 @@ class JobStore:
             "1" if bought else "",
             send_now,
             delivery_lease_ms,
+            call,
         ]
         for name, value in fields.items():
             argv += [name, "" if value is None else value]

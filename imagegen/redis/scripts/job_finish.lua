@@ -5,7 +5,8 @@
 -- line ('' for none), 10 lease owner, 11 '1' when this attempt bought an image, 12 how many of
 -- the job's new deliveries the caller sends at once (0: none; they are claimed here for their
 -- first attempt, with no delivery message: the outbox sends them when their lease ends if the
--- caller does not), 13 their lease ms, then field/value pairs.
+-- caller does not), 13 their lease ms, 14 this attempt's Bedrock call attribution (a JSON line
+-- added to the `calls` field, as job_note_call.lua does; '' for none), then field/value pairs.
 -- Touches (a final transition):
 --   imagegen:job:{id} and its :next and :parked-image, imagegen:open, imagegen:deadlines,
 --   imagegen:running, imagegen:dlq, imagegen:stats, imagegen:tenant:{t}:open|active|paused,
@@ -24,7 +25,12 @@ local job = load_job(ARGV[ARG0])
 if not job or job.place == 'final' then return {0, 'final'} end
 if job.place ~= 'running' or job.f.lease_owner ~= ARGV[ARG0 + 3] then return {0, 'lease'} end
 local fields = {}
-for i = ARG0 + 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = ARG0 + 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+if ARGV[ARG0 + 7] ~= '' then
+  local calls = redis.call('HGET', job.key, 'calls') or ''
+  fields[#fields + 1] = 'calls'
+  fields[#fields + 1] = calls .. ARGV[ARG0 + 7] .. '\n'
+end
 local most = tonumber(ARGV[ARG0 + 5]) or 0
 if most > 0 then
   CTX.inline_job, CTX.inline_ids = job.id, {}

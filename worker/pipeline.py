@@ -32,7 +32,7 @@ from imagegen.records import JobRecord, JobStatus, JobTrace
 from imagegen.s3 import s3_uri
 from imagegen.settings import Settings
 from imagegen.store.deliveries import DeliveryClaim
-from imagegen.store.dispatch import Dispatch
+from imagegen.store.dispatch import Dispatch, Release
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import CallMark, ClaimState, FinishOutcome, JobStore
 from imagegen.store.pool_stats import PoolStats
@@ -134,6 +134,9 @@ class JobOutcome:
     seed: int | None = None
     # The job's model, when the attempt knew it (its release loop releases that model's next).
     model_id: str | None = None
+    # The release sent with the job's finish (the slot it freed), when there was one: then the
+    # release loop needs waking only when that release says more can go soon.
+    release: Release | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -249,6 +252,8 @@ class _Attempt:
         # comes first (``answer_noted``).
         self.answer_facts: tuple[str, str | None, int | None, int | None] | None = None
         self.answer_noted = False
+        # The pool's counters of that call, when they were sent with the finish.
+        self.answer_counted = False
 
     @property
     def job_id(self) -> str:
@@ -421,10 +426,12 @@ class _Attempt:
         billed_micro: int | None,
         *,
         noted: bool = False,
+        counted: bool = False,
     ) -> None:
         """Record which pool made this call and how it went: a line in the job's record (unless
-        ``noted``: the attempt's final transition added it), the pool's day counters and metrics
-        (bookkeeping only: a Redis error is logged)."""
+        ``noted``: the attempt's final transition added it), the pool's day counters (unless
+        ``counted``: sent with the finish) and metrics (bookkeeping only: a Redis error is
+        logged)."""
         pool, model_id = self.pool, self.record.model_id
         metrics.POOL_CALLS.labels(pool.name, pool.region, model_id, outcome).inc()
         stats = self.services.pool_stats
@@ -434,7 +441,7 @@ class _Attempt:
                 "attribute the call",
                 lambda: self.services.store.note_call(self.job_id, self.owner, self.number, line),
             )
-        if stats is not None:
+        if stats is not None and not counted:
             self.best_effort(
                 "count the pool's call",
                 lambda: stats.count(pool.name, model_id, outcome, billed_micro=billed_micro),
@@ -452,7 +459,7 @@ class _Attempt:
                 lambda: limiter.report(model_id, pool=self.pooled_name()),
             )
         if self.answer_facts is not None:
-            self.attribute(*self.answer_facts, noted=self.answer_noted)
+            self.attribute(*self.answer_facts, noted=self.answer_noted, counted=self.answer_counted)
 
     def call_failed(self, e: BedrockCallError) -> None:
         """The call raised: book what it may have cost, count it, tell the limiter."""
@@ -657,8 +664,19 @@ class _Attempt:
         reserved = send_now.reserve(MOST_DELIVERIES_AT_A_FINISH) if send_now else 0
         claims: list[DeliveryClaim] = []
         call = self.answer_line()
+        model_id, stats = self.record.model_id, self.services.pool_stats
+        facts = self.answer_facts if call else None
+        then_replies: tuple[Any, ...] = ()
+
+        def then(pipe: Any) -> None:
+            # In the finish's round trip: the pool's counters of the answered call, and the
+            # release of the slot this finish frees (the model's next job goes at once).
+            if facts is not None and stats is not None:
+                stats.count(self.pool.name, model_id, facts[0], billed_micro=facts[3], pipe=pipe)
+            self.services.dispatch.release_in(pipe, [model_id])
+
         try:
-            outcome, claims = self.services.store.finish(
+            outcome, claims, then_replies = self.services.store.finish(
                 self.job_id,
                 self.owner,
                 status,
@@ -668,6 +686,7 @@ class _Attempt:
                 send_now=reserved,
                 delivery_lease_ms=delivery_lease_ms(self.services.settings),
                 call=call,
+                then=then,
             )
         finally:
             if send_now is not None:
@@ -675,6 +694,7 @@ class _Attempt:
         changed = outcome is FinishOutcome.FINISHED
         self.finished = changed
         self.answer_noted = self.answer_noted or (changed and call != "")
+        release = self.sent_release(then_replies, counted=facts is not None and stats is not None)
         if changed:
             metrics.JOBS_FINISHED.labels(self.record.model_id, status.value).inc()
         log.info(
@@ -686,7 +706,23 @@ class _Attempt:
                 finish=outcome.value,
             ),
         )
-        return JobOutcome(self.job_id, status.value, s3_key, seed, self.record.model_id)
+        return JobOutcome(self.job_id, status.value, s3_key, seed, model_id, release)
+
+    def sent_release(self, replies: tuple[Any, ...], *, counted: bool) -> Release | None:
+        """Read what was sent with the finish: the pool's counters (when ``counted``), then the
+        release. None when the release failed (the release loop then runs it)."""
+        if not replies:
+            return None
+        *counts, last = replies
+        if counted and not any(isinstance(r, Exception) for r in counts):
+            self.answer_counted = True
+        if isinstance(last, Exception):
+            log.warning(
+                "release after the finish failed; the release loop runs it",
+                extra=self.facts(error=f"{type(last).__name__}: {last}"),
+            )
+            return None
+        return Dispatch.release_of(last)
 
     def other_pools(self) -> int:
         """How many other configured pools serve the job's model."""

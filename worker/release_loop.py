@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import redis as redis_lib
 
 from imagegen.settings import Settings
-from imagegen.store.dispatch import Dispatch
+from imagegen.store.dispatch import Dispatch, Release
 from worker import metrics
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ class ReleaseLoop:
         self._whole = False
         self._known_models: list[str] = []
         self._models_read_at = -math.inf
+        # When the loop runs next unless woken (monotonic).
+        self._next_run_at = -math.inf
 
     def run_once(self) -> float:
         """One pass: read the intake, release every model's due jobs; returns how long to sleep."""
@@ -86,6 +88,20 @@ class ReleaseLoop:
             wait_s = _CAPS_FULL_PAUSE_S if math.isinf(release.next_s) else release.next_s
             sleep_s = min(sleep_s, wait_s)
         return max(_MIN_SLEEP_S, sleep_s)
+
+    def released(self, model_id: str, release: Release) -> None:
+        """A release of ``model_id`` ran elsewhere (sent with a job's finish): count it, and
+        wake the loop as a release run here would have: at once when it says more can go (or
+        soon), within the short pause when only a claim can make room (unless the loop runs
+        that soon anyway), not at all when nothing waits."""
+        if release.released:
+            metrics.JOBS_RELEASED.labels(model_id).inc(release.released)
+        if release.next_s is None:
+            return
+        if not math.isinf(release.next_s) or (
+            self._next_run_at > time.monotonic() + _CAPS_FULL_PAUSE_S
+        ):
+            self.wake(model_id)
 
     def wake(self, model_id: str | None = None) -> None:
         """Release now: ``model_id``'s jobs (one of its jobs finished: its slot, or a retry,
@@ -135,5 +151,6 @@ class ReleaseLoop:
             except Exception:
                 log.exception("release pass failed; trying again")
                 sleep_s = _ERROR_PAUSE_S
+            self._next_run_at = time.monotonic() + sleep_s
             self._wake.wait(sleep_s)
             self._wake.clear()

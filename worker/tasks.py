@@ -58,8 +58,12 @@ def generate(job_id: str) -> dict[str, Any]:
     try:
         outcome = run_job(job_id, services(), execution_owner())
     finally:
-        # A finished job frees a worker thread (and maybe a cap's slot): release what is due.
-        release_loop().wake(outcome.model_id if outcome else None)
+        # A finished job frees a worker thread (and maybe a cap's slot): release what is due
+        # (its finish released into that slot already, in its round trip, when it could).
+        if outcome is not None and outcome.release is not None and outcome.model_id:
+            release_loop().released(outcome.model_id, outcome.release)
+        else:
+            release_loop().wake(outcome.model_id if outcome else None)
     if outcome.status in _ENDED_WITHOUT_IMAGE:
         raise JobEndedWithoutImage(json.dumps(outcome.summary()))
     return outcome.summary()

@@ -213,13 +213,19 @@ class Scripts:
         return self._client.fcall(*call)
 
     def execute(
-        self, build: Callable[[Any], None], *, transaction: bool = True, durable: bool = False
+        self,
+        build: Callable[[Any], None],
+        *,
+        transaction: bool = True,
+        durable: bool = False,
+        raise_errors: bool = True,
     ) -> list[Any]:
         """Run a pipeline ``build`` fills (scripts through ``run(..., client=pipe)``), loading the
         library again and running it once more when Redis had lost it: every call of the
         pipeline then failed, none did anything. ``durable``: then wait, on the same
         connection, for a replica to have it (``imagegen.redis.replica_ack``); when none
-        confirms in time, ``ReplicaAckTimeoutError`` carries the replies."""
+        confirms in time, ``ReplicaAckTimeoutError`` carries the replies. Without
+        ``raise_errors`` a command's error is its reply (the first one is raised otherwise)."""
         policy = ReplicaAck.of(self._client)
         replicas = policy.replicas_needed(self._client) if durable else 0
         for attempt in range(2):
@@ -242,7 +248,7 @@ class Scripts:
                 self._loaded = False
                 continue
             for reply in replies:
-                if isinstance(reply, Exception):
+                if raise_errors and isinstance(reply, Exception):
                     raise reply
             if replicas and (pipe.acked or 0) < replicas:
                 raise ReplicaAckTimeoutError(policy.timeout_s, replies)

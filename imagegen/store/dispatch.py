@@ -228,7 +228,8 @@ class Dispatch:
         return _release_from(raw)
 
     def release_in(self, pipe: Pipeline, model_ids: Iterable[str]) -> None:
-        """Queue a release of each model on ``pipe`` (a submission's transaction)."""
+        """Queue a release of each model on ``pipe`` (a submission's transaction, a finish's
+        round trip); ``release_of`` reads each one's reply."""
         for model_id in model_ids:
             self._scripts.run(
                 "dispatch_release",
@@ -236,6 +237,11 @@ class Dispatch:
                 self._release_args(model_id),
                 client=pipe,
             )
+
+    @staticmethod
+    def release_of(reply: Any) -> Release:
+        """What a release queued by ``release_in`` did, from its reply."""
+        return _release_from(reply)
 
     def submit_fields(self, job: NewJob) -> dict[str, str]:
         """What a job's record needs beyond its submission: the price it reserves when released,

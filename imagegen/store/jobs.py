@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -110,6 +110,8 @@ class Finished(NamedTuple):
     outcome: FinishOutcome
     # The job's webhook deliveries claimed for its caller to send at once (``send_now``).
     claims: list[DeliveryClaim]
+    # The replies of what ``finish(then=...)`` sent after it (an error is its reply).
+    then: tuple[Any, ...] = ()
 
     @property
     def deliveries(self) -> list[str]:
@@ -414,6 +416,7 @@ class JobStore:
         send_now: int = 0,
         delivery_lease_ms: int = 0,
         call: str = "",
+        then: Callable[[Any], None] | None = None,
     ) -> Finished:
         """Write the final status and its fields, when ``owner`` holds the job's lease.
 
@@ -424,7 +427,10 @@ class JobStore:
         lease of ``delivery_lease_ms``), with no message queued for them; the outbox sends them
         when the lease ends if the caller does not. Any others are queued as usual. ``call``:
         the attempt's Bedrock call attribution, added in the same step (as ``note_call``; only
-        when the job is finished here)."""
+        when the job is finished here). ``then`` queues more commands on the pipeline of the
+        finish, sent in the same round trip and run after it (the release of the slot it freed,
+        the pool's counters): their replies come back in ``Finished.then``, an error as its
+        reply, never raised."""
         if not status.is_terminal:
             msg = f"{status} is not a final status"
             raise ValueError(msg)
@@ -440,8 +446,21 @@ class JobStore:
         ]
         for name, value in fields.items():
             argv += [name, "" if value is None else value]
+
+        def build(pipe: Any) -> None:
+            self._scripts.run(
+                "job_finish",
+                [keys.job_key(job_id)],
+                [*self.context.args(), job_id, *argv],
+                client=pipe,
+            )
+            if then is not None:
+                then(pipe)
+
         try:
-            changed, detail, *rest = self._run("job_finish", job_id, argv, durable=True)
+            replies = self._scripts.execute(
+                build, transaction=False, durable=True, raise_errors=False
+            )
         except ReplicaAckTimeoutError as e:
             # Written on the primary: the attempt goes on (a failover that lost it puts the
             # job back to run, as for a worker that died here).
@@ -449,19 +468,23 @@ class JobStore:
                 "final status not confirmed by a Redis replica in time",
                 extra={"job_id": job_id, "status": status.value},
             )
-            changed, detail, *rest = cast("list[Any]", e.replies[0])
+            replies = list(e.replies)
+        answer, after = replies[0], tuple(replies[1:])
+        if isinstance(answer, Exception):
+            raise answer
+        changed, detail, *rest = cast("list[Any]", answer)
         if not int(changed):
-            return Finished(FinishOutcome(detail), [])
+            return Finished(FinishOutcome(detail), [], after)
         claimed = int(detail)
         if not claimed:
-            return Finished(FinishOutcome.FINISHED, [])
+            return Finished(FinishOutcome.FINISHED, [], after)
         sent, (secrets, *pairs) = rest[: 4 * claimed], rest[4 * claimed :]
         record = dict(zip(pairs[::2], pairs[1::2], strict=True))
         claims = [
             claimed_delivery(str(sent[i]), 1, (job_id, *sent[i + 1 : i + 4]), secrets, record)
             for i in range(0, len(sent), 4)
         ]
-        return Finished(FinishOutcome.FINISHED, claims)
+        return Finished(FinishOutcome.FINISHED, claims, after)
 
     # -- images bought but not yet stored ----------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imagegen.redis import keys
 from imagegen.redis.codecs import MICRO_USD
@@ -58,11 +58,15 @@ class PoolStats:
         *,
         billed_micro: int | None = None,
         day: str | None = None,
+        pipe: Any = None,
     ) -> None:
         """Count one call of ``pool``: ``outcome`` is ``image``, ``filtered`` or the error's
-        code; ``billed_micro`` what the image it bought cost (None: it bought none)."""
+        code; ``billed_micro`` what the image it bought cost (None: it bought none). With
+        ``pipe``, the counts are queued on that pipeline (sent with its other commands)."""
         key = keys.pool_stats_key(pool, day or _today())
-        pipe = self._redis.pipeline(transaction=False)
+        own = pipe is None
+        if pipe is None:
+            pipe = self._redis.pipeline(transaction=False)
         pipe.hincrby(key, f"calls|{model_id}", 1)
         if billed_micro is not None:
             pipe.hincrby(key, f"images|{model_id}", 1)
@@ -73,7 +77,8 @@ class PoolStats:
         elif outcome not in _IMAGES:
             pipe.hincrby(key, f"error:{outcome}|{model_id}", 1)
         pipe.expire(key, POOL_STATS_DAYS * 86_400)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def days(self, pools: list[str], days: list[str]) -> list[PoolDay]:
         """Each pool's figures of each day, per model (those with any call), one round trip."""

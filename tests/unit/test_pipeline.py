@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import boto3
@@ -281,6 +281,25 @@ def test_a_final_job_is_skipped_without_calling_bedrock(rig: Rig) -> None:
     outcome = rig.run(job.job_id)
     assert outcome.status == "terminal"
     assert rig.client.get(job.job_id).attempts == 1
+
+
+def test_a_finish_releases_the_next_job_into_the_slot_it_frees(rig: Rig) -> None:
+    """The release rides on the finish's round trip: with the model's one slot taken, the next
+    job waits; the moment the running one ends it is released, with no other release run, and
+    the outcome tells the release loop it need not run one."""
+    capped = rig.services.settings.model_copy(update={"max_concurrency": 1})
+    services = replace(rig.services, dispatch=Dispatch(rig.redis, capped))
+    client = Client(capped, redis_client=rig.redis)
+    first = client.submit({"prompt": "a lighthouse"})
+    second = client.submit({"prompt": "a harbour"})
+    places = [rig.redis.hget(keys.job_key(j.job_id), "place") for j in (first, second)]
+    assert places == ["released", "waiting"]
+    rig.answer(bedrock_payload())
+    outcome = run_job(first.job_id, services, owner="test-owner")
+    assert outcome.status == "succeeded"
+    assert rig.redis.hget(keys.job_key(second.job_id), "place") == "released"
+    assert outcome.release is not None
+    assert outcome.release.released == 1
 
 
 def _raise_s3_error(**_: Any) -> None:

@@ -1,0 +1,65 @@
+"""The release loop after a finish that released in its own round trip: woken only when a
+release run here would still have work."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any, cast
+
+import pytest
+
+from imagegen.settings import Settings
+from imagegen.store.dispatch import Dispatch, Release
+from worker.release_loop import ReleaseLoop
+
+MODEL = "stability.stable-image-core-v1:0"
+
+
+class CountingDispatch:
+    """Counts the releases the loop runs; nothing ever waits."""
+
+    def __init__(self) -> None:
+        self.released: list[str] = []
+        self.ran = threading.Event()
+
+    def models_with_work(self) -> list[str]:
+        return []
+
+    def release(self, model_id: str) -> Release:
+        self.released.append(model_id)
+        self.ran.set()
+        return Release(0, None, 0)
+
+
+@pytest.fixture
+def loop(settings: Settings) -> Any:
+    dispatch = CountingDispatch()
+    slow = settings.model_copy(update={"dispatch_interval_s": 30.0})
+    release_loop = ReleaseLoop(cast("Dispatch", dispatch), slow)
+    release_loop.start()
+    deadline = time.monotonic() + 5
+    while release_loop._next_run_at < time.monotonic() + 10:  # its first pass, then its sleep
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    yield release_loop, dispatch
+    release_loop.stop()
+
+
+@pytest.mark.parametrize(
+    ("next_s", "runs"),
+    [
+        (None, False),  # nothing waits: nothing to release
+        (0.0, True),  # more can go now
+        (0.5, True),  # a token or a retry is due soon
+        (math.inf, True),  # only a claim can make room: the loop looks again shortly
+    ],
+)
+def test_a_release_sent_with_a_finish_wakes_the_loop_only_when_work_is_left(
+    loop: Any, next_s: float | None, runs: bool
+) -> None:
+    release_loop, dispatch = loop
+    release_loop.released(MODEL, Release(1, next_s, 1))
+    assert dispatch.ran.wait(0.5) is runs
+    assert dispatch.released == ([MODEL] if runs else [])

@@ -37,12 +37,13 @@ class JobContext:
             tenant_weights=dict(settings.tenant_weights),
         )
 
-    def args(self) -> list[str | int]:
-        """``ARGV[2..6]`` of a job script."""
+    def args(self, *, deliveries: bool = True) -> list[str | int]:
+        """``ARGV[2..6]`` of a job script; without ``deliveries`` (a script that never adds a
+        webhook delivery) the delivery template is left out ('')."""
         return [
             self.retention_s,
             self.webhook_grace_ms,
-            _delivery_template(),
+            _delivery_template() if deliveries else "",
             self.ledger_ttl_s,
             json.dumps(dict(self.tenant_weights), sort_keys=True),
         ]

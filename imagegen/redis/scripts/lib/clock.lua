@@ -42,7 +42,7 @@ local function periods_at(ms)
 end
 
 -- The settings job scripts share (ARGV[2..6]): retention s, webhook grace ms, the delivery
--- message template, ledger ttl s, tenants' weights (JSON). Until a script reads them (and in
+-- message template ('' for scripts that add no delivery), ledger ttl s, tenants' weights (JSON). Until a script reads them (and in
 -- scripts that do not take them), tenants' weights are their records' or 1.
 local CTX
 

@@ -21,6 +21,8 @@ local function write_delivery(job, id, event, url, webhook_id, ctx)
     redis.call('ZADD', K.WEBHOOKS_DUE, lease_until, id)
     table.insert(ctx.inline_ids, {id, event, url, webhook_id})  -- its caller sends it now
   else
+    -- Scripts called without the template (imagegen.store.jobs._NO_DELIVERIES) add none.
+    if ctx.delivery_template == '' then error('a delivery needs the delivery template') end
     redis.call('HSET', delivery_key, 'delivery_id', id, 'job_id', job.id, 'event', event,
                'url', url, 'webhook_id', webhook_id, 'state', 'pending', 'attempts', 0,
                'created_ms', NOW_MS, 'next_ms', NOW_MS, 'lease_until_ms', 0)

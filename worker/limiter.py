@@ -16,7 +16,7 @@ throttled together) and empties the bucket; each successful call adds
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imagegen.settings import Settings
 from imagegen.store.quota import QuotaStatus, QuotaStore
@@ -52,6 +52,10 @@ class Limiter:
         return self.quota.report(
             model_id, throttled=throttled, pool=pool, denied=denied, failed=failed, now_ms=now_ms
         )
+
+    def report_in(self, pipe: Any, model_id: str, *, pool: str | None = None) -> None:
+        """Queue the report of a call that was answered on ``pipe`` (sent with its commands)."""
+        self.quota.report_in(pipe, model_id, pool=pool)
 
     def status(self, model_id: str) -> QuotaStatus:
         return self.quota.status(model_id)

@@ -252,8 +252,10 @@ class _Attempt:
         # comes first (``answer_noted``).
         self.answer_facts: tuple[str, str | None, int | None, int | None] | None = None
         self.answer_noted = False
-        # The pool's counters of that call, when they were sent with the finish.
+        # The pool's counters of that call, and the limiter's report, when they were sent with
+        # the finish.
         self.answer_counted = False
+        self.limiter_told = False
 
     @property
     def job_id(self) -> str:
@@ -453,7 +455,7 @@ class _Attempt:
         if not self.answer_unreported:
             return
         self.answer_unreported = False
-        if limiter.enabled(model_id):
+        if limiter.enabled(model_id) and not self.limiter_told:
             self.best_effort(
                 "report the call to the limiter",
                 lambda: limiter.report(model_id, pool=self.pooled_name()),
@@ -664,15 +666,29 @@ class _Attempt:
         reserved = send_now.reserve(MOST_DELIVERIES_AT_A_FINISH) if send_now else 0
         claims: list[DeliveryClaim] = []
         call = self.answer_line()
-        model_id, stats = self.record.model_id, self.services.pool_stats
+        model_id, stats, limiter = (
+            self.record.model_id,
+            self.services.pool_stats,
+            self.services.limiter,
+        )
         facts = self.answer_facts if call else None
+        tell = self.answer_unreported and limiter.enabled(model_id)
+        sent: dict[str, slice] = {}
         then_replies: tuple[Any, ...] = ()
 
         def then(pipe: Any) -> None:
-            # In the finish's round trip: the pool's counters of the answered call, and the
-            # release of the slot this finish frees (the model's next job goes at once).
+            # In the finish's round trip: the limiter's report and the pool's counters of the
+            # answered call, then the release of the slot this finish frees (the model's next
+            # job goes at once, on the rate as the report left it).
+            base = len(pipe)
+            if tell:
+                limiter.report_in(pipe, model_id, pool=self.pooled_name())
+            told = len(pipe)
             if facts is not None and stats is not None:
                 stats.count(self.pool.name, model_id, facts[0], billed_micro=facts[3], pipe=pipe)
+            counted = len(pipe)
+            sent["told"] = slice(0, told - base)
+            sent["counted"] = slice(told - base, counted - base)
             self.services.dispatch.release_in(pipe, [model_id])
 
         try:
@@ -694,7 +710,7 @@ class _Attempt:
         changed = outcome is FinishOutcome.FINISHED
         self.finished = changed
         self.answer_noted = self.answer_noted or (changed and call != "")
-        release = self.sent_release(then_replies, counted=facts is not None and stats is not None)
+        release = self.sent_with_finish(then_replies, sent)
         if changed:
             metrics.JOBS_FINISHED.labels(self.record.model_id, status.value).inc()
         log.info(
@@ -708,14 +724,20 @@ class _Attempt:
         )
         return JobOutcome(self.job_id, status.value, s3_key, seed, model_id, release)
 
-    def sent_release(self, replies: tuple[Any, ...], *, counted: bool) -> Release | None:
-        """Read what was sent with the finish: the pool's counters (when ``counted``), then the
-        release. None when the release failed (the release loop then runs it)."""
+    def sent_with_finish(self, replies: tuple[Any, ...], sent: dict[str, slice]) -> Release | None:
+        """Read what went with the finish: the limiter's report and the pool's counters (done
+        unless they failed: ``report_answer`` then sends them), then the release (None when it
+        failed: the release loop runs it)."""
         if not replies:
             return None
-        *counts, last = replies
-        if counted and not any(isinstance(r, Exception) for r in counts):
-            self.answer_counted = True
+
+        def done(part: str) -> bool:
+            found = replies[sent[part]]
+            return bool(found) and not any(isinstance(r, Exception) for r in found)
+
+        self.limiter_told = self.limiter_told or done("told")
+        self.answer_counted = self.answer_counted or done("counted")
+        last = replies[-1]
         if isinstance(last, Exception):
             log.warning(
                 "release after the finish failed; the release loop runs it",

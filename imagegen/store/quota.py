@@ -86,6 +86,30 @@ class QuotaStore:
         pool of the model); ``denied`` (the error's code) opens the pool's circuit, ``failed`` (a
         5xx or a timeout's code) does after ``pool_circuit_failures`` in a row. Returns the new
         effective rate (per minute)."""
+        rate = self.report_in(
+            None,
+            model_id,
+            throttled=throttled,
+            pool=pool,
+            denied=denied,
+            failed=failed,
+            now_ms=now_ms,
+        )
+        return float(rate)
+
+    def report_in(
+        self,
+        pipe: Any,
+        model_id: str,
+        *,
+        throttled: bool = False,
+        pool: str | None = None,
+        denied: str | None = None,
+        failed: str | None = None,
+        now_ms: float | None = None,
+    ) -> Any:
+        """``report``, queued on ``pipe`` (its reply is the new rate) when one is given; run now
+        (returning the rate) when ``pipe`` is None."""
         settings = self._settings
         found = self._pool(model_id, pool)
         if found is None:
@@ -95,7 +119,7 @@ class QuotaStore:
             bucket = keys.pool_limiter_keys(found.name, model_id)
             args = [found.rpm, max(found.burst, 2), found.rpm * settings.rate_floor_fraction]
         outcome = "denied" if denied else "failed" if failed else "throttled" if throttled else "ok"
-        rate = self._scripts.run(
+        return self._scripts.run(
             "quota_report",
             [bucket.bucket, bucket.throttles],
             [
@@ -111,8 +135,8 @@ class QuotaStore:
                 settings.pool_circuit_failures,
             ],
             now_ms=now_ms,
+            client=pipe,
         )
-        return float(rate)
 
     def pool_statuses(self, model_id: str) -> list[PoolStatus]:
         """The configured pools of ``model_id``: each one's quota and circuit, one round trip."""

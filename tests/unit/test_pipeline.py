@@ -354,6 +354,22 @@ def test_a_throttle_from_bedrock_slows_the_shared_rate(rig: Rig) -> None:
     assert status.effective_rpm < status.configured_rpm
 
 
+def test_each_answered_call_raises_the_shared_rate_once(rig: Rig) -> None:
+    """A success tells the limiter once (with its finish): after a throttle cut the rate, each
+    successful job adds back one step of the quota."""
+    job = rig.submit()
+    rig.fail("ThrottlingException", 429)
+    rig.run(job.job_id)
+    model_id = rig.client.get(job.job_id).model_id
+    cut = rig.services.limiter.status(model_id).effective_rpm
+    step = rig.services.settings.rate_limit_rpm * rig.services.settings.rate_increase_fraction
+    for expected in (cut + step, cut + 2 * step):
+        other = rig.submit(seed=int(expected))
+        rig.answer(bedrock_payload())
+        assert rig.run(other.job_id).status == "succeeded"
+        assert rig.services.limiter.status(model_id).effective_rpm == pytest.approx(expected)
+
+
 def test_a_read_timeout_is_booked_as_spent_once(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """Bedrock may have generated (and billed) the image of a call whose answer timed out: it is
     booked when the attempt gives the job back; the retry that buys it again is booked too."""

@@ -342,3 +342,24 @@ def test_a_call_lost_with_its_worker_is_booked_once(any_redis: Any) -> None:
     assert store.redrive_due() == ["J1"]  # died before calling again: nothing more is booked
     [day] = ledger.rows(ledger.tenants()[0], 1)
     assert day.images == 2
+
+
+def test_the_listings_drop_jobs_past_the_retention_within_a_few_submissions(
+    any_redis: Any,
+) -> None:
+    """The job listings (everybody's, and each tenant's) keep a final job for the retention:
+    one submission in a few trims them, so at most a few stay past it."""
+    store = JobStore(any_redis, RETENTION_S)
+    spec = JobSpec.parse({"request": {"prompt": "a lighthouse"}})
+    day_ms = 86_400_000
+    now_ms = int(time.time() * 1000)
+    old = [NewJob(f"old{i}", MODEL, spec, now_ms - day_ms, tenant="acme") for i in range(3)]
+    store.create(old)
+    for job_id in ("old0", "old1", "old2"):
+        assert store.cancel(job_id).value == "canceled"  # final: nothing keeps them listed
+    fresh = [NewJob(f"new{i}", MODEL, spec, now_ms, tenant="acme") for i in range(8)]
+    for job in fresh:
+        store.create([job])
+    for listing in (keys.JOB_INDEX_KEY, keys.tenant_jobs_key("acme")):
+        listed = set(any_redis.zrange(listing, 0, -1))
+        assert listed == {job.job_id for job in fresh}, listing

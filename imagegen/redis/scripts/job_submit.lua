@@ -25,6 +25,7 @@
 -- Returns {'created', ''} ({'created', 'cached {JSON of the fields it got}'} when the cache
 -- served it at once), {'exists', ''}, {'idempotent', '<request sha256> <job id>'} or
 -- {'full', '<scope> <waiting> <cap>'}.
+local LISTING_TRIM_EVERY = 8
 local ctx = job_context(ARGV)
 if redis.call('EXISTS', KEYS[8]) == 1 then return {'full', ''} end
 local job_id, tenant, batch_id = ARGV[ARG0], ARGV[ARG0 + 2], ARGV[ARG0 + 3]
@@ -72,14 +73,19 @@ local job = job_from_fields(job_id, loaded)
 job.place = 'new'
 
 -- The listings keep a final job for the retention; a tenant's keeps its open jobs however old.
+-- One submission in LISTING_TRIM_EVERY (by its sequence number) trims them, so a listing holds
+-- at most a few jobs past its bound.
 local oldest = math.min(NOW_MS - 1000 * ctx.retention, created)
+local trims = seq % LISTING_TRIM_EVERY == 0
 redis.call('ZADD', KEYS[2], created, job_id)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. oldest)
+if trims then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. oldest) end
 if tenant ~= '' then
   redis.call('ZADD', KEYS[3], created, job_id)
-  local first_open = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
-  if #first_open > 0 then oldest = math.min(oldest, tonumber(first_open[2])) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. oldest)
+  if trims then
+    local first_open = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+    if #first_open > 0 then oldest = math.min(oldest, tonumber(first_open[2])) end
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. oldest)
+  end
 end
 if ARGV[ARG0 + 1] ~= '' then
   redis.call('SET', KEYS[6], ARGV[ARG0 + 1], 'EX', tonumber(ARGV[ARG0 + 4]))

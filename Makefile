@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lock test lint format docs k8s demo dev chaos bench-emulator bench-quota bench-fair bench-pools bench-cache bench-submit bench-api bench-dispatch bench-tracing bench-replica-ack clean
+.PHONY: install lock test lint format docs k8s demo dev chaos bench-emulator bench-quota bench-fair bench-pools bench-cache bench-submit bench-api bench-dispatch bench-tracing bench-replica-ack bench-worker-memory clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -92,6 +92,10 @@ bench-tracing: install
 ## bench-replica-ack: what waiting for a replica (IMAGEGEN_REDIS_REPLICA_ACK) costs a submission (about a minute)
 bench-replica-ack: install
 	$(BIN)/python -m tests.bench.replica_ack
+
+## bench-worker-memory: a worker's RSS with 64 Bedrock calls in flight against a plain Celery worker's (about 2 minutes)
+bench-worker-memory: install
+	$(BIN)/python -m tests.bench.worker_memory
 
 ## bench-emulator: requests per second the Bedrock emulator serves (1:1 PNG, no latency)
 bench-emulator: install

@@ -12,6 +12,7 @@ the image of the same job's lost record (``worker.lost_images``).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import time
@@ -380,7 +381,8 @@ class _Attempt:
             )
             price = to_micro(self.services.settings.pool_price_usd(self.pool, model_id))
             self.answer_facts = (outcome, *facts, price if billed else None)
-        return answer, result
+        # The image is held once from here, as bytes: the answer's base64 text goes now.
+        return dataclasses.replace(answer, payload={}), result
 
     def client(self) -> BedrockRuntimeClient:
         """The Bedrock client of the job's pool."""

@@ -1,4 +1,5 @@
-"""The Celery baseline of ``tests/bench/whole_job.py``: one no-op task on a plain Celery app.
+"""The Celery baseline of ``tests/bench/whole_job.py``: one no-op task on a plain Celery app (and
+a task that sleeps, the baseline of ``tests/bench/worker_memory.py``).
 
 Configured like the service's own app where it matters for Redis (acks_late, prefetch 1,
 reject on worker lost, JSON only, the threads pool, task events for Flower), plus a Redis result
@@ -13,12 +14,14 @@ backend that stores the task's return value. A worker runs it as
 from __future__ import annotations
 
 import os
+import time
 
 from celery import Celery
 
-__all__ = ["NOOP_TASK", "app", "make_app"]
+__all__ = ["NOOP_TASK", "SLEEP_TASK", "app", "make_app"]
 
 NOOP_TASK = "bench.noop"
+SLEEP_TASK = "bench.sleep"
 URL_ENV = "NOOP_REDIS_URL"
 EVENTS_ENV = "NOOP_EVENTS"
 CONCURRENCY_ENV = "NOOP_CONCURRENCY"
@@ -44,6 +47,11 @@ def make_app(redis_url: str, *, events: bool, concurrency: int) -> Celery:
 
     @celery.task(name=NOOP_TASK, shared=False)
     def noop() -> int:
+        return 1
+
+    @celery.task(name=SLEEP_TASK, shared=False)
+    def sleep(seconds: float) -> int:
+        time.sleep(seconds)
         return 1
 
     return celery

@@ -13,12 +13,19 @@ from producer.api.http_protocol import BoundedH11Protocol
 from producer.cli import main
 
 
-def test_the_worker_concurrency_also_sizes_its_connection_pools() -> None:
+def test_the_worker_concurrency_also_sizes_its_connection_pools(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     launch = worker_launch(pool="threads", concurrency=48, loglevel="INFO", hostname="w@%h")
     argv = launch.argv
     assert argv[argv.index("--concurrency") + 1] == "48"
     assert argv[argv.index("--hostname") + 1] == "w@%h"
-    assert launch.env == {"IMAGEGEN_WORKER_CONCURRENCY": "48"}
+    assert launch.env == {"IMAGEGEN_WORKER_CONCURRENCY": "48", "MALLOC_ARENA_MAX": "2"}
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")  # an operator's own choice stands
+    assert (
+        worker_launch(pool="threads", concurrency=8, loglevel="INFO").env["MALLOC_ARENA_MAX"] == "4"
+    )
 
 
 def test_the_flower_password_never_reaches_the_command_line() -> None:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lock test lint format docs k8s demo dev chaos bench-emulator bench-quota bench-fair bench-pools bench-cache bench-submit bench-api bench-dispatch bench-tracing bench-replica-ack bench-worker-memory clean
+.PHONY: install lock test lint format docs k8s demo dev chaos chaos-failover bench-emulator bench-quota bench-fair bench-pools bench-cache bench-submit bench-api bench-dispatch bench-tracing bench-replica-ack bench-worker-memory clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ dev: install
 ## chaos: kill workers and Redis under load, then audit: nothing lost, nothing bought twice (<= 15 min)
 chaos: install
 	$(BIN)/python -m devstack chaos
+
+## chaos-failover: 1,000 jobs while a Sentinel-managed primary is SIGKILLed, then (second run) partitioned, and a replica promoted; the same audit (about 5 min)
+chaos-failover: install
+	$(BIN)/python -m devstack chaos-failover
 
 ## bench-quota: our shared limiter against Celery rate_limit and botocore adaptive retries (minutes)
 bench-quota: install

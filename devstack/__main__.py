@@ -10,9 +10,10 @@ import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from devstack.chaos import ChaosPlan, run_chaos
+from devstack.chaos import FAILOVER_PLANS, ChaosPlan, run_chaos, run_failover_chaos
 from devstack.demo import run_demo
 from devstack.processes import StackError, free_port, interrupt_on_signal
 from devstack.stack import DEV_POOLS, EmulatedPool, Stack, StackOptions
@@ -24,8 +25,14 @@ _WATCH_S = 0.5
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack")
-    parser.add_argument("command", choices=("demo", "dev", "chaos"))
+    parser.add_argument("command", choices=("demo", "dev", "chaos", "chaos-failover"))
     parser.add_argument("--jobs", type=int, default=ChaosPlan.jobs, help="chaos: jobs to run")
+    parser.add_argument(
+        "--failover",
+        choices=(*FAILOVER_PLANS, "both"),
+        default="both",
+        help="chaos-failover: lose the primary by SIGKILL, by a partition, or one run of each",
+    )
     parser.add_argument("--out", default="out", help="where the demo saves images and records")
     parser.add_argument(
         "--pools",
@@ -41,6 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(Path(args.out))
         if args.command == "chaos":
             report = run_chaos(ChaosPlan(jobs=args.jobs), Path(args.out), Path(".imagegen/chaos"))
+            return 0 if report["goals_met"] else 1
+        if args.command == "chaos-failover":
+            modes = list(FAILOVER_PLANS) if args.failover == "both" else [args.failover]
+            plans = {mode: replace(FAILOVER_PLANS[mode], jobs=args.jobs) for mode in modes}
+            report = run_failover_chaos(plans, Path(args.out), Path(".imagegen/chaos-failover"))
             return 0 if report["goals_met"] else 1
         return run_dev(DEV_POOLS[: args.pools])
     except StackError as e:

@@ -4,7 +4,8 @@ that fails over looks like, for the failover tests and the replica-wait benchmar
 ``SentinelCluster(run_dir).start()`` returns when the replicas are in sync and every Sentinel
 knows the primary; ``url`` is the ``redis+sentinel://`` URL the service is given. ``kill_primary``
 SIGKILLs the primary; ``wait_for_promotion`` returns the address of the replica the Sentinels
-promoted.
+promoted. With ``proxied``, the first primary is reached only through a TCP proxy (its replicas,
+the Sentinels and the clients alike), so ``partition_primary`` can cut it off while it runs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, cast
 import redis
 
 from devstack.processes import ProcessGroup, StackError, free_port, redis_server_binary
+from devstack.tcpproxy import TcpProxy
 
 __all__ = ["MASTER_NAME", "SentinelCluster", "redis_sentinel_binary"]
 
@@ -48,6 +50,7 @@ class SentinelCluster:
     sentinels: int = SENTINELS  # 0: a primary and its replicas only
     ports: list[int] = field(default_factory=list)  # primary, replicas..., then the Sentinels
     db: int = 0
+    proxied: bool = False  # the first primary behind a TCP proxy that can partition it
 
     def __post_init__(self) -> None:
         self.processes = ProcessGroup(self.run_dir / "logs")
@@ -61,11 +64,17 @@ class SentinelCluster:
             raise ValueError(msg)
         self.redis_ports = self.ports[: 1 + self.replicas]
         self.sentinel_ports = self.ports[1 + self.replicas :]
+        self.proxy = TcpProxy(self.redis_ports[0]) if self.proxied else None
+
+    @property
+    def first_primary_port(self) -> int:
+        """Where the first primary is reached: its proxy's port, when it has one."""
+        return self.proxy.port if self.proxy else self.redis_ports[0]
 
     @property
     def primary_url(self) -> str:
         """The first primary itself, not through the Sentinels."""
-        return f"redis://{HOST}:{self.redis_ports[0]}/{self.db}"
+        return f"redis://{HOST}:{self.first_primary_port}/{self.db}"
 
     @property
     def url(self) -> str:
@@ -79,8 +88,11 @@ class SentinelCluster:
         if server is None or (sentinel is None and self.sentinels):
             raise StackError("redis-server and redis-sentinel are needed (apt-get install both)")
         try:
-            primary, *replicas = self.redis_ports
-            self._start_redis(server, "redis-primary", primary)
+            first, *replicas = self.redis_ports
+            self._start_redis(server, "redis-primary", first)
+            if self.proxy:
+                self.proxy.start()
+            primary = self.first_primary_port
             for index, port in enumerate(replicas, start=1):
                 self._start_redis(server, f"redis-replica-{index}", port, replica_of=primary)
             self._wait_in_sync(primary)
@@ -96,6 +108,8 @@ class SentinelCluster:
 
     def stop(self) -> None:
         self.processes.stop_all(grace_s=5)
+        if self.proxy:
+            self.proxy.stop()
 
     def __enter__(self) -> SentinelCluster:
         return self.start()
@@ -130,6 +144,21 @@ class SentinelCluster:
         self.processes.stop(self._name_of(port), signal.SIGKILL)
         return port
 
+    def partition_primary(self) -> int:
+        """Cut the first primary off from everyone (it keeps running); returns the port it
+        was reached on."""
+        if self.proxy is None:
+            raise StackError("only a proxied primary can be partitioned")
+        if self.primary_port() != self.proxy.port:
+            raise StackError("the proxied primary is no longer the primary")
+        self.proxy.partition()
+        return self.proxy.port
+
+    def heal_partition(self) -> None:
+        """Reach the first primary again (the Sentinels then make it a replica)."""
+        if self.proxy is not None:
+            self.proxy.heal()
+
     def wait_for_promotion(self, old_port: int, timeout_s: float = 20.0) -> int:
         """The port of the replica the Sentinels promoted, once it runs as a primary and every
         Sentinel names it."""
@@ -156,6 +185,8 @@ class SentinelCluster:
     # -- starting ----------------------------------------------------------------------------
 
     def _name_of(self, port: int) -> str:
+        if self.proxy and port == self.proxy.port:
+            return "redis-primary"
         index = self.redis_ports.index(port)
         return "redis-primary" if index == 0 else f"redis-replica-{index}"
 

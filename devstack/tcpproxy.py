@@ -56,6 +56,7 @@ class TcpProxy:
         self._call(self._close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        self._loop.close()
 
     def partition(self) -> None:
         """Forward nothing from now on; every open connection goes silent."""
@@ -79,6 +80,12 @@ class TcpProxy:
         for link in list(self._links):
             link.close()
         self._links.clear()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
 
     async def _cut(self) -> None:
         self.partitioned = True

@@ -103,6 +103,8 @@ class ChaosPlan:
 @dataclass
 class _Events:
     kills: list[tuple[float, str]] = field(default_factory=list)
+    # Workers that exited on their own, restarted as a supervisor (Kubernetes) would.
+    exits: list[tuple[float, str]] = field(default_factory=list)
     redis_restarts: list[float] = field(default_factory=list)
     receiver_down: list[tuple[float, float]] = field(default_factory=list)
     failover_at: float | None = None  # wall clock: the primary killed or cut off
@@ -269,6 +271,7 @@ class _Chaos:
                         flush=True,
                     )
                     self.stack.restart_redis(plan.redis_down_s, signal.SIGKILL)
+            self._restart_exited()
             up = sorted(set(self.workers) - self.restarting)
             if now >= next_kill and up and len(self.events.kills) < plan.max_kills:
                 name = self.rng.choice(up)
@@ -284,6 +287,14 @@ class _Chaos:
         if receiver_down and not receiver_done:
             self.receiver.script(HOOK_PATH, [(200, {}, 0.0)])
             self.events.receiver_down.append((down_at, time.time()))
+
+    def _restart_exited(self) -> None:
+        for name in sorted(set(self.workers) - self.restarting):
+            if not self.stack.processes.running(name):
+                print(f"[{self.elapsed():6.1f} s] {name} exited on its own; restarted", flush=True)
+                self.events.exits.append((time.time(), name))
+                self.restarting.add(name)
+                threading.Thread(target=self._restart, args=(name,), daemon=True).start()
 
     def _fail_over(self) -> None:
         """Lose the primary (SIGKILL, or a partition healed ``redis_down_s`` later) and wait
@@ -399,14 +410,11 @@ class _Chaos:
         billed = self._billed()
         booked = sum(row.images for row in client.spend())
         lost_calls = int(sum(c.value for c in client.stats.counters() if c.kind == "lost_calls"))
-        lost_in_window, windows = self._window([(at, at, name) for at, name in self.events.kills])
+        ended = self.events.kills + self.events.exits
+        lost_in_window, windows = self._window([(at, at, name) for at, name in ended])
         failover = self._failover_report(found)
         hooks = self._webhooks(client, found)
-        down = [
-            name
-            for name in self.workers
-            if not worker_answers(self.stack.env["IMAGEGEN_REDIS_URL"], name)
-        ]
+        down = [name for name in self.workers if not self._answers(name)]
         report = {
             "plan": asdict(self.plan),
             "elapsed_s": round(self.elapsed(), 1),
@@ -428,6 +436,8 @@ class _Chaos:
             **hooks,
             "kills": len(self.events.kills),
             "kills_by_worker": dict(Counter(name for _, name in self.events.kills)),
+            "worker_exits": len(self.events.exits),
+            "worker_exits_by_worker": dict(Counter(name for _, name in self.events.exits)),
             "redis_restarts": len(self.events.redis_restarts),
             **failover,
             "workers_down_at_end": down,
@@ -437,6 +447,17 @@ class _Chaos:
         report["goals"] = _goals(report)
         report["goals_met"] = all(report["goals"].values())
         return report
+
+    def _answers(self, name: str, tries: int = 3) -> bool:
+        """Whether the worker answers a ping (a ping cut by a reconnect is tried again)."""
+        for _ in range(tries):
+            try:
+                if worker_answers(self.stack.env["IMAGEGEN_REDIS_URL"], name):
+                    return True
+            except Exception as e:
+                print(f"pinging {name}: {type(e).__name__}: {e}", flush=True)
+            time.sleep(1)
+        return False
 
     def _failover_report(self, found: dict[str, JobRecord]) -> dict[str, Any]:
         """When the primary went, how long the promotion took, how long until a job finished
@@ -582,6 +603,7 @@ def _goals(report: dict[str, Any]) -> dict[str, bool]:
         ),
         "0 webhooks lost": report["webhooks_lost"] == 0,
         "every worker up at the end": not report["workers_down_at_end"],
+        "no worker exited on its own": report["worker_exits"] == 0,
     }
     if "failover" in report:
         flow = report["jobs_flow_again_after_s"]
@@ -600,7 +622,7 @@ def print_report(report: dict[str, Any]) -> None:
             f"{report['s3_objects']} / {report['s3_duplicates']} / {report['s3_orphans']}",
         ),
         (
-            "billed images / paid twice / calls cut by kills, by the failover",
+            "billed images / paid twice / calls cut by kills and exits, by the failover",
             f"{report['bedrock_billed_images']} / {report['paid_twice']} / "
             f"{report['calls_cut_by_kills']}, {report['calls_cut_by_failover']}",
         ),
@@ -615,6 +637,10 @@ def print_report(report: dict[str, Any]) -> None:
             f"{report['webhooks_lost']} / {report['webhooks_duplicate_ids']}",
         ),
         ("kills / Redis restarts", f"{report['kills']} / {report['redis_restarts']}"),
+        (
+            "workers exited on their own (restarted)",
+            f"{report['worker_exits']} {json.dumps(report['worker_exits_by_worker'])}",
+        ),
     ]
     if "failover" in report:
         rows += [

@@ -154,6 +154,11 @@ class ProcessGroup:
         [found] = [c.process.pid for c in self._children if c.name == name]
         return found
 
+    def running(self, name: str) -> bool:
+        """Whether the latest child started as ``name`` still runs."""
+        found = [c for c in self._children if c.name == name]
+        return bool(found) and found[-1].process.poll() is None
+
     def failed(self) -> list[str]:
         """Names of children that have exited."""
         return [c.name for c in self._children if c.process.poll() is not None]

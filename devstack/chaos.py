@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import statistics
 import threading
@@ -691,6 +692,9 @@ def run_failover_chaos(plans: dict[str, ChaosPlan], out_dir: Path, run_dir: Path
 
 
 def _run_plan(plan: ChaosPlan, run_dir: Path) -> dict[str, Any]:
+    # A run starts from nothing: an earlier run's Redis files would be loaded again (its jobs,
+    # under the same ids) and its logs read into this audit.
+    shutil.rmtree(run_dir, ignore_errors=True)
     chaos = _Chaos(plan, run_dir)
     try:
         return chaos.run()

@@ -194,6 +194,8 @@ class SentinelCluster:
         self, binary: str, name: str, port: int, replica_of: int | None = None
     ) -> None:
         data_dir = self.run_dir / name
+        # A replica's sync leaves a dump.rdb, which a server started here would load.
+        shutil.rmtree(data_dir, ignore_errors=True)
         data_dir.mkdir(parents=True, exist_ok=True)
         argv = [binary, "--bind", HOST, "--port", str(port), "--dir", str(data_dir)]
         argv += ["--save", "", "--appendonly", "no", "--protected-mode", "yes"]

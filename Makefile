@@ -97,7 +97,7 @@ bench-dispatch: install
 bench-tracing: install
 	$(BIN)/python -m tests.bench.tracing
 
-## bench-replica-ack: what waiting for a replica (IMAGEGEN_REDIS_REPLICA_ACK) costs a submission (about a minute)
+## bench-replica-ack: what waiting for a replica (IMAGEGEN_REDIS_REPLICA_ACK) costs a submission and a worker's writes for a job (about a minute)
 bench-replica-ack: install
 	$(BIN)/python -m tests.bench.replica_ack
 

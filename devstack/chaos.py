@@ -479,10 +479,13 @@ class _Chaos:
             return report
         if events.promoted_at is not None:
             report["promoted_after_s"] = round(events.promoted_at - events.failover_at, 2)
+        # Jobs flow again with the first finished once a replica was promoted: one finished
+        # just after the primary was lost may be a finish that raced the loss.
+        flowing_from = events.promoted_at or events.failover_at
         finished_after = sorted(
             r.finished_at.timestamp()
             for r in found.values()
-            if r.finished_at is not None and r.finished_at.timestamp() > events.failover_at
+            if r.finished_at is not None and r.finished_at.timestamp() > flowing_from
         )
         flowing_at = finished_after[0] if finished_after else None
         if flowing_at is not None:

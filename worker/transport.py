@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -166,8 +167,8 @@ class GatedSentinelChannel(GatedChannel, kombu_redis.SentinelChannel):  # type: 
     (until the Sentinels turn it into a replica, or for as long as it is cut off from them) keeps
     the worker consuming from a list nobody pushes to any more."""
 
-    # The Sentinel URLs as they were while the connection was open (see ``_connparams``).
-    _known_sentinel_urls: list[str] | None = None
+    # The connection as it was while open (see ``_pool_from_sentinels``).
+    _known_connection: _KnownConnection | None = None
 
     def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
         pool = self._pool_from_sentinels(asynchronous)
@@ -175,15 +176,17 @@ class GatedSentinelChannel(GatedChannel, kombu_redis.SentinelChannel):  # type: 
         return pool
 
     def _pool_from_sentinels(self, asynchronous: bool) -> Any:
-        """kombu reads the Sentinels from ``self.connection.client``, which a closed connection
-        has set to None; here from what it was while the connection was open."""
+        """kombu reads the Sentinels and the connection's parameters from
+        ``self.connection.client``, which a closed connection has set to None (a reconnect
+        closes the channel, and putting its unacknowledged messages back opens a pool); here
+        from what it was while the connection was open."""
         client = self.connection.client
         if client is not None:
-            self._known_sentinel_urls = list(client.alt)
+            self._known_connection = _KnownConnection.of(client)
             return super()._sentinel_managed_pool(asynchronous)
-        if not self._known_sentinel_urls:
+        if self._known_connection is None:
             return super()._sentinel_managed_pool(asynchronous)
-        stand_in = _KnownSentinels(self._known_sentinel_urls)
+        stand_in = self._known_connection
         self.connection.client = stand_in
         try:
             return super()._sentinel_managed_pool(asynchronous)
@@ -213,11 +216,32 @@ class GatedSentinelChannel(GatedChannel, kombu_redis.SentinelChannel):  # type: 
         super()._brpop_start(timeout)
 
 
-class _KnownSentinels:
-    """What kombu's Sentinel pool reads of a connection: its Sentinel URLs."""
+@dataclass(frozen=True)
+class _KnownConnection:
+    """What kombu's Sentinel pool reads of a connection (``_connparams`` and
+    ``_sentinel_managed_pool``): its address, credentials, TLS and Sentinel URLs."""
 
-    def __init__(self, alt: list[str]) -> None:
-        self.alt = alt
+    hostname: str | None
+    port: int | None
+    virtual_host: str | None
+    userid: str | None
+    password: str | None
+    credential_provider: Any
+    ssl: Any
+    alt: list[str]
+
+    @classmethod
+    def of(cls, client: Any) -> _KnownConnection:
+        return cls(
+            hostname=client.hostname,
+            port=client.port,
+            virtual_host=client.virtual_host,
+            userid=client.userid,
+            password=client.password,
+            credential_provider=getattr(client, "credential_provider", None),
+            ssl=client.ssl,
+            alt=list(client.alt),
+        )
 
 
 class GatedSentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]

@@ -8,10 +8,15 @@ import pytest
 from pydantic import ValidationError
 
 from imagegen.redis.connection import broker_tls, broker_transport_options, broker_url, connect
-from imagegen.redis.failover import BlockingSentinelConnectionPool, FailoverConnection
+from imagegen.redis.failover import (
+    BlockingSentinelConnectionPool,
+    FailoverConnection,
+    stop_following,
+)
 from imagegen.redis.urls import RedisUrlError, SentinelUrl, parse_sentinel_url
 from imagegen.settings import Settings
 from worker.app import make_app
+from worker.transport import GatedSentinelChannel
 
 
 def settings_with(url: str) -> Settings:
@@ -124,3 +129,29 @@ def test_a_plain_url_keeps_the_plain_gated_transport() -> None:
     app = make_app(settings_with("redis://h:6379/4"))
     assert app.conf.broker_transport == "worker.transport:GatedTransport"
     assert "master_name" not in app.conf.broker_transport_options
+
+
+def test_a_closed_broker_connection_still_builds_its_pool_from_the_sentinels() -> None:
+    """A reconnect closes the channel (kombu sets its connection's client to None) and then
+    opens a pool to put the unacknowledged messages back: that pool is built from what the
+    connection was while open, with its password and database, not an AttributeError that
+    ended the worker."""
+    app = make_app(settings_with("redis+sentinel://:pw@sa:26379,sb:26380/mymaster/2"))
+    with app.connection_for_read() as connection:
+        transport = connection.transport
+        channel = object.__new__(GatedSentinelChannel)  # its __init__ would connect
+        channel.connection = transport
+        channel.master_name = "mymaster"
+        pools = [channel._sentinel_managed_pool()]
+        transport.client = None  # what closing the connection does
+        try:
+            pools.append(channel._sentinel_managed_pool())
+        finally:
+            transport.client = connection
+            for pool in pools:
+                stop_following(pool)
+    reopened = pools[-1]
+    assert reopened.connection_kwargs["password"] == "pw"
+    assert reopened.connection_kwargs["db"] == 2
+    sentinels = reopened.sentinel_manager.sentinels
+    assert [s.connection_pool.connection_kwargs["host"] for s in sentinels] == ["sa", "sb"]

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lock test lint format docs k8s demo dev chaos chaos-failover test-chaos-failover bench-emulator bench-quota bench-fair bench-pools bench-cache bench-submit bench-api bench-dispatch bench-tracing bench-replica-ack bench-worker-memory clean
+.PHONY: install lock test lint format docs k8s demo dev chaos chaos-failover bench-emulator bench-quota bench-fair bench-pools bench-cache bench-submit bench-api bench-dispatch bench-tracing bench-replica-ack bench-worker-memory clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,11 +23,7 @@ lock: install
 
 ## test: the whole suite (unit + integration against real Redis, worker, emulator, S3)
 test: install
-	$(BIN)/python -m pytest -m "not chaos_failover"
-
-## test-chaos-failover: the short failover chaos run (80 jobs, one SIGKILL failover; about 40 s), out of make test until it has passed in a row
-test-chaos-failover: install
-	$(BIN)/python -m pytest -m chaos_failover tests/integration/test_chaos_failover.py
+	$(BIN)/python -m pytest
 
 ## lint: ruff and mypy (strict)
 lint: install

@@ -12,13 +12,16 @@
   and keep taking writes (until they turn it into a replica, seconds later, or for as long as it
   is cut off from them), and every write it took is lost when it resyncs from the new primary.
   Once the Sentinels name another server, the pool closes its idle connections to the old one
-  and drops busy ones as they come back, so the commands after that go to the new primary.
+  and shuts down the busy ones (a command waiting on a primary cut off from the network would
+  otherwise wait for its socket timeout, and a worker's blocking pop for ever): they fail now,
+  as a dropped connection does, and the commands after that go to the new primary.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 import time
 import weakref
@@ -136,8 +139,8 @@ def stop_following(pool: SentinelConnectionPool) -> None:
 class _PrimaryWatch:
     """A thread that asks the Sentinels for the primary every ``PRIMARY_CHECK_S``, for as long
     as its pool exists, in the process that started it. When the answer changes, redis-py's
-    ``get_master_address`` closes the pool's idle connections, and ``owns_connection`` drops
-    the busy ones to the old server as they are released."""
+    ``get_master_address`` closes the pool's idle connections, and the busy ones to the old
+    server are shut down (``_cut_connections_to``)."""
 
     def __init__(self, pool: SentinelConnectionPool) -> None:
         self._pool = weakref.ref(pool)
@@ -154,8 +157,34 @@ class _PrimaryWatch:
             pool = self._pool()
             if pool is None or getattr(pool, "_primary_watch", None) is not self:
                 return
+            before = pool.master_address
             with contextlib.suppress(Exception):
                 # No answer (a failover under way, the Sentinels unreachable, the pool closed
                 # meanwhile): the connections stay as they are, and the next check asks again.
-                pool.get_master_address()  # type: ignore[no-untyped-call]
+                now = pool.get_master_address()  # type: ignore[no-untyped-call]
+                if before is not None and now != before:
+                    _cut_connections_to(pool, before)
             del pool
+
+
+def _cut_connections_to(pool: SentinelConnectionPool, address: Any) -> None:
+    """Shut down the sockets of ``pool``'s connections to ``address``, busy ones too: a reply
+    they wait for fails at once, as on a dropped connection (the command may or may not have
+    run, as then), and the connection is closed and opened again to the new primary by its user.
+    Shut down, not closed: a socket another thread reads, or a worker's event loop polls, must
+    see the end rather than vanish under it."""
+    connections: set[Any] = set()
+    for name in ("_in_use_connections", "_available_connections", "_connections"):
+        for _ in range(3):  # another thread may change the collection as it is read
+            try:
+                connections.update(list(getattr(pool, name, None) or ()))
+                break
+            except RuntimeError:
+                continue
+    host, port = address
+    for connection in connections:
+        sock = getattr(connection, "_sock", None)
+        if sock is None or (connection.host, connection.port) != (host, port):
+            continue
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)

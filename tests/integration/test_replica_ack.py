@@ -28,17 +28,11 @@ from imagegen.records import JobStatus
 from imagegen.redis.connection import connect
 from imagegen.redis.replica_ack import ReplicaAck
 from imagegen.settings import Settings
-from imagegen.store.dispatch import Dispatch
-from imagegen.store.job_reads import JobReads
-from imagegen.store.jobs import JobStore
-from imagegen.store.spend import Ledger
 from producer.api import create_app
 from producer.client import Client
 from tests.conftest import require_service
-from tests.support import bedrock_payload
-from worker.limiter import Limiter
+from tests.support import attempt_services, bedrock_payload
 from worker.pipeline import NOT_REPLICATED, RETRY_SCHEDULED, Services, run_job
-from worker.retry import RetryPolicy
 
 pytestmark = pytest.mark.integration
 
@@ -157,16 +151,11 @@ def worker_services(pair: SentinelCluster) -> Iterator[tuple[Services, Stubber, 
         s3.create_bucket(Bucket="test-bucket")
         bedrock = boto3.client("bedrock-runtime", region_name="us-west-2")
         with Stubber(bedrock) as stubber:
-            services = Services(
-                settings=settings,
-                store=JobStore.from_settings(redis_client, settings),
-                dispatch=Dispatch(redis_client, settings),
-                ledger=Ledger(redis_client, settings),
-                reads=JobReads(redis_client),
+            services = attempt_services(
+                redis_client,
+                settings,
                 bedrock=bedrock,
                 s3=s3,
-                policy=RetryPolicy.from_settings(settings),
-                limiter=Limiter(redis_client, settings),
             )
             yield services, stubber, Client(settings, redis_client=redis_client)
 

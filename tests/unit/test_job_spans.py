@@ -28,17 +28,11 @@ from imagegen import tracing
 from imagegen.bedrock import make_bedrock_client
 from imagegen.redis import keys
 from imagegen.settings import Settings
-from imagegen.store.dispatch import Dispatch
-from imagegen.store.job_reads import JobReads
-from imagegen.store.jobs import JobStore
-from imagegen.store.spend import Ledger
 from producer.api import create_app
 from producer.client import Client
-from tests.support import Receiver
+from tests.support import Receiver, attempt_services
 from worker import metrics
-from worker.limiter import Limiter
 from worker.pipeline import RETRY_SCHEDULED, Services, run_job
-from worker.retry import RetryPolicy
 from worker.webhooks import WebhookSender
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -91,16 +85,11 @@ def stack(
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="test-bucket")
-        services = Services(
-            settings=settings,
-            store=JobStore.from_settings(redis, settings),
-            dispatch=Dispatch(redis, settings),
-            ledger=Ledger(redis, settings),
-            reads=JobReads(redis),
+        services = attempt_services(
+            redis,
+            settings,
             bedrock=make_bedrock_client(settings, max_pool_connections=2),
             s3=s3,
-            policy=RetryPolicy.from_settings(settings),
-            limiter=Limiter(redis, settings),
         )
         app = create_app(settings, redis_client=redis, tracer_provider=provider)
         with TestClient(app) as http:

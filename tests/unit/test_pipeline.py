@@ -21,14 +21,10 @@ from imagegen.records import JobRecord, JobStatus
 from imagegen.redis import keys
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
-from imagegen.store.job_reads import JobReads
-from imagegen.store.jobs import JobStore
-from imagegen.store.spend import Ledger, periods
+from imagegen.store.spend import periods
 from producer.client import Client
-from tests.support import bedrock_payload, image_bytes
-from worker.limiter import Limiter
+from tests.support import attempt_services, bedrock_payload, image_bytes
 from worker.pipeline import RETRY_SCHEDULED, Services, run_job
-from worker.retry import RetryPolicy
 
 
 @dataclass
@@ -81,16 +77,11 @@ def rig(settings: Settings) -> Iterator[Rig]:
         s3.create_bucket(Bucket="test-bucket")
         bedrock = boto3.client("bedrock-runtime", region_name="us-west-2")
         with Stubber(bedrock) as stubber:
-            services = Services(
-                settings=settings,
-                store=JobStore.from_settings(redis, settings),
-                dispatch=Dispatch(redis, settings),
-                ledger=Ledger(redis, settings),
-                reads=JobReads(redis),
+            services = attempt_services(
+                redis,
+                settings,
                 bedrock=bedrock,
                 s3=s3,
-                policy=RetryPolicy.from_settings(settings),
-                limiter=Limiter(redis, settings),
             )
             yield Rig(Client(settings, redis_client=redis), services, stubber, s3, redis)
             stubber.assert_no_pending_responses()

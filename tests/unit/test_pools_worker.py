@@ -22,15 +22,10 @@ from imagegen.pools import Pool, PoolSpec
 from imagegen.records import JobStatus
 from imagegen.redis import keys
 from imagegen.settings import Settings
-from imagegen.store.dispatch import Dispatch
-from imagegen.store.job_reads import JobReads
-from imagegen.store.jobs import JobStore
 from imagegen.store.pool_stats import PoolStats
-from imagegen.store.spend import Ledger
 from producer.client import Client
-from worker.limiter import Limiter
+from tests.support import attempt_services
 from worker.pipeline import RETRY_SCHEDULED, Services, run_job
-from worker.retry import RetryPolicy
 
 MODEL = "stability.stable-image-core-v1:1"
 WEST, EAST = "us-west-2", "us-east-1"
@@ -101,16 +96,11 @@ def rig(settings: Settings, start_emulator: Any, request: pytest.FixtureRequest)
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="test-bucket")
-        services = Services(
-            settings=settings,
-            store=JobStore.from_settings(redis, settings),
-            dispatch=Dispatch(redis, settings),
-            ledger=Ledger(redis, settings),
-            reads=JobReads(redis),
+        services = attempt_services(
+            redis,
+            settings,
             bedrock=make_bedrock_client(settings, max_pool_connections=2),
             s3=s3,
-            policy=RetryPolicy.from_settings(settings),
-            limiter=Limiter(redis, settings),
             pools=PoolClients(settings, max_pool_connections=2),
             pool_stats=PoolStats(redis),
         )
@@ -202,16 +192,11 @@ def test_a_denial_with_no_other_pool_fails_the_job_as_before(
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="test-bucket")
-        services = Services(
-            settings=alone,
-            store=JobStore.from_settings(redis, alone),
-            dispatch=Dispatch(redis, alone),
-            ledger=Ledger(redis, alone),
-            reads=JobReads(redis),
+        services = attempt_services(
+            redis,
+            alone,
             bedrock=make_bedrock_client(alone, max_pool_connections=2),
             s3=s3,
-            policy=RetryPolicy.from_settings(alone),
-            limiter=Limiter(redis, alone),
         )
         rig = Rig(Client(alone, redis_client=redis), services, redis, emulator)
         job_id = rig.submit()

@@ -29,18 +29,12 @@ from imagegen.messages import WEBHOOK_QUEUE
 from imagegen.records import JobRecord, JobStatus, ms_to_datetime
 from imagegen.redis import keys
 from imagegen.settings import Settings, get_settings
-from imagegen.store.dispatch import Dispatch
-from imagegen.store.job_reads import JobReads
-from imagegen.store.jobs import JobStore
-from imagegen.store.spend import Ledger
 from producer.cli import main
 from producer.client import Client
 from producer.recover import Recovery, Verdict
-from tests.support import bedrock_payload
-from worker.limiter import Limiter
+from tests.support import attempt_services, bedrock_payload
 from worker.lost_images import LostImages
 from worker.pipeline import Services, run_job
-from worker.retry import RetryPolicy
 from worker.sweeper import OutboxSweeper
 
 BUCKET = "recover-bucket"
@@ -65,16 +59,11 @@ class Stack:
     def connect(self) -> None:
         self.redis = redis.Redis.from_url(self.url, decode_responses=True)
         self.client = Client(self.settings, redis_client=self.redis)
-        self.services = Services(
-            settings=self.settings,
-            store=JobStore.from_settings(self.redis, self.settings),
-            dispatch=Dispatch(self.redis, self.settings),
-            ledger=Ledger(self.redis, self.settings),
-            reads=JobReads(self.redis),
+        self.services = attempt_services(
+            self.redis,
+            self.settings,
             bedrock=self.bedrock,
             s3=self.s3,
-            policy=RetryPolicy.from_settings(self.settings),
-            limiter=Limiter(self.redis, self.settings),
             lost_images=LostImages(self.redis, self.settings),
         )
 

@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  requests served   {len(latencies)}  (errors {len(errors)})")
     print(
         f"  requests/second   {rate:.1f}   target >= {TARGET_PER_S:g}  "
-        f"{'MET' if rate >= TARGET_PER_S else 'MISSED'}"
+        f"{'MET' if rate >= TARGET_PER_S else 'NOT MET'}"
     )
     if latencies:
         print(

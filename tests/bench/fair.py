@@ -217,20 +217,20 @@ def verdicts(found: dict[str, Any]) -> list[str]:
         )
         lines.append(
             f"dispatcher {scenario}: goal (B, C, D wait p99 <= 5 s, Jain >= 0.99, rate >= 0.99 Q, "
-            f"<= 0.5 % throttled, <= 1.01 calls/job) {'MET' if ok else 'MISSED'}"
+            f"<= 0.5 % throttled, <= 1.01 calls/job) {'MET' if ok else 'NOT MET'}"
         )
     idle = found.get("idle")
     if idle:
         ok = idle["p99_ms"] <= 25
         lines.append(
-            f"dispatcher idle: goal (submit to start p99 <= 25 ms) {'MET' if ok else 'MISSED'}"
+            f"dispatcher idle: goal (submit to start p99 <= 25 ms) {'MET' if ok else 'NOT MET'}"
         )
     memory = found.get("memory")
     if memory:
         ok = memory["rss_mb_64_in_flight"] <= 150 and memory["rss_mb_with_waiting"] <= 150
         lines.append(
             "dispatcher memory: goal (worker RSS <= 150 MB with 64 in flight and with 100,000 "
-            f"waiting) {'MET' if ok else 'MISSED'}"
+            f"waiting) {'MET' if ok else 'NOT MET'}"
         )
     return lines
 

@@ -214,13 +214,13 @@ def verdicts(results: list[Result]) -> list[str]:
             )
             found.append(
                 f"ours: goal (>= 0.97 Q, <= 0.5 % throttled, <= 1.01 calls/job, "
-                f"0 failed) {'MET' if ok else 'MISSED'}"
+                f"0 failed) {'MET' if ok else 'NOT MET'}"
             )
         if r.scenario == "misconfig":
             ok = r.throttled_ratio <= 0.05 and r.unfinished == 0 and r.failed == 0
             found.append(
                 "misconfig: goal (<= 5 % throttled, every job final, none failed) "
-                + ("MET" if ok else "MISSED")
+                + ("MET" if ok else "NOT MET")
             )
     return found
 

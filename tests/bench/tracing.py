@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     met = on - off <= GOAL_MS
     print(
         f"\ngoal (idle submit-to-start p99, on within {GOAL_MS:g} ms of off): "
-        f"{on - off:+.2f} ms, {'MET' if met else 'MISSED'}"
+        f"{on - off:+.2f} ms, {'MET' if met else 'NOT MET'}"
     )
     return 0 if met else 1
 

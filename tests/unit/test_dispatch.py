@@ -138,6 +138,23 @@ def test_the_burst_goes_at_once_then_one_job_per_token(any_redis: Any) -> None:
     assert len(rig.release(now_ms=T0 + 300)) == 2
 
 
+def test_release_runs_whose_clocks_arrive_out_of_order_stay_within_the_rate(
+    any_redis: Any,
+) -> None:
+    # Several workers run the release: their runs reach Redis a little out of clock order. On a
+    # real clock (ms since 1970: 13 digits before the point) the bucket once kept its time to
+    # 0.1 ms: a run at .04 stored .0, and the next run, at .02, counted .02 ms again.
+    rig = Rig(any_redis, rate_limit_rpm=60_000, rate_limit_burst=2)  # a token every ms
+    rig.submit("acme", 400)
+    start = 1_800_000_000_000.0
+    released = sum(
+        rig.dispatch.release(rig.model, now_ms=start + ms + late).released
+        for ms in range(300)
+        for late in (0.04, 0.02)
+    )
+    assert released <= 2 + 299.04 + 1  # the burst, then a token a ms (and one run's rounding)
+
+
 def test_a_release_says_when_the_next_token_is_due(any_redis: Any) -> None:
     rig = Rig(any_redis, rate_limit_burst=1)
     rig.submit("acme", 3)

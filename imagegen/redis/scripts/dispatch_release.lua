@@ -209,7 +209,7 @@ while released < most and passes < most + 500 do
   if #head == 0 then break end
   local t, tag = head[1], tonumber(head[2])
   local c = tenant(t)
-  local t_tokens, t_bucket = tenant_tokens(t, c.rpm)
+  local t_tokens, t_bucket, t_updated = tenant_tokens(t, c.rpm)
   if c.cap > 0 and t ~= K.NO_TENANT and c.active >= c.cap then
     pause(model, t, 'concurrency', math.huge)
   elseif t_tokens < 1 then
@@ -297,7 +297,7 @@ while released < most and passes < most + 500 do
           if c.active then c.active = c.active + 1 end
           if model_cap > 0 then active_n = active_n + 1 end
           if t_bucket then
-            redis.call('HSET', t_bucket, 'tokens', tostring(t_tokens - 1), 'updated_ms', tostring(NOW))
+            redis.call('HSET', t_bucket, 'tokens', tostring(t_tokens - 1), 'updated_ms', bucket_ms(t_updated))
             redis.call('PEXPIRE', t_bucket, ttl)
           end
           redis.call('HINCRBY', K.STATS, 'released|' .. model, 1)
@@ -351,7 +351,7 @@ if released > 0 then
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
 if limited then
-  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated_ms', tostring(bucket.updated),
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated_ms', bucket_ms(bucket.updated),
              'rate_rpm', tostring(rate), 'configured_rpm', tostring(configured))
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
@@ -359,7 +359,7 @@ if pool_n > 0 then
   -- Each pool's bucket; the model's holds their sum (the pools whose circuit is closed).
   local sum_tokens, sum_rate = 0, 0
   for _, p in ipairs(pools) do
-    redis.call('HSET', p.key, 'tokens', tostring(p.tokens), 'updated_ms', tostring(p.bucket.updated),
+    redis.call('HSET', p.key, 'tokens', tostring(p.tokens), 'updated_ms', bucket_ms(p.bucket.updated),
                'rate_rpm', tostring(p.rate), 'configured_rpm', tostring(p.rpm))
     redis.call('PEXPIRE', p.key, ttl)
     if released > 0 then
@@ -370,7 +370,7 @@ if pool_n > 0 then
       sum_tokens, sum_rate = sum_tokens + math.max(0, p.tokens), sum_rate + p.rate
     end
   end
-  redis.call('HSET', KEYS[1], 'tokens', tostring(sum_tokens), 'updated_ms', tostring(NOW),
+  redis.call('HSET', KEYS[1], 'tokens', tostring(sum_tokens), 'updated_ms', bucket_ms(NOW),
              'rate_rpm', tostring(math.max(sum_rate, configured * 0.001)),
              'configured_rpm', tostring(configured))
   redis.call('PEXPIRE', KEYS[1], ttl)

@@ -40,7 +40,7 @@ if opens then
 elseif ARGV[5] ~= 'failed' then
   redis.call('HDEL', KEYS[1], 'circuit', 'circuit_until_ms', 'circuit_reason', 'circuit_opened_ms')
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated_ms', tostring(state.updated),
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated_ms', bucket_ms(state.updated),
            'rate_rpm', tostring(rate), 'configured_rpm', tostring(configured),
            'last_decrease_ms', tostring(last_decrease), 'throttles_total', tostring(throttles))
 redis.call('PEXPIRE', KEYS[1], ttl)

@@ -1,3 +1,10 @@
+-- A bucket's clock as stored: to the microsecond. `tostring` keeps 14 digits (0.1 ms of a Unix
+-- time in ms), and a stored time rounded down lets the next run count again time already
+-- counted: with runs out of order (several clients), a few tokens a second more than the rate.
+local function bucket_ms(ms)
+  return string.format('%.3f', ms)
+end
+
 -- The token bucket of one quota as of `now`: tokens, the effective rate and the rest of its
 -- state. The effective rate is reset to the configured one whenever the configuration changes.
 local function load_bucket(key, configured, burst, floor, now)
@@ -16,14 +23,18 @@ local function load_bucket(key, configured, burst, floor, now)
                         throttles_total = tonumber(h[6]) or 0}
 end
 
--- A tenant's own rate cap (rpm > 0): its tokens now and its bucket's key.
+-- A tenant's own rate cap (rpm > 0): its tokens now, its bucket's key and its clock (never
+-- earlier than the one stored).
 local function tenant_tokens(tenant, rpm)
-  if rpm <= 0 or tenant == K.NO_TENANT then return math.huge, nil end
+  if rpm <= 0 or tenant == K.NO_TENANT then return math.huge, nil, NOW end
   local key = K.TENANT_PREFIX .. tenant .. ':bucket'
   local h = redis.call('HMGET', key, 'tokens', 'updated_ms')
   local capacity = math.max(1, rpm / 60)
   local t = tonumber(h[1] or '') or capacity
   local updated = tonumber(h[2] or '') or NOW
-  if NOW > updated then t = math.min(capacity, t + (NOW - updated) * rpm / 60000) end
-  return t, key
+  if NOW > updated then
+    t = math.min(capacity, t + (NOW - updated) * rpm / 60000)
+    updated = NOW
+  end
+  return t, key, updated
 end

@@ -189,6 +189,7 @@ def on_aws(s3_url: str) -> Doctor:
         (f"http://127.0.0.1:{free_port()}", "connection refused"),
         ("http://sts.no-such-host.invalid", "DNS cannot resolve its name"),
     ],
+    ids=["a-closed-port", "an-unknown-host"],  # the same ids in every process (the port is not)
 )
 def test_an_unreachable_endpoint_is_a_network_failure_not_the_credentials(
     s3_url: str, monkeypatch: pytest.MonkeyPatch, endpoint: str, seen: str

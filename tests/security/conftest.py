@@ -15,7 +15,7 @@ from producer.client import Client
 from tests.integration.conftest import FAST_RETRIES, start_stack
 from tests.support import Receiver
 
-SECURITY_STACK_DB = 9
+SECURITY_STACK_DB = 1
 LOCAL_WEBHOOKS = {
     "IMAGEGEN_WEBHOOK_ALLOW_HTTP": "true",
     "IMAGEGEN_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',

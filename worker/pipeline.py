@@ -46,7 +46,7 @@ from worker.limiter import Limiter
 from worker.lost_images import LostImages
 from worker.retry import Decision, Disposition, RetryPolicy, disposition_of
 from worker.storage import StoredImage, copy_image, find_stored_image, image_key, upload_image
-from worker.webhooks import delivery_lease_ms
+from worker.webhooks import delivery_lease_ms, endpoint_slots
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
@@ -704,6 +704,9 @@ class _Attempt:
                 send_now=reserved,
                 delivery_lease_ms=delivery_lease_ms(self.services.settings),
                 call=call,
+                slots=endpoint_slots(self.record.webhook_url, self.services.settings)
+                if reserved and send_now is not None and send_now.idle()
+                else None,
                 then=then,
             )
         finally:

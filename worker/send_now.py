@@ -35,8 +35,18 @@ class SendNow:
 
     def __init__(self, send: Callable[[DeliveryClaim], object], threads: int) -> None:
         self._send = send
+        self._threads = threads
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="send-now")
         self._room = threading.BoundedSemaphore(threads * (1 + _WAITING_PER_THREAD))
+        # Deliveries handed to the threads and not yet done (sending, or waiting for a thread).
+        self._lock = threading.Lock()
+        self._pending = 0
+
+    def idle(self) -> bool:
+        """Whether a thread is free now: what is sent next starts at once (a delivery that
+        holds its endpoint's slot from its claim should not wait for a thread with it)."""
+        with self._lock:
+            return self._pending < self._threads
 
     def reserve(self, most: int) -> int:
         """Room for up to ``most`` deliveries, as much as is free now (0 when the threads are
@@ -50,7 +60,14 @@ class SendNow:
         """Send these claimed deliveries (at most ``reserved``), and give back the room they did
         not use."""
         for claim in claims[:reserved]:
-            self._pool.submit(self._run, claim)
+            with self._lock:
+                self._pending += 1
+            try:
+                self._pool.submit(self._run, claim)
+            except BaseException:
+                with self._lock:
+                    self._pending -= 1
+                raise
         for _ in range(reserved - min(reserved, len(claims))):
             self._room.release()
 
@@ -64,6 +81,8 @@ class SendNow:
                 extra={"delivery_id": claim.delivery_id},
             )
         finally:
+            with self._lock:
+                self._pending -= 1
             self._room.release()
 
     def close(self) -> None:

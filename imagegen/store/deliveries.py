@@ -8,8 +8,9 @@ never lost between the two.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from imagegen.messages import DELIVERY_ID_PLACEHOLDER, WEBHOOK_QUEUE, delivery_message_template
@@ -20,7 +21,7 @@ from imagegen.redis.scripts import Scripts
 if TYPE_CHECKING:
     from redis import Redis
 
-__all__ = ["Deliveries", "DeliveryClaim", "FailingEndpoint", "claimed_delivery"]
+__all__ = ["Deliveries", "DeliveryClaim", "EndpointSlots", "FailingEndpoint", "claimed_delivery"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,26 @@ class DeliveryClaim:
     secrets: str = ""
     # The job's submission span (W3C traceparent), which the POST's span continues.
     traceparent: str | None = None
+    # The slot of its endpoint's in-flight cap the claim took (endpoint, slot id), if it did.
+    slot: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class EndpointSlots:
+    """Slots of one endpoint's in-flight cap, for the deliveries a job's final transition
+    claims to ``url`` (``JobStore.finish(slots=...)``): each takes one of ``cap`` when one is
+    free, for the delivery's lease."""
+
+    url: str
+    endpoint: str
+    cap: int
+    prefix: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def key(self) -> str:
+        return keys.endpoint_inflight_key(self.endpoint)
+
+    def args(self) -> tuple[str, int, str]:
+        return (self.url, self.cap, self.prefix)
 
 
 def claimed_delivery(
@@ -49,6 +70,8 @@ def claimed_delivery(
     sent: Sequence[str],
     secrets: str,
     fields: dict[str, str],
+    *,
+    slot: tuple[str, str] | None = None,
 ) -> DeliveryClaim:
     """A claimed delivery from what its claim read: ``sent`` is its job id, event, url and
     webhook-id, ``fields`` its job's record (empty once it expired)."""
@@ -64,6 +87,7 @@ def claimed_delivery(
         record=codecs.record_from_hash(fields) if fields else None,
         secrets=secrets,
         traceparent=codecs.job_trace(fields).traceparent if fields else None,
+        slot=slot,
     )
 
 

@@ -60,6 +60,9 @@ class ReleaseLoop:
         self._models_read_at = -math.inf
         # When the loop runs next unless woken (monotonic).
         self._next_run_at = -math.inf
+        # Per model, when a release sent with a finish here last found its caps full: the
+        # loop's own look at it waits until the short pause after that one is over.
+        self._caps_full_at: dict[str, float] = {}
 
     def run_once(self) -> float:
         """One pass: read the intake, release every model's due jobs; returns how long to sleep."""
@@ -77,9 +80,20 @@ class ReleaseLoop:
         return self._known_models
 
     def release(self, model_ids: Iterable[str]) -> float:
-        """Release these models' due jobs; returns how long to sleep."""
+        """Release these models' due jobs; returns how long to sleep. A model whose caps a
+        finish here found full within the short pause is not looked at again before the pause
+        ends (nothing but a claim could have made room since, as for a look of the loop's own)."""
         sleep_s = self._interval_s
+        now = time.monotonic()
         for model_id in model_ids:
+            with self._lock:
+                full_at = self._caps_full_at.get(model_id, -math.inf)
+            if now < full_at + _CAPS_FULL_PAUSE_S:
+                # Looked at when this pass's sleep ends.
+                with self._lock:
+                    self._woken.add(model_id)
+                sleep_s = min(sleep_s, full_at + _CAPS_FULL_PAUSE_S - now)
+                continue
             release = self._dispatch.release(model_id)
             if release.released:
                 metrics.JOBS_RELEASED.labels(model_id).inc(release.released)
@@ -93,19 +107,31 @@ class ReleaseLoop:
         """A release of ``model_id`` ran elsewhere (sent with a job's finish): count it, and
         wake the loop as a release run here would have: at once when it says more can go (or
         soon), within the short pause when only a claim can make room (unless the loop runs
-        that soon anyway), not at all when nothing waits."""
+        that soon anyway: it looks again when that pause is over), not at all when nothing
+        waits."""
         if release.released:
             metrics.JOBS_RELEASED.labels(model_id).inc(release.released)
         if release.next_s is None:
             return
-        if not math.isinf(release.next_s) or (
-            self._next_run_at > time.monotonic() + _CAPS_FULL_PAUSE_S
-        ):
+        if math.isinf(release.next_s):
+            with self._lock:
+                self._caps_full_at[model_id] = time.monotonic()
+        if not math.isinf(release.next_s):
             self.wake(model_id)
+        elif self._next_run_at > time.monotonic() + _CAPS_FULL_PAUSE_S:
+            self._woken_for(model_id)
 
     def wake(self, model_id: str | None = None) -> None:
         """Release now: ``model_id``'s jobs (one of its jobs finished: its slot, or a retry,
         may be ready to go), or, without one, run a whole pass."""
+        with self._lock:
+            if model_id is None:
+                self._caps_full_at.clear()
+            else:
+                self._caps_full_at.pop(model_id, None)
+        self._woken_for(model_id)
+
+    def _woken_for(self, model_id: str | None) -> None:
         with self._lock:
             if model_id is None:
                 self._whole = True

@@ -12,7 +12,7 @@ import pytest
 
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch, Release
-from worker.release_loop import ReleaseLoop
+from worker.release_loop import _CAPS_FULL_PAUSE_S, ReleaseLoop
 
 MODEL = "stability.stable-image-core-v1:0"
 
@@ -63,3 +63,23 @@ def test_a_release_sent_with_a_finish_wakes_the_loop_only_when_work_is_left(
     release_loop.released(MODEL, Release(1, next_s, 1))
     assert dispatch.ran.wait(0.5) is runs
     assert dispatch.released == ([MODEL] if runs else [])
+
+
+def test_the_loop_does_not_look_again_at_caps_a_finish_here_just_found_full(
+    settings: Settings,
+) -> None:
+    """A finish's release found the model's caps full: the loop's own look waits until the
+    short pause after it is over (only a claim could make room meanwhile); a job that ended
+    without a release of its own (a retry, a lost lease) has the loop look at once."""
+    dispatch = CountingDispatch()
+    release_loop = ReleaseLoop(cast("Dispatch", dispatch), settings)
+    release_loop.released(MODEL, Release(1, math.inf, 1))
+    assert release_loop.release([MODEL]) <= _CAPS_FULL_PAUSE_S
+    assert dispatch.released == []
+    time.sleep(_CAPS_FULL_PAUSE_S)
+    release_loop.release([MODEL])
+    assert dispatch.released == [MODEL]
+    release_loop.released(MODEL, Release(1, math.inf, 1))
+    release_loop.wake(MODEL)
+    release_loop.release([MODEL])
+    assert dispatch.released == [MODEL, MODEL]

@@ -29,7 +29,7 @@ from imagegen.errors import SigningSecretMissingError
 from imagegen.records import ChainStep, JobRecord, JobStatus
 from imagegen.settings import Settings
 from imagegen.ssrf import VettedTarget, WebhookUrlError, parse_webhook_url, vet_configured
-from imagegen.store.deliveries import Deliveries, DeliveryClaim, EndpointSlots
+from imagegen.store.deliveries import Deliveries, DeliveryClaim, EndpointSlot
 from imagegen.store.job_reads import JobReads
 from imagegen.store.signing import SigningSecrets, signing_secrets
 from imagegen.store.spend import Ledger, periods
@@ -46,7 +46,7 @@ __all__ = [
     "WebhookSender",
     "build_payload",
     "delivery_lease_ms",
-    "endpoint_slots",
+    "endpoint_slot",
 ]
 
 log = logging.getLogger("imagegen.webhooks")
@@ -85,9 +85,9 @@ def _endpoint(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-def endpoint_slots(url: str | None, settings: Settings) -> EndpointSlots | None:
-    """The slots a job's final transition takes for the deliveries it claims to ``url`` (None
-    without a cap, or for a URL of the wrong form: the sender then judges it)."""
+def endpoint_slot(url: str | None, settings: Settings) -> EndpointSlot | None:
+    """The endpoint slot a job's final transition takes for the first delivery it claims to
+    ``url`` (None without a cap, or for a URL of the wrong form: the sender then judges it)."""
     cap = settings.webhook_max_in_flight_per_endpoint
     if not url or not cap:
         return None
@@ -95,7 +95,7 @@ def endpoint_slots(url: str | None, settings: Settings) -> EndpointSlots | None:
         parsed = parse_webhook_url(url, allow_http=settings.webhook_allow_http)
     except WebhookUrlError:
         return None
-    return EndpointSlots(url, _endpoint(parsed.scheme, parsed.host, parsed.port), cap)
+    return EndpointSlot(url, _endpoint(parsed.scheme, parsed.host, parsed.port), cap)
 
 
 def build_payload(

@@ -21,7 +21,7 @@ from imagegen.redis.scripts import Scripts
 if TYPE_CHECKING:
     from redis import Redis
 
-__all__ = ["Deliveries", "DeliveryClaim", "EndpointSlots", "FailingEndpoint", "claimed_delivery"]
+__all__ = ["Deliveries", "DeliveryClaim", "EndpointSlot", "FailingEndpoint", "claimed_delivery"]
 
 
 @dataclass(frozen=True)
@@ -47,21 +47,21 @@ class DeliveryClaim:
 
 
 @dataclass(frozen=True)
-class EndpointSlots:
-    """Slots of one endpoint's in-flight cap, for the deliveries a job's final transition
-    claims to ``url`` (``JobStore.finish(slots=...)``): each takes one of ``cap`` when one is
-    free, for the delivery's lease."""
+class EndpointSlot:
+    """A slot of the in-flight cap (``cap``) of ``url``'s endpoint, for the first delivery to
+    ``url`` a job's final transition claims (``JobStore.finish(endpoint_slot=...)``): taken
+    when one is free, for the delivery's lease."""
 
     url: str
     endpoint: str
     cap: int
-    prefix: str = field(default_factory=lambda: uuid.uuid4().hex)
+    slot_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def key(self) -> str:
         return keys.endpoint_inflight_key(self.endpoint)
 
     def args(self) -> tuple[str, int, str]:
-        return (self.url, self.cap, self.prefix)
+        return (self.url, self.cap, self.slot_id)
 
 
 def claimed_delivery(

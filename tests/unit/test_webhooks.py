@@ -28,7 +28,7 @@ from producer.webhooks import WebhookVerificationError, verify
 from tests.support import Receiver, TrickleServer, independent_signature_check
 from worker.send_now import SendNow
 from worker.sweeper import OutboxSweeper
-from worker.webhooks import WebhookSender, endpoint_slots
+from worker.webhooks import WebhookSender, endpoint_slot
 
 SCHEDULE = (0.0, 0.5, 0.5, 0.5)
 
@@ -555,16 +555,22 @@ def test_a_finish_takes_the_endpoint_slot_of_the_webhook_it_claims(hooks: Hooks)
     capped = hooks.settings.model_copy(update={"webhook_max_in_flight_per_endpoint": 1})
     sender = WebhookSender(hooks.redis, capped, make_s3_client(capped))
     url = hooks.receiver.url("/slot")
-    slots = endpoint_slots(url, capped)
-    assert slots is not None
-    inflight = keys.endpoint_inflight_key(slots.endpoint)
+    slot = endpoint_slot(url, capped)
+    assert slot is not None
+    inflight = keys.endpoint_inflight_key(slot.endpoint)
     job = hooks.client.submit("a lighthouse", webhook_url=url)
     hooks.store.claim(job.job_id, "w", 60_000)
     [claim] = hooks.store.finish(
-        job.job_id, "w", JobStatus.SUCCEEDED, {}, send_now=2, delivery_lease_ms=60_000, slots=slots
+        job.job_id,
+        "w",
+        JobStatus.SUCCEEDED,
+        {},
+        send_now=2,
+        delivery_lease_ms=60_000,
+        endpoint_slot=slot,
     ).claims
     assert claim.slot is not None
-    assert claim.slot[0] == slots.endpoint
+    assert claim.slot[0] == slot.endpoint
     assert hooks.redis.zrange(inflight, 0, -1) == [claim.slot[1]]
     # The endpoint is full: the next finish claims its delivery without a slot.
     other = hooks.client.submit("a harbour", webhook_url=url)
@@ -576,7 +582,7 @@ def test_a_finish_takes_the_endpoint_slot_of_the_webhook_it_claims(hooks: Hooks)
         {},
         send_now=2,
         delivery_lease_ms=60_000,
-        slots=slots,
+        endpoint_slot=slot,
     ).claims
     assert slotless.slot is None
     assert sender.deliver_claimed(slotless).outcome == "deferred"

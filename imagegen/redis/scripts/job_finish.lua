@@ -8,8 +8,8 @@
 -- with no delivery message: the outbox sends them when their lease ends if the caller does
 -- not), 13 their lease ms, 14 this attempt's Bedrock call attribution (a JSON line added to the
 -- `calls` field, as job_note_call.lua does; '' for none), 15 the webhook URL whose endpoint's
--- slots the claimed deliveries take ('' for none: the caller takes them), 16 that endpoint's
--- in-flight cap, 17 the slot ids' prefix, then field/value pairs.
+-- slot the first claimed delivery takes ('' for none: the caller takes it), 16 that endpoint's
+-- in-flight cap, 17 the slot's id, then field/value pairs.
 -- Touches (a final transition):
 --   imagegen:job:{id} and its :next and :parked-image, imagegen:open, imagegen:deadlines,
 --   imagegen:running, imagegen:dlq, imagegen:stats, imagegen:tenant:{t}:open|active|paused,
@@ -43,7 +43,7 @@ if most > 0 then
   local slot_cap = tonumber(ARGV[ARG0 + 9]) or 0
   if ARGV[ARG0 + 8] ~= '' and slot_cap > 0 then
     CTX.inline_slot_url = ARGV[ARG0 + 8]
-    CTX.inline_slots = {key = KEYS[2], cap = slot_cap, prefix = ARGV[ARG0 + 10]}
+    CTX.inline_slots = {key = KEYS[2], cap = slot_cap, id = ARGV[ARG0 + 10]}
   end
 end
 if #fields > 0 then set_fields(job, fields) end

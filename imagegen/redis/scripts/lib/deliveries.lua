@@ -4,9 +4,9 @@
 -- A job's final transition may instead hand its first deliveries to its caller, claimed for
 -- their first attempt (as delivery_claim.lua would: state sending, a lease, the outbox entry due
 -- when the lease ends), with no message: `ctx.inline_job`, at most `ctx.inline_most` of them.
--- Those to `ctx.inline_slot_url` also take a slot of its endpoint's in-flight cap
--- (`ctx.inline_slots`: the set, the cap and the slot ids' prefix) as slot_take.lua would, when
--- one is free: the caller sends them without taking one itself.
+-- The first of them, when it goes to `ctx.inline_slot_url`, also takes a slot of that
+-- endpoint's in-flight cap (`ctx.inline_slots`: the set, the cap and the slot id) as
+-- slot_take.lua would, when one is free: the caller sends it at once without taking one itself.
 
 -- Takes one of a cap's slots for `lease_ms` (an endpoint's deliveries in flight); expired leases
 -- (a dead worker's) are dropped first. False when all are held.
@@ -33,8 +33,8 @@ local function write_delivery(job, id, event, url, webhook_id, ctx)
                'created_ms', NOW_MS, 'next_ms', NOW_MS, 'lease_until_ms', lease_until)
     redis.call('ZADD', K.WEBHOOKS_DUE, lease_until, id)
     local slot, slots = '', ctx.inline_slots
-    if slots and url == ctx.inline_slot_url then
-      slot = slots.prefix .. ':' .. #ctx.inline_ids
+    if slots and url == ctx.inline_slot_url and #ctx.inline_ids == 0 then
+      slot = slots.id
       if not take_endpoint_slot(slots.key, slots.cap, ctx.inline_lease, slot) then slot = '' end
     end
     table.insert(ctx.inline_ids, {id, event, url, webhook_id, slot})  -- its caller sends it now

@@ -160,7 +160,9 @@ def test_an_open_job_never_expires_however_long_it_waits(any_redis: Any) -> None
 
 
 def test_a_deadline_is_met_ahead_of_the_tenants_backlog(any_redis: Any) -> None:
-    slow = settings(rate_limit_rpm=60, rate_limit_burst=1)
+    # A token a minute: none comes while the test runs, however slowly the 298 go in (at 60 a
+    # minute, a slow machine's second let the deadline job go before it was looked at).
+    slow = settings(rate_limit_rpm=1, rate_limit_burst=1)
     client = Client(slow, redis_client=any_redis)
     client.submit_many([{"request": {"prompt": f"p{i}"}} for i in range(298)], tenant="acme")
     due = datetime.now(UTC) + timedelta(seconds=120)

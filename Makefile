@@ -21,9 +21,10 @@ lock: install
 	$(BIN)/uv pip compile pyproject.toml --extra test --extra local --universal \
 		--python-version 3.11 --quiet -o requirements.lock
 
-## test: the whole suite (unit + integration against real Redis, worker, emulator, S3)
+## test: the whole suite (unit + integration against real Redis, worker, emulator, S3), on TEST_WORKERS processes
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## lint: ruff and mypy (strict)
 lint: install

@@ -46,7 +46,7 @@ from worker.limiter import Limiter
 from worker.lost_images import LostImages
 from worker.retry import Decision, Disposition, RetryPolicy, disposition_of
 from worker.storage import StoredImage, copy_image, find_stored_image, image_key, upload_image
-from worker.webhooks import delivery_lease_ms, endpoint_slot
+from worker.webhooks import delivery_lease_ms
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
@@ -666,8 +666,6 @@ class _Attempt:
     ) -> JobOutcome:
         send_now = self.services.send_now() if self.services.send_now else None
         reserved = send_now.reserve(MOST_DELIVERIES_AT_A_FINISH) if send_now else 0
-        # A thread free to send the first delivery at once: its claim takes the endpoint's slot.
-        promised = send_now.promise() if send_now and reserved else False
         claims: list[DeliveryClaim] = []
         call = self.answer_line()
         model_id, stats, limiter = (
@@ -706,14 +704,11 @@ class _Attempt:
                 send_now=reserved,
                 delivery_lease_ms=delivery_lease_ms(self.services.settings),
                 call=call,
-                endpoint_slot=endpoint_slot(self.record.webhook_url, self.services.settings)
-                if promised
-                else None,
                 then=then,
             )
         finally:
             if send_now is not None:
-                send_now.send(claims, reserved, promised=promised)
+                send_now.send(claims, reserved)
         changed = outcome is FinishOutcome.FINISHED
         self.finished = changed
         self.answer_noted = self.answer_noted or (changed and call != "")

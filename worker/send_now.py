@@ -35,24 +35,8 @@ class SendNow:
 
     def __init__(self, send: Callable[[DeliveryClaim], object], threads: int) -> None:
         self._send = send
-        self._threads = threads
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="send-now")
         self._room = threading.BoundedSemaphore(threads * (1 + _WAITING_PER_THREAD))
-        # Deliveries handed to the threads and not yet done (sending, or waiting for a thread),
-        # and threads promised to a finish (``promise``) that has not sent yet.
-        self._lock = threading.Lock()
-        self._pending = 0
-        self._promised = 0
-
-    def promise(self) -> bool:
-        """Hold a free thread for the first delivery the caller sends next (one that holds its
-        endpoint's slot from its claim must not wait for a thread with it); False when none is
-        free. ``send(..., promised=True)`` gives it back."""
-        with self._lock:
-            if self._pending + self._promised >= self._threads:
-                return False
-            self._promised += 1
-            return True
 
     def reserve(self, most: int) -> int:
         """Room for up to ``most`` deliveries, as much as is free now (0 when the threads are
@@ -62,23 +46,11 @@ class SendNow:
             taken += 1
         return taken
 
-    def send(
-        self, claims: Sequence[DeliveryClaim], reserved: int, *, promised: bool = False
-    ) -> None:
+    def send(self, claims: Sequence[DeliveryClaim], reserved: int) -> None:
         """Send these claimed deliveries (at most ``reserved``), and give back the room they did
-        not use (and the thread ``promise`` held, with ``promised``)."""
-        if promised:
-            with self._lock:
-                self._promised -= 1
+        not use."""
         for claim in claims[:reserved]:
-            with self._lock:
-                self._pending += 1
-            try:
-                self._pool.submit(self._run, claim)
-            except BaseException:
-                with self._lock:
-                    self._pending -= 1
-                raise
+            self._pool.submit(self._run, claim)
         for _ in range(reserved - min(reserved, len(claims))):
             self._room.release()
 
@@ -92,8 +64,6 @@ class SendNow:
                 extra={"delivery_id": claim.delivery_id},
             )
         finally:
-            with self._lock:
-                self._pending -= 1
             self._room.release()
 
     def close(self) -> None:

@@ -28,8 +28,8 @@ from imagegen.contract import BUDGET_WARNING_EVENT, CHAIN_EVENTS
 from imagegen.errors import SigningSecretMissingError
 from imagegen.records import ChainStep, JobRecord, JobStatus
 from imagegen.settings import Settings
-from imagegen.ssrf import VettedTarget, WebhookUrlError, parse_webhook_url, vet_configured
-from imagegen.store.deliveries import Deliveries, DeliveryClaim, EndpointSlot
+from imagegen.ssrf import VettedTarget, WebhookUrlError, vet_configured
+from imagegen.store.deliveries import Deliveries, DeliveryClaim
 from imagegen.store.job_reads import JobReads
 from imagegen.store.signing import SigningSecrets, signing_secrets
 from imagegen.store.spend import Ledger, periods
@@ -41,13 +41,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from redis import Redis
 
-__all__ = [
-    "DeliveryResult",
-    "WebhookSender",
-    "build_payload",
-    "delivery_lease_ms",
-    "endpoint_slot",
-]
+__all__ = ["DeliveryResult", "WebhookSender", "build_payload", "delivery_lease_ms"]
 
 log = logging.getLogger("imagegen.webhooks")
 
@@ -78,24 +72,6 @@ class DeliveryResult:
 def delivery_lease_ms(settings: Settings) -> int:
     """How long one attempt holds a delivery: its POST's timeout and a margin."""
     return round((settings.webhook_timeout_s + _CLAIM_MARGIN_S) * 1000)
-
-
-def _endpoint(scheme: str, host: str, port: int) -> str:
-    """What the in-flight cap counts deliveries by."""
-    return f"{scheme}://{host}:{port}"
-
-
-def endpoint_slot(url: str | None, settings: Settings) -> EndpointSlot | None:
-    """The endpoint slot a job's final transition takes for the first delivery it claims to
-    ``url`` (None without a cap, or for a URL of the wrong form: the sender then judges it)."""
-    cap = settings.webhook_max_in_flight_per_endpoint
-    if not url or not cap:
-        return None
-    try:
-        parsed = parse_webhook_url(url, allow_http=settings.webhook_allow_http)
-    except WebhookUrlError:
-        return None
-    return EndpointSlot(url, _endpoint(parsed.scheme, parsed.host, parsed.port), cap)
 
 
 def build_payload(
@@ -158,39 +134,23 @@ class WebhookSender:
         settings = self._settings
         lease_ms = delivery_lease_ms(settings)
         delivery_id, attempt, record = claim.delivery_id, claim.attempt, claim.record
-        # The endpoint slot its claim took (a job's final transition takes one), if it did.
-        held = claim.slot
         if record is None:
             return self._finish(
-                delivery_id,
-                attempt,
-                "exhausted",
-                None,
-                error="the job record has expired",
-                slot=held,
+                delivery_id, attempt, "exhausted", None, error="the job record has expired"
             )
         try:
             target = vet_configured(claim.url, settings)
         except WebhookUrlError as e:
-            return self._finish(delivery_id, attempt, "refused", None, error=str(e), slot=held)
+            return self._finish(delivery_id, attempt, "refused", None, error=str(e))
         try:
             secrets = self.secrets_for(record.tenant).active(claim.secrets)
         except SigningSecretMissingError as e:
-            if held:
-                self._deliveries.free_endpoint_slot(*held)
             return self._wait_for_secret(delivery_id, e)
         self._secret_watch.saw(record.tenant, secrets)
-        endpoint = _endpoint(target.scheme, target.host, target.port)
+        endpoint = f"{target.scheme}://{target.host}:{target.port}"
         cap = settings.webhook_max_in_flight_per_endpoint
-        if held and (held[0] != endpoint or not cap):
-            self._deliveries.free_endpoint_slot(*held)
-            held = None
-        slot = held or ((endpoint, uuid.uuid4().hex) if cap else None)
-        if (
-            slot
-            and not held
-            and not self._deliveries.take_endpoint_slot(endpoint, cap, lease_ms, slot[1])
-        ):
+        slot = (endpoint, uuid.uuid4().hex) if cap else None
+        if slot and not self._deliveries.take_endpoint_slot(endpoint, cap, lease_ms, slot[1]):
             delay_s = random.uniform(*_ENDPOINT_BUSY_DELAY_S)
             self._deliveries.defer(delivery_id, delay_s)
             log.info(

@@ -8,9 +8,8 @@ never lost between the two.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from imagegen.messages import DELIVERY_ID_PLACEHOLDER, WEBHOOK_QUEUE, delivery_message_template
@@ -21,7 +20,7 @@ from imagegen.redis.scripts import Scripts
 if TYPE_CHECKING:
     from redis import Redis
 
-__all__ = ["Deliveries", "DeliveryClaim", "EndpointSlot", "FailingEndpoint", "claimed_delivery"]
+__all__ = ["Deliveries", "DeliveryClaim", "FailingEndpoint", "claimed_delivery"]
 
 
 @dataclass(frozen=True)
@@ -42,26 +41,6 @@ class DeliveryClaim:
     secrets: str = ""
     # The job's submission span (W3C traceparent), which the POST's span continues.
     traceparent: str | None = None
-    # The slot of its endpoint's in-flight cap the claim took (endpoint, slot id), if it did.
-    slot: tuple[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class EndpointSlot:
-    """A slot of the in-flight cap (``cap``) of ``url``'s endpoint, for the first delivery to
-    ``url`` a job's final transition claims (``JobStore.finish(endpoint_slot=...)``): taken
-    when one is free, for the delivery's lease."""
-
-    url: str
-    endpoint: str
-    cap: int
-    slot_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-    def key(self) -> str:
-        return keys.endpoint_inflight_key(self.endpoint)
-
-    def args(self) -> tuple[str, int, str]:
-        return (self.url, self.cap, self.slot_id)
 
 
 def claimed_delivery(
@@ -70,8 +49,6 @@ def claimed_delivery(
     sent: Sequence[str],
     secrets: str,
     fields: dict[str, str],
-    *,
-    slot: tuple[str, str] | None = None,
 ) -> DeliveryClaim:
     """A claimed delivery from what its claim read: ``sent`` is its job id, event, url and
     webhook-id, ``fields`` its job's record (empty once it expired)."""
@@ -87,7 +64,6 @@ def claimed_delivery(
         record=codecs.record_from_hash(fields) if fields else None,
         secrets=secrets,
         traceparent=codecs.job_trace(fields).traceparent if fields else None,
-        slot=slot,
     )
 
 

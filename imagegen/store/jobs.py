@@ -28,7 +28,7 @@ from imagegen.redis import codecs, keys
 from imagegen.redis.scripts import Scripts
 from imagegen.settings import Settings
 from imagegen.store.context import JobContext
-from imagegen.store.deliveries import DeliveryClaim, EndpointSlot, claimed_delivery
+from imagegen.store.deliveries import DeliveryClaim, claimed_delivery
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -420,7 +420,6 @@ class JobStore:
         send_now: int = 0,
         delivery_lease_ms: int = 0,
         call: str = "",
-        endpoint_slot: EndpointSlot | None = None,
         then: Callable[[Any], None] | None = None,
     ) -> Finished:
         """Write the final status and its fields, when ``owner`` holds the job's lease.
@@ -432,10 +431,7 @@ class JobStore:
         lease of ``delivery_lease_ms``), with no message queued for them; the outbox sends them
         when the lease ends if the caller does not. Any others are queued as usual. ``call``:
         the attempt's Bedrock call attribution, added in the same step (as ``note_call``; only
-        when the job is finished here). With ``endpoint_slot``, the first delivery it claims to
-        that slot's webhook URL takes the slot, when one of its endpoint's in-flight cap is free
-        (the claim's ``slot``; without one, the caller takes one as it sends). ``then`` queues
-        more commands on the pipeline of the
+        when the job is finished here). ``then`` queues more commands on the pipeline of the
         finish, sent in the same round trip and run after it (the release of the slot it freed,
         the pool's counters): their replies come back in ``Finished.then``, an error as its
         reply, never raised."""
@@ -451,16 +447,14 @@ class JobStore:
             send_now,
             delivery_lease_ms,
             call,
-            *(endpoint_slot.args() if endpoint_slot and send_now else ("", 0, "")),
         ]
         for name, value in fields.items():
             argv += [name, "" if value is None else value]
-        inflight = endpoint_slot.key() if endpoint_slot and send_now else keys.UNUSED_KEY
 
         def build(pipe: Any) -> None:
             self._scripts.run(
                 "job_finish",
-                [keys.job_key(job_id), inflight],
+                [keys.job_key(job_id)],
                 [*self.context.args(), job_id, *argv],
                 client=pipe,
             )
@@ -488,20 +482,11 @@ class JobStore:
         claimed = int(detail)
         if not claimed:
             return Finished(FinishOutcome.FINISHED, [], after)
-        sent, (secrets, *pairs) = rest[: 5 * claimed], rest[5 * claimed :]
+        sent, (secrets, *pairs) = rest[: 4 * claimed], rest[4 * claimed :]
         record = dict(zip(pairs[::2], pairs[1::2], strict=True))
         claims = [
-            claimed_delivery(
-                str(sent[i]),
-                1,
-                (job_id, *sent[i + 1 : i + 4]),
-                secrets,
-                record,
-                slot=(endpoint_slot.endpoint, str(sent[i + 4]))
-                if endpoint_slot and sent[i + 4]
-                else None,
-            )
-            for i in range(0, len(sent), 5)
+            claimed_delivery(str(sent[i]), 1, (job_id, *sent[i + 1 : i + 4]), secrets, record)
+            for i in range(0, len(sent), 4)
         ]
         return Finished(FinishOutcome.FINISHED, claims, after)
 

@@ -28,7 +28,7 @@ from producer.webhooks import WebhookVerificationError, verify
 from tests.support import Receiver, TrickleServer, independent_signature_check
 from worker.send_now import SendNow
 from worker.sweeper import OutboxSweeper
-from worker.webhooks import WebhookSender, endpoint_slot
+from worker.webhooks import WebhookSender
 
 SCHEDULE = (0.0, 0.5, 0.5, 0.5)
 
@@ -546,52 +546,6 @@ def test_a_finished_jobs_webhook_is_claimed_by_its_finish_and_sent_by_its_worker
     hooks.store.claim(other.job_id, "w", 60_000)
     assert hooks.store.finish(other.job_id, "w", JobStatus.FAILED, {}).claims == []
     assert hooks.redis.llen(WEBHOOK_QUEUE) == 1
-
-
-def test_a_finish_takes_the_endpoint_slot_of_the_webhook_it_claims(hooks: Hooks) -> None:
-    """The final transition that claims a delivery takes its endpoint's in-flight slot too (no
-    slot_take of the worker's own); the record of its attempt gives it back. With the endpoint
-    full, the delivery is claimed without a slot, and its sender waits for one as before."""
-    capped = hooks.settings.model_copy(update={"webhook_max_in_flight_per_endpoint": 1})
-    sender = WebhookSender(hooks.redis, capped, make_s3_client(capped))
-    url = hooks.receiver.url("/slot")
-    slot = endpoint_slot(url, capped)
-    assert slot is not None
-    inflight = keys.endpoint_inflight_key(slot.endpoint)
-    job = hooks.client.submit("a lighthouse", webhook_url=url)
-    hooks.store.claim(job.job_id, "w", 60_000)
-    [claim] = hooks.store.finish(
-        job.job_id,
-        "w",
-        JobStatus.SUCCEEDED,
-        {},
-        send_now=2,
-        delivery_lease_ms=60_000,
-        endpoint_slot=slot,
-    ).claims
-    assert claim.slot is not None
-    assert claim.slot[0] == slot.endpoint
-    assert hooks.redis.zrange(inflight, 0, -1) == [claim.slot[1]]
-    # The endpoint is full: the next finish claims its delivery without a slot.
-    other = hooks.client.submit("a harbour", webhook_url=url)
-    hooks.store.claim(other.job_id, "w", 60_000)
-    [slotless] = hooks.store.finish(
-        other.job_id,
-        "w",
-        JobStatus.SUCCEEDED,
-        {},
-        send_now=2,
-        delivery_lease_ms=60_000,
-        endpoint_slot=slot,
-    ).claims
-    assert slotless.slot is None
-    assert sender.deliver_claimed(slotless).outcome == "deferred"
-    assert sender.deliver_claimed(claim).outcome == "delivered"
-    assert hooks.redis.zcard(inflight) == 0
-    assert hooks.delivery(claim.delivery_id)["state"] == "delivered"
-    assert sender.deliver(slotless.delivery_id).outcome == "delivered"
-    assert hooks.redis.zcard(inflight) == 0
-    assert len(hooks.receiver.received("/slot")) == 2
 
 
 def test_a_claimed_webhook_its_worker_never_sent_is_sent_when_the_lease_ends(

@@ -1,15 +1,12 @@
 -- Writes a job's final status and its fields, for the attempt holding the lease (event
 -- finish). The image this attempt bought, if it did, is booked here: its reservation becomes
 -- spend (a worker that dies before this has its call booked by the redrive: `calling`).
--- KEYS: 1 job hash, 2 the in-flight set of the endpoint of ARGV 15 (or an unused key).
--- ARGV: 1 now, 2-6 the job context, 7 job_id, 8 final status, 9 attempt-log line ('' for
--- none), 10 lease owner, 11 '1' when this attempt bought an image, 12 how many of the job's new
--- deliveries the caller sends at once (0: none; they are claimed here for their first attempt,
--- with no delivery message: the outbox sends them when their lease ends if the caller does
--- not), 13 their lease ms, 14 this attempt's Bedrock call attribution (a JSON line added to the
--- `calls` field, as job_note_call.lua does; '' for none), 15 the webhook URL whose endpoint's
--- slot the first claimed delivery takes ('' for none: the caller takes it), 16 that endpoint's
--- in-flight cap, 17 the slot's id, then field/value pairs.
+-- KEYS: job hash. ARGV: 1 now, 2-6 the job context, 7 job_id, 8 final status, 9 attempt-log
+-- line ('' for none), 10 lease owner, 11 '1' when this attempt bought an image, 12 how many of
+-- the job's new deliveries the caller sends at once (0: none; they are claimed here for their
+-- first attempt, with no delivery message: the outbox sends them when their lease ends if the
+-- caller does not), 13 their lease ms, 14 this attempt's Bedrock call attribution (a JSON line
+-- added to the `calls` field, as job_note_call.lua does; '' for none), then field/value pairs.
 -- Touches (a final transition):
 --   imagegen:job:{id} and its :next and :parked-image, imagegen:open, imagegen:deadlines,
 --   imagegen:running, imagegen:dlq, imagegen:stats, imagegen:tenant:{t}:open|active|paused,
@@ -18,10 +15,8 @@
 --   imagegen:cache:{scope}:{hash} and its :leader and :followers (their jobs too), the jobs of
 --   its :next list, imagegen:dispatch:{model}:* (wait:{t}:{class}, tenants, paused, waiting,
 --   weight, finish, state, delayed, released, active) and imagegen:dispatch:models; for the
---   deliveries claimed here, imagegen:webhooks:disabled-urls, the signing secrets (read) and
---   the endpoint's in-flight set (KEYS[2]).
--- Returns {1, n claimed deliveries, then for each: its id, event, url, webhook-id and the
--- endpoint slot it holds ('' for none: the caller takes one as it sends it); when n > 0,
+--   deliveries claimed here, imagegen:webhooks:disabled-urls and the signing secrets (read).
+-- Returns {1, n claimed deliveries, then for each: its id, event, url and webhook-id; when n > 0,
 -- then the signing secrets of the job's tenant (JSON, '' = none; imagegen:tenant:{t}:secrets or
 -- imagegen:webhooks:secrets) and the job record's field/value pairs}; {0, 'final'} when the job
 -- was already final and {0, 'lease'} when another attempt holds it (nothing changes either way).
@@ -30,7 +25,7 @@ local job = load_job(ARGV[ARG0])
 if not job or job.place == 'final' then return {0, 'final'} end
 if job.place ~= 'running' or job.f.lease_owner ~= ARGV[ARG0 + 3] then return {0, 'lease'} end
 local fields = {}
-for i = ARG0 + 11, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = ARG0 + 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 if ARGV[ARG0 + 7] ~= '' then
   local calls = redis.call('HGET', job.key, 'calls') or ''
   fields[#fields + 1] = 'calls'
@@ -40,11 +35,6 @@ local most = tonumber(ARGV[ARG0 + 5]) or 0
 if most > 0 then
   CTX.inline_job, CTX.inline_ids = job.id, {}
   CTX.inline_most, CTX.inline_lease = most, tonumber(ARGV[ARG0 + 6])
-  local slot_cap = tonumber(ARGV[ARG0 + 9]) or 0
-  if ARGV[ARG0 + 8] ~= '' and slot_cap > 0 then
-    CTX.inline_slot_url = ARGV[ARG0 + 8]
-    CTX.inline_slots = {key = KEYS[2], cap = slot_cap, id = ARGV[ARG0 + 10]}
-  end
 end
 if #fields > 0 then set_fields(job, fields) end
 if ARGV[ARG0 + 2] ~= '' then

@@ -4,19 +4,6 @@
 -- A job's final transition may instead hand its first deliveries to its caller, claimed for
 -- their first attempt (as delivery_claim.lua would: state sending, a lease, the outbox entry due
 -- when the lease ends), with no message: `ctx.inline_job`, at most `ctx.inline_most` of them.
--- The first of them, when it goes to `ctx.inline_slot_url`, also takes a slot of that
--- endpoint's in-flight cap (`ctx.inline_slots`: the set, the cap and the slot id) as
--- slot_take.lua would, when one is free: the caller sends it at once without taking one itself.
-
--- Takes one of a cap's slots for `lease_ms` (an endpoint's deliveries in flight); expired leases
--- (a dead worker's) are dropped first. False when all are held.
-local function take_endpoint_slot(key, cap, lease_ms, slot)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', NOW_MS)
-  if redis.call('ZCARD', key) >= cap then return false end
-  redis.call('ZADD', key, NOW_MS + lease_ms, slot)
-  redis.call('PEXPIRE', key, math.max(lease_ms * 2, 60000))
-  return true
-end
 
 local function write_delivery(job, id, event, url, webhook_id, ctx)
   local delivery_key = K.WEBHOOK_PREFIX .. id
@@ -32,12 +19,7 @@ local function write_delivery(job, id, event, url, webhook_id, ctx)
                'url', url, 'webhook_id', webhook_id, 'state', 'sending', 'attempts', 1,
                'created_ms', NOW_MS, 'next_ms', NOW_MS, 'lease_until_ms', lease_until)
     redis.call('ZADD', K.WEBHOOKS_DUE, lease_until, id)
-    local slot, slots = '', ctx.inline_slots
-    if slots and url == ctx.inline_slot_url and #ctx.inline_ids == 0 then
-      slot = slots.id
-      if not take_endpoint_slot(slots.key, slots.cap, ctx.inline_lease, slot) then slot = '' end
-    end
-    table.insert(ctx.inline_ids, {id, event, url, webhook_id, slot})  -- its caller sends it now
+    table.insert(ctx.inline_ids, {id, event, url, webhook_id})  -- its caller sends it now
   else
     -- Scripts called without the template (imagegen.store.jobs._NO_DELIVERIES) add none.
     if ctx.delivery_template == '' then error('a delivery needs the delivery template') end

@@ -77,6 +77,9 @@ def test_processes_releasing_at_once_release_the_quota_within_two_percent(
         worker.join(timeout=10)
     released = sum(c[0] for c in counts)
     runs = sum(c[1] for c in counts)
+    # The window is the runs': a process that started after the end (a loaded machine can be
+    # that slow to start one) ran nothing, and its clock readings say nothing of the window.
+    counts = [c for c in counts if c[1] > 0]
     first_started = min(c[2] for c in counts)
     # The first run finds the bucket full (the burst), then a token every 10 ms. The bucket keeps
     # Redis's clock, so the window is the one the runs really took: on a loaded machine a process

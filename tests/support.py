@@ -17,19 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from devstack.receiver import Receiver
-from imagegen.settings import Settings
-from imagegen.store.dispatch import Dispatch
-from imagegen.store.job_reads import JobReads
-from imagegen.store.jobs import JobStore
-from imagegen.store.spend import Ledger
-from worker.limiter import Limiter
-from worker.pipeline import Services
-from worker.retry import RetryPolicy
 
 __all__ = [
     "Receiver",
     "TrickleServer",
-    "attempt_services",
     "bedrock_payload",
     "emulator_stats",
     "image_bytes",
@@ -41,25 +32,6 @@ __all__ = [
 from PIL import Image
 
 PIL_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
-
-
-def attempt_services(
-    redis: Any, settings: Settings, *, bedrock: Any, s3: Any, **extra: Any
-) -> Services:
-    """What one attempt needs on ``redis``, as ``worker.runtime.build_services`` makes it for a
-    worker process, with the given Bedrock and S3 clients and any ``extra`` parts."""
-    return Services(
-        settings=settings,
-        store=JobStore.from_settings(redis, settings),
-        dispatch=Dispatch(redis, settings),
-        ledger=Ledger(redis, settings),
-        reads=JobReads(redis),
-        bedrock=bedrock,
-        s3=s3,
-        policy=RetryPolicy.from_settings(settings),
-        limiter=Limiter(redis, settings),
-        **extra,
-    )
 
 
 def image_bytes(fmt: str = "png", size: tuple[int, int] = (64, 48)) -> bytes:

@@ -87,6 +87,31 @@ class Services:
     # Where a first attempt looks for the image of its job's record Redis lost (None: nowhere).
     lost_images: LostImages | None = None
 
+    @classmethod
+    def on(
+        cls,
+        redis_client: redis.Redis,
+        settings: Settings,
+        *,
+        bedrock: BedrockRuntimeClient,
+        s3: S3Client,
+        **extra: Any,
+    ) -> Services:
+        """The services whose state is in ``redis_client`` (the job store, dispatcher, ledger,
+        reads and limiter), with these Bedrock and S3 clients and any ``extra`` parts."""
+        return cls(
+            settings=settings,
+            store=JobStore.from_settings(redis_client, settings),
+            dispatch=Dispatch(redis_client, settings),
+            ledger=Ledger(redis_client, settings),
+            reads=JobReads(redis_client),
+            bedrock=bedrock,
+            s3=s3,
+            policy=RetryPolicy.from_settings(settings),
+            limiter=Limiter(redis_client, settings),
+            **extra,
+        )
+
 
 # The outcome of an attempt that failed retryably: the job waits in the dispatcher for its
 # retry's due time, then for its turn.

@@ -16,18 +16,13 @@ from imagegen.epoch import MARK_TIMEOUTS_S, EpochWatch
 from imagegen.redis.connection import connect
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings, get_settings
-from imagegen.store.dispatch import Dispatch
-from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import JobStore
 from imagegen.store.pool_stats import PoolStats
 from imagegen.store.quarantine import Quarantine
-from imagegen.store.spend import Ledger
 from worker.intake import Intake
-from worker.limiter import Limiter
 from worker.lost_images import LostImages
 from worker.pipeline import BOOKKEEPING_TIMEOUT_S, Services
 from worker.release_loop import ReleaseLoop
-from worker.retry import RetryPolicy
 from worker.send_now import SendNow
 from worker.sweeper import OutboxSweeper
 from worker.webhooks import WebhookSender
@@ -57,18 +52,13 @@ def build_services(settings: Settings) -> Services:
         settings,
         max_connections=pool_size + _SWEEPER_CONNECTIONS + settings.webhook_send_threads,
     )
-    return Services(
-        settings=settings,
-        store=JobStore.from_settings(redis_client, settings),
-        dispatch=Dispatch(redis_client, settings),
-        ledger=Ledger(redis_client, settings),
-        reads=JobReads(redis_client),
+    return Services.on(
+        redis_client,
+        settings,
         bedrock=make_bedrock_client(settings, max_pool_connections=pool_size),
+        s3=make_s3_client(settings, attempts=1, max_pool_connections=pool_size),
         pools=PoolClients(settings, max_pool_connections=pool_size),
         pool_stats=PoolStats(redis_client),
-        s3=make_s3_client(settings, attempts=1, max_pool_connections=pool_size),
-        policy=RetryPolicy.from_settings(settings),
-        limiter=Limiter(redis_client, settings),
         send_now=send_now if settings.webhook_send_threads else None,
         lost_images=LostImages(redis_client, settings),
         quick_store=JobStore.from_settings(

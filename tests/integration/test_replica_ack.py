@@ -31,7 +31,7 @@ from imagegen.settings import Settings
 from producer.api import create_app
 from producer.client import Client
 from tests.conftest import require_service
-from tests.support import attempt_services, bedrock_payload
+from tests.support import bedrock_payload
 from worker.pipeline import NOT_REPLICATED, RETRY_SCHEDULED, Services, run_job
 
 pytestmark = pytest.mark.integration
@@ -151,7 +151,7 @@ def worker_services(pair: SentinelCluster) -> Iterator[tuple[Services, Stubber, 
         s3.create_bucket(Bucket="test-bucket")
         bedrock = boto3.client("bedrock-runtime", region_name="us-west-2")
         with Stubber(bedrock) as stubber:
-            services = attempt_services(
+            services = Services.on(
                 redis_client,
                 settings,
                 bedrock=bedrock,

@@ -30,7 +30,7 @@ from imagegen.redis import keys
 from imagegen.settings import Settings
 from producer.api import create_app
 from producer.client import Client
-from tests.support import Receiver, attempt_services
+from tests.support import Receiver
 from worker import metrics
 from worker.pipeline import RETRY_SCHEDULED, Services, run_job
 from worker.webhooks import WebhookSender
@@ -85,7 +85,7 @@ def stack(
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="test-bucket")
-        services = attempt_services(
+        services = Services.on(
             redis,
             settings,
             bedrock=make_bedrock_client(settings, max_pool_connections=2),

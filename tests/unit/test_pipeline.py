@@ -23,7 +23,7 @@ from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.spend import periods
 from producer.client import Client
-from tests.support import attempt_services, bedrock_payload, image_bytes
+from tests.support import bedrock_payload, image_bytes
 from worker.pipeline import RETRY_SCHEDULED, Services, run_job
 
 
@@ -77,7 +77,7 @@ def rig(settings: Settings) -> Iterator[Rig]:
         s3.create_bucket(Bucket="test-bucket")
         bedrock = boto3.client("bedrock-runtime", region_name="us-west-2")
         with Stubber(bedrock) as stubber:
-            services = attempt_services(
+            services = Services.on(
                 redis,
                 settings,
                 bedrock=bedrock,

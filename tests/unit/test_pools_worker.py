@@ -24,7 +24,6 @@ from imagegen.redis import keys
 from imagegen.settings import Settings
 from imagegen.store.pool_stats import PoolStats
 from producer.client import Client
-from tests.support import attempt_services
 from worker.pipeline import RETRY_SCHEDULED, Services, run_job
 
 MODEL = "stability.stable-image-core-v1:1"
@@ -96,7 +95,7 @@ def rig(settings: Settings, start_emulator: Any, request: pytest.FixtureRequest)
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="test-bucket")
-        services = attempt_services(
+        services = Services.on(
             redis,
             settings,
             bedrock=make_bedrock_client(settings, max_pool_connections=2),
@@ -192,7 +191,7 @@ def test_a_denial_with_no_other_pool_fails_the_job_as_before(
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="test-bucket")
-        services = attempt_services(
+        services = Services.on(
             redis,
             alone,
             bedrock=make_bedrock_client(alone, max_pool_connections=2),

@@ -32,7 +32,7 @@ from imagegen.settings import Settings, get_settings
 from producer.cli import main
 from producer.client import Client
 from producer.recover import Recovery, Verdict
-from tests.support import attempt_services, bedrock_payload
+from tests.support import bedrock_payload
 from worker.lost_images import LostImages
 from worker.pipeline import Services, run_job
 from worker.sweeper import OutboxSweeper
@@ -59,7 +59,7 @@ class Stack:
     def connect(self) -> None:
         self.redis = redis.Redis.from_url(self.url, decode_responses=True)
         self.client = Client(self.settings, redis_client=self.redis)
-        self.services = attempt_services(
+        self.services = Services.on(
             self.redis,
             self.settings,
             bedrock=self.bedrock,

@@ -24,9 +24,9 @@ from devstack.processes import free_port, redis_answers, redis_server_binary
 from emulator import EmulatorConfig, EmulatorServer
 from imagegen.settings import Settings
 from tests import worker_redis
-from tests.worker_redis import use_a_redis_of_its_own
 
-use_a_redis_of_its_own()  # under xdist (make test): before the Redis URLs below are read
+# Under xdist (make test): before the Redis URLs below are read.
+worker_redis.use_a_redis_of_its_own()
 ON_CI = os.environ.get("CI", "").lower() == "true"
 TEST_REDIS_URL = os.environ.get("IMAGEGEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TEST_SETTINGS_PREFIX = "IMAGEGEN_TEST_"

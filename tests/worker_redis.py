@@ -11,54 +11,42 @@ the Redis on 127.0.0.1:6379. ``tests/conftest.py`` calls it first thing.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 
 import pytest
+import redis
+
+from devstack.processes import free_port, redis_server_binary
 
 _PORT_TRIES = 5
 # This worker's server and its directory, once started.
 _RUNNING: list[tuple[subprocess.Popen[bytes], str]] = []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _served_by(port: int, pid: int) -> bool:
     """True once the server on ``port`` answers and says it is process ``pid``."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(b"INFO server\r\n")
-            answer = s.recv(65536)
-            header, _, body = answer.partition(b"\r\n")
-            if not header.startswith(b"$"):
-                return False
-            while len(body) < int(header[1:]):
-                chunk = s.recv(65536)
-                if not chunk:
-                    return False
-                body += chunk
-    except (OSError, ValueError):
+        with contextlib.closing(client):
+            return int(client.info("server")["process_id"]) == pid
+    except (redis.RedisError, OSError):
         return False
-    return f"process_id:{pid}\r\n".encode() in body
 
 
 def _start_server(workdir: str) -> tuple[subprocess.Popen[bytes], int]:
-    binary = shutil.which("redis-server")
+    binary = redis_server_binary()
     if binary is None:
         raise pytest.UsageError(
             "an xdist worker needs redis-server to start a Redis of its own "
             "(apt-get install redis-server)"
         )
     for _ in range(_PORT_TRIES):
-        port = _free_port()
+        port = free_port()
         server = subprocess.Popen(
             [
                 binary,

@@ -105,7 +105,7 @@ class Submitter(threading.Thread):
             index += 1
             try:
                 job = self.client.submit(f"{self.tag} {index}", job_id=f"{self.tag}-{index}")
-            except redis.RedisError as e:
+            except (ReplicaAckTimeoutError, redis.RedisError) as e:  # refused: not acknowledged
                 self.failed.append(type(e).__name__)
                 time.sleep(0.05)
                 continue

@@ -264,7 +264,10 @@ def test_the_gallery_and_a_search_by_a_word_of_the_prompt(
     ]
     with Client(stack.settings()) as client:
         _, key = client.api_keys.create("painter")
-        ids = [client.submit(prompt, tenant="painter").job_id for prompt in prompts]
+        ids = []
+        for prompt in prompts:
+            ids.append(client.submit(prompt, tenant="painter").job_id)
+            time.sleep(0.005)  # newest first is by creation time: jobs of one ms have no order
         failed = client.submit("A forbidden koi, filtered: no image", tenant="painter")
         wait_all(client, [*ids, failed.job_id])
     log_in(page, url, key)

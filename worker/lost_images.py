@@ -71,6 +71,12 @@ class LostImages:
             self._lost_at_ms = lost_at_ms
         return lost_at_ms
 
+    def recent(self) -> bool:
+        """Redis recorded a loss within the job retention: a first attempt may find its job's
+        image in S3 (``find``) before it calls Bedrock."""
+        lost_at_ms = self.lost_at_ms()
+        return bool(lost_at_ms) and time.time() * 1000 - lost_at_ms <= self._retention_ms
+
     def candidate_keys(self, record: JobRecord, image_format: str) -> list[str]:
         """Where an earlier life of this job may have stored its image, newest day first
         (none: no loss within the retention, or an id minted for this job)."""

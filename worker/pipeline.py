@@ -177,7 +177,10 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
     """Run one attempt of ``job_id`` (released to this message by the dispatcher)."""
     started = time.perf_counter()
     lease_ms = round(services.settings.task_time_limit_s * 1000)
-    claim = services.store.claim(job_id, owner, lease_ms)
+    # The claim marks the call of an attempt that calls Bedrock straight after it; not while a
+    # first attempt may look in S3 for the image of a record Redis lost.
+    calls_at_once = services.lost_images is None or not services.lost_images.recent()
+    claim = services.store.claim(job_id, owner, lease_ms, call=calls_at_once)
     if claim.state is not ClaimState.CLAIMED or claim.record is None:
         log.info(
             "job skipped",
@@ -196,6 +199,7 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
         started=started,
         pool_name=claim.pool,
         idempotency=claim.idempotency,
+        call_marked=claim.call_marked,
     )
     trace = claim.trace or JobTrace()
     parent = tracing.context_of(trace.traceparent)
@@ -248,8 +252,11 @@ class _Attempt:
         started: float,
         pool_name: str | None = None,
         idempotency: tuple[str, str] | None = None,
+        call_marked: bool = False,
     ) -> None:
         self.record = record
+        # The claim marked this attempt's Bedrock call (nothing to fetch or copy first).
+        self.call_marked = call_marked
         self.idempotency = idempotency
         self.request = request
         self.number = number
@@ -374,7 +381,10 @@ class _Attempt:
         # From here until the answer is booked or the job let go, a death of this process
         # loses an answer Bedrock may have billed: the redrive then books it as spent. A cancel
         # requested since the claim is seen here, and nothing is marked.
-        mark = store.mark_calling(self.job_id, self.owner, calling=True)
+        if self.call_marked:
+            mark, self.call_marked = CallMark.OK, False
+        else:
+            mark = store.mark_calling(self.job_id, self.owner, calling=True)
         if mark is CallMark.CANCELED:
             return None
         if mark is CallMark.BUDGET:

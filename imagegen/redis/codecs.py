@@ -138,6 +138,9 @@ def new_job_fields(job: NewJob) -> dict[str, str]:
         # so `imagegen recover` can answer the key again after Redis lost it.
         "idempotency_key": job.idempotency_key,
         "idempotency_sha256": job.request_sha256 if job.idempotency_key else None,
+        # The request names no input image: a first attempt calls Bedrock straight after its
+        # claim, which then marks the call (job_claim.lua).
+        "no_inputs": None if spec.request.image_inputs() else "1",
         "submit_position": None
         if job.position_at_submit is None
         else f"{job.position_at_submit} {job.share_at_submit or 0:.4f}",

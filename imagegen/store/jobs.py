@@ -136,6 +136,8 @@ class Claim:
     pool: str | None = None
     # Its Idempotency-Key and the request digest that key stands for (None: it had none).
     idempotency: tuple[str, str] | None = None
+    # The claim marked the attempt's Bedrock call (``claim(call=True)``): no ``mark_calling``.
+    call_marked: bool = False
 
 
 class JobStore:
@@ -330,10 +332,22 @@ class JobStore:
 
     # -- running -----------------------------------------------------------------------------
 
-    def claim(self, job_id: str, owner: str, lease_ms: int) -> Claim:
+    def claim(self, job_id: str, owner: str, lease_ms: int, *, call: bool = False) -> Claim:
         """Take the released job for one attempt; a claimed one comes with its record (one round
-        trip)."""
-        state, attempts, waited_ms, *pairs = self._run("job_claim", job_id, [owner, lease_ms])
+        trip). ``call``: the attempt calls Bedrock straight after, so a first attempt with no
+        input image to fetch and no cached image to copy, whose price is reserved, has its call
+        marked here (``Claim.call_marked``) as ``mark_calling`` would, and waits for a replica
+        as that does; when none confirms in time the claim stands, unmarked for the attempt."""
+        try:
+            reply = self._run(
+                "job_claim", job_id, [owner, lease_ms, "1" if call else ""], durable=call
+            )
+        except ReplicaAckTimeoutError as e:
+            reply = e.replies[0]
+            marked_unconfirmed = True
+        else:
+            marked_unconfirmed = False
+        state, attempts, waited_ms, marked, *pairs = reply
         waited = int(waited_ms)
         record, trace, pool, idempotency = None, None, None, None
         if pairs:
@@ -349,6 +363,7 @@ class JobStore:
             trace,
             pool,
             idempotency,
+            call_marked=bool(int(marked)) and not marked_unconfirmed,
         )
 
     def copy_source(self, job_id: str) -> tuple[str, str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import time
@@ -248,21 +249,61 @@ def test_a_cancel_requested_during_generation_skips_the_upload(rig: Rig) -> None
     assert rig.objects() == []
 
 
+UPSCALE = "us.stability.stable-fast-upscale-v1:0"
+
+
+def submit_with_an_input(rig: Rig) -> JobRecord:
+    """A job whose request names an input image: its attempt fetches it between the claim and
+    the call, and marks the call only then."""
+    rig.s3.put_object(Bucket="test-bucket", Key="uploads/_/in.png", Body=image_bytes("png"))
+    return rig.client.submit(
+        {"model_id": UPSCALE, "request": {"image": "s3://test-bucket/uploads/_/in.png"}}
+    )
+
+
+def fetched_input() -> dict[str, str]:
+    return {"image": base64.b64encode(image_bytes("png")).decode()}
+
+
 def test_a_cancel_after_the_claim_stops_before_the_bedrock_call(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job = rig.submit()
-    claim = rig.services.store.claim
+    job = submit_with_an_input(rig)
 
-    def claim_then_cancel(*args: Any) -> Any:
-        claimed = claim(*args)
+    def cancel_while_the_input_is_fetched(*_: Any, **__: Any) -> dict[str, str]:
         rig.client.cancel(job.job_id)  # the job is running: the cancel is only requested
-        return claimed
+        return fetched_input()
 
-    monkeypatch.setattr(rig.services.store, "claim", claim_then_cancel)
+    monkeypatch.setattr("worker.pipeline.fetch_inputs", cancel_while_the_input_is_fetched)
     rig.run(job.job_id)  # no Bedrock answer is queued: a call would fail the test
     record = rig.client.get(job.job_id)
     assert (record.status, record.cancel_requested) == (JobStatus.CANCELED, True)
+
+
+def test_a_first_attempt_with_nothing_to_fetch_has_its_call_marked_by_its_claim(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim marks the call of a job that calls Bedrock straight away: no round trip of its
+    own before the call. A job with an input to fetch first is marked only when it calls."""
+    marks: list[str] = []
+    mark = rig.services.store.mark_calling
+
+    def counted(job_id: str, owner: str, calling: bool) -> Any:
+        marks.append(job_id)
+        return mark(job_id, owner, calling)
+
+    monkeypatch.setattr(rig.services.store, "mark_calling", counted)
+    plain = rig.submit()
+    rig.answer(bedrock_payload(seed=5))
+    assert rig.run(plain.job_id).status == "succeeded"
+    assert marks == []
+    assert rig.client.get(plain.job_id).cost_usd == pytest.approx(0.04)
+
+    with_input = submit_with_an_input(rig)
+    monkeypatch.setattr("worker.pipeline.fetch_inputs", lambda *_, **__: fetched_input())
+    rig.answer(bedrock_payload(seed=6))
+    assert rig.run(with_input.job_id).status == "succeeded"
+    assert marks == [with_input.job_id]
 
 
 def test_a_final_job_is_skipped_without_calling_bedrock(rig: Rig) -> None:
@@ -417,14 +458,14 @@ def test_an_attempt_whose_lease_was_lost_before_its_call_does_not_call(
     claim): the call mark says so and nothing is bought; the job waits for its next turn."""
     from imagegen.errors import BedrockCallError
 
-    job = rig.submit()
+    job = submit_with_an_input(rig)  # the lease runs out while its input is fetched
     store = rig.services.store
 
     def lease_runs_out(*_: Any, **__: Any) -> dict[str, str]:
         rig.redis.hset(keys.job_key(job.job_id), "lease_until_ms", 0)
         rig.redis.zadd(keys.RUNNING_KEY, {job.job_id: 0})
         assert store.redrive_due() == [job.job_id]
-        return {}
+        return fetched_input()
 
     calls: list[str] = []
 

@@ -7,7 +7,7 @@ local JOB_FIELDS = {'status', 'place', 'model_id', 'tenant', 'priority', 'expire
                     'billed_micro', 'calling', 'lease_owner', 'lease_until_ms',
                     'cancel_requested', 'price_micro', 'batch_id', 'open', 'claimed_ms',
                     'recall', 'dispatch', 'avoid_pool', 'webhook_url', 'webhook_events',
-                    'replays', 'webhook_deliveries', 'chain_last'}
+                    'replays', 'webhook_deliveries', 'chain_last', 'no_inputs'}
 
 -- Records written before places existed name the dispatcher's state instead.
 local OLD_DISPATCH = {waiting = 'waiting', delayed = 'delayed', released = 'released',

@@ -46,7 +46,7 @@ from worker.limiter import Limiter
 from worker.lost_images import LostImages
 from worker.retry import Decision, Disposition, RetryPolicy, disposition_of
 from worker.storage import StoredImage, copy_image, find_stored_image, image_key, upload_image
-from worker.webhooks import delivery_lease_ms
+from worker.webhooks import delivery_lease_ms, endpoint_slot_for
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
@@ -738,6 +738,9 @@ class _Attempt:
                 bought=self.bought,
                 send_now=reserved,
                 delivery_lease_ms=delivery_lease_ms(self.services.settings),
+                slot=endpoint_slot_for(self.record.webhook_url, self.services.settings)
+                if reserved
+                else None,
                 call=call,
                 then=then,
             )

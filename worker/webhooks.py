@@ -28,7 +28,7 @@ from imagegen.contract import BUDGET_WARNING_EVENT, CHAIN_EVENTS
 from imagegen.errors import SigningSecretMissingError
 from imagegen.records import ChainStep, JobRecord, JobStatus
 from imagegen.settings import Settings
-from imagegen.ssrf import VettedTarget, WebhookUrlError, vet_configured
+from imagegen.ssrf import VettedTarget, WebhookUrlError, parse_webhook_url, vet_configured
 from imagegen.store.deliveries import Deliveries, DeliveryClaim
 from imagegen.store.job_reads import JobReads
 from imagegen.store.signing import SigningSecrets, signing_secrets
@@ -41,7 +41,13 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from redis import Redis
 
-__all__ = ["DeliveryResult", "WebhookSender", "build_payload", "delivery_lease_ms"]
+__all__ = [
+    "DeliveryResult",
+    "WebhookSender",
+    "build_payload",
+    "delivery_lease_ms",
+    "endpoint_slot_for",
+]
 
 log = logging.getLogger("imagegen.webhooks")
 
@@ -72,6 +78,31 @@ class DeliveryResult:
 def delivery_lease_ms(settings: Settings) -> int:
     """How long one attempt holds a delivery: its POST's timeout and a margin."""
     return round((settings.webhook_timeout_s + _CLAIM_MARGIN_S) * 1000)
+
+
+def endpoint_of(scheme: str, host: str, port: int) -> str:
+    """An endpoint, whose deliveries in flight are capped together."""
+    return f"{scheme}://{host}:{port}"
+
+
+def webhook_endpoint(url: str | None, settings: Settings) -> str | None:
+    """The endpoint of webhook ``url`` (None when it is not one: its delivery is refused)."""
+    if not url:
+        return None
+    try:
+        parsed = parse_webhook_url(url, allow_http=settings.webhook_allow_http)
+    except WebhookUrlError:
+        return None
+    return endpoint_of(parsed.scheme, parsed.host, parsed.port)
+
+
+def endpoint_slot_for(url: str | None, settings: Settings) -> tuple[str, int, str] | None:
+    """A new slot (endpoint, cap, slot id) of the endpoint of webhook ``url``, for a job's finish
+    to take for its first delivery (``JobStore.finish(slot=...)``); None when deliveries in
+    flight are not capped or the URL is not a webhook's."""
+    cap = settings.webhook_max_in_flight_per_endpoint
+    endpoint = webhook_endpoint(url, settings) if cap else None
+    return (endpoint, cap, uuid.uuid4().hex) if endpoint else None
 
 
 def build_payload(
@@ -134,23 +165,37 @@ class WebhookSender:
         settings = self._settings
         lease_ms = delivery_lease_ms(settings)
         delivery_id, attempt, record = claim.delivery_id, claim.attempt, claim.record
+        # The slot its claim took (a job's finish), given back by whatever ends this attempt.
+        endpoint = webhook_endpoint(claim.url, settings) if claim.slot else None
+        held = (endpoint, claim.slot) if endpoint else None
         if record is None:
             return self._finish(
-                delivery_id, attempt, "exhausted", None, error="the job record has expired"
+                delivery_id,
+                attempt,
+                "exhausted",
+                None,
+                error="the job record has expired",
+                slot=held,
             )
         try:
             target = vet_configured(claim.url, settings)
         except WebhookUrlError as e:
-            return self._finish(delivery_id, attempt, "refused", None, error=str(e))
+            return self._finish(delivery_id, attempt, "refused", None, error=str(e), slot=held)
         try:
             secrets = self.secrets_for(record.tenant).active(claim.secrets)
         except SigningSecretMissingError as e:
+            if held:
+                self._deliveries.free_endpoint_slot(*held)
             return self._wait_for_secret(delivery_id, e)
         self._secret_watch.saw(record.tenant, secrets)
-        endpoint = f"{target.scheme}://{target.host}:{target.port}"
+        endpoint = endpoint_of(target.scheme, target.host, target.port)
         cap = settings.webhook_max_in_flight_per_endpoint
-        slot = (endpoint, uuid.uuid4().hex) if cap else None
-        if slot and not self._deliveries.take_endpoint_slot(endpoint, cap, lease_ms, slot[1]):
+        slot = held or ((endpoint, uuid.uuid4().hex) if cap else None)
+        if (
+            slot
+            and not held
+            and not self._deliveries.take_endpoint_slot(endpoint, cap, lease_ms, slot[1])
+        ):
             delay_s = random.uniform(*_ENDPOINT_BUSY_DELAY_S)
             self._deliveries.defer(delivery_id, delay_s)
             log.info(

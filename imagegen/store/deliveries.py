@@ -41,6 +41,9 @@ class DeliveryClaim:
     secrets: str = ""
     # The job's submission span (W3C traceparent), which the POST's span continues.
     traceparent: str | None = None
+    # The slot of its endpoint's deliveries in flight its claim took for this attempt ('' none:
+    # the sender takes one).
+    slot: str = ""
 
 
 def claimed_delivery(
@@ -49,9 +52,12 @@ def claimed_delivery(
     sent: Sequence[str],
     secrets: str,
     fields: dict[str, str],
+    *,
+    slot: str = "",
 ) -> DeliveryClaim:
     """A claimed delivery from what its claim read: ``sent`` is its job id, event, url and
-    webhook-id, ``fields`` its job's record (empty once it expired)."""
+    webhook-id, ``fields`` its job's record (empty once it expired), ``slot`` the endpoint slot
+    its claim took."""
     job_id, event, url, webhook_id = sent
     return DeliveryClaim(
         "claimed",
@@ -64,6 +70,7 @@ def claimed_delivery(
         record=codecs.record_from_hash(fields) if fields else None,
         secrets=secrets,
         traceparent=codecs.job_trace(fields).traceparent if fields else None,
+        slot=slot,
     )
 
 

@@ -435,6 +435,7 @@ class JobStore:
         send_now: int = 0,
         delivery_lease_ms: int = 0,
         call: str = "",
+        slot: tuple[str, int, str] | None = None,
         then: Callable[[Any], None] | None = None,
     ) -> Finished:
         """Write the final status and its fields, when ``owner`` holds the job's lease.
@@ -446,7 +447,10 @@ class JobStore:
         lease of ``delivery_lease_ms``), with no message queued for them; the outbox sends them
         when the lease ends if the caller does not. Any others are queued as usual. ``call``:
         the attempt's Bedrock call attribution, added in the same step (as ``note_call``; only
-        when the job is finished here). ``then`` queues more commands on the pipeline of the
+        when the job is finished here). ``slot`` (endpoint, cap, slot id): the first delivery
+        claimed to the job's webhook takes that slot of its endpoint's deliveries in flight
+        here, when one is free (``DeliveryClaim.slot``), as ``Deliveries.take_endpoint_slot``
+        would. ``then`` queues more commands on the pipeline of the
         finish, sent in the same round trip and run after it (the release of the slot it freed,
         the pool's counters): their replies come back in ``Finished.then``, an error as its
         reply, never raised."""
@@ -462,6 +466,9 @@ class JobStore:
             send_now,
             delivery_lease_ms,
             call,
+            keys.endpoint_inflight_key(slot[0]) if slot else "",
+            slot[1] if slot else 0,
+            slot[2] if slot else "",
         ]
         for name, value in fields.items():
             argv += [name, "" if value is None else value]
@@ -497,11 +504,18 @@ class JobStore:
         claimed = int(detail)
         if not claimed:
             return Finished(FinishOutcome.FINISHED, [], after)
-        sent, (secrets, *pairs) = rest[: 4 * claimed], rest[4 * claimed :]
+        sent, (secrets, *pairs) = rest[: 5 * claimed], rest[5 * claimed :]
         record = dict(zip(pairs[::2], pairs[1::2], strict=True))
         claims = [
-            claimed_delivery(str(sent[i]), 1, (job_id, *sent[i + 1 : i + 4]), secrets, record)
-            for i in range(0, len(sent), 4)
+            claimed_delivery(
+                str(sent[i]),
+                1,
+                (job_id, *sent[i + 1 : i + 4]),
+                secrets,
+                record,
+                slot=str(sent[i + 4]),
+            )
+            for i in range(0, len(sent), 5)
         ]
         return Finished(FinishOutcome.FINISHED, claims, after)
 

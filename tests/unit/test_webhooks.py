@@ -466,7 +466,6 @@ def test_a_trickling_receiver_cannot_hold_a_delivery_past_its_deadline(
 
 
 def test_a_busy_endpoint_defers_a_delivery_without_using_an_attempt(hooks: Hooks) -> None:
-    from imagegen.store.deliveries import Deliveries
 
     capped = hooks.settings.model_copy(update={"webhook_max_in_flight_per_endpoint": 1})
     sender = WebhookSender(hooks.redis, capped, make_s3_client(capped))
@@ -481,6 +480,48 @@ def test_a_busy_endpoint_defers_a_delivery_without_using_an_attempt(hooks: Hooks
     deliveries.free_endpoint_slot(endpoint, "another-delivery")
     assert sender.deliver(delivery_id).outcome == "delivered"
     assert hooks.delivery(delivery_id)["attempts"] == "1"
+
+
+def test_a_finish_takes_its_webhooks_endpoint_slot_and_the_delivery_gives_it_back(
+    hooks: Hooks,
+) -> None:
+    """The job's finish takes the slot of its first delivery with the claim (no round trip of
+    its own); with the endpoint's slots all held, the delivery is claimed without one and the
+    sender defers it as for any busy endpoint."""
+    from worker.webhooks import endpoint_slot_for
+
+    capped = hooks.settings.model_copy(update={"webhook_max_in_flight_per_endpoint": 1})
+    sender = WebhookSender(hooks.redis, capped, make_s3_client(capped))
+    deliveries = Deliveries(hooks.redis)
+    url = hooks.receiver.url("/slot")
+    endpoint, cap, slot = endpoint_slot_for(url, capped) or ("", 0, "")
+    assert (endpoint, cap) == (url.rsplit("/", 1)[0], 1)
+    inflight = keys.endpoint_inflight_key(endpoint)
+
+    def finish(slot_id: str) -> DeliveryClaim:
+        job = hooks.client.submit("a lighthouse", webhook_url=url)
+        hooks.store.claim(job.job_id, "w", 60_000)
+        [claim] = hooks.store.finish(
+            job.job_id,
+            "w",
+            JobStatus.SUCCEEDED,
+            {},
+            send_now=1,
+            delivery_lease_ms=60_000,
+            slot=(endpoint, cap, slot_id),
+        ).claims
+        return claim
+
+    first = finish(slot)
+    assert first.slot == slot
+    assert hooks.redis.zrange(inflight, 0, -1) == [slot]
+    second = finish("second")  # the one slot is held: claimed without it
+    assert second.slot == ""
+    assert sender.deliver_claimed(second).outcome == "deferred"
+    assert sender.deliver_claimed(first).outcome == "delivered"
+    assert hooks.redis.zcard(inflight) == 0  # given back with the record of the attempt
+    assert deliveries.take_endpoint_slot(endpoint, 1, 60_000, "next")
+    assert len(hooks.receiver.received("/slot")) == 1
 
 
 def test_crossing_a_soft_budget_sends_the_tenant_a_signed_warning(hooks: Hooks) -> None:

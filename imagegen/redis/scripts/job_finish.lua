@@ -6,17 +6,21 @@
 -- the job's new deliveries the caller sends at once (0: none; they are claimed here for their
 -- first attempt, with no delivery message: the outbox sends them when their lease ends if the
 -- caller does not), 13 their lease ms, 14 this attempt's Bedrock call attribution (a JSON line
--- added to the `calls` field, as job_note_call.lua does; '' for none), then field/value pairs.
+-- added to the `calls` field, as job_note_call.lua does; '' for none), 15 the in-flight set of
+-- the job's webhook endpoint ('' for none), 16 its cap, 17 the slot id the first delivery claimed
+-- here takes in it (slot_take.lua), then field/value pairs.
 -- Touches (a final transition):
 --   imagegen:job:{id} and its :next and :parked-image, imagegen:open, imagegen:deadlines,
 --   imagegen:running, imagegen:dlq, imagegen:stats, imagegen:tenant:{t}:open|active|paused,
 --   imagegen:spend:{t}:{period} (reservations given back), imagegen:batch:{id},
 --   imagegen:webhook:{delivery}, imagegen:webhooks:due, the webhooks queue, the events channels,
+--   imagegen:endpoint:{endpoint}:inflight (the slot),
 --   imagegen:cache:{scope}:{hash} and its :leader and :followers (their jobs too), the jobs of
 --   its :next list, imagegen:dispatch:{model}:* (wait:{t}:{class}, tenants, paused, waiting,
 --   weight, finish, state, delayed, released, active) and imagegen:dispatch:models; for the
 --   deliveries claimed here, imagegen:webhooks:disabled-urls and the signing secrets (read).
--- Returns {1, n claimed deliveries, then for each: its id, event, url and webhook-id; when n > 0,
+-- Returns {1, n claimed deliveries, then for each: its id, event, url, webhook-id and the slot it
+-- took ('' none); when n > 0,
 -- then the signing secrets of the job's tenant (JSON, '' = none; imagegen:tenant:{t}:secrets or
 -- imagegen:webhooks:secrets) and the job record's field/value pairs}; {0, 'final'} when the job
 -- was already final and {0, 'lease'} when another attempt holds it (nothing changes either way).
@@ -25,7 +29,7 @@ local job = load_job(ARGV[ARG0])
 if not job or job.place == 'final' then return {0, 'final'} end
 if job.place ~= 'running' or job.f.lease_owner ~= ARGV[ARG0 + 3] then return {0, 'lease'} end
 local fields = {}
-for i = ARG0 + 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = ARG0 + 11, #ARGV do fields[#fields + 1] = ARGV[i] end
 if ARGV[ARG0 + 7] ~= '' then
   local calls = redis.call('HGET', job.key, 'calls') or ''
   fields[#fields + 1] = 'calls'
@@ -35,6 +39,9 @@ local most = tonumber(ARGV[ARG0 + 5]) or 0
 if most > 0 then
   CTX.inline_job, CTX.inline_ids = job.id, {}
   CTX.inline_most, CTX.inline_lease = most, tonumber(ARGV[ARG0 + 6])
+  if ARGV[ARG0 + 8] ~= '' then
+    CTX.inline_slot = {key = ARGV[ARG0 + 8], cap = tonumber(ARGV[ARG0 + 9]), id = ARGV[ARG0 + 10]}
+  end
 end
 if #fields > 0 then set_fields(job, fields) end
 if ARGV[ARG0 + 2] ~= '' then

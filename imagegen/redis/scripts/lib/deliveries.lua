@@ -3,7 +3,18 @@
 -- n-th replay) and its webhook-id msg_{job_id}_{event}[_{n}]: both stay the same on every retry.
 -- A job's final transition may instead hand its first deliveries to its caller, claimed for
 -- their first attempt (as delivery_claim.lua would: state sending, a lease, the outbox entry due
--- when the lease ends), with no message: `ctx.inline_job`, at most `ctx.inline_most` of them.
+-- when the lease ends), with no message: `ctx.inline_job`, at most `ctx.inline_most` of them;
+-- and the first of them the slot `ctx.inline_slot` of its endpoint's deliveries in flight.
+
+-- Takes one of an endpoint's `cap` slots of deliveries in flight for `lease_ms` (expired
+-- leases, a dead worker's, are dropped first); false when all are held.
+local function take_endpoint_slot(key, cap, lease_ms, slot)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', NOW_MS)
+  if redis.call('ZCARD', key) >= cap then return false end
+  redis.call('ZADD', key, NOW_MS + lease_ms, slot)
+  redis.call('PEXPIRE', key, math.max(lease_ms * 2, 60000))
+  return true
+end
 
 local function write_delivery(job, id, event, url, webhook_id, ctx)
   local delivery_key = K.WEBHOOK_PREFIX .. id
@@ -19,7 +30,14 @@ local function write_delivery(job, id, event, url, webhook_id, ctx)
                'url', url, 'webhook_id', webhook_id, 'state', 'sending', 'attempts', 1,
                'created_ms', NOW_MS, 'next_ms', NOW_MS, 'lease_until_ms', lease_until)
     redis.call('ZADD', K.WEBHOOKS_DUE, lease_until, id)
-    table.insert(ctx.inline_ids, {id, event, url, webhook_id})  -- its caller sends it now
+    -- The first one to the job's webhook takes its endpoint's slot here when one is free (the
+    -- caller's `inline_slot`); otherwise the caller takes one as it sends.
+    local slot, s = '', ctx.inline_slot
+    if s and not s.used and url == job.f.webhook_url then
+      s.used = true
+      if take_endpoint_slot(s.key, s.cap, ctx.inline_lease, s.id) then slot = s.id end
+    end
+    table.insert(ctx.inline_ids, {id, event, url, webhook_id, slot})  -- its caller sends it now
   else
     -- Scripts called without the template (imagegen.store.jobs._NO_DELIVERIES) add none.
     if ctx.delivery_template == '' then error('a delivery needs the delivery template') end

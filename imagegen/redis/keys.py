@@ -113,7 +113,9 @@ key                                    type    what it holds
 ``...:{model}:since:{class}``          zset    every waiting job of the class, by when it began
                                                to wait (ms): the oldest waiting job's age
 ``...:{model}:waits``                  list    ``{tenant}|{ms waited}|{at ms}`` of the model's
-                                               last 2,000 jobs started; expires a day after
+                                               last 2,000 jobs started (up to 100 more
+                                               between trims); expires a day after it was
+                                               created or last trimmed
 ``...:{model}:delayed``                zset    jobs waiting for a retry's due time (ms)
 ``...:{model}:released``               zset    jobs released to a Celery queue and not claimed
                                                yet, by release time (ms)

@@ -55,6 +55,9 @@ __all__ = [
 RELEASE_MOST = 64
 # Why a tenant's queue is paused (``scripts/lib/queues.lua``).
 PAUSE_REASONS = ("budget", "concurrency", "rate")
+# How many of a model's last starts its waits list keeps (a few more between trims:
+# scripts/lib/lifecycle.lua).
+RECENT_WAITS = 2000
 # Released and unclaimed jobs allowed for a model without a rate limit.
 UNLIMITED_LOOKAHEAD = 64
 _NOTHING_WAITS = -1
@@ -417,7 +420,7 @@ class Dispatch:
             pipe.zrangebyscore(self._bucket(model_id).calls, now_ms - 60_000, "+inf")
             for priority in PRIORITIES:
                 pipe.zrange(keys.waiting_since_key(model_id, priority), 0, 0, withscores=True)
-            pipe.lrange(keys.recent_waits_key(model_id), 0, -1)
+            pipe.lrange(keys.recent_waits_key(model_id), 0, RECENT_WAITS - 1)
         replies = pipe.execute()
         width = len(replies) // max(1, len(model_ids))
         raw = [replies[width * i : width * (i + 1)] for i in range(len(model_ids))]

@@ -389,7 +389,8 @@ if ready > 0 then
     next_ms = 0
   end
 end
-if next_ms ~= -2 then
+-- (A release possible now is not put off by a queue or a retry due later.)
+if next_ms > 0 or next_ms == -1 then
   for _, key in ipairs({paused_key, delayed_key}) do
     local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     if #first > 0 and first[2] ~= 'inf' then

@@ -43,13 +43,16 @@ if most > 0 then
     CTX.inline_slot = {key = ARGV[ARG0 + 8], cap = tonumber(ARGV[ARG0 + 9]), id = ARGV[ARG0 + 10]}
   end
 end
+-- The fields, the log and the transition's writes in one HSET.
+job.pending = {}
 if #fields > 0 then set_fields(job, fields) end
 if ARGV[ARG0 + 2] ~= '' then
   local log = redis.call('HGET', job.key, 'attempt_log') or ''
-  redis.call('HSET', job.key, 'attempt_log', log .. ARGV[ARG0 + 2] .. '\n')
+  set_fields(job, {'attempt_log', log .. ARGV[ARG0 + 2] .. '\n'})
 end
 local status = ARGV[ARG0 + 1]
 transition(job, 'finish', {status = status, bought = ARGV[ARG0 + 4] == '1'})
+flush_fields(job)
 local claimed = CTX.inline_ids or {}
 local answer = {1, #claimed}
 for _, delivery in ipairs(claimed) do

@@ -3,11 +3,35 @@
 -- warned. Periods are the Redis clock's (ledger_periods).
 local function spend_key(tenant, period) return K.SPEND_PREFIX .. tenant .. ':' .. period end
 
--- The tenant had spend (or hits) now: listed for reports until its ledgers expire.
+-- A ledger gets its TTL from the write that creates it, and keeps it: the write that adds a
+-- field to a ledger (an increment answering the amount it added; a read that found none of
+-- the fields it adds) sets it, and a ledger with any field was created by such a write.
+local function counted_in(ledger, field, amount, ttl)
+  if redis.call('HINCRBY', ledger, field, amount) == amount then
+    redis.call('EXPIRE', ledger, ttl)
+  end
+end
+
+-- Adds `deltas` (field: integer amount) to a ledger: one read and one write.
+local function add_to_ledger(ledger, deltas, ttl)
+  local names = {}
+  for name in pairs(deltas) do names[#names + 1] = name end
+  local old = redis.call('HMGET', ledger, unpack(names))
+  local values, created = {}, true
+  for i, name in ipairs(names) do
+    if old[i] then created = false end
+    values[#values + 1] = name
+    values[#values + 1] = string.format('%d', (tonumber(old[i] or '') or 0) + deltas[name])
+  end
+  redis.call('HSET', ledger, unpack(values))
+  if created then redis.call('EXPIRE', ledger, ttl) end
+end
+
+-- The tenant had spend (or hits) now: listed for reports until its ledgers expire (the list
+-- of its days gets its TTL again with each new day).
 local function note_spender(tenant, day, ttl)
   local days = K.SPEND_PREFIX .. tenant .. ':days'
-  redis.call('SADD', days, day)
-  redis.call('EXPIRE', days, ttl)
+  if redis.call('SADD', days, day) == 1 then redis.call('EXPIRE', days, ttl) end
   redis.call('ZADD', K.SPEND_TENANTS, NOW_MS, tenant)
 end
 
@@ -18,8 +42,8 @@ local function unreserve(job)
   local amount = number(job, 'reserved_micro')
   if amount <= 0 then return 0, nil, nil end
   local day, month = job.f.reserved_day, job.f.reserved_month
-  redis.call('HINCRBY', spend_key(job.tenant, day), 'reserved', -amount)
-  redis.call('HINCRBY', spend_key(job.tenant, month), 'reserved', -amount)
+  counted_in(spend_key(job.tenant, day), 'reserved', -amount, CTX.ledger_ttl)
+  counted_in(spend_key(job.tenant, month), 'reserved', -amount, CTX.ledger_ttl)
   set_fields(job, {'reserved_micro', 0})
   resume_paused(job.tenant, 'budget')
   return amount, day, month
@@ -29,17 +53,20 @@ end
 -- was held in (without one, its price today and this month), the job's cost, the fleet's
 -- image count; the call is no longer in flight. Returns the amount booked (micro-dollars).
 local function book_image(job, ledger_ttl)
-  local price, day, month = unreserve(job)
-  if price <= 0 then
+  local price, day, month = number(job, 'reserved_micro'), job.f.reserved_day, job.f.reserved_month
+  local held = price > 0
+  if not held then
     day, month = ledger_periods()
     price = number(job, 'price_micro')
   end
   for _, period in ipairs({day, month}) do
-    local ledger = spend_key(job.tenant, period)
-    redis.call('HINCRBY', ledger, 'spent', price)
-    redis.call('HINCRBY', ledger, 'spent|' .. job.model, price)
-    redis.call('HINCRBY', ledger, 'images|' .. job.model, 1)
-    redis.call('EXPIRE', ledger, ledger_ttl)
+    local deltas = {spent = price, ['spent|' .. job.model] = price, ['images|' .. job.model] = 1}
+    if held then deltas.reserved = -price end
+    add_to_ledger(spend_key(job.tenant, period), deltas, ledger_ttl)
+  end
+  if held then
+    set_fields(job, {'reserved_micro', 0})
+    resume_paused(job.tenant, 'budget')
   end
   note_spender(job.tenant, day, ledger_ttl)
   set_fields(job, {'billed_micro', number(job, 'billed_micro') + price, 'calling', ''})

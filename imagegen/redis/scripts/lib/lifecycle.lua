@@ -2,8 +2,10 @@
 -- owns the Redis sets that hold its jobs (PLACES[place].enter / .leave), each effect is a
 -- function (EFFECTS[name]), and `transition` is the only code that moves a job.
 
--- How many of a model's last starts are kept (their waits), and for how long after the last.
-local RECENT_WAITS, RECENT_WAITS_TTL_S = 2000, 86400
+-- How many of a model's last starts are kept (their waits), and for how long: the list is
+-- trimmed back to RECENT_WAITS, and its TTL set again, once it holds WAITS_SLACK more (and it
+-- gets its TTL when created), so a start costs one write.
+local RECENT_WAITS, RECENT_WAITS_TTL_S, WAITS_SLACK = 2000, 86400, 100
 local CACHE_FIELDS = {'seed', 's3_bucket', 's3_key', 's3_uri', 'content_type', 'width',
                       'height', 'bytes', 'sha256'}
 local settle_cache, settle_next
@@ -169,9 +171,7 @@ EFFECTS.reserve = function(job, opts)
   if price <= 0 then return end
   local today, this_month = ledger_periods()
   for _, period in ipairs({today, this_month}) do
-    local ledger = spend_key(job.tenant, period)
-    redis.call('HINCRBY', ledger, 'reserved', price)
-    redis.call('EXPIRE', ledger, CTX.ledger_ttl)
+    counted_in(spend_key(job.tenant, period), 'reserved', price, CTX.ledger_ttl)
   end
   set_fields(job, {'reserved_micro', price, 'reserved_day', today, 'reserved_month', this_month})
 end
@@ -197,9 +197,11 @@ EFFECTS.lease = function(job, opts)
     opts.waited = NOW_MS - number(job, 'created_ms')
     -- The model's last starts: each tenant's wait over the last minutes, for operators.
     local waits = dispatch_base(job.model) .. ':waits'
-    redis.call('LPUSH', waits, job.tenant .. '|' .. opts.waited .. '|' .. NOW_MS)
-    redis.call('LTRIM', waits, 0, RECENT_WAITS - 1)
-    redis.call('EXPIRE', waits, RECENT_WAITS_TTL_S)
+    local kept = redis.call('LPUSH', waits, job.tenant .. '|' .. opts.waited .. '|' .. NOW_MS)
+    if kept > RECENT_WAITS + WAITS_SLACK then redis.call('LTRIM', waits, 0, RECENT_WAITS - 1) end
+    if kept == 1 or kept > RECENT_WAITS + WAITS_SLACK then
+      redis.call('EXPIRE', waits, RECENT_WAITS_TTL_S)
+    end
     announce(job, 'running')
     add_delivery(job, 'job.started', CTX)
   end
@@ -287,6 +289,11 @@ settle_cache = function(job)
   local followers = redis.call('LRANGE', entry .. ':followers', 0, -1)
   redis.call('DEL', entry .. ':followers')
   local values = redis.call('HMGET', job.key, unpack(CACHE_FIELDS))
+  -- What this call set and has not written yet (a finish writes its fields with its move).
+  local pending = job.pending or {}
+  for i, name in ipairs(CACHE_FIELDS) do
+    if pending[name] ~= nil then values[i] = tostring(pending[name]) end
+  end
   local filled = job.status == 'succeeded' and values[3] and values[3] ~= ''
   if filled then
     local fields = {}

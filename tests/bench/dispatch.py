@@ -468,7 +468,7 @@ def _run_dir() -> Iterator[Path]:
         yield Path(path)
 
 
-def measure(*, quick: bool = False, whole_jobs: int = 2000) -> Figures:
+def measure(*, quick: bool = False, whole_jobs: int = 1000) -> Figures:
     from tests.bench import whole_job
 
     plan = [
@@ -617,7 +617,7 @@ def measure_scrape_only(*, quick: bool) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="stop at 100,000 waiting jobs")
-    parser.add_argument("--whole-jobs", type=int, default=2000)
+    parser.add_argument("--whole-jobs", type=int, default=1000)
     parser.add_argument(
         "--scrape-only",
         action="store_true",

@@ -20,7 +20,7 @@
 -- the call is marked else 0}, and when claimed the record's field/value pairs after them: claimed | missing | terminal | busy
 -- | waiting | canceled | expired (a deadline passed before the job ever started).
 job_context(ARGV)
-local job = load_job(ARGV[ARG0])
+local job = load_whole_job(ARGV[ARG0])
 if not job then return {'missing', 0, -1, 0} end
 local attempts = number(job, 'attempts')
 if job.place == 'final' then return {'terminal', attempts, -1, 0} end
@@ -50,5 +50,5 @@ if call_now and opts.attempts == 1 then
 end
 flush_fields(job)
 local answer = {'claimed', opts.attempts, opts.waited or -1, marked}
-for _, value in ipairs(redis.call('HGETALL', job.key)) do table.insert(answer, value) end
+for _, value in ipairs(whole_record(job)) do answer[#answer + 1] = value end
 return answer

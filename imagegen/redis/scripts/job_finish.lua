@@ -25,13 +25,13 @@
 -- imagegen:webhooks:secrets) and the job record's field/value pairs}; {0, 'final'} when the job
 -- was already final and {0, 'lease'} when another attempt holds it (nothing changes either way).
 job_context(ARGV)
-local job = load_job(ARGV[ARG0])
+local job = load_whole_job(ARGV[ARG0])
 if not job or job.place == 'final' then return {0, 'final'} end
 if job.place ~= 'running' or job.f.lease_owner ~= ARGV[ARG0 + 3] then return {0, 'lease'} end
 local fields = {}
 for i = ARG0 + 11, #ARGV do fields[#fields + 1] = ARGV[i] end
 if ARGV[ARG0 + 7] ~= '' then
-  local calls = redis.call('HGET', job.key, 'calls') or ''
+  local calls = job.whole.calls or ''
   fields[#fields + 1] = 'calls'
   fields[#fields + 1] = calls .. ARGV[ARG0 + 7] .. '\n'
 end
@@ -47,7 +47,7 @@ end
 job.pending = {}
 if #fields > 0 then set_fields(job, fields) end
 if ARGV[ARG0 + 2] ~= '' then
-  local log = redis.call('HGET', job.key, 'attempt_log') or ''
+  local log = job.whole.attempt_log or ''
   set_fields(job, {'attempt_log', log .. ARGV[ARG0 + 2] .. '\n'})
 end
 local status = ARGV[ARG0 + 1]
@@ -62,6 +62,6 @@ if #claimed > 0 then
   local secrets_key = K.WEBHOOK_SECRETS
   if job.tenant ~= K.NO_TENANT then secrets_key = K.TENANT_PREFIX .. job.tenant .. ':secrets' end
   answer[#answer + 1] = redis.call('GET', secrets_key) or ''
-  for _, value in ipairs(redis.call('HGETALL', job.key)) do answer[#answer + 1] = value end
+  for _, value in ipairs(whole_record(job)) do answer[#answer + 1] = value end
 end
 return answer

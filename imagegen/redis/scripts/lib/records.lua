@@ -42,15 +42,50 @@ local function load_job(job_id)
   return job_from_fields(job_id, f)
 end
 
+-- JOB_FIELDS as a set, made on first use (a library's load runs without `ipairs`).
+local JOB_FIELD
+
+-- The job as load_job has it, read with its whole record in one HGETALL, for a script that
+-- answers with the record: `job.whole` (name: value) then follows this call's writes, so the
+-- answer (`whole_record`) needs no second read.
+local function load_whole_job(job_id)
+  if not JOB_FIELD then
+    JOB_FIELD = {}
+    for _, name in ipairs(JOB_FIELDS) do JOB_FIELD[name] = true end
+  end
+  local all = redis.call('HGETALL', job_key(job_id))
+  local whole, f = {}, {}
+  for i = 1, #all, 2 do
+    local name, v = all[i], all[i + 1]
+    whole[name] = v
+    if JOB_FIELD[name] and v ~= '' then f[name] = v end
+  end
+  if not whole.status then return nil end
+  local job = job_from_fields(job_id, f)
+  job.whole = whole
+  return job
+end
+
+local function whole_record(job)
+  local out = {}
+  for name, v in pairs(job.whole) do
+    out[#out + 1] = name
+    out[#out + 1] = v
+  end
+  return out
+end
+
 -- Writes fields of the record and keeps the loaded copy in step. `values` is a flat list of
 -- name, value pairs; '' clears a field. Inside a transition the writes are gathered and made
 -- by one HSET as it ends (`flush_fields`); the loaded copy is what the transition reads.
 local function set_fields(job, values)
   local pending = job.pending
   if not pending then redis.call('HSET', job.key, unpack(values)) end
+  local whole = job.whole
   for i = 1, #values, 2 do
     local name, v = values[i], values[i + 1]
     if pending then pending[name] = v end
+    if whole then whole[name] = tostring(v) end
     if v == '' then job.f[name] = nil else job.f[name] = tostring(v) end
   end
 end

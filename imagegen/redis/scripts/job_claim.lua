@@ -17,8 +17,9 @@
 --   its :next list, imagegen:dispatch:{model}:* (wait:{t}:{class}, tenants, paused, waiting,
 --   weight, finish, state, delayed, released, active) and imagegen:dispatch:models.
 -- Returns {state, attempts, ms since the job was created (its first claim), else -1, 1 when
--- the call is marked else 0}, and when claimed the record's field/value pairs after them: claimed | missing | terminal | busy
--- | waiting | canceled | expired (a deadline passed before the job ever started).
+-- the call is marked else 0}, and when claimed the record's field/value pairs after them:
+-- claimed | missing | terminal | busy | waiting | canceled | expired (a deadline passed before
+-- the job ever started).
 job_context(ARGV)
 local job = load_whole_job(ARGV[ARG0])
 if not job then return {'missing', 0, -1, 0} end

@@ -188,21 +188,19 @@ class WebhookSender:
                 self._deliveries.free_endpoint_slot(*held)
             return self._wait_for_secret(delivery_id, e)
         self._secret_watch.saw(record.tenant, secrets)
-        endpoint = endpoint_of(target.scheme, target.host, target.port)
+        slot = held
         cap = settings.webhook_max_in_flight_per_endpoint
-        slot = held or ((endpoint, uuid.uuid4().hex) if cap else None)
-        if (
-            slot
-            and not held
-            and not self._deliveries.take_endpoint_slot(endpoint, cap, lease_ms, slot[1])
-        ):
-            delay_s = random.uniform(*_ENDPOINT_BUSY_DELAY_S)
-            self._deliveries.defer(delivery_id, delay_s)
-            log.info(
-                "webhook deferred: endpoint busy",
-                extra={"delivery_id": delivery_id, "delay_s": round(delay_s, 3)},
-            )
-            return DeliveryResult(delivery_id, "deferred")
+        if slot is None and cap:
+            endpoint = endpoint_of(target.scheme, target.host, target.port)
+            slot = (endpoint, uuid.uuid4().hex)
+            if not self._deliveries.take_endpoint_slot(endpoint, cap, lease_ms, slot[1]):
+                delay_s = random.uniform(*_ENDPOINT_BUSY_DELAY_S)
+                self._deliveries.defer(delivery_id, delay_s)
+                log.info(
+                    "webhook deferred: endpoint busy",
+                    extra={"delivery_id": delivery_id, "delay_s": round(delay_s, 3)},
+                )
+                return DeliveryResult(delivery_id, "deferred")
         try:
             body = json.dumps(self._payload(record, claim.event), separators=(",", ":"))
             headers = self._headers(claim.webhook_id, body, secrets)

@@ -35,17 +35,22 @@ local function note_spender(tenant, day, ttl)
   redis.call('ZADD', K.SPEND_TENANTS, NOW_MS, tenant)
 end
 
--- Gives back what a job holds of its tenant's budgets (it ended, or its image was bought); a
--- queue of the tenant paused for its budget may then be served. Returns the amount, and the
--- day and month it was held in.
+-- The job holds no reservation now (its ledgers were given it back): a queue of its tenant
+-- paused for its budget may then be served.
+local function reservation_given_back(job)
+  set_fields(job, {'reserved_micro', 0})
+  resume_paused(job.tenant, 'budget')
+end
+
+-- Gives back what a job holds of its tenant's budgets (it ended, or its image was bought).
+-- Returns the amount, and the day and month it was held in.
 local function unreserve(job)
   local amount = number(job, 'reserved_micro')
   if amount <= 0 then return 0, nil, nil end
   local day, month = job.f.reserved_day, job.f.reserved_month
   counted_in(spend_key(job.tenant, day), 'reserved', -amount, CTX.ledger_ttl)
   counted_in(spend_key(job.tenant, month), 'reserved', -amount, CTX.ledger_ttl)
-  set_fields(job, {'reserved_micro', 0})
-  resume_paused(job.tenant, 'budget')
+  reservation_given_back(job)
   return amount, day, month
 end
 
@@ -64,10 +69,7 @@ local function book_image(job, ledger_ttl)
     if held then deltas.reserved = -price end
     add_to_ledger(spend_key(job.tenant, period), deltas, ledger_ttl)
   end
-  if held then
-    set_fields(job, {'reserved_micro', 0})
-    resume_paused(job.tenant, 'budget')
-  end
+  if held then reservation_given_back(job) end
   note_spender(job.tenant, day, ledger_ttl)
   set_fields(job, {'billed_micro', number(job, 'billed_micro') + price, 'calling', ''})
   redis.call('HINCRBY', K.STATS, 'images|' .. job.model, 1)

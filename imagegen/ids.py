@@ -1,9 +1,16 @@
-"""Job ids: ULIDs (26 Crockford base32 characters), so ids sort by creation time."""
+"""Job ids: ULIDs (26 Crockford base32 characters), so ids sort by creation time.
+
+They are monotonic within a process (the ULID spec's monotonic generation): an id minted in the
+same millisecond as the one before takes that one's random part plus one, so the jobs of one
+submission (which share a millisecond) sort in the order they were sent, as the console's lists
+and searches show them. The first id of a millisecond draws 79 random bits, so the increments
+never carry into the time."""
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 
 __all__ = [
@@ -30,10 +37,29 @@ _RANDOM_BYTES = 10
 _ULID_BITS_PER_CHAR = 5
 
 
+_RANDOM_BITS = 8 * _RANDOM_BYTES
+_mint_lock = threading.Lock()
+_last_ms, _last_random = -1, 0
+
+
+def _random_part(ms: int) -> int:
+    """The random part of the next id of millisecond ``ms``: the last one's plus one when the
+    last id was of the same millisecond, else fresh bits (the top one clear)."""
+    global _last_ms, _last_random  # noqa: PLW0603 - the process's one minting state
+    with _mint_lock:
+        if ms == _last_ms and _last_random + 1 < 1 << _RANDOM_BITS:
+            _last_random += 1
+        else:
+            _last_ms = ms
+            _last_random = int.from_bytes(os.urandom(_RANDOM_BYTES), "big") >> 1
+        return _last_random
+
+
 def new_job_id(now_ms: int | None = None) -> str:
-    """A new ULID: 48 bits of Unix milliseconds, then 80 random bits."""
+    """A new ULID: 48 bits of Unix milliseconds, then 80 bits, random for the first id of a
+    millisecond and one more for each later one (monotonic within the process)."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (ms << (8 * _RANDOM_BYTES)) | int.from_bytes(os.urandom(_RANDOM_BYTES), "big")
+    value = (ms << _RANDOM_BITS) | _random_part(ms)
     chars = []
     for _ in range(_TIME_CHARS + 16):
         chars.append(_CROCKFORD[value & 0x1F])

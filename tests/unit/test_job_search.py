@@ -129,6 +129,14 @@ def test_paging_goes_through_every_job_kept(client: Client) -> None:
         assert created == sorted(created, reverse=True)
 
 
+def test_the_jobs_of_one_submission_are_listed_in_the_order_they_were_sent(
+    client: Client,
+) -> None:
+    # One call files every job at the same millisecond: their ids order them, newest first.
+    sent = [r.job_id for r in client.submit_many([f"frame {i}" for i in range(40)], tenant="acme")]
+    assert found(client, "acme", JobQuery(), limit=100) == sent[::-1]
+
+
 def test_a_rare_match_ends_a_page_early_and_goes_on(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -212,6 +212,10 @@ def test_six_tabs_of_one_session_stay_live_on_one_stream(
     with Client(stack.settings()) as client:
         _, key = client.api_keys.create(tenant)
         log_in(page, url, key)
+        # The first tab is on the console and leads before the others open (the log-in's
+        # redirect can otherwise land after them, and another tab would hold the stream).
+        page.wait_for_selector("#live-state[data-state=live]")
+        assert page.get_attribute("#live-state", "title") == ""
         tabs = [page]
         for _ in range(5):
             tab = context.new_page()
@@ -231,6 +235,7 @@ def test_six_tabs_of_one_session_stay_live_on_one_stream(
         shot(tabs[-1], f"six-tabs-{'locks' if web_locks else 'no-locks'}")
         # The leading tab goes away: another takes the stream over, and the rest stay live.
         leader = tabs[0] if web_locks else tabs[-1]
+        assert leader.get_attribute("#live-state", "title") == ""  # it holds the stream
         leader.close()
         tabs.remove(leader)
         # A closed tab's renderer can outlive close() for a moment (and still pass on an event):

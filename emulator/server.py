@@ -21,6 +21,7 @@ import json
 import logging
 import random
 import re
+import sys
 import threading
 import time
 import uuid
@@ -360,6 +361,12 @@ class _HttpServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], emulator: _Emulator) -> None:
         self.emulator = emulator
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A caller that hung up mid-request (a read timeout, a killed worker) is not news.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class EmulatorServer:

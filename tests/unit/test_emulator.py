@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
+import struct
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -247,3 +250,21 @@ def test_stats_count_outcomes_and_reset_clears_them(start_emulator: Any) -> None
     request = urllib.request.Request(url + "/_emulator/reset", method="POST", data=b"")
     urllib.request.urlopen(request, timeout=5).close()
     assert emulator_stats(url)["requests"] == 0
+
+
+def test_a_caller_that_hangs_up_mid_request_is_no_traceback(
+    start_emulator: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A worker whose read timed out, or that was killed, resets its connection mid-request.
+    url = start_emulator()
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(
+            b"POST /model/stability.stable-image-core-v1:1/invoke HTTP/1.1\r\n"
+            b'Host: x\r\nContent-Length: 100000\r\n\r\n{"prompt": '
+        )
+        time.sleep(0.2)  # the handler is reading the body
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    time.sleep(0.5)
+    invoke(url, {"prompt": "still serving"})
+    assert "Traceback" not in capfd.readouterr().err

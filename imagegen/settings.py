@@ -574,7 +574,10 @@ class Settings(BaseSettings):
         "without a Bedrock call) instead of pointing at the first job's object.",
     )
     spend_retention_days: int = Field(
-        default=400, ge=1, le=3650, description="How long each day's and month's spend is kept."
+        default=400,
+        ge=1,
+        le=3650,
+        description="How long each day's and month's spend is kept after the day or month ends.",
     )
     flower_basic_auth: str | None = Field(
         default=None,

@@ -132,9 +132,10 @@ key                                    type    what it holds
                                                micro-dollars: ``spent``, ``reserved`` (released
                                                jobs not settled yet), ``spent|{model}``,
                                                ``images|{model}``, ``warned`` (its soft budget
-                                               was crossed); ``-`` for jobs without a tenant
+                                               was crossed); ``-`` for jobs without a tenant;
+                                               kept the spend retention after its period ends
 ``imagegen:spend:{tenant}:days``       set     the days with spend (``d:YYYY-MM-DD``); expires with
-                                               the ledgers
+                                               the newest day's ledger
 ``imagegen:spend:tenants``             zset    tenants with any spend, by their last booking
                                                (ms), for reports; trimmed past the ledgers' life
 ``imagegen:cache:{scope}:{sha256}``    hash    a cached image (jobs with a fixed seed): the job

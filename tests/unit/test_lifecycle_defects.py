@@ -22,6 +22,7 @@ from imagegen.store.context import JobContext
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import CallMark, JobStore
+from imagegen.store.maintenance import Maintenance
 from imagegen.store.spend import Budget, Ledger, periods
 from producer.client import Client
 
@@ -274,6 +275,45 @@ def test_budget_periods_are_the_redis_clock(any_redis: Any) -> None:
     rig.tick(DAY_MS)  # the next day on Redis's clock: room again
     rig.release_all()
     assert rig.places([first, second]) == {"released": 2}
+
+
+def test_a_ledger_is_kept_its_retention_after_its_period_ends(any_redis: Any) -> None:
+    # Kept 7 days: a month's ledger must still hold the month's spend (its hard budget) on the
+    # 25th, however the month's bookings fall.
+    rig = Rig(any_redis, spend_retention_days=7)
+    now = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    rig.use_clock(now.timestamp() * 1000)
+    [job] = rig.submit("acme")
+    rig.release_all()  # its reservation makes today's and this month's ledgers
+    rig.store.claim(job, "w", LEASE_MS)
+    rig.store.finish(job, "w", JobStatus.SUCCEEDED, {"s3_key": "k"}, bought=True)
+    day, month = periods(now.timestamp())
+    kept = timedelta(days=7)
+    expected = {
+        keys.spend_key("acme", day): datetime(2026, 12, 8, tzinfo=UTC) + kept - now,
+        keys.spend_key("acme", month): datetime(2027, 1, 1, tzinfo=UTC) + kept - now,
+        # The tenant's list of days with spend lives as long as the newest day it lists.
+        keys.spend_days_key("acme"): datetime(2026, 12, 8, tzinfo=UTC) + kept - now,
+    }
+    for key, left in expected.items():
+        assert any_redis.pttl(key) / 1000 == pytest.approx(left.total_seconds(), abs=60), key
+
+
+def test_spend_reports_list_a_tenant_while_its_months_ledger_is_kept(any_redis: Any) -> None:
+    rig = Rig(any_redis, spend_retention_days=7)
+    start = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    rig.use_clock(start.timestamp() * 1000)
+    [job] = rig.submit("acme")
+    rig.release_all()
+    rig.store.claim(job, "w", LEASE_MS)
+    rig.store.finish(job, "w", JobStatus.SUCCEEDED, {"s3_key": "k"}, bought=True)
+    trim = Maintenance(any_redis, 3600, 30, ledger_ttl_s=7 * DAY_MS // 1000).trim
+    rig.tick(20 * DAY_MS)  # past the retention since the booking; December's ledger is kept
+    assert trim().spend_tenants == 0
+    assert rig.ledger.tenants() == ["acme"]
+    rig.tick(20 * DAY_MS)  # January 10th: December ended more than 7 days ago
+    assert trim().spend_tenants == 1
+    assert rig.ledger.tenants() == []
 
 
 # -- 11: a redriven job ----------------------------------------------------------------------

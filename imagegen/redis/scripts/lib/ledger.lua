@@ -3,17 +3,35 @@
 -- warned. Periods are the Redis clock's (ledger_periods).
 local function spend_key(tenant, period) return K.SPEND_PREFIX .. tenant .. ':' .. period end
 
+-- When the period a ledger counts ends (ms): d:YYYY-MM-DD at the next midnight (UTC), m:YYYY-MM
+-- at the first of the next month.
+local function period_end_ms(period)
+  local y, m, d = string.match(period, '^d:(%d+)-(%d+)-(%d+)$')
+  if y then return (days_from_civil(tonumber(y), tonumber(m), tonumber(d)) + 1) * DAY_MS end
+  y, m = string.match(period, '^m:(%d+)-(%d+)$')
+  if not y then return NOW_MS end
+  y, m = tonumber(y), tonumber(m) + 1
+  if m > 12 then y, m = y + 1, 1 end
+  return days_from_civil(y, m, 1) * DAY_MS
+end
+
+-- A ledger (or a list of its days) is kept `ttl` seconds (spend_retention_days) after its
+-- period ends: set by the write that creates it, so it needs no other.
+local function keep_ledger(key, period, ttl)
+  redis.call('PEXPIRE', key, math.max(1000, period_end_ms(period) - NOW_MS + ttl * 1000))
+end
+
 -- A ledger gets its TTL from the write that creates it, and keeps it: the write that adds a
 -- field to a ledger (an increment answering the amount it added; a read that found none of
 -- the fields it adds) sets it, and a ledger with any field was created by such a write.
-local function counted_in(ledger, field, amount, ttl)
-  if redis.call('HINCRBY', ledger, field, amount) == amount then
-    redis.call('EXPIRE', ledger, ttl)
-  end
+local function counted_in(tenant, period, field, amount, ttl)
+  local ledger = spend_key(tenant, period)
+  if redis.call('HINCRBY', ledger, field, amount) == amount then keep_ledger(ledger, period, ttl) end
 end
 
 -- Adds `deltas` (field: integer amount) to a ledger: one read and one write.
-local function add_to_ledger(ledger, deltas, ttl)
+local function add_to_ledger(tenant, period, deltas, ttl)
+  local ledger = spend_key(tenant, period)
   local names = {}
   for name in pairs(deltas) do names[#names + 1] = name end
   local old = redis.call('HMGET', ledger, unpack(names))
@@ -24,14 +42,14 @@ local function add_to_ledger(ledger, deltas, ttl)
     values[#values + 1] = string.format('%d', (tonumber(old[i] or '') or 0) + deltas[name])
   end
   redis.call('HSET', ledger, unpack(values))
-  if created then redis.call('EXPIRE', ledger, ttl) end
+  if created then keep_ledger(ledger, period, ttl) end
 end
 
 -- The tenant had spend (or hits) now: listed for reports until its ledgers expire (the list
--- of its days gets its TTL again with each new day).
+-- of its days is kept as long as the newest day it lists).
 local function note_spender(tenant, day, ttl)
   local days = K.SPEND_PREFIX .. tenant .. ':days'
-  if redis.call('SADD', days, day) == 1 then redis.call('EXPIRE', days, ttl) end
+  if redis.call('SADD', days, day) == 1 then keep_ledger(days, day, ttl) end
   redis.call('ZADD', K.SPEND_TENANTS, NOW_MS, tenant)
 end
 
@@ -48,8 +66,8 @@ local function unreserve(job)
   local amount = number(job, 'reserved_micro')
   if amount <= 0 then return 0, nil, nil end
   local day, month = job.f.reserved_day, job.f.reserved_month
-  counted_in(spend_key(job.tenant, day), 'reserved', -amount, CTX.ledger_ttl)
-  counted_in(spend_key(job.tenant, month), 'reserved', -amount, CTX.ledger_ttl)
+  counted_in(job.tenant, day, 'reserved', -amount, CTX.ledger_ttl)
+  counted_in(job.tenant, month, 'reserved', -amount, CTX.ledger_ttl)
   reservation_given_back(job)
   return amount, day, month
 end
@@ -67,7 +85,7 @@ local function book_image(job, ledger_ttl)
   for _, period in ipairs({day, month}) do
     local deltas = {spent = price, ['spent|' .. job.model] = price, ['images|' .. job.model] = 1}
     if held then deltas.reserved = -price end
-    add_to_ledger(spend_key(job.tenant, period), deltas, ledger_ttl)
+    add_to_ledger(job.tenant, period, deltas, ledger_ttl)
   end
   if held then reservation_given_back(job) end
   note_spender(job.tenant, day, ledger_ttl)
@@ -84,7 +102,7 @@ local function book_hit(job, ledger_ttl)
     local ledger = spend_key(job.tenant, period)
     redis.call('HINCRBY', ledger, 'hits|' .. job.model, 1)
     redis.call('HINCRBY', ledger, 'saved|' .. job.model, number(job, 'price_micro'))
-    redis.call('EXPIRE', ledger, ledger_ttl)
+    keep_ledger(ledger, period, ledger_ttl)
   end
   note_spender(job.tenant, today, ledger_ttl)
   redis.call('HINCRBY', K.STATS, 'cache_hits|' .. job.model, 1)

@@ -171,7 +171,7 @@ EFFECTS.reserve = function(job, opts)
   if price <= 0 then return end
   local today, this_month = ledger_periods()
   for _, period in ipairs({today, this_month}) do
-    counted_in(spend_key(job.tenant, period), 'reserved', price, CTX.ledger_ttl)
+    counted_in(job.tenant, period, 'reserved', price, CTX.ledger_ttl)
   end
   set_fields(job, {'reserved_micro', price, 'reserved_day', today, 'reserved_month', this_month})
 end

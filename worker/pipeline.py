@@ -122,6 +122,8 @@ BUDGET_WAIT = "BudgetWait"
 # tried again (not counted against the job's attempts).
 NOT_REPLICATED = "RedisNotReplicated"
 NOT_REPLICATED_DELAY_S = 1.0
+# The error code of a job whose stored request no longer reads as its model's request.
+UNREADABLE_REQUEST = "UnreadableRequest"
 # The webhook deliveries a final transition makes at most: the job's event and its chain's.
 MOST_DELIVERIES_AT_A_FINISH = 2
 # Call errors after which Bedrock may have generated and billed an image nobody read.
@@ -188,26 +190,56 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
         )
         return JobOutcome(job_id, claim.state.value)
     record = claim.record
-    if record.request is None:  # refused on arrival
-        return JobOutcome(job_id, ClaimState.MISSING.value)
-    attempt = _Attempt(
-        record,
-        record.request,
-        number=claim.attempt,
-        owner=owner,
-        services=services,
-        started=started,
-        pool_name=claim.pool,
-        idempotency=claim.idempotency,
-        call_marked=claim.call_marked,
+    if record.request is None:
+        return _unreadable_request(job_id, claim.attempt, services, owner)
+    attempt: _Attempt | None = None
+    try:
+        attempt = _Attempt(
+            record,
+            record.request,
+            number=claim.attempt,
+            owner=owner,
+            services=services,
+            started=started,
+            pool_name=claim.pool,
+            idempotency=claim.idempotency,
+            call_marked=claim.call_marked,
+        )
+        trace = claim.trace or JobTrace()
+        parent = tracing.context_of(trace.traceparent)
+        spans.record_wait(record, claim.attempt, trace, parent, round(time.time() * 1000))
+        with spans.processing(record, claim.attempt, parent) as span:
+            outcome = _run_attempt(attempt, claim.queue_wait_ms, span)
+            span.set_attribute("imagegen.job.outcome", outcome.status)
+            return outcome
+    except BaseException:
+        # The claim marked a call this attempt never made: give the mark back, or the redrive
+        # would book an image nobody bought when the lease runs out.
+        if claim.call_marked and (attempt is None or attempt.call_marked):
+            _give_back_call_mark(services, job_id, owner)
+        raise
+
+
+def _unreadable_request(job_id: str, attempt: int, services: Services, owner: str) -> JobOutcome:
+    """A released job whose stored request no longer reads as its model's (a request type made
+    stricter since it was stored) ends failed, never called, instead of being run again."""
+    message = "the stored request no longer reads as the model's request; submit it again"
+    services.store.finish(
+        job_id,
+        owner,
+        JobStatus.FAILED,
+        {"error_code": UNREADABLE_REQUEST, "error_message": message},
+        attempt_log=(attempt, UNREADABLE_REQUEST, message),
     )
-    trace = claim.trace or JobTrace()
-    parent = tracing.context_of(trace.traceparent)
-    spans.record_wait(record, claim.attempt, trace, parent, round(time.time() * 1000))
-    with spans.processing(record, claim.attempt, parent) as span:
-        outcome = _run_attempt(attempt, claim.queue_wait_ms, span)
-        span.set_attribute("imagegen.job.outcome", outcome.status)
-        return outcome
+    log.warning("job request unreadable", extra={"job_id": job_id, "attempt": attempt})
+    return JobOutcome(job_id, JobStatus.FAILED.value)
+
+
+def _give_back_call_mark(services: Services, job_id: str, owner: str) -> None:
+    try:
+        services.store.mark_calling(job_id, owner, calling=False)
+    except redis.RedisError:
+        log.warning("call mark not given back", extra={"job_id": job_id}, exc_info=True)
 
 
 def _run_attempt(attempt: _Attempt, queue_wait_ms: int | None, span: Span) -> JobOutcome:

@@ -306,6 +306,48 @@ def test_a_first_attempt_with_nothing_to_fetch_has_its_call_marked_by_its_claim(
     assert marks == [with_input.job_id]
 
 
+def forced_redrive(rig: Rig, job_id: str) -> list[str]:
+    """The redrive, as when the job's lease has run out (its worker went away)."""
+    rig.redis.hset(keys.job_key(job_id), "lease_until_ms", 1)
+    rig.redis.zadd(keys.RUNNING_KEY, {job_id: 1})
+    return rig.services.store.redrive_due()
+
+
+def test_an_attempt_that_breaks_before_its_call_gives_the_claims_mark_back(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = rig.submit()
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("tracing broke")
+
+    monkeypatch.setattr("worker.pipeline.spans.record_wait", broken)
+    with pytest.raises(RuntimeError):
+        rig.run(job.job_id)
+    # Its lease runs out: it waits again, and nobody is charged for a call never made.
+    assert forced_redrive(rig, job.job_id) == [job.job_id]
+    record = rig.client.get(job.job_id)
+    assert record.status is JobStatus.QUEUED
+    assert not record.cost_usd
+    today = rig.services.ledger.period(None, periods()[0])
+    assert (today.spent_usd, today.reserved_usd) == (0, pytest.approx(0.04))
+
+
+def test_a_job_whose_stored_request_no_longer_reads_fails_and_costs_nothing(rig: Rig) -> None:
+    job = rig.submit()
+    # A request stored before its model's request type was made stricter.
+    rig.redis.hset(keys.job_key(job.job_id), "request", json.dumps({"prompt": ""}))
+    outcome = rig.run(job.job_id)
+    record = rig.client.get(job.job_id)
+    assert (outcome.status, record.status) == ("failed", JobStatus.FAILED)
+    assert record.error_code == "UnreadableRequest"
+    assert "request" in (record.error_message or "")
+    assert forced_redrive(rig, job.job_id) == []
+    assert not rig.client.get(job.job_id).cost_usd
+    today = rig.services.ledger.period(None, periods()[0])
+    assert (today.spent_usd, today.reserved_usd) == (0, 0)
+
+
 def test_a_final_job_is_skipped_without_calling_bedrock(rig: Rig) -> None:
     job = rig.submit()
     rig.answer(bedrock_payload())

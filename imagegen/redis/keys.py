@@ -114,8 +114,8 @@ key                                    type    what it holds
                                                to wait (ms): the oldest waiting job's age
 ``...:{model}:waits``                  list    ``{tenant}|{ms waited}|{at ms}`` of the model's
                                                last 2,000 jobs started (up to 100 more
-                                               between trims); expires a day after it was
-                                               created or last trimmed
+                                               between trims); expires 7 days after its
+                                               last start (every 100th, or any while short)
 ``...:{model}:delayed``                zset    jobs waiting for a retry's due time (ms)
 ``...:{model}:released``               zset    jobs released to a Celery queue and not claimed
                                                yet, by release time (ms)

@@ -359,6 +359,18 @@ def test_jobs_submitted_in_the_same_millisecond_go_in_submission_order(any_redis
     assert released + order == ids
 
 
+def test_a_models_recent_waits_live_on_while_it_starts_jobs(any_redis: Any) -> None:
+    rig = Rig(any_redis)
+    first, second = rig.submit("acme", 2)
+    rig.release_all()
+    rig.store.claim(first, "w", LEASE_MS)
+    waits = keys.recent_waits_key(MODEL)
+    any_redis.pexpire(waits, 5_000)  # the list near the end of its life
+    rig.store.claim(second, "w", LEASE_MS)
+    assert any_redis.pttl(waits) > 6 * DAY_MS
+    assert any_redis.llen(waits) == 2
+
+
 def test_a_tenant_that_left_leaves_nothing_in_the_dispatcher(any_redis: Any) -> None:
     rig = Rig(any_redis)
     rig.dispatch.set_tenant_limits("capped", max_concurrency=1)

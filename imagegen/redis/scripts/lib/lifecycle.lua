@@ -3,9 +3,10 @@
 -- function (EFFECTS[name]), and `transition` is the only code that moves a job.
 
 -- How many of a model's last starts are kept (their waits), and for how long: the list is
--- trimmed back to RECENT_WAITS, and its TTL set again, once it holds WAITS_SLACK more (and it
--- gets its TTL when created), so a start costs one write.
-local RECENT_WAITS, RECENT_WAITS_TTL_S, WAITS_SLACK = 2000, 86400, 100
+-- trimmed back to RECENT_WAITS once it holds WAITS_SLACK more. Its TTL is set again by every
+-- WAITS_SLACK-th start, and by each start while it holds no more than that (a model with few
+-- starts), so a busy model's start costs one write and a model in use keeps its list.
+local RECENT_WAITS, RECENT_WAITS_TTL_S, WAITS_SLACK = 2000, 7 * 86400, 100
 local CACHE_FIELDS = {'seed', 's3_bucket', 's3_key', 's3_uri', 'content_type', 'width',
                       'height', 'bytes', 'sha256'}
 local settle_cache, settle_next
@@ -200,7 +201,7 @@ EFFECTS.lease = function(job, opts)
     local waits = dispatch_base(job.model) .. ':waits'
     local kept = redis.call('LPUSH', waits, job.tenant .. '|' .. opts.waited .. '|' .. NOW_MS)
     if kept > RECENT_WAITS + WAITS_SLACK then redis.call('LTRIM', waits, 0, RECENT_WAITS - 1) end
-    if kept == 1 or kept > RECENT_WAITS + WAITS_SLACK then
+    if kept <= WAITS_SLACK or kept % WAITS_SLACK == 0 then
       redis.call('EXPIRE', waits, RECENT_WAITS_TTL_S)
     end
     announce(job, 'running')

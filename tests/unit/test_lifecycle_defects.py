@@ -359,6 +359,18 @@ def test_jobs_submitted_in_the_same_millisecond_go_in_submission_order(any_redis
     assert released + order == ids
 
 
+def test_a_claim_that_skips_a_job_says_how_many_attempts_it_had(any_redis: Any) -> None:
+    rig = Rig(any_redis)
+    [job] = rig.submit("acme")
+    rig.release_all()
+    assert rig.store.claim(job, "w", LEASE_MS).attempt == 1
+    busy = rig.store.claim(job, "other", LEASE_MS)  # a redelivered message: the job is held
+    assert (busy.state.value, busy.attempt) == ("busy", 1)
+    rig.store.finish(job, "w", JobStatus.SUCCEEDED, {"s3_key": "k"})
+    late = rig.store.claim(job, "other", LEASE_MS)
+    assert (late.state.value, late.attempt) == ("terminal", 1)
+
+
 def test_a_models_recent_waits_live_on_while_it_starts_jobs(any_redis: Any) -> None:
     rig = Rig(any_redis)
     first, second = rig.submit("acme", 2)

@@ -23,7 +23,7 @@
 job_context(ARGV)
 local job = load_whole_job(ARGV[ARG0])
 if not job then return {'missing', 0, -1, 0} end
-local attempts = number(job, 'attempts')
+local attempts = tonumber(job.whole.attempts or '') or 0
 if job.place == 'final' then return {'terminal', attempts, -1, 0} end
 if job.place == 'running' and number(job, 'lease_until_ms') > NOW_MS then
   return {'busy', attempts, -1, 0}

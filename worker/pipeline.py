@@ -611,6 +611,7 @@ class _Attempt:
             error_code=BUDGET_WAIT,
             message="its image must be bought again and its tenant's hard budget has no room",
             delay_s=0.0,
+            free=True,
         )
         log.info("job waits for its budget", extra=self.facts(given_back=given_back))
         return JobOutcome(self.job_id, RETRY_SCHEDULED, model_id=self.record.model_id)

@@ -22,6 +22,7 @@ from imagegen.records import JobRecord, JobStatus
 from imagegen.redis import keys
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
+from imagegen.store.jobs import CallMark
 from imagegen.store.spend import periods
 from producer.client import Client
 from tests.support import bedrock_payload, image_bytes
@@ -346,6 +347,18 @@ def test_a_job_whose_stored_request_no_longer_reads_fails_and_costs_nothing(rig:
     assert not rig.client.get(job.job_id).cost_usd
     today = rig.services.ledger.period(None, periods()[0])
     assert (today.spent_usd, today.reserved_usd) == (0, 0)
+
+
+def test_waiting_for_the_budget_uses_up_none_of_the_jobs_attempts(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its image, bought by an earlier attempt, must be bought again and the budget has no room.
+    job = submit_with_an_input(rig)
+    monkeypatch.setattr("worker.pipeline.fetch_inputs", lambda *_, **__: fetched_input())
+    monkeypatch.setattr(rig.services.store, "mark_calling", lambda *_, **__: CallMark.BUDGET)
+    assert rig.run(job.job_id).status == RETRY_SCHEDULED
+    record = rig.client.get(job.job_id)
+    assert (record.status, record.attempts) == (JobStatus.QUEUED, 0)
 
 
 def test_a_final_job_is_skipped_without_calling_bedrock(rig: Rig) -> None:

@@ -371,6 +371,17 @@ def test_a_claim_that_skips_a_job_says_how_many_attempts_it_had(any_redis: Any) 
     assert (late.state.value, late.attempt) == ("terminal", 1)
 
 
+def test_a_job_refused_on_arrival_cannot_be_replayed(any_redis: Any) -> None:
+    rig = Rig(any_redis)
+    assert rig.store.refuse(
+        "bad1", model_id=MODEL, request={"prompt": ""}, error_code="InvalidRequest", problems="x"
+    )
+    assert rig.store.replay(["bad1"]) == []
+    rig.release_all()
+    record = rig.reads.get("bad1")
+    assert (record.status, record.place) == (JobStatus.FAILED, "final")
+
+
 def test_a_models_recent_waits_live_on_while_it_starts_jobs(any_redis: Any) -> None:
     rig = Rig(any_redis)
     first, second = rig.submit("acme", 2)

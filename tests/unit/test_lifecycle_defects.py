@@ -345,6 +345,55 @@ def test_a_redriven_job_is_queued_and_needs_no_budget_for_an_image_it_bought(
     assert rig.ledger.period("acme", periods(rig.now_ms / 1000)[0]).spent_usd == pytest.approx(0.04)
 
 
+def test_a_job_that_waited_for_its_budget_once_reserves_only_when_it_must_call(
+    any_redis: Any,
+) -> None:
+    rig = Rig(any_redis)
+    rig.use_clock(time.time() * 1000)
+    rig.ledger.set_budget(Budget("acme", daily_hard=0.04, on_exceed="fail"))
+    [job] = rig.submit("acme")
+    rig.release_all()
+    rig.store.claim(job, "w1", LEASE_MS)
+    # Attempt 1 bought an image and lost it (booked by its retry): spend $0.04, the budget's all.
+    retry = {"message": "m", "delay_s": 0}
+    rig.store.release_for_retry(job, "w1", attempt=1, error_code="E", bought=True, **retry)
+    rig.release_all()
+    rig.store.claim(job, "w2", LEASE_MS)
+    assert rig.store.mark_calling(job, "w2", calling=True) is CallMark.BUDGET
+    rig.store.release_for_retry(job, "w2", attempt=2, error_code="BudgetWait", free=True, **retry)
+    rig.ledger.set_budget(Budget("acme", daily_hard=0.08, on_exceed="fail"))  # room for one more
+    rig.release_all()
+    rig.store.claim(job, "w3", LEASE_MS)
+    assert rig.store.mark_calling(job, "w3", calling=True) is CallMark.OK
+    # Attempt 3 bought its image; the upload failed, the image is parked and booked.
+    rig.store.park_image(job, 7, "aGVsbG8=")
+    rig.store.release_for_retry(job, "w3", attempt=3, error_code="S3", bought=True, **retry)
+    rig.release_all()
+    # Its re-run only uploads the parked image: no new reservation, no budget_exceeded.
+    assert rig.place(job) == "released"
+    assert any_redis.exists(keys.parked_image_key(job)) == 1
+    day = periods(rig.now_ms / 1000)[0]
+    spend = rig.ledger.period("acme", day)
+    assert (spend.spent_usd, spend.reserved_usd) == (pytest.approx(0.08), 0)
+
+
+def test_a_replayed_job_starts_afresh_and_reserves_its_price(any_redis: Any) -> None:
+    rig = Rig(any_redis)
+    rig.use_clock(time.time() * 1000)
+    [job] = rig.submit("acme")
+    rig.release_all()
+    rig.store.claim(job, "w1", LEASE_MS)
+    assert rig.store.mark_calling(job, "w1", calling=True) is CallMark.OK
+    failed = {"error_code": "InvalidModelOutput"}
+    rig.store.finish(job, "w1", JobStatus.FAILED, failed, bought=True)  # billed, then failed
+    rig.ledger.set_budget(Budget("acme", daily_hard=0.04, on_exceed="fail"))  # all spent
+    assert rig.store.replay([job]) == [job]
+    rig.release_all()
+    # A new run must buy a new image: the budget decides at its release, as for a new job.
+    record = rig.reads.get(job)
+    assert (record.status, record.place) == (JobStatus.BUDGET_EXCEEDED, "final")
+
+
 # -- 12: smaller -----------------------------------------------------------------------------
 
 

@@ -166,7 +166,8 @@ EFFECTS.note_skipped = function(job, opts)
                    '; this job never ran'})
 end
 
--- The release decided the amount (0: the job needs none).
+-- The release decided the amount (0: the job needs none). A job that had to wait for room to
+-- buy its image again (`recall`) holds it now.
 EFFECTS.reserve = function(job, opts)
   local price = opts.reserve or 0
   if price <= 0 then return end
@@ -174,7 +175,8 @@ EFFECTS.reserve = function(job, opts)
   for _, period in ipairs({today, this_month}) do
     counted_in(job.tenant, period, 'reserved', price, CTX.ledger_ttl)
   end
-  set_fields(job, {'reserved_micro', price, 'reserved_day', today, 'reserved_month', this_month})
+  set_fields(job, {'reserved_micro', price, 'reserved_day', today, 'reserved_month', this_month,
+                   'recall', ''})
 end
 
 EFFECTS.push = function(job, opts)
@@ -243,10 +245,15 @@ EFFECTS.book_bought = function(job, opts)
   if opts.bought then book_image(job, CTX.ledger_ttl) end
 end
 
+-- A replay starts a new run: what the last one left (a pool to avoid, an object to copy) goes,
+-- and it must buy its own image (`recall`: its release reserves the price, whatever the
+-- last run was billed).
 EFFECTS.reset = function(job)
   set_fields(job, {'attempts', 0, 'finished_ms', '', 'started_ms', '', 'claimed_ms', '',
                    'next_attempt_ms', '', 'error_code', '', 'error_message', '',
-                   'expires_ms', '', 'cancel_requested', ''})
+                   'expires_ms', '', 'cancel_requested', '', 'recall', '1', 'avoid_pool', '',
+                   'copy_from_bucket', '', 'copy_from_key', '', 'cached', '',
+                   'cache_source', ''})
   job.f.replays = tostring(redis.call('HINCRBY', job.key, 'replays', 1))
   if job.whole then job.whole.replays = job.f.replays end
 end

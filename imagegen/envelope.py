@@ -28,10 +28,12 @@ __all__ = ["MAX_MESSAGE_BYTES", "CheckedTask", "MalformedMessageError", "check_e
 MAX_MESSAGE_BYTES = 256 * 1024
 _JOB_ID = re.compile(STORED_JOB_ID_PATTERN)
 # Delivery ids: {job_id}:{event}[:{replays}] for a job's and a chain's events, and
-# {job_id}:tenant.budget_warning:{daily|monthly} for a tenant's.
+# {job_id}:tenant.budget_warning:{daily|monthly}[:{YYYY-MM-DD|YYYY-MM}] for a tenant's (without
+# the period: a message queued before deliveries named it).
 _DELIVERY_ID = re.compile(
     STORED_JOB_ID_PATTERN.removesuffix("$")
-    + r":(?:(?:job|chain)\.[a-z_]{1,24}(?::\d{1,6})?|tenant\.budget_warning:(?:daily|monthly))$"
+    + r":(?:(?:job|chain)\.[a-z_]{1,24}(?::\d{1,6})?"
+    + r"|tenant\.budget_warning:(?:daily|monthly)(?::\d{4}-\d{2}(?:-\d{2})?)?)$"
 )
 _BODY_ENCODINGS = ("utf-8", "base64")
 _TASK_QUEUES = {GENERATE_TASK: JOB_QUEUES, DELIVER_TASK: (WEBHOOK_QUEUE,)}

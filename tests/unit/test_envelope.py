@@ -39,7 +39,13 @@ def test_our_own_messages_pass() -> None:
 
 @pytest.mark.parametrize(
     "delivery_id",
-    ["J1:job.budget_exceeded:2", "J1:chain.succeeded", "acme.J1:tenant.budget_warning:daily"],
+    [
+        "J1:job.budget_exceeded:2",
+        "J1:chain.succeeded",
+        "acme.J1:tenant.budget_warning:daily",
+        "acme.J1:tenant.budget_warning:daily:2026-12-07",
+        "acme.J1:tenant.budget_warning:monthly:2026-12",
+    ],
 )
 def test_every_kind_of_delivery_passes_the_gate(delivery_id: str) -> None:
     delivery = delivery_message_template().replace("__DELIVERY_ID__", delivery_id)

@@ -394,6 +394,27 @@ def test_a_replayed_job_starts_afresh_and_reserves_its_price(any_redis: Any) -> 
     assert (record.status, record.place) == (JobStatus.BUDGET_EXCEEDED, "final")
 
 
+def test_a_replayed_job_warns_of_the_soft_budget_it_crosses_on_another_day(
+    any_redis: Any,
+) -> None:
+    rig = Rig(any_redis)
+    rig.use_clock(datetime(2026, 12, 7, 12, tzinfo=UTC).timestamp() * 1000)
+    any_redis.hset(keys.tenant_key("acme"), "webhook_url", "https://example.com/hook")
+    rig.ledger.set_budget(Budget("acme", daily_soft=0.04))
+    [job] = rig.submit("acme")
+    rig.release_all()  # crosses today's soft budget: warned
+    rig.store.claim(job, "w1", LEASE_MS)
+    rig.store.finish(job, "w1", JobStatus.FAILED, {"error_code": "ValidationException"})
+    rig.tick(DAY_MS)
+    assert rig.store.replay([job]) == [job]
+    rig.release_all()  # crosses the next day's: warned again
+    listed = str(any_redis.hget(keys.job_key(job), "webhook_deliveries")).split(",")
+    assert [d for d in listed if "budget_warning:daily" in d] == [
+        f"{job}:tenant.budget_warning:daily:2026-12-07",
+        f"{job}:tenant.budget_warning:daily:2026-12-08",
+    ]
+
+
 # -- 12: smaller -----------------------------------------------------------------------------
 
 

@@ -75,7 +75,8 @@ local function add_budget_warning(job, period, kind, ctx)
   local url = redis.call('HGET', K.TENANT_PREFIX .. job.tenant, 'webhook_url')
   if not url or url == '' then url = job.f.webhook_url end
   if not url or url == '' then return '' end
-  local id = job.id .. ':tenant.budget_warning:' .. kind
+  -- One per period: a job (replayed, or reserving again) may cross the next day's too.
+  local id = job.id .. ':tenant.budget_warning:' .. kind .. ':' .. string.gsub(period, '^%a:', '')
   local webhook_id = 'msg_budget_' .. job.tenant .. '_' .. string.gsub(period, '[^%w-]', '_')
   return write_delivery(job, id, 'tenant.budget_warning', url, webhook_id, ctx)
 end

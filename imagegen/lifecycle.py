@@ -326,7 +326,8 @@ EFFECTS: dict[str, str] = {
     "book_lost_call": "a Bedrock call in flight when the lease ran out is booked as spent",
     "book_bought": "the image the attempt bought (if it did) becomes spend: its reservation, or "
     "its price",
-    "reset": "attempts, errors, deadline and cancel flag cleared; replays counted",
+    "reset": "a new run: attempts, errors, deadline, cancel flag, pool to avoid and object to "
+    "copy cleared; its price reserved again; a Replayed entry in the attempt log; replays counted",
 }
 
 

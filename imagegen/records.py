@@ -98,8 +98,13 @@ class WebhookDelivery(BaseModel):
     log: list[DeliveryAttempt] = Field(default_factory=list)
 
 
+# The attempt log's entry of a replay (``job_replay.lua`` writes it): a new run begins after it.
+REPLAYED = "Replayed"
+
+
 class AttemptEntry(BaseModel):
-    """One Bedrock attempt that did not end the job: what went wrong and what was decided."""
+    """One Bedrock attempt that did not end the job: what went wrong and what was decided (or,
+    ``error_code`` ``Replayed``, attempt 0: the job was replayed and a new run began)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -173,6 +178,11 @@ class JobRecord(BaseModel):
     @property
     def is_terminal(self) -> bool:
         return self.status.is_terminal
+
+    def this_run_log(self) -> list[AttemptEntry]:
+        """The attempt log since the last replay (all of it when never replayed)."""
+        starts = [i for i, entry in enumerate(self.attempt_log) if entry.error_code == REPLAYED]
+        return self.attempt_log[starts[-1] + 1 :] if starts else self.attempt_log
 
 
 class ChainStep(BaseModel):

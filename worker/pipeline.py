@@ -831,14 +831,14 @@ class _Attempt:
         opened this pool's circuit (while another pool serves the model)."""
         if self.pooled_name() is None:
             return False
-        earlier = sum(1 for entry in self.record.attempt_log if entry.error_code == error.code)
+        earlier = sum(1 for entry in self.record.this_run_log() if entry.error_code == error.code)
         if error.code == THROTTLED:
             return earlier < FREE_RETURNS_PER_ATTEMPT * self.services.settings.max_attempts
         others = self.other_pools()
         return others > 0 and opens_circuit(error.code, error.message) and earlier < others
 
     def fail_or_retry(self, error: JobError) -> JobOutcome:
-        earlier = sum(1 for entry in self.record.attempt_log if entry.error_code == error.code)
+        earlier = sum(1 for entry in self.record.this_run_log() if entry.error_code == error.code)
         free = self.pool_return(error)
         decision = self.services.policy.decide(error, self.number, earlier)
         if free:

@@ -193,6 +193,25 @@ def test_an_image_in_the_wrong_format_is_retried_once_then_fails(rig: Rig) -> No
     assert (record.status, record.error_code) == (JobStatus.FAILED, "InvalidModelOutput")
 
 
+def test_a_replayed_job_has_its_retries_again(rig: Rig) -> None:
+    job = rig.submit(output_format="webp")
+    for _ in range(2):
+        rig.answer(bedrock_payload("png"))
+        rig.run(job.job_id)
+    assert rig.client.get(job.job_id).status is JobStatus.FAILED  # "seen twice"
+    assert rig.services.store.replay([job.job_id]) == [job.job_id]
+    rig.answer(bedrock_payload("png"))
+    # The new run's first wrong image is retried, as a new job's would be.
+    assert rig.run(job.job_id).status == RETRY_SCHEDULED
+    log = rig.client.get(job.job_id).attempt_log
+    assert [entry.error_code for entry in log] == [
+        "InvalidModelOutput",
+        "InvalidModelOutput",
+        "Replayed",
+        "InvalidModelOutput",
+    ]
+
+
 def test_a_rerun_adopts_the_image_an_earlier_attempt_uploaded(rig: Rig) -> None:
     """A worker died after the upload but before recording: no second Bedrock call."""
     job = rig.submit()
@@ -413,7 +432,8 @@ def test_a_failed_job_lands_in_the_dead_letter_set_and_replays(rig: Rig) -> None
     rig.run(job.job_id)
     record = rig.client.get(job.job_id)
     assert (record.status, record.attempts, record.replays) == (JobStatus.SUCCEEDED, 1, 1)
-    assert [e.error_code for e in record.attempt_log] == ["AccessDeniedException"]
+    # The last run's entries stay, then the replay's: the new run began there.
+    assert [e.error_code for e in record.attempt_log] == ["AccessDeniedException", "Replayed"]
 
 
 def test_a_job_the_quota_has_no_room_for_waits_in_redis_not_in_a_worker(

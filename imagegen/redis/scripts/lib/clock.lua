@@ -41,6 +41,17 @@ local function periods_at(ms)
          (days + 1) * DAY_MS, days_from_civil(next_y, next_m, 1) * DAY_MS
 end
 
+-- `ms` as an ISO 8601 UTC time with milliseconds (what the attempt log's `at` holds).
+local function iso_utc(ms)
+  local days = math.floor(ms / DAY_MS)
+  local y, m, d = civil_from_days(days)
+  local rest = ms - days * DAY_MS
+  local hours = math.floor(rest / 3600000)
+  local minutes = math.floor((rest - hours * 3600000) / 60000)
+  local seconds = (rest - hours * 3600000 - minutes * 60000) / 1000
+  return string.format('%04d-%02d-%02dT%02d:%02d:%06.3fZ', y, m, d, hours, minutes, seconds)
+end
+
 -- The settings job scripts share (ARGV[2..6]): retention s, webhook grace ms, the delivery
 -- message template ('' for scripts that add no delivery), ledger ttl s, tenants' weights (JSON). Until a script reads them (and in
 -- scripts that do not take them), tenants' weights are their records' or 1.

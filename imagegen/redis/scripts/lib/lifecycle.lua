@@ -247,8 +247,13 @@ end
 
 -- A replay starts a new run: what the last one left (a pool to avoid, an object to copy) goes,
 -- and it must buy its own image (`recall`: its release reserves the price, whatever the
--- last run was billed).
+-- last run was billed). Its attempt log keeps the last runs' entries, then a `Replayed` one:
+-- the retry policy counts only the entries after it.
 EFFECTS.reset = function(job)
+  local log = redis.call('HGET', job.key, 'attempt_log') or ''
+  set_fields(job, {'attempt_log', log .. '{"attempt":0,"at":"' .. iso_utc(NOW_MS) ..
+                   '","error_code":"Replayed","message":"replayed: a new run",' ..
+                   '"retry_in_s":null}\n'})
   set_fields(job, {'attempts', 0, 'finished_ms', '', 'started_ms', '', 'claimed_ms', '',
                    'next_attempt_ms', '', 'error_code', '', 'error_message', '',
                    'expires_ms', '', 'cancel_requested', '', 'recall', '1', 'avoid_pool', '',

@@ -98,13 +98,13 @@ class WebhookDelivery(BaseModel):
     log: list[DeliveryAttempt] = Field(default_factory=list)
 
 
-# The attempt log's entry of a replay (``job_replay.lua`` writes it): a new run begins after it.
+# The attempt log's entry of a replay (``job_replay.lua`` writes it, as attempt 0): a new run
+# begins after it.
 REPLAYED = "Replayed"
 
 
 class AttemptEntry(BaseModel):
-    """One Bedrock attempt that did not end the job: what went wrong and what was decided (or,
-    ``error_code`` ``Replayed``, attempt 0: the job was replayed and a new run began)."""
+    """One Bedrock attempt that did not end the job: what went wrong and what was decided."""
 
     model_config = ConfigDict(frozen=True)
 

@@ -24,7 +24,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from imagegen import tracing
 from imagegen.errors import BedrockCallError
-from imagegen.records import JobRecord, JobTrace
+from imagegen.records import REPLAYED, JobRecord, JobTrace
 from imagegen.ssrf import VettedTarget
 
 __all__ = [
@@ -68,19 +68,25 @@ def after_redrive(record: JobRecord, attempt: int) -> bool:
 def record_wait(
     record: JobRecord, attempt: int, trace: JobTrace, parent: Context | None, now_ms: int
 ) -> None:
-    """The wait that ended with this attempt's release: from submit (the first attempt) or
-    from the job's return to the dispatcher (a retry: the last entry of its attempt log). After
-    a redrive, when the job went back is not recorded: there is no wait span then (the
-    attempt's span says ``imagegen.after_redrive``)."""
+    """The wait that ended with this attempt's release: from submit (the first attempt), from
+    the job's return to the dispatcher (a retry: the last entry of its attempt log) or from its
+    replay (the first attempt of a new run: the log's ``Replayed`` entry). After a redrive,
+    when the job went back is not recorded: there is no wait span then (the attempt's span says
+    ``imagegen.after_redrive``)."""
     if after_redrive(record, attempt):
         return
-    retried = attempt > 1
-    since: datetime = record.attempt_log[-1].at if retried else record.created_at
+    last = record.attempt_log[-1] if record.attempt_log else None
+    since_what = "submit"
+    if attempt > 1 and last is not None:
+        since_what = "retry"
+    elif last is not None and last.error_code == REPLAYED:
+        since_what = "replay"
+    since: datetime = last.at if last is not None and since_what != "submit" else record.created_at
     attributes = _job_attributes(record, attempt)
-    attributes["imagegen.wait.since"] = "retry" if retried else "submit"
-    if not retried and trace.position_at_submit is not None:
+    attributes["imagegen.wait.since"] = since_what
+    if since_what == "submit" and trace.position_at_submit is not None:
         attributes["imagegen.queue.position"] = trace.position_at_submit
-    if not retried and trace.share_at_submit is not None:
+    if since_what == "submit" and trace.share_at_submit is not None:
         attributes["imagegen.tenant.share"] = trace.share_at_submit
     tracing.record_ended_span(
         f"wait {record.priority}",

@@ -26,6 +26,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 
 from imagegen import tracing
 from imagegen.bedrock import make_bedrock_client
+from imagegen.records import JobStatus
 from imagegen.redis import keys
 from imagegen.settings import Settings
 from producer.api import create_app
@@ -334,3 +335,27 @@ def test_an_attempt_after_a_redrive_says_so_and_has_no_wait_of_its_own(
     assert attempt.attributes["imagegen.attempt"] == 2
     assert attempt.attributes["imagegen.after_redrive"] is True
     assert named(spans, "wait interactive") == []
+
+
+def test_a_replayed_jobs_wait_starts_at_its_replay(
+    stack: Stack, exported: InMemorySpanExporter
+) -> None:
+    job_id = stack.http.post("/v1/jobs", json={"request": {"prompt": "a lighthouse"}}).json()[
+        "job_id"
+    ]
+    released(stack, job_id)
+    store = stack.services.store
+    store.claim(job_id, "w1", 60_000)
+    store.finish(job_id, "w1", JobStatus.FAILED, {"error_code": "AccessDeniedException"})
+    time.sleep(0.05)
+    replayed_at = time.time_ns()
+    assert store.replay([job_id]) == [job_id]
+    released(stack, job_id)
+    services = dataclasses.replace(stack.services, bedrock=stack.good_bedrock)
+    assert run_job(job_id, services, "worker-2").status == "succeeded"
+
+    [wait] = named(list(exported.get_finished_spans()), "wait interactive")
+    assert wait.attributes is not None
+    assert wait.attributes["imagegen.wait.since"] == "replay"
+    assert wait.start_time is not None
+    assert wait.start_time >= replayed_at - 5_000_000  # from the replay, not the submission

@@ -38,6 +38,7 @@ from imagegen.messages import (
     NONCE_PLACEHOLDER,
     WEBHOOK_QUEUE,
 )
+from imagegen.records import REPLAYED
 from imagegen.redis import keys
 from imagegen.redis.replica_ack import AckedPipeline, ReplicaAck
 
@@ -89,6 +90,7 @@ _CONSTANTS = {
     "DELIVERY_ID": DELIVERY_ID_PLACEHOLDER,
     "JOB_ID": JOB_ID_PLACEHOLDER,
     "NONCE": NONCE_PLACEHOLDER,
+    "REPLAYED": REPLAYED,
 }
 
 

@@ -7,7 +7,7 @@
 -- Touches: K.DLQ, K.WEBHOOKS_DLQ, K.WEBHOOKS_DISABLED, K.SPEND_TENANTS.
 -- Returns {jobs, deliveries, endpoints, tenants} removed.
 local oldest = NOW_MS - 1000 * tonumber(ARGV[2])
-local MONTH_MS = 31 * 86400000
+local MONTH_MS = 31 * DAY_MS
 return {redis.call('ZREMRANGEBYSCORE', K.DLQ, '-inf', oldest),
         redis.call('ZREMRANGEBYSCORE', K.WEBHOOKS_DLQ, '-inf', oldest),
         redis.call('ZREMRANGEBYSCORE', K.WEBHOOKS_DISABLED, '-inf', oldest),

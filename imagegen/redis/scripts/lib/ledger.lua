@@ -4,15 +4,14 @@
 local function spend_key(tenant, period) return K.SPEND_PREFIX .. tenant .. ':' .. period end
 
 -- When the period a ledger counts ends (ms): d:YYYY-MM-DD at the next midnight (UTC), m:YYYY-MM
--- at the first of the next month.
+-- at the first of the next month (periods_at, from the period's first day).
 local function period_end_ms(period)
-  local y, m, d = string.match(period, '^d:(%d+)-(%d+)-(%d+)$')
-  if y then return (days_from_civil(tonumber(y), tonumber(m), tonumber(d)) + 1) * DAY_MS end
-  y, m = string.match(period, '^m:(%d+)-(%d+)$')
-  if not y then return NOW_MS end
-  y, m = tonumber(y), tonumber(m) + 1
-  if m > 12 then y, m = y + 1, 1 end
-  return days_from_civil(y, m, 1) * DAY_MS
+  local kind, y, m, d = string.match(period, '^([dm]):(%d+)-(%d+)-?(%d*)$')
+  if not kind then return NOW_MS end
+  local first_day = days_from_civil(tonumber(y), tonumber(m), tonumber(d) or 1)
+  local _, _, day_ends, month_ends = periods_at(first_day * DAY_MS)
+  if kind == 'd' then return day_ends end
+  return month_ends
 end
 
 -- A ledger (or a list of its days) is kept `ttl` seconds (spend_retention_days) after its

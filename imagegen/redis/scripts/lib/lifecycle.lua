@@ -252,7 +252,7 @@ end
 EFFECTS.reset = function(job)
   local log = redis.call('HGET', job.key, 'attempt_log') or ''
   set_fields(job, {'attempt_log', log .. '{"attempt":0,"at":"' .. iso_utc(NOW_MS) ..
-                   '","error_code":"Replayed","message":"replayed: a new run",' ..
+                   '","error_code":"' .. K.REPLAYED .. '","message":"replayed: a new run",' ..
                    '"retry_in_s":null}\n'})
   set_fields(job, {'attempts', 0, 'finished_ms', '', 'started_ms', '', 'claimed_ms', '',
                    'next_attempt_ms', '', 'error_code', '', 'error_message', '',

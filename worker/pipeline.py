@@ -825,13 +825,13 @@ class _Attempt:
         configured = self.services.settings.configured_pools(model_id)
         return sum(1 for p in configured if p.name != self.pool.name)
 
-    def pool_return(self, error: JobError) -> bool:
+    def pool_return(self, error: JobError, earlier: int) -> bool:
         """Whether the failure is the pool's and another pool should take the job, without
         spending one of its attempts: a throttle (another pool's token), or a denial that
-        opened this pool's circuit (while another pool serves the model)."""
+        opened this pool's circuit (while another pool serves the model). ``earlier``: the
+        run's earlier failures with the same code."""
         if self.pooled_name() is None:
             return False
-        earlier = sum(1 for entry in self.record.this_run_log() if entry.error_code == error.code)
         if error.code == THROTTLED:
             return earlier < FREE_RETURNS_PER_ATTEMPT * self.services.settings.max_attempts
         others = self.other_pools()
@@ -839,7 +839,7 @@ class _Attempt:
 
     def fail_or_retry(self, error: JobError) -> JobOutcome:
         earlier = sum(1 for entry in self.record.this_run_log() if entry.error_code == error.code)
-        free = self.pool_return(error)
+        free = self.pool_return(error, earlier)
         decision = self.services.policy.decide(error, self.number, earlier)
         if free:
             decision = Decision(retry=True, delay_s=0.0, reason="another pool")

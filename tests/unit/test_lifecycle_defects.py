@@ -83,6 +83,14 @@ class Rig:
         while self.dispatch.release(MODEL).released:
             pass
 
+    def calling(self, tenant: str, owner: str) -> str:
+        """A new job of ``tenant``, released, claimed by ``owner`` and its call marked."""
+        [job] = self.submit(tenant)
+        self.release_all()
+        self.store.claim(job, owner, LEASE_MS)
+        assert self.store.mark_calling(job, owner, calling=True) is CallMark.OK
+        return job
+
 
 def commands(redis: Any) -> int:
     """Commands Redis has run so far (a real Redis)."""
@@ -248,10 +256,7 @@ def test_a_follower_follows_only_a_job_already_released_or_running(any_redis: An
 def test_an_attempt_that_lost_its_lease_books_nothing_more(any_redis: Any) -> None:
     rig = Rig(any_redis)
     rig.use_clock(time.time() * 1000)
-    [job] = rig.submit("acme")
-    rig.release_all()
-    rig.store.claim(job, "slow", LEASE_MS)
-    assert rig.store.mark_calling(job, "slow", calling=True) is CallMark.OK
+    job = rig.calling("acme", "slow")
     rig.tick(LEASE_MS + 1)
     assert rig.store.redrive_due() == [job]  # books the call it found in flight
     late = rig.store.finish(job, "slow", JobStatus.SUCCEEDED, {"s3_key": "k"}, bought=True)
@@ -380,10 +385,7 @@ def test_a_job_that_waited_for_its_budget_once_reserves_only_when_it_must_call(
 def test_a_replayed_job_starts_afresh_and_reserves_its_price(any_redis: Any) -> None:
     rig = Rig(any_redis)
     rig.use_clock(time.time() * 1000)
-    [job] = rig.submit("acme")
-    rig.release_all()
-    rig.store.claim(job, "w1", LEASE_MS)
-    assert rig.store.mark_calling(job, "w1", calling=True) is CallMark.OK
+    job = rig.calling("acme", "w1")
     failed = {"error_code": "InvalidModelOutput"}
     rig.store.finish(job, "w1", JobStatus.FAILED, failed, bought=True)  # billed, then failed
     rig.ledger.set_budget(Budget("acme", daily_hard=0.04, on_exceed="fail"))  # all spent

@@ -21,7 +21,7 @@ def pools_settings(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
             "pools": (
-                PoolSpec(name="eu", region="eu-central-1", models=(CORE,), rpm=600),
+                PoolSpec(name="eu", region="eu-central-1", models=(CORE,), rpm=1),
                 PoolSpec(name="us", region="us-west-2", models=(CORE, ULTRA), rpm=600),
             )
         }

@@ -173,6 +173,28 @@ def test_without_a_rate_limit_only_the_lookahead_bounds_a_release(any_redis: Any
     assert released.next_s == float("inf")  # only a claim makes room
 
 
+def test_without_a_rate_limit_jobs_are_released_in_batches_as_they_are_claimed(
+    any_redis: Any,
+) -> None:
+    rig = Rig(any_redis, rate_limit_rpm=0)
+    rig.submit("acme", 200)
+    lookahead = rig.dispatch.lookahead(rig.model)
+    batch = lookahead // 4
+    assert len(rig.release()) == lookahead
+    released_key = keys.dispatch_keys(rig.model).released
+    for claimed in range(1, batch + 1):
+        [first] = any_redis.zrange(released_key, 0, 0)
+        assert rig.store.claim(first, "w", LEASE_MS).state is ClaimState.CLAIMED
+        again = rig.dispatch.release(rig.model)
+        if claimed < batch:
+            # Plenty still released for the workers: nothing goes, and only a claim makes room.
+            assert (again.released, again.next_s) == (0, float("inf"))
+        else:
+            # A quarter of the lookahead is free: one run releases it all.
+            assert again.released == batch
+    assert any_redis.zcard(released_key) == lookahead
+
+
 def test_released_jobs_stay_within_a_few_seconds_of_the_rate(any_redis: Any) -> None:
     rig = Rig(any_redis, rate_limit_rpm=600, dispatch_lookahead_s=0.5)
     rig.submit("acme", 20)

@@ -56,7 +56,8 @@
 --   weight, finish, state, delayed, released, active) and imagegen:dispatch:models.
 -- Returns {released, next_ms, tenant queues ready}: next_ms is when a release can next succeed
 -- (ms from now; '0' now), '-1' when nothing waits or is due, '-2' when only a claim or a
--- finished job can make room (the model's caps are full).
+-- finished job can make room (the model's caps are full, or released jobs not yet claimed
+-- fill more than three quarters of the lookahead).
 local ctx = job_context(ARGV)
 local model = ARGV[ARG0]
 local base = dispatch_base(model)
@@ -90,6 +91,15 @@ if redis.call('EXISTS', tenants_key) == 0 then
     end
     return {0, tostring(due - NOW), 0}
   end
+end
+
+-- Released jobs still enough to keep the workers busy: the run waits until a batch's room is
+-- free (a quarter of the lookahead), so a model without a quota or with a high one releases
+-- in batches, not one job per finished job. Only a claim can make that room ('-2').
+local refill_at = math.max(1, math.floor(lookahead / 4))
+local released_n = redis.call('ZCARD', released_key)
+if lookahead - released_n < refill_at then
+  return {0, '-2', redis.call('ZCARD', tenants_key)}
 end
 
 -- Paused queues whose time came, then retries whose time came.
@@ -156,7 +166,6 @@ if limited then
   -- Two tokens at least, so a release run a little late loses none of the quota.
   tokens, rate, bucket = load_bucket(KEYS[1], configured, math.max(burst, 2), floor, NOW)
 end
-local released_n = redis.call('ZCARD', released_key)
 local active_n = model_cap > 0 and redis.call('ZCARD', active_key) or 0
 local function room()
   local free = lookahead - released_n

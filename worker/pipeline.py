@@ -213,9 +213,9 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
             span.set_attribute("imagegen.job.outcome", outcome.status)
             return outcome
     except BaseException:
-        # The claim marked a call this attempt never made: give the mark back, or the redrive
+        # The record marks a call this attempt never made: give the mark back, or the redrive
         # would book an image nobody bought when the lease runs out.
-        if claim.call_marked and (attempt is None or attempt.call_marked):
+        if attempt.call_marked if attempt is not None else claim.call_marked:
             _give_back_call_mark(services, job_id, owner)
         raise
 
@@ -287,7 +287,9 @@ class _Attempt:
         call_marked: bool = False,
     ) -> None:
         self.record = record
-        # The claim marked this attempt's Bedrock call (nothing to fetch or copy first).
+        # The record marks a Bedrock call this attempt has not started (the claim marked it:
+        # nothing to fetch or copy first; or no replica confirmed the attempt's own mark): an
+        # attempt that breaks while it holds one gives it back.
         self.call_marked = call_marked
         self.idempotency = idempotency
         self.request = request
@@ -421,6 +423,9 @@ class _Attempt:
             return None
         if mark is CallMark.BUDGET:
             return _NO_BUDGET
+        if mark is CallMark.UNCONFIRMED:
+            # Written on the primary: held until the retry clears it (or it is given back).
+            self.call_marked = True
         if mark in (CallMark.LEASE, CallMark.UNCONFIRMED):
             return _NotCalled(mark)
         log.info("job calling Bedrock", extra=self.facts())

@@ -353,6 +353,36 @@ def test_an_attempt_that_breaks_before_its_call_gives_the_claims_mark_back(
     assert (today.spent_usd, today.reserved_usd) == (0, pytest.approx(0.04))
 
 
+def test_a_call_mark_no_replica_confirmed_is_given_back_when_the_retry_cannot_be_written(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    job = submit_with_an_input(rig)  # its mark is written before its call, not by its claim
+    monkeypatch.setattr("worker.pipeline.fetch_inputs", lambda *_, **__: fetched_input())
+    store = rig.services.store
+    mark_calling = store.mark_calling
+
+    def unconfirmed(job_id: str, owner: str, calling: bool) -> CallMark:
+        written = mark_calling(job_id, owner, calling)
+        return CallMark.UNCONFIRMED if calling else written
+
+    def redis_down(*_: Any, **__: Any) -> bool:
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(store, "mark_calling", unconfirmed)
+    monkeypatch.setattr(store, "release_for_retry", redis_down)
+    with pytest.raises(redis.ConnectionError):
+        rig.run(job.job_id)
+    # Its lease runs out: it waits again, and nobody is charged for the call never made.
+    assert forced_redrive(rig, job.job_id) == [job.job_id]
+    record = rig.client.get(job.job_id)
+    assert record.status is JobStatus.QUEUED
+    assert not record.cost_usd
+    today = rig.services.ledger.period(None, periods()[0])
+    assert today.spent_usd == 0
+
+
 def test_a_job_whose_stored_request_no_longer_reads_fails_and_costs_nothing(rig: Rig) -> None:
     job = rig.submit()
     # A request stored before its model's request type was made stricter.

@@ -182,7 +182,14 @@ def run_job(job_id: str, services: Services, owner: str) -> JobOutcome:
     # The claim marks the call of an attempt that calls Bedrock straight after it; not while a
     # first attempt may look in S3 for the image of a record Redis lost.
     calls_at_once = services.lost_images is None or not services.lost_images.recent()
-    claim = services.store.claim(job_id, owner, lease_ms, call=calls_at_once)
+    try:
+        claim = services.store.claim(job_id, owner, lease_ms, call=calls_at_once)
+    except redis.RedisError:
+        # The answer may be lost on the way, the claim and its call mark made: give the mark
+        # back (a no-op when this owner holds no lease), so the redrive books no call.
+        if calls_at_once:
+            _give_back_call_mark(services, job_id, owner)
+        raise
     if claim.state is not ClaimState.CLAIMED or claim.record is None:
         log.info(
             "job skipped",

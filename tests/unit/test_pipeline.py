@@ -383,6 +383,30 @@ def test_a_call_mark_no_replica_confirmed_is_given_back_when_the_retry_cannot_be
     assert today.spent_usd == 0
 
 
+def test_a_claim_whose_answer_is_lost_gives_its_call_mark_back(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    job = rig.submit()  # a first attempt: its claim marks the call
+    store = rig.services.store
+    claim = store.claim
+
+    def answer_lost(*args: Any, **kwargs: Any) -> Any:
+        made = claim(*args, **kwargs)
+        assert made.call_marked
+        raise redis.ConnectionError("connection dropped before the answer came")
+
+    monkeypatch.setattr(store, "claim", answer_lost)
+    with pytest.raises(redis.ConnectionError):
+        rig.run(job.job_id)
+    # Its lease runs out: it waits again, and nobody is charged for a call never made.
+    assert forced_redrive(rig, job.job_id) == [job.job_id]
+    record = rig.client.get(job.job_id)
+    assert record.status is JobStatus.QUEUED
+    assert not record.cost_usd
+
+
 def test_a_job_whose_stored_request_no_longer_reads_fails_and_costs_nothing(rig: Rig) -> None:
     job = rig.submit()
     # A request stored before its model's request type was made stricter.

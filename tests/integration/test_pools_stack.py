@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 POOLS_STACK_DB = 2
 CORE = "stability.stable-image-core-v1:1"
 WEST, EAST = "us-west-2", "us-east-1"
+POOL_RPM = 300.0
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,9 @@ def pools_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         quota_rpm=6000,
         quota_burst=50,
         extra_env={**FAST_RETRIES, "IMAGEGEN_POOL_CIRCUIT_OPEN_S": "30"},
-        pools=(EmulatedPool("west", WEST, 1200.0), EmulatedPool("east", EAST, 1200.0)),
+        # A call every 200 ms each: a worker reports a pool's failure well before a token
+        # releases another job to it.
+        pools=(EmulatedPool("west", WEST, POOL_RPM), EmulatedPool("east", EAST, POOL_RPM)),
     )
     yield running
     running.stop()
@@ -112,7 +115,11 @@ def test_a_pool_answering_503_or_access_denied_costs_no_job(pools_stack: Stack) 
 
         set_pool(pools_stack, WEST, {"denied_models": [CORE]})
         with Client(settings) as client:
-            denied = submit(client, 20)
+            # The least used pool (west) takes the first job and denies it; the rest follow.
+            first = submit(client, 1)
+            wait_all(client, first, timeout_s=60)
+            assert [c["pool"] for c in calls_of(pools_stack, first)] == ["west", "east"]
+            denied = first + submit(client, 19)
             records = wait_all(client, denied, timeout_s=60)
             assert [r.status for r in records] == [JobStatus.SUCCEEDED] * 20
             assert all(r.attempts == 1 for r in records)  # a denial spends no attempt
@@ -123,9 +130,9 @@ def test_a_pool_answering_503_or_access_denied_costs_no_job(pools_stack: Stack) 
             "AccessDeniedException",
         )
         denied_calls = [c for c in calls_of(pools_stack, denied) if c["pool"] == "west"]
-        assert len(denied_calls) <= 2  # the circuit opened at the first denial
+        assert len(denied_calls) == 1  # the circuit opened at the first denial
     finally:
-        set_pool(pools_stack, WEST, {"quota_rpm": 1200, "quota_burst": 50})
+        set_pool(pools_stack, WEST, {"quota_rpm": POOL_RPM, "quota_burst": 50})
 
 
 def test_a_resident_tenants_calls_stay_in_its_pool(pools_stack: Stack) -> None:

@@ -7,6 +7,7 @@ import io
 import json
 import socket
 import struct
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -212,10 +213,11 @@ def test_fault_rates_hold_and_repeat_with_the_same_seed(start_emulator: Any) -> 
 
 def test_the_quota_throttles_beyond_its_rate(start_emulator: Any) -> None:
     url = start_emulator(quota_rpm=60, quota_burst=5)
+    client = bedrock(url)  # made once: the ten calls take well under a second
     outcomes = []
     for _ in range(10):
         try:
-            invoke(url, {"prompt": "a"})
+            client.invoke_model(modelId=MODEL, body=json.dumps({"prompt": "a"}))
             outcomes.append("ok")
         except ClientError as e:
             outcomes.append(e.response["Error"]["Code"])
@@ -226,17 +228,22 @@ def test_the_quota_throttles_beyond_its_rate(start_emulator: Any) -> None:
 
 
 def test_the_concurrency_cap_throttles_calls_beyond_it(start_emulator: Any) -> None:
-    url = start_emulator(max_concurrency=2, latency_ms=600)
+    url = start_emulator(max_concurrency=2, latency_ms=2000)
+    # Clients made first, and the four calls sent together: all four arrive while the first
+    # two are still being answered.
+    clients = [bedrock(url) for _ in range(4)]
+    together = threading.Barrier(4)
 
-    def call(_: int) -> str:
+    def call(client: Any) -> str:
+        together.wait()
         try:
-            invoke(url, {"prompt": "a"})
+            client.invoke_model(modelId=MODEL, body=json.dumps({"prompt": "a"}))
         except ClientError as e:
             return str(e.response["Error"]["Code"])
         return "ok"
 
     with ThreadPoolExecutor(4) as pool:
-        outcomes = list(pool.map(call, range(4)))
+        outcomes = list(pool.map(call, clients))
     assert sorted(outcomes) == ["ThrottlingException"] * 2 + ["ok"] * 2
 
 

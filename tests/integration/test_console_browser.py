@@ -19,6 +19,7 @@ import pytest
 from devstack.stack import Stack
 from imagegen.records import JobStatus
 from imagegen.store.quota_history import SAMPLE_EVERY_S, QuotaHistory
+from imagegen.store.spend import Budget
 from producer.client import Client
 from tests.integration.conftest import FAST_RETRIES, start_stack, wait_all
 
@@ -116,13 +117,15 @@ def test_a_tenant_submits_follows_opens_and_cancels(
         assert page.inner_text("#job-status") == "succeeded"
         shot(page, "job")
 
-        # A waiting job (the quota allows one call every 6 s) is canceled from its page.
+        # A waiting job (its tenant's daily budget is used up) is canceled from its page.
+        client.set_budget(Budget("acme", daily_hard=0.0))
         waiting = client.submit("a job that waits its turn", tenant="acme")
         page.goto(f"{url}/console/jobs/{waiting.job_id}")
         page.click("#cancel")
         page.wait_for_selector("#job-status")
         assert page.inner_text("#job-status") == "canceled"
         assert client.get(waiting.job_id).status is JobStatus.CANCELED
+        client.set_budget(Budget("acme"))
         shot(page, "canceled")
 
         answer = page.goto(f"{url}/console/jobs/{rival.job_id}")
@@ -152,8 +155,8 @@ def test_a_waiting_jobs_page_turns_succeeded_with_its_image_without_a_reload(
         _, key = client.api_keys.create("waiter")
         log_in(page, url, key)
         page.wait_for_selector("#live-state[data-state=live]")
-        # One call every 6 s: the job ahead takes the quota's one token, this one waits.
-        client.submit("a job ahead in the queue", tenant="waiter")
+        # It waits until its tenant's daily budget, used up, is raised.
+        client.set_budget(Budget("waiter", daily_hard=0.0))
         job = client.submit("A lighthouse keeper waiting for the dawn", tenant="waiter")
         page.goto(f"{url}/console/jobs/{job.job_id}")
         assert page.inner_text("#job-status") == "queued"
@@ -161,6 +164,7 @@ def test_a_waiting_jobs_page_turns_succeeded_with_its_image_without_a_reload(
         page.wait_for_selector("#live-state[data-state=live]")
         shot(page, "job-waiting")
         page.evaluate("() => { window.loadedOnce = true; }")
+        client.set_budget(Budget("waiter"))
         page.wait_for_selector("#job-status:text-is('succeeded')", timeout=60_000)
         page.wait_for_function("() => document.querySelector('img.full').naturalWidth > 0")
         assert page.evaluate("() => window.loadedOnce === true")  # the same page: no reload
@@ -175,7 +179,7 @@ def test_a_chains_page_shows_its_steps_as_they_finish(
     with Client(stack.settings()) as client:
         _, key = client.api_keys.create("chainer")
         log_in(page, url, key)
-        client.submit("a job ahead of the chain", tenant="chainer")  # takes the quota's token
+        client.set_budget(Budget("chainer", daily_hard=0.0))  # the chain waits until raised
         _, steps = client.submit_chain(
             [
                 {"request": {"prompt": "A red apple on a wooden table"}},
@@ -187,7 +191,9 @@ def test_a_chains_page_shows_its_steps_as_they_finish(
         page.goto(f"{url}/console/jobs/{last}")  # the last step waits for the first
         assert page.inner_text("#job-status") == "queued"
         assert page.get_attribute(f"#step-{first}", "data-status") == "queued"
+        page.wait_for_selector("#live-state[data-state=live]")
         page.evaluate("() => { window.loadedOnce = true; }")
+        client.set_budget(Budget("chainer"))
         page.wait_for_selector(f"#step-{first}[data-status=succeeded] img.thumb", timeout=60_000)
         page.wait_for_selector("#job-status:text-is('succeeded')", timeout=60_000)
         page.wait_for_function("() => document.querySelector('img.full').naturalWidth > 0")

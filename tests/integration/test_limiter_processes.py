@@ -13,6 +13,7 @@ import redis
 from imagegen.contract import JobSpec
 from imagegen.records import NewJob
 from imagegen.redis import keys
+from imagegen.redis.scripts import Scripts
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.jobs import JobStore
@@ -41,7 +42,10 @@ def hammer(
     start_at: float,
     results: multiprocessing.Queue,  # type: ignore[type-arg]
 ) -> None:
-    dispatch = Dispatch(redis.Redis.from_url(redis_url, decode_responses=True), make_settings())
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    dispatch = Dispatch(client, make_settings())
+    # Connected, and the scripts found loaded, before the window: its first run is a release.
+    Scripts.of(client).load()
     released = runs = 0
     end_at = start_at + DURATION_S
     time.sleep(max(0.0, start_at - time.time()))

@@ -52,7 +52,8 @@ def chromium(tmp_path: Path, *args: str) -> str:
     return done.stdout
 
 
-def flower_workers(request: urllib.request.Request) -> dict[str, object]:
+def flower_api(request: urllib.request.Request) -> dict[str, object]:
+    """A Flower API answer (workers or tasks, by id)."""
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)  # type: ignore[no-any-return]
 
@@ -72,10 +73,18 @@ def test_flower_shows_the_fleet_and_never_a_prompt(stack: Stack, tmp_path: Path)
         url + "/api/workers?refresh=1", headers={"Authorization": f"Basic {basic}"}
     )
     deadline = time.monotonic() + 30
-    while not flower_workers(ask):
+    while not flower_api(ask):
         assert time.monotonic() < deadline, "Flower never saw the worker"
         time.sleep(0.3)
-    time.sleep(1)  # Flower's event stream is connected: what follows is seen from the start
+    # Flower's event stream is connected once it lists a task: what follows is seen from the
+    # start.
+    tasks = urllib.request.Request(url + "/api/tasks", headers={"Authorization": f"Basic {basic}"})
+    with Client(stack.settings()) as client:
+        warm_up = client.submit("a warm-up picture")
+        deadline = time.monotonic() + 30
+        while warm_up.job_id not in flower_api(tasks):
+            assert time.monotonic() < deadline, "Flower never listed a task"
+            time.sleep(0.3)
 
     # A raw job built the usual Celery way carries its prompt in the message: the gate must
     # keep it from Flower too.

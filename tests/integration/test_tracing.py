@@ -6,6 +6,7 @@ call, form one connected trace, and the receiver's request carries it on."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import httpx2 as httpx
@@ -82,8 +83,26 @@ def test_one_connected_trace_from_the_api_request_to_the_webhook_post(
     job = response.json()
     assert job["trace_id"] == TRACE_ID
 
+    # Every span read below, from both processes (each exports in its own batches).
+    expected = Counter(
+        {
+            "POST /v1/jobs": 1,
+            "send interactive": 1,
+            "wait interactive": 2,
+            "process interactive": 2,
+            "BedrockRuntime.InvokeModel": 2,
+            "S3.PutObject": 1,
+            "POST": 2,
+        }
+    )
+
+    def complete() -> bool:
+        found = collector.trace(TRACE_ID)
+        names = Counter(span.name for span in found)
+        return len(found) >= 14 and all(names[n] >= k for n, k in expected.items())
+
     deadline = time.monotonic() + 60
-    while len(collector.trace(TRACE_ID)) < 14 or len(receiver.received("/traced")) < 2:
+    while not complete() or len(receiver.received("/traced")) < 2:
         assert time.monotonic() < deadline, [s.name for s in collector.trace(TRACE_ID)]
         time.sleep(0.2)
     time.sleep(0.5)  # whatever else is on its way

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from devstack.receiver import Receiver
 
 __all__ = [
     "Receiver",
+    "ScriptClock",
     "TrickleServer",
     "bedrock_payload",
     "emulator_stats",
@@ -32,6 +34,20 @@ __all__ = [
 from PIL import Image
 
 PIL_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+
+
+class ScriptClock:
+    """Every script run on ``redis`` from now on reads this clock (ms, from now or ``start_ms``)
+    instead of the Redis server's; only ``tick`` moves it."""
+
+    def __init__(self, redis: Any, start_ms: float | None = None) -> None:
+        from imagegen.redis.scripts import Scripts
+
+        self.now_ms = float(int(time.time() * 1000)) if start_ms is None else start_ms
+        Scripts.of(redis).clock = lambda: self.now_ms
+
+    def tick(self, ms: float) -> None:
+        self.now_ms += ms
 
 
 def image_bytes(fmt: str = "png", size: tuple[int, int] = (64, 48)) -> bytes:

@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 from imagegen.contract import JobSpec
 from imagegen.records import JobStatus, NewJob
 from imagegen.redis import keys
-from imagegen.redis.scripts import Scripts
 from imagegen.settings import Settings
 from imagegen.store.context import JobContext
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import Caps, ClaimState, CreateOutcome, JobStore
+from tests.support import ScriptClock
 
 QUEUES = ("interactive", "batch")
 RETENTION_S = 3600
@@ -307,8 +307,7 @@ def test_a_stale_message_cannot_run_a_waiting_job(any_redis: Any) -> None:
 
 def test_a_retry_waits_for_its_due_time_then_for_its_turn(any_redis: Any) -> None:
     rig = Rig(any_redis, rate_limit_rpm=0)
-    now = [float(int(time.time() * 1000))]
-    Scripts.of(any_redis).clock = lambda: now[0]  # every script runs on this clock
+    clock = ScriptClock(any_redis)
     [job] = rig.submit("a")
     rig.release()
     rig.store.claim(job, "w", LEASE_MS)
@@ -317,10 +316,10 @@ def test_a_retry_waits_for_its_due_time_then_for_its_turn(any_redis: Any) -> Non
     )
     assert rig.release() == []
     assert rig.store.claim(job, "w2", LEASE_MS).state is ClaimState.WAITING
-    now[0] += 100
+    clock.tick(100)
     release = rig.dispatch.release(rig.model)
     assert release.next_s == pytest.approx(0.2)
-    now[0] += 200
+    clock.tick(200)
     assert rig.release() == [job]
     assert rig.store.claim(job, "w2", LEASE_MS).attempt == 2
 

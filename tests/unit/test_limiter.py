@@ -10,11 +10,11 @@ import pytest
 
 from imagegen.contract import JobSpec
 from imagegen.records import NewJob
-from imagegen.redis.scripts import Scripts
 from imagegen.settings import ModelLimit, Settings
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.jobs import JobStore
 from imagegen.store.quota import QuotaStore
+from tests.support import ScriptClock
 from worker.limiter import Limiter
 
 RPM = 600.0  # ten a second: a token every 100 ms
@@ -105,7 +105,7 @@ def test_per_model_overrides(any_redis: Any) -> None:
 
 def test_status_shows_rates_tokens_calls_and_throttles(any_redis: Any) -> None:
     settings = make_settings()
-    Scripts.of(any_redis).clock = lambda: T0  # no token comes back while the test runs
+    ScriptClock(any_redis, T0)  # no token comes back while the test runs
     limiter, m = Limiter(any_redis, settings), model()
     waiting_jobs(any_redis, m, 2)
     assert released(any_redis, settings, m) == 2

@@ -11,11 +11,11 @@ import pytest
 from imagegen.contract import JobSpec
 from imagegen.records import JobStatus, NewJob
 from imagegen.redis import keys
-from imagegen.redis.scripts import Scripts
 from imagegen.settings import Settings
 from imagegen.store.dispatch import Dispatch
 from imagegen.store.job_reads import JobReads
 from imagegen.store.jobs import CallMark, Caps, ClaimState, CreateOutcome, FinishOutcome, JobStore
+from tests.support import ScriptClock
 
 RETENTION_S = 3600
 LEASE_MS = 60_000
@@ -293,14 +293,13 @@ def test_paging_goes_on_after_the_cursor_job_left_the_index(any_redis: Any) -> N
 def test_a_started_job_nobody_holds_waits_again(any_redis: Any) -> None:
     import json
 
-    now = [time.time() * 1000]
-    Scripts.of(any_redis).clock = lambda: now[0]  # every script runs on this clock
+    clock = ScriptClock(any_redis)
     new_job(any_redis)
     store = JobStore(any_redis, RETENTION_S)
     any_redis.delete("interactive")  # the release's message was taken...
     store.claim("J1", "dead-worker", 30)  # ...by a worker that died mid-attempt
     assert store.redrive_due() == []  # its lease still runs
-    now[0] += 31
+    clock.tick(31)
     assert store.redrive_due() == ["J1"]
     assert store.redrive_due() == []  # once
     release(any_redis)

@@ -16,7 +16,6 @@ import pytest
 from imagegen.messages import WEBHOOK_QUEUE
 from imagegen.records import JobStatus
 from imagegen.redis import keys
-from imagegen.redis.scripts import Scripts
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings
 from imagegen.store.deliveries import Deliveries, DeliveryClaim
@@ -26,7 +25,7 @@ from imagegen.store.signing import SigningSecrets
 from imagegen.store.spend import Budget
 from producer.client import Client
 from producer.webhooks import WebhookVerificationError, verify
-from tests.support import Receiver, TrickleServer, independent_signature_check
+from tests.support import Receiver, ScriptClock, TrickleServer, independent_signature_check
 from worker.send_now import SendNow
 from worker.sweeper import OutboxSweeper
 from worker.webhooks import WebhookSender
@@ -242,8 +241,7 @@ def test_only_the_chosen_events_are_sent(hooks: Hooks) -> None:
 def test_the_status_change_and_its_outbox_entry_are_written_together(hooks: Hooks) -> None:
     """The finish script queues the delivery's message itself; if that message is lost (a worker
     died, Redis was restored from an older snapshot), the sweeper sends it again."""
-    now = [time.time() * 1000]
-    Scripts.of(hooks.redis).clock = lambda: now[0]  # every script runs on this clock
+    clock = ScriptClock(hooks.redis)
     delivery_id = hooks.job("/hook")
     [message] = [json.loads(m) for m in hooks.redis.lrange("webhooks", 0, -1)]
     assert message["headers"]["task"] == "imagegen.deliver_webhook"
@@ -252,7 +250,7 @@ def test_the_status_change_and_its_outbox_entry_are_written_together(hooks: Hook
 
     sweeper = OutboxSweeper(hooks.redis, hooks.settings)
     assert sweeper.sweep_once() == []  # not due before the hand-off grace
-    now[0] += hooks.settings.webhook_handoff_grace_s * 1000 + 50
+    clock.tick(hooks.settings.webhook_handoff_grace_s * 1000 + 50)
     assert sweeper.sweep_once() == [delivery_id]
     [again] = [json.loads(m) for m in hooks.redis.lrange("webhooks", 0, -1)]
     assert json.loads(again["body"])[0] == [delivery_id]

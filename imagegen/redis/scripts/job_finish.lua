@@ -47,8 +47,7 @@ end
 job.pending = {}
 if #fields > 0 then set_fields(job, fields) end
 if ARGV[ARG0 + 2] ~= '' then
-  local log = job.whole.attempt_log or ''
-  set_fields(job, {'attempt_log', log .. ARGV[ARG0 + 2] .. '\n'})
+  set_fields(job, {'attempt_log', attempt_log_with(job, ARGV[ARG0 + 2])})
 end
 local status = ARGV[ARG0 + 1]
 transition(job, 'finish', {status = status, bought = ARGV[ARG0 + 4] == '1'})

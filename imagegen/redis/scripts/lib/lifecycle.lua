@@ -214,9 +214,9 @@ end
 EFFECTS.flag_cancel = function(job) set_fields(job, {'cancel_requested', '1'}) end
 
 EFFECTS.log_attempt = function(job, opts)
-  local log = redis.call('HGET', job.key, 'attempt_log') or ''
-  set_fields(job, {'attempt_log', log .. opts.log_line .. '\n', 'next_attempt_ms', opts.due,
-                   'error_code', opts.error_code, 'error_message', opts.error_message})
+  set_fields(job, {'attempt_log', attempt_log_with(job, opts.log_line),
+                   'next_attempt_ms', opts.due, 'error_code', opts.error_code,
+                   'error_message', opts.error_message})
   redis.call('HINCRBY', K.STATS, 'retries|' .. opts.error_code, 1)
 end
 
@@ -250,11 +250,10 @@ end
 -- last run was billed). Its attempt log keeps the last runs' entries, then a `Replayed` one:
 -- the retry policy counts only the entries after it.
 EFFECTS.reset = function(job)
-  local log = redis.call('HGET', job.key, 'attempt_log') or ''
-  set_fields(job, {'attempt_log', log .. '{"attempt":0,"at":"' .. iso_utc(NOW_MS) ..
-                   '","error_code":"' .. K.REPLAYED .. '","message":"replayed: a new run",' ..
-                   '"retry_in_s":null}\n'})
-  set_fields(job, {'attempts', 0, 'finished_ms', '', 'started_ms', '', 'claimed_ms', '',
+  local replayed = '{"attempt":0,"at":"' .. iso_utc(NOW_MS) .. '","error_code":"' .. K.REPLAYED ..
+                   '","message":"replayed: a new run","retry_in_s":null}'
+  set_fields(job, {'attempt_log', attempt_log_with(job, replayed),
+                   'attempts', 0, 'finished_ms', '', 'started_ms', '', 'claimed_ms', '',
                    'next_attempt_ms', '', 'error_code', '', 'error_message', '',
                    'expires_ms', '', 'cancel_requested', '', 'recall', '1', 'avoid_pool', '',
                    'copy_from_bucket', '', 'copy_from_key', '', 'cached', '',

@@ -104,6 +104,13 @@ end
 
 local function number(job, name) return tonumber(job.f[name] or '') or 0 end
 
+-- The attempt log with `line` added at its end (the record's own, as loaded whole or read).
+local function attempt_log_with(job, line)
+  local log = job.whole and job.whole.attempt_log
+  if not job.whole then log = redis.call('HGET', job.key, 'attempt_log') end
+  return (log or '') .. line .. '\n'
+end
+
 -- One status message, on the fleet's channel and on the job's own; and on its tenant's, with
 -- where the job is (what the console's live pages follow: a few bytes, never the prompt). A
 -- job starting is announced as it leaves `released`, before its place is written: 'running'.

@@ -333,6 +333,14 @@ def forced_redrive(rig: Rig, job_id: str) -> list[str]:
     return rig.services.store.redrive_due()
 
 
+def waits_again_uncharged(rig: Rig, job_id: str) -> None:
+    """Its lease runs out: it waits again, and nobody is charged for a call never made."""
+    assert forced_redrive(rig, job_id) == [job_id]
+    record = rig.client.get(job_id)
+    assert record.status is JobStatus.QUEUED
+    assert not record.cost_usd
+
+
 def test_an_attempt_that_breaks_before_its_call_gives_the_claims_mark_back(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -344,11 +352,7 @@ def test_an_attempt_that_breaks_before_its_call_gives_the_claims_mark_back(
     monkeypatch.setattr("worker.pipeline.spans.record_wait", broken)
     with pytest.raises(RuntimeError):
         rig.run(job.job_id)
-    # Its lease runs out: it waits again, and nobody is charged for a call never made.
-    assert forced_redrive(rig, job.job_id) == [job.job_id]
-    record = rig.client.get(job.job_id)
-    assert record.status is JobStatus.QUEUED
-    assert not record.cost_usd
+    waits_again_uncharged(rig, job.job_id)
     today = rig.services.ledger.period(None, periods()[0])
     assert (today.spent_usd, today.reserved_usd) == (0, pytest.approx(0.04))
 
@@ -374,11 +378,7 @@ def test_a_call_mark_no_replica_confirmed_is_given_back_when_the_retry_cannot_be
     monkeypatch.setattr(store, "release_for_retry", redis_down)
     with pytest.raises(redis.ConnectionError):
         rig.run(job.job_id)
-    # Its lease runs out: it waits again, and nobody is charged for the call never made.
-    assert forced_redrive(rig, job.job_id) == [job.job_id]
-    record = rig.client.get(job.job_id)
-    assert record.status is JobStatus.QUEUED
-    assert not record.cost_usd
+    waits_again_uncharged(rig, job.job_id)
     today = rig.services.ledger.period(None, periods()[0])
     assert today.spent_usd == 0
 
@@ -400,11 +400,7 @@ def test_a_claim_whose_answer_is_lost_gives_its_call_mark_back(
     monkeypatch.setattr(store, "claim", answer_lost)
     with pytest.raises(redis.ConnectionError):
         rig.run(job.job_id)
-    # Its lease runs out: it waits again, and nobody is charged for a call never made.
-    assert forced_redrive(rig, job.job_id) == [job.job_id]
-    record = rig.client.get(job.job_id)
-    assert record.status is JobStatus.QUEUED
-    assert not record.cost_usd
+    waits_again_uncharged(rig, job.job_id)
 
 
 def test_a_job_whose_stored_request_no_longer_reads_fails_and_costs_nothing(rig: Rig) -> None:

@@ -33,6 +33,12 @@ machine's speed drifts over minutes (on a shared 2-core VM one run of ours can c
 Redis CPU per job than the one before it, and the no-op as much), so each round's ratio compares
 runs made a minute apart, and the figures shown are the round with the median ratio.
 
+With ``--redis-cpu N`` each private Redis runs on CPU N only (``taskset``); start the driver on
+the other CPUs (``taskset -c 0 python -m tests.bench.whole_job --redis-cpu 1``) and Redis has a
+core to itself, as on a host of its own: its CPU per job is then what its own work costs,
+without the other processes' pressure on its caches (information: the goal is read on the
+default run).
+
 Goal: Redis CPU per whole job of ours <= 2x the Celery no-op's with events on (the median
 round's).
 """
@@ -174,6 +180,7 @@ class WholeJobFigures:
     goal_ratio: float = GOAL_RATIO
     # ours / no-op (events on) in each round, in the order run (these figures: the median one)
     round_ratios: tuple[float, ...] = ()
+    redis_cpu: int | None = None  # the one CPU each private Redis ran on (None: any)
 
     @property
     def ratio(self) -> float:
@@ -207,8 +214,9 @@ class _PrivateRedis:
     """A ``redis-server`` of our own on a free port; ``reading()`` takes INFO cpu and
     commandstats, and every command sent through ``client`` is counted, to be left out."""
 
-    def __init__(self, name: str, run_dir: Path) -> None:
+    def __init__(self, name: str, run_dir: Path, cpu: int | None = None) -> None:
         self.name = name
+        self.cpu = cpu  # the only CPU it may run on (None: any)
         self.data_dir = run_dir / name
         self.data_dir.mkdir(parents=True)
         self.processes = ProcessGroup(run_dir / "logs")
@@ -237,7 +245,9 @@ class _PrivateRedis:
         for _ in range(3):  # a free port can be taken by someone else before we bind it
             port = free_port(HOST)
             url = f"redis://{HOST}:{port}/0"
+            pinned = ["taskset", "-c", str(self.cpu)] if self.cpu is not None else []
             argv = [
+                *pinned,  # taskset execs the server: the pid is still the one checked below
                 binary,
                 "--bind",
                 HOST,
@@ -480,6 +490,7 @@ class _Plan:
     idle_s: float
     warmup: int
     say: Callable[[str], None]
+    redis_cpu: int | None = None
 
 
 def _measure_ours(plan: _Plan) -> tuple[RunFigures, str]:
@@ -491,7 +502,7 @@ def _measure_ours(plan: _Plan) -> tuple[RunFigures, str]:
         plan.say,
     )
     with contextlib.ExitStack() as cleanup:
-        server = cleanup.enter_context(_PrivateRedis("redis-ours", run_dir))
+        server = cleanup.enter_context(_PrivateRedis("redis-ours", run_dir, plan.redis_cpu))
         receiver = Receiver()
         cleanup.callback(receiver.stop)
         options = StackOptions(
@@ -575,7 +586,7 @@ def _measure_noop(plan: _Plan, *, events: bool) -> RunFigures:
     name = "no-op, events on" if events else "no-op, events off"
     tag = "noop-events" if events else "noop-quiet"
     with contextlib.ExitStack() as cleanup:
-        server = cleanup.enter_context(_PrivateRedis(f"redis-{tag}", run_dir))
+        server = cleanup.enter_context(_PrivateRedis(f"redis-{tag}", run_dir, plan.redis_cpu))
         processes = ProcessGroup(run_dir / "logs")
         cleanup.callback(processes.stop_all)
         path = os.environ.get("PYTHONPATH")
@@ -680,11 +691,13 @@ def measure(
     idle_s: float = IDLE_S,
     warmup: int = WARMUP_JOBS,
     rounds: int = ROUNDS,
+    redis_cpu: int | None = None,
     say: Callable[[str], None] | None = None,
 ) -> WholeJobFigures:
     """``rounds`` rounds of: ours, the no-op with task events and the no-op without, each on a
     fresh private Redis, with ``jobs`` jobs each; ``concurrency`` threads in the one worker
-    process (the local stack's default when None). Returns the round with the median ratio, with
+    process (the local stack's default when None); ``redis_cpu``: the one CPU every private
+    Redis runs on (None: any). Returns the round with the median ratio, with
     every round's ratio."""
     if jobs < 1 or rounds < 1:
         msg = "jobs and rounds must be at least 1"
@@ -695,7 +708,7 @@ def measure(
     for number in range(1, rounds + 1):
         report(f"round {number} of {rounds}")
         with _run_dir() as run_dir:
-            plan = _Plan(run_dir, jobs, threads, idle_s, warmup, report)
+            plan = _Plan(run_dir, jobs, threads, idle_s, warmup, report, redis_cpu)
             ours, version = _measure_ours(plan)
             noop = _measure_noop(plan, events=True)
             quiet = _measure_noop(plan, events=False)
@@ -707,6 +720,7 @@ def measure(
                 ours=ours,
                 noop=noop,
                 noop_quiet=quiet,
+                redis_cpu=redis_cpu,
             )
         )
     median = sorted(measured, key=lambda figures: figures.ratio)[len(measured) // 2]
@@ -777,7 +791,8 @@ def report_lines(figures: WholeJobFigures) -> list[str]:
     ours = figures.ours
     return [
         f"Redis CPU per whole job: {figures.jobs:,} jobs a run, one worker process with "
-        f"{figures.concurrency} threads, a private Redis {figures.redis_version} per run",
+        f"{figures.concurrency} threads, a private Redis {figures.redis_version} per run"
+        + ("" if figures.redis_cpu is None else f", on CPU {figures.redis_cpu} only"),
         *_table(rows),
         "",
         f"ours / no-op (events on) in each round: "
@@ -808,6 +823,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--concurrency", type=int, default=None, help="worker threads")
     parser.add_argument("--idle-s", type=float, default=IDLE_S)
+    parser.add_argument(
+        "--redis-cpu", type=int, default=None, help="run each private Redis on this CPU only"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, interrupt_on_signal)
     try:
@@ -816,6 +834,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             concurrency=args.concurrency,
             idle_s=args.idle_s,
             rounds=args.rounds,
+            redis_cpu=args.redis_cpu,
             say=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
         )
     except KeyboardInterrupt:

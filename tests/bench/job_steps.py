@@ -1,0 +1,162 @@
+"""Redis time of each step of a job's life, in the Lua scripts that make it, on a quiet private
+Redis: what the whole-job benchmark (``tests.bench.whole_job``) spends in scripts, step by step,
+without the rest of the stack around it. A quick loop (seconds) for work on a job's Redis cost.
+
+    python -m tests.bench.job_steps [--rounds 12] [--jobs 64] [--redis-cpu N]
+
+Each round: ``jobs`` jobs of four tenants, each with a webhook, are submitted in one
+transaction, released in one run (no quota), claimed one by one with the call marked (as a
+worker does), finished ``succeeded`` with their image bought and their first webhook delivery
+claimed to be sent at once (taking a slot of its endpoint), and that delivery's outcome recorded.
+Per step: the scripts' time (``INFO commandstats``, ``fcall`` usec, which includes the commands
+each script runs) and the commands they run, per job, the median over the rounds after the
+first two. ``--redis-cpu N`` runs Redis on CPU N only (``taskset``); run this driver on another
+(``taskset -c 0``) and Redis has a core to itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from imagegen.contract import JobSpec
+from imagegen.records import JobStatus, NewJob
+from imagegen.settings import Settings
+from imagegen.store.deliveries import Deliveries, DeliveryClaim
+from imagegen.store.dispatch import Dispatch
+from imagegen.store.jobs import Finished, JobStore
+from tests.bench.whole_job import _PrivateRedis, _Reading
+
+MODEL = "stability.stable-image-core-v1:1"
+TENANTS = 4
+WARMUP_ROUNDS = 2
+STEPS = ("submit", "release", "claim", "finish", "delivery")
+ENDPOINT = "hooks.example.com"
+OWNER = "bench"
+NOT_IN_SCRIPTS = frozenset({"info", "multi", "exec", "function|list", "function|load"})
+
+
+def _scripts(before: _Reading, after: _Reading) -> tuple[int, int, int]:
+    """Script calls, their usec (with the commands they ran) and the commands they ran, between
+    two readings (every command but the scripts, their transactions and the driver's INFO)."""
+    calls = usec = inside = 0
+    for name, (count, spent) in after.commands.items():
+        old_count, old_spent = before.commands.get(name, (0, 0))
+        if name == "fcall":
+            calls, usec = count - old_count, spent - old_spent
+        elif name not in NOT_IN_SCRIPTS:
+            inside += count - old_count
+    return calls, usec, inside
+
+
+class _Rig:
+    """The stores on a private Redis, and each step's figures per job, round after round."""
+
+    def __init__(self, server: _PrivateRedis, jobs: int) -> None:
+        self.server, self.jobs = server, jobs
+        settings = Settings(_env_file=None, rate_limit_rpm=0)  # type: ignore[call-arg]
+        self.store = JobStore.from_settings(server.client, settings)
+        self.dispatch = Dispatch(server.client, settings)
+        self.deliveries = Deliveries(server.client)
+        self.spec = JobSpec.parse(
+            {"request": {"prompt": "a lighthouse at dawn"}, "webhook_url": f"https://{ENDPOINT}/h"}
+        )
+        self.figures: dict[str, list[tuple[float, float]]] = {step: [] for step in STEPS}
+
+    def timed(self, step: str, run: Callable[[], object], *, kept: bool) -> None:
+        before = self.server.reading()
+        run()
+        calls, usec, commands = _scripts(before, self.server.reading())
+        if calls == 0:
+            msg = f"{step}: no script ran"
+            raise RuntimeError(msg)
+        if kept:
+            self.figures[step].append((usec / self.jobs, commands / self.jobs))
+
+    def round(self, number: int) -> None:
+        kept = number >= WARMUP_ROUNDS
+        made = int(time.time() * 1000)
+        batch = [
+            NewJob(f"r{number}-{i:05d}", MODEL, self.spec, made, tenant=f"t{i % TENANTS}")
+            for i in range(self.jobs)
+        ]
+        ids = [job.job_id for job in batch]
+        finished: list[Finished] = []
+        self.timed("submit", lambda: self.store.create(batch), kept=kept)
+        self.timed("release", lambda: self.dispatch.release(MODEL), kept=kept)
+        self.timed("claim", lambda: [self.claim(job_id) for job_id in ids], kept=kept)
+        self.timed("finish", lambda: finished.extend(map(self.finish, ids)), kept=kept)
+        claims = [claim for done in finished for claim in done.claims]
+        self.timed("delivery", lambda: [self.delivered(claim) for claim in claims], kept=kept)
+
+    def claim(self, job_id: str) -> None:
+        self.store.claim(job_id, OWNER, 60_000, call=True)
+
+    def finish(self, job_id: str) -> Finished:
+        return self.store.finish(
+            job_id,
+            OWNER,
+            JobStatus.SUCCEEDED,
+            {"s3_key": f"images/{job_id}.png", "seed": 1234},
+            bought=True,
+            send_now=1,
+            delivery_lease_ms=30_000,
+            slot=(ENDPOINT, 8, f"slot-{job_id}"),
+        )
+
+    def delivered(self, claim: DeliveryClaim) -> None:
+        self.deliveries.record(
+            claim.delivery_id,
+            "delivered",
+            attempt=1,
+            status=200,
+            latency_ms=3,
+            error=None,
+            delay_s=None,
+            slot=(ENDPOINT, claim.slot) if claim.slot else None,
+        )
+
+
+def measure(rounds: int, jobs: int, redis_cpu: int | None) -> dict[str, tuple[float, float]]:
+    """Per step: (usec per job, commands run by the scripts per job), medians over rounds."""
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-job-steps-") as path,
+        _PrivateRedis("job-steps", Path(path), redis_cpu) as server,
+    ):
+        rig = _Rig(server, jobs)
+        for number in range(rounds):
+            rig.round(number)
+    return {
+        step: (
+            statistics.median(usec for usec, _ in values),
+            statistics.median(commands for _, commands in values),
+        )
+        for step, values in rig.figures.items()
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--jobs", type=int, default=64)
+    parser.add_argument("--redis-cpu", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.rounds <= WARMUP_ROUNDS or args.jobs < 1:
+        parser.error(f"--rounds must be more than {WARMUP_ROUNDS} and --jobs at least 1")
+    figures = measure(args.rounds, args.jobs, args.redis_cpu)
+    print(f"{'step':10} {'script us/job':>14} {'commands/job':>13}")
+    for step, (usec, commands) in figures.items():
+        print(f"{step:10} {usec:14.1f} {commands:13.1f}")
+    total_usec = sum(u for u, _ in figures.values())
+    total_commands = sum(c for _, c in figures.values())
+    print(f"{'whole job':10} {total_usec:14.1f} {total_commands:13.1f}")
+
+
+if __name__ == "__main__":
+    main()

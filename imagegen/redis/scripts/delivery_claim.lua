@@ -18,7 +18,7 @@ if redis.call('ZSCORE', K.WEBHOOKS_DISABLED, h[1]) then
   redis.call('ZREM', K.WEBHOOKS_DUE, ARGV[2])
   return {'disabled', 0}
 end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', '1')
 redis.call('HSET', KEYS[1], 'state', 'sending', 'lease_until_ms', NOW_MS + tonumber(ARGV[3]))
 redis.call('ZADD', K.WEBHOOKS_DUE, NOW_MS + tonumber(ARGV[3]), ARGV[2])
 local job = job_key(h[2])

@@ -9,7 +9,7 @@ if ARGV[6] ~= '' then redis.call('ZREM', KEYS[2], ARGV[6]) end
 local log = redis.call('HGET', KEYS[1], 'log') or ''
 local fields = {'log', log .. ARGV[4] .. '\n', 'lease_until_ms', 0}
 local outcome = ARGV[3]
-redis.call('HINCRBY', K.STATS, 'webhooks|' .. outcome, 1)
+redis.call('HINCRBY', K.STATS, 'webhooks|' .. outcome, '1')
 if outcome == 'retry' then
   local due = NOW_MS + tonumber(ARGV[5])
   table.insert(fields, 'state'); table.insert(fields, 'pending')
@@ -21,7 +21,7 @@ end
 redis.call('ZREM', K.WEBHOOKS_DUE, ARGV[2])
 table.insert(fields, 'state'); table.insert(fields, outcome)
 if outcome == 'delivered' then
-  table.insert(fields, 'delivered_ms'); table.insert(fields, NOW_MS)
+  table.insert(fields, 'delivered_ms'); table.insert(fields, NOW_DIGITS)
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 if outcome == 'disabled' then

@@ -5,7 +5,7 @@
 -- Returns 1, or 0 when the delivery no longer exists.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local url = redis.call('HGET', KEYS[1], 'url')
-redis.call('HSET', KEYS[1], 'state', 'pending', 'next_ms', NOW_MS, 'lease_until_ms', 0)
+redis.call('HSET', KEYS[1], 'state', 'pending', 'next_ms', NOW_MS, 'lease_until_ms', '0')
 redis.call('ZADD', K.WEBHOOKS_DUE, NOW_MS, ARGV[2])
 redis.call('ZREM', K.WEBHOOKS_DLQ, ARGV[2])
 redis.call('ZREM', K.WEBHOOKS_DISABLED, url)

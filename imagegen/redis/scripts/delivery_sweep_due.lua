@@ -4,7 +4,7 @@
 -- KEYS: due zset. ARGV: 1 now, 2 batch size, 3 grace ms, 4 message template.
 -- Touches: the delivery records (read), the webhooks queue.
 -- Returns the ids queued.
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', NOW_MS, 'LIMIT', 0, tonumber(ARGV[2]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', NOW_MS, 'LIMIT', '0', tonumber(ARGV[2]))
 local queued = {}
 for _, id in ipairs(due) do
   if redis.call('EXISTS', K.WEBHOOK_PREFIX .. id) == 0 then

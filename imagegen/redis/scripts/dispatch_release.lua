@@ -76,7 +76,7 @@ local pool_n = tonumber(ARGV[ARG0 + 16] or '0') or 0
 
 -- Nothing ready and nothing whose time came: nothing to release (the common run, cheap).
 local function first_due(key)
-  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
   if #first == 0 or first[2] == 'inf' then return nil end
   return tonumber(first[2])
 end
@@ -103,10 +103,10 @@ if lookahead - released_n < refill_at then
 end
 
 -- Paused queues whose time came, then retries whose time came.
-for _, tenant in ipairs(redis.call('ZRANGEBYSCORE', paused_key, '-inf', NOW_MS, 'LIMIT', 0, 500)) do
+for _, tenant in ipairs(redis.call('ZRANGEBYSCORE', paused_key, '-inf', NOW_MS, 'LIMIT', '0', '500')) do
   resume(model, tenant)
 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed_key, '-inf', NOW_MS, 'LIMIT', 0, 500)) do
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed_key, '-inf', NOW_MS, 'LIMIT', '0', '500')) do
   local job = load_job(id)
   if not (job and job.place == 'delayed' and transition(job, 'due')) then
     redis.call('ZREM', delayed_key, id)
@@ -214,7 +214,7 @@ while released < most and passes < most + 500 do
   if limited and tokens < 1 then break end
   if pool_n > 0 and not choose_pool(nil, nil) then break end
   if room() < 1 then blocked = true; break end
-  local head = redis.call('ZRANGE', tenants_key, 0, 0, 'WITHSCORES')
+  local head = redis.call('ZRANGE', tenants_key, '0', '0', 'WITHSCORES')
   if #head == 0 then break end
   local t, tag = head[1], tonumber(head[2])
   local c = tenant(t)
@@ -244,7 +244,7 @@ while released < most and passes < most + 500 do
       else
         queue_empty(base, model, t)
       end
-      redis.call('HINCRBY', K.STATS, 'stray|' .. model, 1)
+      redis.call('HINCRBY', K.STATS, 'stray|' .. model, '1')
     else
       local opts = {popped = true}
       local expires = tonumber(job.f.expires_ms or '')
@@ -309,7 +309,7 @@ while released < most and passes < most + 500 do
             redis.call('HSET', t_bucket, 'tokens', tostring(t_tokens - 1), 'updated_ms', bucket_ms(t_updated))
             redis.call('PEXPIRE', t_bucket, ttl)
           end
-          redis.call('HINCRBY', K.STATS, 'released|' .. model, 1)
+          redis.call('HINCRBY', K.STATS, 'released|' .. model, '1')
           if not copies then
             redis.call('ZADD', KEYS[2], NOW, t .. '|' .. id)
             tokens = tokens - 1
@@ -346,7 +346,7 @@ for t, c in pairs(tenants) do
         local s = redis.call('HMGET', ledger, 'spent', 'reserved')
         if (tonumber(s[1] or '') or 0) + (tonumber(s[2] or '') or 0) >= limit
            and redis.call('HSETNX', ledger, 'warned', NOW_MS) == 1 then
-          redis.call('HINCRBY', K.STATS, 'budget_warnings|' .. period[2], 1)
+          redis.call('HINCRBY', K.STATS, 'budget_warnings|' .. period[2], '1')
           add_budget_warning(c.reserved_for, period[1], period[2], ctx)
         end
       end
@@ -401,7 +401,7 @@ end
 -- (A release possible now is not put off by a queue or a retry due later.)
 if next_ms > 0 or next_ms == -1 then
   for _, key in ipairs({paused_key, delayed_key}) do
-    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    local first = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
     if #first > 0 and first[2] ~= 'inf' then
       local due_in = math.max(0, tonumber(first[2]) - NOW)
       if next_ms == -1 then next_ms = due_in else next_ms = math.min(next_ms, due_in) end

@@ -12,7 +12,7 @@
 job_context(ARGV)
 local expired = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', NOW_MS,
-                               'LIMIT', 0, tonumber(ARGV[ARG0]))) do
+                               'LIMIT', '0', tonumber(ARGV[ARG0]))) do
   local job = load_job(id)
   if job and not job.f.started_ms and LIFECYCLE.expire.from[job.place]
      and transition(job, 'expire', {status = 'expired'}) then

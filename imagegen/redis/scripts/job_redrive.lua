@@ -13,24 +13,24 @@
 job_context(ARGV)
 local limit, grace = tonumber(ARGV[ARG0]), tonumber(ARGV[ARG0 + 1])
 local put_back = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.RUNNING, '-inf', NOW_MS, 'LIMIT', 0, limit)) do
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.RUNNING, '-inf', NOW_MS, 'LIMIT', '0', limit)) do
   local job = load_job(id)
   if not job or job.place ~= 'running' then
     redis.call('ZREM', K.RUNNING, id)
   elseif number(job, 'lease_until_ms') > NOW_MS then
     redis.call('ZADD', K.RUNNING, number(job, 'lease_until_ms'), id)
   elseif transition(job, 'redrive') then
-    redis.call('HINCRBY', K.STATS, 'redriven|lease', 1)
+    redis.call('HINCRBY', K.STATS, 'redriven|lease', '1')
     table.insert(put_back, id)
   end
 end
 for _, model in ipairs(redis.call('SMEMBERS', K.DISPATCH_MODELS)) do
   local released = dispatch_base(model) .. ':released'
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', released, '-inf', NOW_MS - grace,
-                                 'LIMIT', 0, limit)) do
+                                 'LIMIT', '0', limit)) do
     local job = load_job(id)
     if job and job.place == 'released' and transition(job, 'redrive') then
-      redis.call('HINCRBY', K.STATS, 'redriven|released', 1)
+      redis.call('HINCRBY', K.STATS, 'redriven|released', '1')
       table.insert(put_back, id)
     else
       redis.call('ZREM', released, id)

@@ -16,7 +16,7 @@ local job = load_job(ARGV[ARG0])
 local held = job and job.place == 'running' and job.f.lease_owner == ARGV[ARG0 + 1]
 if not held then return 0 end
 if ARGV[ARG0 + 7] == '1' and (tonumber(redis.call('HGET', job.key, 'attempts') or '') or 0) > 0 then
-  redis.call('HINCRBY', job.key, 'attempts', -1)
+  redis.call('HINCRBY', job.key, 'attempts', '-1')
 end
 set_fields(job, {'avoid_pool', ARGV[ARG0 + 8] or ''})
 transition(job, 'retry', {due = NOW_MS + tonumber(ARGV[ARG0 + 3]), log_line = ARGV[ARG0 + 2],

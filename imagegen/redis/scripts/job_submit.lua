@@ -40,7 +40,7 @@ if adding > 0 then
     if own + adding > tonumber(ARGV[ARG0 + 7]) then scope, waiting, cap = 'tenant', own, ARGV[ARG0 + 7] end
   end
   if scope then
-    redis.call('SET', KEYS[8], '1', 'EX', 60)
+    redis.call('SET', KEYS[8], '1', 'EX', '60')
     return {'full', scope .. ' ' .. waiting .. ' ' .. cap}
   end
 end
@@ -82,7 +82,7 @@ if trims then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. oldest) end
 if tenant ~= '' then
   redis.call('ZADD', KEYS[3], created, job_id)
   if trims then
-    local first_open = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+    local first_open = redis.call('ZRANGE', KEYS[5], '0', '0', 'WITHSCORES')
     if #first_open > 0 then oldest = math.min(oldest, tonumber(first_open[2])) end
     redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. oldest)
   end

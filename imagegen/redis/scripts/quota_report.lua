@@ -28,15 +28,15 @@ elseif ARGV[5] == 'ok' then
 end
 local opens = ARGV[5] == 'denied'
 if ARGV[5] == 'failed' then
-  local in_row = redis.call('HINCRBY', KEYS[1], 'failures_in_row', 1)
+  local in_row = redis.call('HINCRBY', KEYS[1], 'failures_in_row', '1')
   opens = in_row >= (tonumber(ARGV[13] or '') or math.huge)
 else
   redis.call('HDEL', KEYS[1], 'failures_in_row')
 end
 if opens then
   redis.call('HSET', KEYS[1], 'circuit', 'open', 'circuit_until_ms', NOW + tonumber(ARGV[11]),
-             'circuit_reason', ARGV[12], 'circuit_opened_ms', NOW, 'failures_in_row', 0)
-  redis.call('HINCRBY', KEYS[1], 'circuit_opens', 1)
+             'circuit_reason', ARGV[12], 'circuit_opened_ms', NOW, 'failures_in_row', '0')
+  redis.call('HINCRBY', KEYS[1], 'circuit_opens', '1')
 elseif ARGV[5] ~= 'failed' then
   redis.call('HDEL', KEYS[1], 'circuit', 'circuit_until_ms', 'circuit_reason', 'circuit_opened_ms')
 end

@@ -2,7 +2,9 @@
 -- ARGV[1] (tests drive time; production passes ''). `begin`, called first by every function,
 -- reads it once per call, with the periods the spend ledgers use.
 local DAY_MS = 86400000
-local NOW, NOW_MS, PERIODS
+-- NOW_DIGITS: NOW_MS as the decimal string Redis stores, formatted once per call (a number
+-- passed to redis.call is formatted again on every call, with printf's %.17g).
+local NOW, NOW_MS, NOW_DIGITS, PERIODS
 
 -- A UTC date from days since 1970-01-01, and back (H. Hinnant's civil calendar algorithms).
 local function civil_from_days(days)
@@ -65,6 +67,7 @@ local function begin(ARGV)
     NOW = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
   end
   NOW_MS = math.floor(NOW)
+  NOW_DIGITS = string.format('%d', NOW_MS)
   PERIODS = nil
   CTX = {weights = {}}
 end

@@ -9,7 +9,7 @@
 -- Takes one of an endpoint's `cap` slots of deliveries in flight for `lease_ms` (expired
 -- leases, a dead worker's, are dropped first); false when all are held.
 local function take_endpoint_slot(key, cap, lease_ms, slot)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', NOW_MS)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', NOW_DIGITS)
   if redis.call('ZCARD', key) >= cap then return false end
   redis.call('ZADD', key, NOW_MS + lease_ms, slot)
   redis.call('PEXPIRE', key, math.max(lease_ms * 2, 60000))
@@ -22,13 +22,13 @@ local function write_delivery(job, id, event, url, webhook_id, ctx)
   local claimed = ctx.inline_job == job.id and #ctx.inline_ids < ctx.inline_most
   if claimed and redis.call('ZSCORE', K.WEBHOOKS_DISABLED, url) then
     redis.call('HSET', delivery_key, 'delivery_id', id, 'job_id', job.id, 'event', event,
-               'url', url, 'webhook_id', webhook_id, 'state', 'disabled', 'attempts', 0,
-               'created_ms', NOW_MS, 'next_ms', NOW_MS, 'lease_until_ms', 0)
+               'url', url, 'webhook_id', webhook_id, 'state', 'disabled', 'attempts', '0',
+               'created_ms', NOW_DIGITS, 'next_ms', NOW_DIGITS, 'lease_until_ms', '0')
   elseif claimed then
     local lease_until = NOW_MS + ctx.inline_lease
     redis.call('HSET', delivery_key, 'delivery_id', id, 'job_id', job.id, 'event', event,
-               'url', url, 'webhook_id', webhook_id, 'state', 'sending', 'attempts', 1,
-               'created_ms', NOW_MS, 'next_ms', NOW_MS, 'lease_until_ms', lease_until)
+               'url', url, 'webhook_id', webhook_id, 'state', 'sending', 'attempts', '1',
+               'created_ms', NOW_DIGITS, 'next_ms', NOW_DIGITS, 'lease_until_ms', lease_until)
     redis.call('ZADD', K.WEBHOOKS_DUE, lease_until, id)
     -- The first one to the job's webhook takes its endpoint's slot here when one is free (the
     -- caller's `inline_slot`); otherwise the caller takes one as it sends.
@@ -42,8 +42,8 @@ local function write_delivery(job, id, event, url, webhook_id, ctx)
     -- Scripts called without the template (imagegen.store.jobs._NO_DELIVERIES) add none.
     if ctx.delivery_template == '' then error('a delivery needs the delivery template') end
     redis.call('HSET', delivery_key, 'delivery_id', id, 'job_id', job.id, 'event', event,
-               'url', url, 'webhook_id', webhook_id, 'state', 'pending', 'attempts', 0,
-               'created_ms', NOW_MS, 'next_ms', NOW_MS, 'lease_until_ms', 0)
+               'url', url, 'webhook_id', webhook_id, 'state', 'pending', 'attempts', '0',
+               'created_ms', NOW_DIGITS, 'next_ms', NOW_DIGITS, 'lease_until_ms', '0')
     redis.call('ZADD', K.WEBHOOKS_DUE, NOW_MS + ctx.grace, id)
     redis.call('LPUSH', K.WEBHOOK_QUEUE, fill(ctx.delivery_template, {[K.DELIVERY_ID] = id}))
   end

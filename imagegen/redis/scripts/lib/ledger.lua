@@ -49,7 +49,7 @@ end
 local function note_spender(tenant, day, ttl)
   local days = K.SPEND_PREFIX .. tenant .. ':days'
   if redis.call('SADD', days, day) == 1 then keep_ledger(days, day, ttl) end
-  redis.call('ZADD', K.SPEND_TENANTS, NOW_MS, tenant)
+  redis.call('ZADD', K.SPEND_TENANTS, NOW_DIGITS, tenant)
 end
 
 -- The job holds no reservation now (its ledgers were given it back): a queue of its tenant
@@ -89,7 +89,7 @@ local function book_image(job, ledger_ttl)
   if held then reservation_given_back(job) end
   note_spender(job.tenant, day, ledger_ttl)
   set_fields(job, {'billed_micro', number(job, 'billed_micro') + price, 'calling', ''})
-  redis.call('HINCRBY', K.STATS, 'images|' .. job.model, 1)
+  redis.call('HINCRBY', K.STATS, 'images|' .. job.model, '1')
   return price
 end
 
@@ -99,12 +99,12 @@ local function book_hit(job, ledger_ttl)
   local today, this_month = ledger_periods()
   for _, period in ipairs({today, this_month}) do
     local ledger = spend_key(job.tenant, period)
-    redis.call('HINCRBY', ledger, 'hits|' .. job.model, 1)
+    redis.call('HINCRBY', ledger, 'hits|' .. job.model, '1')
     redis.call('HINCRBY', ledger, 'saved|' .. job.model, number(job, 'price_micro'))
     keep_ledger(ledger, period, ledger_ttl)
   end
   note_spender(job.tenant, today, ledger_ttl)
-  redis.call('HINCRBY', K.STATS, 'cache_hits|' .. job.model, 1)
+  redis.call('HINCRBY', K.STATS, 'cache_hits|' .. job.model, '1')
 end
 
 -- What a tenant's hard budgets leave for new reservations now: {left = {day, month}

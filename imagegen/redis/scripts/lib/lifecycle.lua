@@ -37,7 +37,7 @@ PLACES.after = {
     redis.call('RPUSH', job_key(job.f.after_job) .. ':next', job.id)
   end,
   leave = function(job)
-    redis.call('LREM', job_key(job.f.after_job or '') .. ':next', 0, job.id)
+    redis.call('LREM', job_key(job.f.after_job or '') .. ':next', '0', job.id)
   end,
 }
 
@@ -49,14 +49,14 @@ PLACES.following = {
     set_fields(job, {'cache_leader', opts.leader})
   end,
   leave = function(job)
-    redis.call('LREM', (job.f.cache_entry or '') .. ':followers', 0, job.id)
+    redis.call('LREM', (job.f.cache_entry or '') .. ':followers', '0', job.id)
     set_fields(job, {'cache_leader', ''})
   end,
 }
 
 PLACES.released = {
   enter = function(job)
-    redis.call('ZADD', dispatch_base(job.model) .. ':released', NOW_MS, job.id)
+    redis.call('ZADD', dispatch_base(job.model) .. ':released', NOW_DIGITS, job.id)
     take_slot(job)
     redis.call('SADD', K.DISPATCH_MODELS, job.model)
     set_fields(job, {'released_ms', NOW_MS})
@@ -107,14 +107,14 @@ PLACES.final = {
     set_fields(job, {'finished_ms', NOW_MS, 'next_attempt_ms', '', 'calling', '', 'open', ''})
     if counted and job.f.batch_id then
       local batch, batch_jobs = batch_keys(job.f.batch_id)
-      if redis.call('HINCRBY', batch, 'open', -1) <= 0 then
+      if redis.call('HINCRBY', batch, 'open', '-1') <= 0 then
         redis.call('EXPIRE', batch, CTX.retention)
         redis.call('EXPIRE', batch_jobs, CTX.retention)
       end
     end
     -- A job refused on arrival never ran: nothing to replay.
-    if status == 'failed' and from ~= 'new' then redis.call('ZADD', K.DLQ, NOW_MS, job.id) end
-    redis.call('HINCRBY', K.STATS, 'jobs|' .. job.model .. '|' .. status, 1)
+    if status == 'failed' and from ~= 'new' then redis.call('ZADD', K.DLQ, NOW_DIGITS, job.id) end
+    redis.call('HINCRBY', K.STATS, 'jobs|' .. job.model .. '|' .. status, '1')
     announce(job, status)
     add_delivery(job, 'job.' .. status, CTX)
     if job.f.chain_last == '1' then
@@ -137,7 +137,7 @@ EFFECTS.open = function(job)
   if expires then redis.call('ZADD', K.DEADLINES, expires, job.id) end
   if job.f.batch_id then
     local batch, batch_jobs = batch_keys(job.f.batch_id)
-    redis.call('HINCRBY', batch, 'open', 1)
+    redis.call('HINCRBY', batch, 'open', '1')
     redis.call('PERSIST', batch)
     redis.call('PERSIST', batch_jobs)
   end
@@ -190,7 +190,7 @@ EFFECTS.prepare_copy = function(job, opts)
 end
 
 EFFECTS.lease = function(job, opts)
-  local attempts = redis.call('HINCRBY', job.key, 'attempts', 1)
+  local attempts = redis.call('HINCRBY', job.key, 'attempts', '1')
   if job.whole then job.whole.attempts = tostring(attempts) end
   set_fields(job, {'lease_owner', opts.owner, 'lease_until_ms', opts.lease_until,
                    'claimed_ms', NOW_MS, 'next_attempt_ms', ''})
@@ -201,8 +201,8 @@ EFFECTS.lease = function(job, opts)
     opts.waited = NOW_MS - number(job, 'created_ms')
     -- The model's last starts: each tenant's wait over the last minutes, for operators.
     local waits = dispatch_base(job.model) .. ':waits'
-    local kept = redis.call('LPUSH', waits, job.tenant .. '|' .. opts.waited .. '|' .. NOW_MS)
-    if kept > RECENT_WAITS + WAITS_SLACK then redis.call('LTRIM', waits, 0, RECENT_WAITS - 1) end
+    local kept = redis.call('LPUSH', waits, job.tenant .. '|' .. opts.waited .. '|' .. NOW_DIGITS)
+    if kept > RECENT_WAITS + WAITS_SLACK then redis.call('LTRIM', waits, '0', RECENT_WAITS - 1) end
     if kept <= WAITS_SLACK or kept % WAITS_SLACK == 0 then
       redis.call('EXPIRE', waits, RECENT_WAITS_TTL_S)
     end
@@ -217,7 +217,7 @@ EFFECTS.log_attempt = function(job, opts)
   set_fields(job, {'attempt_log', attempt_log_with(job, opts.log_line),
                    'next_attempt_ms', opts.due, 'error_code', opts.error_code,
                    'error_message', opts.error_message})
-  redis.call('HINCRBY', K.STATS, 'retries|' .. opts.error_code, 1)
+  redis.call('HINCRBY', K.STATS, 'retries|' .. opts.error_code, '1')
 end
 
 -- A leader that goes back to wait leads no more: its followers wait their own turn (they only
@@ -226,7 +226,7 @@ EFFECTS.free_followers = function(job)
   local entry = job.f.cache_entry
   if not entry or redis.call('GET', entry .. ':leader') ~= job.id then return end
   redis.call('DEL', entry .. ':leader')
-  local followers = redis.call('LRANGE', entry .. ':followers', 0, -1)
+  local followers = redis.call('LRANGE', entry .. ':followers', '0', '-1')
   redis.call('DEL', entry .. ':followers')
   for _, id in ipairs(followers) do
     local follower = load_job(id)
@@ -237,7 +237,7 @@ end
 EFFECTS.book_lost_call = function(job)
   if job.f.calling then
     book_image(job, CTX.ledger_ttl)
-    redis.call('HINCRBY', K.STATS, 'lost_calls|' .. job.model, 1)
+    redis.call('HINCRBY', K.STATS, 'lost_calls|' .. job.model, '1')
   end
 end
 
@@ -258,7 +258,7 @@ EFFECTS.reset = function(job)
                    'expires_ms', '', 'cancel_requested', '', 'recall', '1', 'avoid_pool', '',
                    'copy_from_bucket', '', 'copy_from_key', '', 'cached', '',
                    'cache_source', ''})
-  job.f.replays = tostring(redis.call('HINCRBY', job.key, 'replays', 1))
+  job.f.replays = tostring(redis.call('HINCRBY', job.key, 'replays', '1'))
   if job.whole then job.whole.replays = job.f.replays end
 end
 
@@ -273,7 +273,7 @@ transition = function(job, event, opts)
   local to = rule and rule.to
   local status = to and (PLACE_STATUS[to] or opts.status)
   if not rule or not rule.from[from] or (to == 'final' and not rule.statuses[status or '']) then
-    redis.call('HINCRBY', K.STATS, 'illegal|' .. event .. '|' .. tostring(from), 1)
+    redis.call('HINCRBY', K.STATS, 'illegal|' .. event .. '|' .. tostring(from), '1')
     return false
   end
   -- The record's writes of the whole move are made by one HSET as it ends.
@@ -300,7 +300,7 @@ settle_cache = function(job)
   local entry = job.f.cache_entry
   if not entry or redis.call('GET', entry .. ':leader') ~= job.id then return end
   redis.call('DEL', entry .. ':leader')
-  local followers = redis.call('LRANGE', entry .. ':followers', 0, -1)
+  local followers = redis.call('LRANGE', entry .. ':followers', '0', '-1')
   redis.call('DEL', entry .. ':followers')
   local values = redis.call('HMGET', job.key, unpack(CACHE_FIELDS))
   -- What this call set and has not written yet (a finish writes its fields with its move).
@@ -337,7 +337,7 @@ end
 -- each ends canceled, never called, and so do the steps after it.
 settle_next = function(job)
   local next_key = job.key .. ':next'
-  local children = redis.call('LRANGE', next_key, 0, -1)
+  local children = redis.call('LRANGE', next_key, '0', '-1')
   if #children == 0 then return end
   redis.call('DEL', next_key)
   for _, id in ipairs(children) do

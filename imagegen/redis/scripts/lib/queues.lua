@@ -52,7 +52,7 @@ local function unready(base, tenant)
   local w = tonumber(redis.call('HGET', base .. ':weight', tenant) or '') or 0
   redis.call('HDEL', base .. ':weight', tenant)
   if tonumber(redis.call('HINCRBYFLOAT', base .. ':state', 'weight_sum', -w)) < 1e-9 then
-    redis.call('HSET', base .. ':state', 'weight_sum', 0)  -- no float dust when none is ready
+    redis.call('HSET', base .. ':state', 'weight_sum', '0')  -- no float dust when none is ready
   end
   return tonumber(tag)
 end
@@ -66,9 +66,9 @@ end
 local function queue_add(job)
   local base = dispatch_base(job.model)
   redis.call('ZADD', wait_key(job.model, job.tenant, job.class), order_score(job), job.id)
-  redis.call('ZADD', base .. ':since:' .. job.class, NOW_MS, job.id)
-  redis.call('HINCRBY', base .. ':state', 'jobs', 1)
-  if tonumber(redis.call('ZINCRBY', base .. ':waiting', 1, job.tenant)) == 1 then
+  redis.call('ZADD', base .. ':since:' .. job.class, NOW_DIGITS, job.id)
+  redis.call('HINCRBY', base .. ':state', 'jobs', '1')
+  if tonumber(redis.call('ZINCRBY', base .. ':waiting', '1', job.tenant)) == 1 then
     local finish = tonumber(redis.call('ZSCORE', base .. ':finish', job.tenant) or '') or 0
     redis.call('ZREM', base .. ':finish', job.tenant)
     make_ready(base, job.tenant, math.max(vtime_of(base), finish))
@@ -84,7 +84,7 @@ local function queue_empty(base, model, tenant)
     local h = redis.call('HMGET', base .. ':state', 'ptag|' .. tenant, 'pause|' .. tenant)
     tag = tonumber(h[1] or '')
     if redis.call('ZREM', base .. ':paused', tenant) == 1 and h[2] then
-      redis.call('HINCRBY', base .. ':state', 'paused|' .. h[2], -1)
+      redis.call('HINCRBY', base .. ':state', 'paused|' .. h[2], '-1')
     end
     redis.call('HDEL', K.TENANT_PREFIX .. tenant .. ':paused', model)
   end
@@ -100,8 +100,8 @@ local function queue_remove(job, popped)
     return
   end
   redis.call('ZREM', base .. ':since:' .. (job.class or 'interactive'), job.id)
-  redis.call('HINCRBY', base .. ':state', 'jobs', -1)
-  if tonumber(redis.call('ZINCRBY', base .. ':waiting', -1, job.tenant)) <= 0 then
+  redis.call('HINCRBY', base .. ':state', 'jobs', '-1')
+  if tonumber(redis.call('ZINCRBY', base .. ':waiting', '-1', job.tenant)) <= 0 then
     queue_empty(base, job.model, job.tenant)
   end
 end
@@ -115,10 +115,10 @@ local function pause(model, tenant, reason, until_ms)
   local score = until_ms == math.huge and '+inf' or until_ms
   redis.call('ZADD', base .. ':paused', score, tenant)
   redis.call('HSET', base .. ':state', 'pause|' .. tenant, reason, 'ptag|' .. tenant, tag)
-  redis.call('HINCRBY', base .. ':state', 'paused|' .. reason, 1)
+  redis.call('HINCRBY', base .. ':state', 'paused|' .. reason, '1')
   redis.call('HSET', K.TENANT_PREFIX .. tenant .. ':paused', model, reason)
   if CTX.unpaused then CTX.unpaused[tenant] = nil end
-  redis.call('HINCRBY', K.STATS, 'paused|' .. reason, 1)
+  redis.call('HINCRBY', K.STATS, 'paused|' .. reason, '1')
 end
 
 -- Back in the scan at the later of its tag and the virtual time.
@@ -127,7 +127,7 @@ local function resume(model, tenant)
   if redis.call('ZREM', base .. ':paused', tenant) == 0 then return false end
   local h = redis.call('HMGET', base .. ':state', 'ptag|' .. tenant, 'pause|' .. tenant)
   local tag = tonumber(h[1] or '') or 0
-  if h[2] then redis.call('HINCRBY', base .. ':state', 'paused|' .. h[2], -1) end
+  if h[2] then redis.call('HINCRBY', base .. ':state', 'paused|' .. h[2], '-1') end
   redis.call('HDEL', base .. ':state', 'pause|' .. tenant, 'ptag|' .. tenant)
   redis.call('HDEL', K.TENANT_PREFIX .. tenant .. ':paused', model)
   make_ready(base, tenant, math.max(tag, vtime_of(base)))
@@ -161,8 +161,8 @@ local function free_slot(job)
 end
 
 local function take_slot(job)
-  redis.call('ZADD', dispatch_base(job.model) .. ':active', NOW_MS, job.id)
+  redis.call('ZADD', dispatch_base(job.model) .. ':active', NOW_DIGITS, job.id)
   if job.tenant ~= K.NO_TENANT then
-    redis.call('ZADD', K.TENANT_PREFIX .. job.tenant .. ':active', NOW_MS, job.id)
+    redis.call('ZADD', K.TENANT_PREFIX .. job.tenant .. ':active', NOW_DIGITS, job.id)
   end
 end

@@ -75,19 +75,31 @@ local function whole_record(job)
   return out
 end
 
+-- A value as a field holds it: a whole number's digits (formatted once, as Redis would store
+-- it), any other value as tostring has it (Redis formats a fraction itself, with more digits).
+local function field_text(v)
+  if type(v) ~= 'number' then return v, v end
+  if v == math.floor(v) and v > -1e14 and v < 1e14 then
+    local digits = string.format('%d', v)
+    return digits, digits
+  end
+  return v, tostring(v)
+end
+
 -- Writes fields of the record and keeps the loaded copy in step. `values` is a flat list of
 -- name, value pairs; '' clears a field. Inside a transition the writes are gathered and made
 -- by one HSET as it ends (`flush_fields`); the loaded copy is what the transition reads.
 local function set_fields(job, values)
-  local pending = job.pending
-  if not pending then redis.call('HSET', job.key, unpack(values)) end
-  local whole = job.whole
+  local pending, whole, f = job.pending, job.whole, job.f
+  local writes = not pending and {} or nil
   for i = 1, #values, 2 do
-    local name, v = values[i], values[i + 1]
-    if pending then pending[name] = v end
-    if whole then whole[name] = tostring(v) end
-    if v == '' then job.f[name] = nil else job.f[name] = tostring(v) end
+    local name = values[i]
+    local written, text = field_text(values[i + 1])
+    if writes then writes[i], writes[i + 1] = name, written else pending[name] = written end
+    if whole then whole[name] = text end
+    if text == '' then f[name] = nil else f[name] = text end
   end
+  if writes then redis.call('HSET', job.key, unpack(writes)) end
 end
 
 local function flush_fields(job)

@@ -9,9 +9,10 @@ transaction, released in one run (no quota), claimed one by one with the call ma
 worker does), finished ``succeeded`` with their image bought and their first webhook delivery
 claimed to be sent at once (taking a slot of its endpoint), and that delivery's outcome recorded.
 Per step: the scripts' time (``INFO commandstats``, ``fcall`` usec, which includes the commands
-each script runs) and the commands they run, per job, the median over the rounds after the
-first two. ``--redis-cpu N`` runs Redis on CPU N only (``taskset``); run this driver on another
-(``taskset -c 0``) and Redis has a core to itself.
+each script runs), the commands they run and Redis's CPU time for the whole step (``INFO cpu``:
+with the commands sent outside scripts, reading requests and writing replies), per job, the
+median over the rounds after the first two. ``--redis-cpu N`` runs Redis on CPU N only
+(``taskset``); run this driver on another (``taskset -c 0``) and Redis has a core to itself.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from imagegen.contract import JobSpec
@@ -38,6 +40,22 @@ STEPS = ("submit", "release", "claim", "finish", "delivery")
 ENDPOINT = "hooks.example.com"
 OWNER = "bench"
 NOT_IN_SCRIPTS = frozenset({"info", "multi", "exec", "function|list", "function|load"})
+
+
+@dataclass(frozen=True)
+class StepCost:
+    script_us: float  # the scripts' time (with the commands they ran)
+    commands: float  # the commands the scripts ran
+    cpu_us: float  # Redis CPU, everything it did for the step (parsing, replies, syscalls)
+
+
+def _total(costs: Iterable[StepCost]) -> StepCost:
+    found = list(costs)
+    return StepCost(
+        sum(cost.script_us for cost in found),
+        sum(cost.commands for cost in found),
+        sum(cost.cpu_us for cost in found),
+    )
 
 
 def _scripts(before: _Reading, after: _Reading) -> tuple[int, int, int]:
@@ -65,17 +83,21 @@ class _Rig:
         self.spec = JobSpec.parse(
             {"request": {"prompt": "a lighthouse at dawn"}, "webhook_url": f"https://{ENDPOINT}/h"}
         )
-        self.figures: dict[str, list[tuple[float, float]]] = {step: [] for step in STEPS}
+        self.figures: dict[str, list[StepCost]] = {step: [] for step in STEPS}
 
     def timed(self, step: str, run: Callable[[], object], *, kept: bool) -> None:
         before = self.server.reading()
         run()
-        calls, usec, commands = _scripts(before, self.server.reading())
+        after = self.server.reading()
+        calls, usec, commands = _scripts(before, after)
         if calls == 0:
             msg = f"{step}: no script ran"
             raise RuntimeError(msg)
         if kept:
-            self.figures[step].append((usec / self.jobs, commands / self.jobs))
+            cpu_us = (after.cpu_s - before.cpu_s) * 1e6
+            self.figures[step].append(
+                StepCost(usec / self.jobs, commands / self.jobs, cpu_us / self.jobs)
+            )
 
     def round(self, number: int) -> None:
         kept = number >= WARMUP_ROUNDS
@@ -121,8 +143,8 @@ class _Rig:
         )
 
 
-def measure(rounds: int, jobs: int, redis_cpu: int | None) -> dict[str, tuple[float, float]]:
-    """Per step: (usec per job, commands run by the scripts per job), medians over rounds."""
+def measure(rounds: int, jobs: int, redis_cpu: int | None) -> dict[str, StepCost]:
+    """Per step, per job: the medians over the rounds of each figure."""
     with (
         tempfile.TemporaryDirectory(prefix="bench-job-steps-") as path,
         _PrivateRedis("job-steps", Path(path), redis_cpu) as server,
@@ -131,9 +153,10 @@ def measure(rounds: int, jobs: int, redis_cpu: int | None) -> dict[str, tuple[fl
         for number in range(rounds):
             rig.round(number)
     return {
-        step: (
-            statistics.median(usec for usec, _ in values),
-            statistics.median(commands for _, commands in values),
+        step: StepCost(
+            statistics.median(cost.script_us for cost in values),
+            statistics.median(cost.commands for cost in values),
+            statistics.median(cost.cpu_us for cost in values),
         )
         for step, values in rig.figures.items()
     }
@@ -150,12 +173,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.rounds <= WARMUP_ROUNDS or args.jobs < 1:
         parser.error(f"--rounds must be more than {WARMUP_ROUNDS} and --jobs at least 1")
     figures = measure(args.rounds, args.jobs, args.redis_cpu)
-    print(f"{'step':10} {'script us/job':>14} {'commands/job':>13}")
-    for step, (usec, commands) in figures.items():
-        print(f"{step:10} {usec:14.1f} {commands:13.1f}")
-    total_usec = sum(u for u, _ in figures.values())
-    total_commands = sum(c for _, c in figures.values())
-    print(f"{'whole job':10} {total_usec:14.1f} {total_commands:13.1f}")
+    rows = [*figures.items(), ("whole job", _total(figures.values()))]
+    print(f"{'step':10} {'script us/job':>14} {'commands/job':>13} {'Redis CPU us/job':>17}")
+    for step, cost in rows:
+        print(f"{step:10} {cost.script_us:14.1f} {cost.commands:13.1f} {cost.cpu_us:17.1f}")
 
 
 if __name__ == "__main__":

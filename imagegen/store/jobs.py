@@ -168,13 +168,24 @@ class JobStore:
             context=JobContext.from_settings(settings),
         )
 
-    def _run(self, name: str, job_id: str | None, args: list[Any], *, durable: bool = False) -> Any:
+    def _run(
+        self,
+        name: str,
+        job_id: str | None,
+        args: list[Any],
+        *,
+        durable: bool = False,
+        client: Any = None,
+    ) -> Any:
         """A job script on one job (its hash is KEYS[1]) or none, with the job context;
-        ``durable`` for a write the service answers for (it waits for a replica)."""
+        ``durable`` for a write the service answers for (it waits for a replica); on ``client``
+        when given (a pipeline)."""
         job_keys = [keys.job_key(job_id)] if job_id is not None else []
         head = [job_id] if job_id is not None else []
         context = self.context.args(deliveries=name not in _NO_DELIVERIES)
-        return self._scripts.run(name, job_keys, [*context, *head, *args], durable=durable)
+        return self._scripts.run(
+            name, job_keys, [*context, *head, *args], durable=durable, client=client
+        )
 
     # -- arriving ----------------------------------------------------------------------------
 
@@ -337,21 +348,24 @@ class JobStore:
         trip). ``call``: the attempt calls Bedrock straight after, so a first attempt with no
         input image to fetch and no cached image to copy, whose price is reserved, has its call
         marked here (``Claim.call_marked``) as ``mark_calling`` would, and waits for a replica
-        as that does; when none confirms in time the claim stands, unmarked for the attempt."""
+        as that does; when none confirms in time the claim stands, unmarked for the attempt.
+        The record is read by an HGETALL sent with the claim, in the same round trip."""
+
+        def build(pipe: Any) -> None:
+            self._run("job_claim", job_id, [owner, lease_ms, "1" if call else ""], client=pipe)
+            pipe.hgetall(keys.job_key(job_id))
+
         try:
-            reply = self._run(
-                "job_claim", job_id, [owner, lease_ms, "1" if call else ""], durable=call
-            )
+            answer, fields = self._scripts.execute(build, transaction=False, durable=call)
         except ReplicaAckTimeoutError as e:
-            reply = e.replies[0]
+            answer, fields = e.replies
             marked_unconfirmed = True
         else:
             marked_unconfirmed = False
-        state, attempts, waited_ms, marked, *pairs = reply
+        state, attempts, waited_ms, marked = answer
         waited = int(waited_ms)
         record, trace, pool, idempotency = None, None, None, None
-        if pairs:
-            fields = dict(zip(pairs[::2], pairs[1::2], strict=True))
+        if state == ClaimState.CLAIMED.value and fields:
             record, trace = codecs.record_from_hash(fields), codecs.job_trace(fields)
             pool = fields.get("pool") or None
             idempotency = codecs.idempotency_of(fields)

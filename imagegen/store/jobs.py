@@ -494,6 +494,8 @@ class JobStore:
                 [*self.context.args(), job_id, *argv],
                 client=pipe,
             )
+            # The record the claimed deliveries carry, as the finish left it.
+            pipe.hgetall(keys.job_key(job_id))
             if then is not None:
                 then(pipe)
 
@@ -509,7 +511,7 @@ class JobStore:
                 extra={"job_id": job_id, "status": status.value},
             )
             replies = list(e.replies)
-        answer, after = replies[0], tuple(replies[1:])
+        answer, record, after = replies[0], replies[1], tuple(replies[2:])
         if isinstance(answer, Exception):
             raise answer
         changed, detail, *rest = cast("list[Any]", answer)
@@ -518,8 +520,9 @@ class JobStore:
         claimed = int(detail)
         if not claimed:
             return Finished(FinishOutcome.FINISHED, [], after)
-        sent, (secrets, *pairs) = rest[: 5 * claimed], rest[5 * claimed :]
-        record = dict(zip(pairs[::2], pairs[1::2], strict=True))
+        if isinstance(record, Exception):
+            raise record
+        sent, (secrets,) = rest[: 5 * claimed], rest[5 * claimed :]
         claims = [
             claimed_delivery(
                 str(sent[i]),

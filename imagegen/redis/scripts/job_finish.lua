@@ -22,8 +22,9 @@
 -- Returns {1, n claimed deliveries, then for each: its id, event, url, webhook-id and the slot it
 -- took ('' none); when n > 0,
 -- then the signing secrets of the job's tenant (JSON, '' = none; imagegen:tenant:{t}:secrets or
--- imagegen:webhooks:secrets) and the job record's field/value pairs}; {0, 'final'} when the job
--- was already final and {0, 'lease'} when another attempt holds it (nothing changes either way).
+-- imagegen:webhooks:secrets)}; {0, 'final'} when the job was already final and {0, 'lease'}
+-- when another attempt holds it (nothing changes either way). The caller reads the record the
+-- deliveries carry with an HGETALL sent beside this call (JobStore.finish).
 job_context(ARGV)
 local job = load_whole_job(ARGV[ARG0])
 if not job or job.place == 'final' then return {0, 'final'} end
@@ -61,6 +62,5 @@ if #claimed > 0 then
   local secrets_key = K.WEBHOOK_SECRETS
   if job.tenant ~= K.NO_TENANT then secrets_key = K.TENANT_PREFIX .. job.tenant .. ':secrets' end
   answer[#answer + 1] = redis.call('GET', secrets_key) or ''
-  for _, value in ipairs(whole_record(job)) do answer[#answer + 1] = value end
 end
 return answer

@@ -46,8 +46,8 @@ end
 local JOB_FIELD
 
 -- The job as load_job has it, read with its whole record in one HGETALL, for a script that
--- answers with the record: `job.whole` (name: value) then follows this call's writes, so the
--- answer (`whole_record`) needs no second read.
+-- reads fields beyond JOB_FIELDS (the attempts, the calls, the attempt log): `job.whole`
+-- (name: value) then follows this call's writes.
 local function load_whole_job(job_id)
   if not JOB_FIELD then
     JOB_FIELD = {}
@@ -64,15 +64,6 @@ local function load_whole_job(job_id)
   local job = job_from_fields(job_id, f)
   job.whole = whole
   return job
-end
-
-local function whole_record(job)
-  local out = {}
-  for name, v in pairs(job.whole) do
-    out[#out + 1] = name
-    out[#out + 1] = v
-  end
-  return out
 end
 
 -- A value as a field holds it: a whole number's digits (formatted once, as Redis would store

@@ -44,10 +44,10 @@ if adding > 0 then
     return {'full', scope .. ' ' .. waiting .. ' ' .. cap}
   end
 end
-local fields, loaded, created = {}, {}, NOW_MS
+local fields, loaded, created, created_digits = {}, {}, NOW_MS, NOW_DIGITS
 for i = ARG0 + 9, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
-  if name == 'created_ms' then created = tonumber(value) end
+  if name == 'created_ms' then created, created_digits = tonumber(value), value end
   fields[#fields + 1] = name
   fields[#fields + 1] = value
   if value ~= '' then loaded[name] = value end
@@ -65,9 +65,9 @@ end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', ''} end
 
 local seq = redis.call('INCR', K.SEQ)
+loaded.seq = string.format('%d', seq)
 fields[#fields + 1] = 'seq'
-fields[#fields + 1] = seq
-loaded.seq = tostring(seq)
+fields[#fields + 1] = loaded.seq
 redis.call('HSET', KEYS[1], unpack(fields))
 local job = job_from_fields(job_id, loaded)
 job.place = 'new'
@@ -77,10 +77,10 @@ job.place = 'new'
 -- at most a few jobs past its bound.
 local oldest = math.min(NOW_MS - 1000 * ctx.retention, created)
 local trims = seq % LISTING_TRIM_EVERY == 0
-redis.call('ZADD', KEYS[2], created, job_id)
+redis.call('ZADD', KEYS[2], created_digits, job_id)
 if trims then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. oldest) end
 if tenant ~= '' then
-  redis.call('ZADD', KEYS[3], created, job_id)
+  redis.call('ZADD', KEYS[3], created_digits, job_id)
   if trims then
     local first_open = redis.call('ZRANGE', KEYS[5], '0', '0', 'WITHSCORES')
     if #first_open > 0 then oldest = math.min(oldest, tonumber(first_open[2])) end

@@ -129,12 +129,12 @@ PLACES.final = {
 local EFFECTS = {}
 
 EFFECTS.open = function(job)
-  redis.call('ZADD', K.OPEN, number(job, 'created_ms'), job.id)
+  local created = tonumber(job.f.created_ms or '') and job.f.created_ms or '0'
+  redis.call('ZADD', K.OPEN, created, job.id)
   if job.tenant ~= K.NO_TENANT then
-    redis.call('ZADD', K.TENANT_PREFIX .. job.tenant .. ':open', number(job, 'created_ms'), job.id)
+    redis.call('ZADD', K.TENANT_PREFIX .. job.tenant .. ':open', created, job.id)
   end
-  local expires = tonumber(job.f.expires_ms or '')
-  if expires then redis.call('ZADD', K.DEADLINES, expires, job.id) end
+  if tonumber(job.f.expires_ms or '') then redis.call('ZADD', K.DEADLINES, job.f.expires_ms, job.id) end
   if job.f.batch_id then
     local batch, batch_jobs = batch_keys(job.f.batch_id)
     redis.call('HINCRBY', batch, 'open', '1')

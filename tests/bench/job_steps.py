@@ -9,10 +9,11 @@ transaction, released in one run (no quota), claimed one by one with the call ma
 worker does), finished ``succeeded`` with their image bought and their first webhook delivery
 claimed to be sent at once (taking a slot of its endpoint), and that delivery's outcome recorded.
 Per step: the scripts' time (``INFO commandstats``, ``fcall`` usec, which includes the commands
-each script runs), the commands they run and Redis's CPU time for the whole step (``INFO cpu``:
-with the commands sent outside scripts, reading requests and writing replies), per job, the
-median over the rounds after the first two. ``--redis-cpu N`` runs Redis on CPU N only
-(``taskset``); run this driver on another (``taskset -c 0``) and Redis has a core to itself.
+each script runs), the commands (those the scripts run and those sent beside them) and Redis's
+CPU time for the whole step (``INFO cpu``: with the commands sent outside scripts, reading
+requests and writing replies), per job, the median over the rounds after the first two.
+``--redis-cpu N`` runs Redis on CPU N only (``taskset``); run this driver on another
+(``taskset -c 0``) and Redis has a core to itself.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ NOT_IN_SCRIPTS = frozenset({"info", "multi", "exec", "function|list", "function|
 @dataclass(frozen=True)
 class StepCost:
     script_us: float  # the scripts' time (with the commands they ran)
-    commands: float  # the commands the scripts ran
+    commands: float  # the commands run: by the scripts, and beside them (a claim's HGETALL)
     cpu_us: float  # Redis CPU, everything it did for the step (parsing, replies, syscalls)
 
 
@@ -59,8 +60,9 @@ def _total(costs: Iterable[StepCost]) -> StepCost:
 
 
 def _scripts(before: _Reading, after: _Reading) -> tuple[int, int, int]:
-    """Script calls, their usec (with the commands they ran) and the commands they ran, between
-    two readings (every command but the scripts, their transactions and the driver's INFO)."""
+    """Script calls, their usec (with the commands they ran) and the commands run between two
+    readings: by the scripts and beside them (all but FCALL, MULTI/EXEC and the driver's INFO
+    and FUNCTION calls)."""
     calls = usec = inside = 0
     for name, (count, spent) in after.commands.items():
         old_count, old_spent = before.commands.get(name, (0, 0))

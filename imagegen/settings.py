@@ -229,19 +229,6 @@ class Settings(BaseSettings):
         default=300.0,
         description="Hard time limit per task; also the lease a running job holds.",
     )
-    visibility_timeout_s: int = Field(
-        default=3600,
-        gt=0,
-        description="Seconds before Redis redelivers an unacknowledged message; must exceed "
-        "the hard time limit.",
-    )
-    redelivery_sweep_s: int = Field(
-        default=10,
-        gt=0,
-        description="How often each worker looks for messages past their visibility timeout "
-        "(left by a worker that died) and puts them back on their queue.",
-    )
-
     # The shared rate limiter (one token bucket per region and model, in Redis).
     rate_limit_rpm: float = Field(
         default=60.0,
@@ -619,13 +606,6 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             msg = "task_soft_time_limit_s must be below task_time_limit_s"
-            raise ValueError(msg)
-        if self.visibility_timeout_s <= self.task_time_limit_s:
-            msg = (
-                f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed "
-                f"task_time_limit_s ({self.task_time_limit_s:g}), or Redis redelivers "
-                "messages that are still being worked on"
-            )
             raise ValueError(msg)
         admin = None if self.api_admin_token is None else self.api_admin_token.get_secret_value()
         if admin is not None and len(admin) < MIN_ADMIN_TOKEN_CHARS:

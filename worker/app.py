@@ -32,13 +32,14 @@ def make_app(settings: Settings) -> Celery:
         celery.conf.broker_failover_strategy = STAY_ON_FIRST_URL
     celery.conf.broker_use_ssl = broker_tls(settings)
     transport_options = {
-        # Must exceed the longest task (checked by Settings), or Redis hands a message that is
-        # still being worked on to a second worker. Retries wait in the dispatcher, not here.
-        "visibility_timeout": settings.visibility_timeout_s,
-        # Sweep for messages abandoned by a dead worker every redelivery_sweep_s seconds
-        # (kombu's default is ten times its interval).
-        "unacked_restore_interval": settings.redelivery_sweep_s,
-        "unacked_restore_throttle": 1,
+        # A delivered message is kept until its ack in this process only, not copied to Redis
+        # (kombu's `unacked` hash, two MULTI/EXEC round trips a message): every message on our
+        # queues belongs to a record that brings its work back when the process dies. A
+        # released job nobody claimed is put back to wait after dispatch_redrive_grace_s, a
+        # running one when its lease ends, a queued webhook delivery after
+        # webhook_handoff_grace_s. A worker that stops cleanly still hands back the messages it
+        # took and did not start.
+        "ack_emulation": False,
         # Workers listening on "interactive,batch" always empty interactive first.
         "queue_order_strategy": "priority",
         **broker_transport_options(settings),

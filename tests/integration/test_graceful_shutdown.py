@@ -43,6 +43,9 @@ def test_sigterm_finishes_jobs_in_flight_and_loses_none(slow_stack: Stack) -> No
         while emulator_stats(emulator)["in_flight"] < 2:
             assert time.monotonic() < deadline, "the worker never got busy"
             time.sleep(0.05)
+        # The messages of the jobs in flight are in the worker's memory only: kombu keeps no
+        # copy in Redis (its `unacked` hash), the records bring the jobs back if it dies.
+        assert client.jobs.redis.exists("unacked", "unacked_index") == 0
 
         stopped = time.monotonic()
         slow_stack.processes.stop("draining", signal.SIGTERM, grace_s=30)

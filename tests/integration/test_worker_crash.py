@@ -20,8 +20,7 @@ pytestmark = pytest.mark.integration
 
 CRASH_STACK_DB = 13
 # Short timings so redelivery happens within seconds: a Bedrock call of about 2 s, a lease and
-# hard limit of 6.5 s, a visibility timeout of 8 s, a sweep for abandoned messages every 1 s,
-# and a released job nobody claims put back to wait after 2 s.
+# hard limit of 6.5 s, and a released job nobody claims put back to wait after 2 s.
 SHORT_TIMINGS = {
     **FAST_RETRIES,
     "IMAGEGEN_BEDROCK_CONNECT_TIMEOUT_S": "1",
@@ -31,8 +30,6 @@ SHORT_TIMINGS = {
     "IMAGEGEN_S3_READ_TIMEOUT_S": "1",
     "IMAGEGEN_TASK_SOFT_TIME_LIMIT_S": "6",
     "IMAGEGEN_TASK_TIME_LIMIT_S": "6.5",
-    "IMAGEGEN_VISIBILITY_TIMEOUT_S": "8",
-    "IMAGEGEN_REDELIVERY_SWEEP_S": "1",
     "IMAGEGEN_DISPATCH_REDRIVE_GRACE_S": "2",
 }
 

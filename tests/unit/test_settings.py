@@ -33,11 +33,6 @@ def test_environment_variables_use_the_imagegen_prefix(monkeypatch: pytest.Monke
     assert settings.allowed_model_ids == ("stability.stable-image-core-v1:0",)
 
 
-def test_a_visibility_timeout_below_task_plus_retry_is_refused() -> None:
-    with pytest.raises(ValidationError, match="visibility_timeout_s"):
-        make(visibility_timeout_s=300, task_time_limit_s=300, retry_cap_s=60)
-
-
 def test_a_hard_limit_shorter_than_one_call_is_refused() -> None:
     with pytest.raises(ValidationError, match="task_time_limit_s"):
         make(bedrock_read_timeout_s=400)

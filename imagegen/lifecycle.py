@@ -320,7 +320,7 @@ EFFECTS: dict[str, str] = {
     "push": "put its Celery message on its queue (interactive or batch)",
     "prepare_copy": "note the cached object to copy instead of calling Bedrock",
     "lease": "the worker's lease; on a first start `started_ms` and the `job.started` webhook",
-    "flag_cancel": "set the cancel flag the worker checks before its call and its upload",
+    "flag_cancel": "set the cancel flag the worker checks before its call and at its finish",
     "log_attempt": "add the attempt to the log, with its error and the retry's due time",
     "free_followers": "identical jobs following it go back to wait for their own turn",
     "book_lost_call": "a Bedrock call in flight when the lease ran out is booked as spent",

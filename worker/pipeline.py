@@ -45,7 +45,14 @@ from worker.inputs import fetch_inputs
 from worker.limiter import Limiter
 from worker.lost_images import LostImages
 from worker.retry import Decision, Disposition, RetryPolicy, disposition_of
-from worker.storage import StoredImage, copy_image, find_stored_image, image_key, upload_image
+from worker.storage import (
+    StoredImage,
+    copy_image,
+    delete_image,
+    find_stored_image,
+    image_key,
+    upload_image,
+)
 from worker.webhooks import delivery_lease_ms, endpoint_slot_for
 
 if TYPE_CHECKING:
@@ -55,7 +62,7 @@ if TYPE_CHECKING:
     from imagegen.bedrock import PoolClients
     from worker.send_now import SendNow
 
-__all__ = ["BOOKKEEPING_TIMEOUT_S", "RETRY_SCHEDULED", "JobOutcome", "Services", "run_job"]
+__all__ = ["RETRY_SCHEDULED", "JobOutcome", "Services", "run_job"]
 
 log = logging.getLogger("imagegen.job")
 
@@ -77,10 +84,6 @@ class Services:
     # first use (None: the delivery messages on the webhooks queue do, as from any other
     # process).
     send_now: Callable[[], SendNow] | None = None
-    # The store on a Redis client whose commands give up after BOOKKEEPING_TIMEOUT_S: what an
-    # attempt reads between a bought image and its upload, so a stalled Redis cannot hold the
-    # image in memory (None: ``store``).
-    quick_store: JobStore | None = None
     # The configured pools' clients (``bedrock`` is the implicit pool's) and their counters.
     pools: PoolClients | None = None
     pool_stats: PoolStats | None = None
@@ -132,9 +135,6 @@ THROTTLED = "ThrottlingException"
 # A job a pool throttled goes back for another pool's token without spending an attempt, up to
 # this many times per attempt it may make (then throttles count as the policy says).
 FREE_RETURNS_PER_ATTEMPT = 4
-# The longest a Redis command between a bought image and its upload may wait (``quick_store``):
-# past it the step is skipped, and the image goes to S3.
-BOOKKEEPING_TIMEOUT_S = 0.5
 
 
 class _NoBudget:
@@ -386,18 +386,15 @@ class _Attempt:
                 )
             generated = result
             # The image is bought: from Bedrock's answer until it is uploaded (or parked) it
-            # exists only in this process; bookkeeping that fails now must never throw it away,
-            # and Redis is asked nothing that could wait longer than BOOKKEEPING_TIMEOUT_S.
+            # exists only in this process, and Redis is asked nothing before the upload (a cancel
+            # requested meanwhile is found by the finish).
             self.bought_at = self.answered_at
             log.info("job image bought", extra=self.facts())
             self.book_purchase()
         info = inspect_image(generated.image, self.request.image_format)
-        quick = self.services.quick_store or store
-        if self.best_effort("read the cancel flag", lambda: quick.cancel_requested(self.job_id)):
-            return self.finish(JobStatus.CANCELED, {"seed": generated.seed}, seed=generated.seed)
         self.upload(generated, info)
         self.kept("uploaded")
-        return self.succeed(generated.seed, info, latency_ms)
+        return self.succeed(generated.seed, info, latency_ms, cancel_wins=True)
 
     def call_bedrock(
         self,
@@ -712,7 +709,16 @@ class _Attempt:
         log.info("job image kept", extra=self.facts(kept=where, window_ms=window_ms))
         self.bought_at = None
 
-    def succeed(self, seed: int | None, info: ImageInfo, latency_ms: int | None) -> JobOutcome:
+    def succeed(
+        self,
+        seed: int | None,
+        info: ImageInfo,
+        latency_ms: int | None,
+        *,
+        cancel_wins: bool = False,
+    ) -> JobOutcome:
+        """Finish the job with its stored image; with ``cancel_wins`` a cancel requested while
+        the attempt ran ends it canceled instead (``canceled_after_upload``)."""
         fields: dict[str, str | int | None] = {
             "seed": seed,
             "s3_bucket": self.bucket,
@@ -728,7 +734,9 @@ class _Attempt:
         }
         if latency_ms is not None:
             fields["bedrock_latency_ms"] = latency_ms
-        outcome = self.finish(JobStatus.SUCCEEDED, fields, seed=seed, s3_key=self.key)
+        outcome = self.finish(
+            JobStatus.SUCCEEDED, fields, seed=seed, s3_key=self.key, cancel_wins=cancel_wins
+        )
         if not self.finished:
             # Another attempt holds the job, or it was final already: the image is in S3, so a
             # parked copy is of no use (the final transition drops its job's own).
@@ -743,6 +751,7 @@ class _Attempt:
         seed: int | None = None,
         s3_key: str | None = None,
         attempt_log: tuple[int, str, str] | None = None,
+        cancel_wins: bool = False,
     ) -> JobOutcome:
         send_now = self.services.send_now() if self.services.send_now else None
         reserved = send_now.reserve(MOST_DELIVERIES_AT_A_FINISH) if send_now else 0
@@ -787,11 +796,15 @@ class _Attempt:
                 if reserved
                 else None,
                 call=call,
+                cancel_wins=cancel_wins,
                 then=then,
             )
         finally:
             if send_now is not None:
                 send_now.send(claims, reserved)
+        if outcome is FinishOutcome.CANCEL_REQUESTED:
+            self.sent_with_finish(then_replies, sent)
+            return self.canceled_after_upload(seed)
         changed = outcome is FinishOutcome.FINISHED
         self.finished = changed
         self.answer_noted = self.answer_noted or (changed and call != "")
@@ -808,6 +821,19 @@ class _Attempt:
             ),
         )
         return JobOutcome(self.job_id, status.value, s3_key, seed, model_id, release)
+
+    def canceled_after_upload(self, seed: int | None) -> JobOutcome:
+        """A cancel was requested while the attempt ran: the image it stored is deleted (it was
+        paid for, and booked as spent by this finish), and the job ends canceled."""
+        log.info("job canceled while it ran; deleting its stored image", extra=self.facts())
+        try:
+            delete_image(self.services.s3, self.bucket, self.key)
+        except JobError as e:
+            log.warning(
+                "the image of a canceled job could not be deleted",
+                extra=self.facts(error=str(e)),
+            )
+        return self.finish(JobStatus.CANCELED, {"seed": seed}, seed=seed)
 
     def sent_with_finish(self, replies: tuple[Any, ...], sent: dict[str, slice]) -> Release | None:
         """Read what went with the finish: the limiter's report and the pool's counters (done

@@ -16,12 +16,11 @@ from imagegen.epoch import MARK_TIMEOUTS_S, EpochWatch
 from imagegen.redis.connection import connect
 from imagegen.s3 import make_s3_client
 from imagegen.settings import Settings, get_settings
-from imagegen.store.jobs import JobStore
 from imagegen.store.pool_stats import PoolStats
 from imagegen.store.quarantine import Quarantine
 from worker.intake import Intake
 from worker.lost_images import LostImages
-from worker.pipeline import BOOKKEEPING_TIMEOUT_S, Services
+from worker.pipeline import Services
 from worker.release_loop import ReleaseLoop
 from worker.send_now import SendNow
 from worker.sweeper import OutboxSweeper
@@ -61,10 +60,6 @@ def build_services(settings: Settings) -> Services:
         pool_stats=PoolStats(redis_client),
         send_now=send_now if settings.webhook_send_threads else None,
         lost_images=LostImages(redis_client, settings),
-        quick_store=JobStore.from_settings(
-            connect(settings, max_connections=pool_size, timeout_s=BOOKKEEPING_TIMEOUT_S),
-            settings,
-        ),
     )
 
 

@@ -16,7 +16,14 @@ from worker.images import CONTENT_TYPES, ImageInfo
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["StoredImage", "copy_image", "find_stored_image", "image_key", "upload_image"]
+__all__ = [
+    "StoredImage",
+    "copy_image",
+    "delete_image",
+    "find_stored_image",
+    "image_key",
+    "upload_image",
+]
 
 _UPLOAD_BACKOFF_S = 0.5
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
@@ -80,6 +87,15 @@ def upload_image(
             time.sleep(_UPLOAD_BACKOFF_S * 2 ** (attempt - 1))
         else:
             return
+
+
+def delete_image(s3: S3Client, bucket: str, key: str) -> None:
+    """DeleteObject (deleting an object that is not there succeeds)."""
+    try:
+        s3.delete_object(Bucket=bucket, Key=key)
+    except (ClientError, BotoCoreError) as e:
+        msg = f"cannot delete s3://{bucket}/{key}: {e}"
+        raise StorageError(msg) from e
 
 
 def find_stored_image(

@@ -109,6 +109,7 @@ class FinishOutcome(StrEnum):
     FINISHED = "finished"
     ALREADY_FINAL = "final"
     NOT_LEASED = "lease"  # another attempt holds the job
+    CANCEL_REQUESTED = "cancel"  # a cancel won over the success (``finish(cancel_wins=True)``)
 
 
 class Finished(NamedTuple):
@@ -385,9 +386,6 @@ class JobStore:
         bucket, key = self.redis.hmget(keys.job_key(job_id), ["copy_from_bucket", "copy_from_key"])
         return (str(bucket), str(key)) if bucket and key else None
 
-    def cancel_requested(self, job_id: str) -> bool:
-        return self.redis.hget(keys.job_key(job_id), "cancel_requested") == "1"
-
     def release_for_retry(
         self,
         job_id: str,
@@ -450,6 +448,7 @@ class JobStore:
         delivery_lease_ms: int = 0,
         call: str = "",
         slot: tuple[str, int, str] | None = None,
+        cancel_wins: bool = False,
         then: Callable[[Any], None] | None = None,
     ) -> Finished:
         """Write the final status and its fields, when ``owner`` holds the job's lease.
@@ -464,7 +463,9 @@ class JobStore:
         when the job is finished here). ``slot`` (endpoint, cap, slot id): the first delivery
         claimed to the job's webhook takes that slot of its endpoint's deliveries in flight
         here, when one is free (``DeliveryClaim.slot``), as ``Deliveries.take_endpoint_slot``
-        would. ``then`` queues more commands on the pipeline of the
+        would. With ``cancel_wins`` a cancel requested while the attempt ran wins over a
+        ``succeeded``: nothing changes (``FinishOutcome.CANCEL_REQUESTED``), and the caller
+        finishes the job canceled. ``then`` queues more commands on the pipeline of the
         finish, sent in the same round trip and run after it (the release of the slot it freed,
         the pool's counters): their replies come back in ``Finished.then``, an error as its
         reply, never raised."""
@@ -483,6 +484,7 @@ class JobStore:
             keys.endpoint_inflight_key(slot[0]) if slot else "",
             slot[1] if slot else 0,
             slot[2] if slot else "",
+            "1" if cancel_wins else "",
         ]
         for name, value in fields.items():
             argv += [name, "" if value is None else value]

@@ -26,6 +26,7 @@ from imagegen.store.jobs import CallMark
 from imagegen.store.spend import periods
 from producer.client import Client
 from tests.support import bedrock_payload, image_bytes
+from worker import pipeline as pipeline_module
 from worker.pipeline import RETRY_SCHEDULED, Services, run_job
 
 
@@ -249,24 +250,40 @@ def test_an_upload_failure_parks_the_image_and_the_retry_does_not_buy_it_again(
     assert body == image_bytes("png")
 
 
-def test_a_cancel_requested_during_generation_skips_the_upload(rig: Rig) -> None:
+def test_a_cancel_requested_during_the_call_ends_the_job_canceled_with_no_image(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = rig.submit()
     rig.answer(bedrock_payload())
-    checks = {"count": 0}
-    original = rig.services.store.cancel_requested
+    real_inspect = pipeline_module.inspect_image
 
-    def cancel_arrives_after_the_call(job_id: str) -> bool:
-        # The only read of the flag: the check before the upload (the one before the call is
-        # the call's mark).
-        checks["count"] += 1
-        rig.redis.hset(f"imagegen:job:{job_id}", "cancel_requested", "1")
-        return original(job_id)
+    def cancel_arrives_with_the_answer(*args: Any, **kwargs: Any) -> Any:
+        rig.client.cancel(job.job_id)  # the job is running: the cancel is only requested
+        return real_inspect(*args, **kwargs)
 
-    rig.services.store.cancel_requested = cancel_arrives_after_the_call  # type: ignore[method-assign]
-    rig.run(job.job_id)
-    assert checks["count"] == 1
-    assert rig.client.get(job.job_id).status is JobStatus.CANCELED
+    monkeypatch.setattr("worker.pipeline.inspect_image", cancel_arrives_with_the_answer)
+    outcome = rig.run(job.job_id)
+    record = rig.client.get(job.job_id)
+    assert (outcome.status, record.status, record.s3_key) == ("canceled", JobStatus.CANCELED, None)
+    assert record.cost_usd == pytest.approx(0.04)  # the call was paid for
     assert rig.objects() == []
+
+
+def test_a_cancel_requested_during_the_upload_ends_the_job_canceled_with_no_image(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = rig.submit()
+    rig.answer(bedrock_payload())
+    real_upload = pipeline_module.upload_image
+
+    def cancel_arrives_while_uploading(*args: Any, **kwargs: Any) -> None:
+        rig.client.cancel(job.job_id)
+        real_upload(*args, **kwargs)
+
+    monkeypatch.setattr("worker.pipeline.upload_image", cancel_arrives_while_uploading)
+    assert rig.run(job.job_id).status == "canceled"
+    assert rig.client.get(job.job_id).status is JobStatus.CANCELED
+    assert rig.objects() == []  # stored, then deleted
 
 
 UPSCALE = "us.stability.stable-fast-upscale-v1:0"
@@ -620,15 +637,7 @@ def test_bookkeeping_that_fails_after_a_bought_image_never_throws_it_away(
     job = rig.submit()
     rig.answer(bedrock_payload(seed=77))  # one answer only: a second call would fail the stub
     monkeypatch.setattr(rig.services.limiter, "report", outage)
-    checks: list[str] = []
-
-    def cancel_flag_in_an_outage(job_id: str) -> bool:
-        checks.append(job_id)  # the check before the upload (the call's mark saw Redis)
-        return outage()  # type: ignore[func-returns-value]
-
-    monkeypatch.setattr(rig.services.store, "cancel_requested", cancel_flag_in_an_outage)
     outcome = rig.run(job.job_id)
-    assert len(checks) == 1
     assert outcome.status == "succeeded"
     record = rig.client.get(job.job_id)
     assert record.seed == 77

@@ -8,7 +8,8 @@
 -- caller does not), 13 their lease ms, 14 this attempt's Bedrock call attribution (a JSON line
 -- added to the `calls` field, as job_note_call.lua does; '' for none), 15 the in-flight set of
 -- the job's webhook endpoint ('' for none), 16 its cap, 17 the slot id the first delivery claimed
--- here takes in it (slot_take.lua), then field/value pairs.
+-- here takes in it (slot_take.lua), 18 '1' when a cancel requested meanwhile wins over a
+-- `succeeded` (the image this attempt stored), then field/value pairs.
 -- Touches (a final transition):
 --   imagegen:job:{id} and its :next and :parked-image, imagegen:open, imagegen:deadlines,
 --   imagegen:running, imagegen:dlq, imagegen:stats, imagegen:tenant:{t}:open|active|paused,
@@ -22,15 +23,19 @@
 -- Returns {1, n claimed deliveries, then for each: its id, event, url, webhook-id and the slot it
 -- took ('' none); when n > 0,
 -- then the signing secrets of the job's tenant (JSON, '' = none; imagegen:tenant:{t}:secrets or
--- imagegen:webhooks:secrets)}; {0, 'final'} when the job was already final and {0, 'lease'}
--- when another attempt holds it (nothing changes either way). The caller reads the record the
+-- imagegen:webhooks:secrets)}; {0, 'final'} when the job was already final, {0, 'lease'}
+-- when another attempt holds it and {0, 'cancel'} when a cancel won (ARGV 18; the caller then
+-- finishes it canceled): nothing changes in any of these. The caller reads the record the
 -- deliveries carry with an HGETALL sent beside this call (JobStore.finish).
 job_context(ARGV)
 local job = load_whole_job(ARGV[ARG0])
 if not job or job.place == 'final' then return {0, 'final'} end
 if job.place ~= 'running' or job.f.lease_owner ~= ARGV[ARG0 + 3] then return {0, 'lease'} end
+if ARGV[ARG0 + 11] == '1' and ARGV[ARG0 + 1] == 'succeeded' and job.f.cancel_requested == '1' then
+  return {0, 'cancel'}
+end
 local fields = {}
-for i = ARG0 + 11, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = ARG0 + 12, #ARGV do fields[#fields + 1] = ARGV[i] end
 if ARGV[ARG0 + 7] ~= '' then
   local calls = job.whole.calls or ''
   fields[#fields + 1] = 'calls'

@@ -37,9 +37,10 @@ one is done (its webhook answered, or its result read) and nothing is left unack
 Redis CPU is ``used_cpu_sys + used_cpu_user`` from ``INFO cpu``; commands are the
 ``INFO commandstats`` deltas, less the few commands this driver sent itself. Commands run by a
 Lua script (or inside MULTI/EXEC) are counted as commands too, and EVALSHA's (EXEC's) time
-includes theirs.
+includes theirs. Round trips are the server's read system calls (``syscr`` in /proc/PID/io):
+one per request it reads, a pipeline's commands arriving in one.
 
-The three runs make a round, and the measurement is several rounds, one after another: the
+The runs make a round, and the measurement is several rounds, one after another: the
 machine's speed drifts over minutes (on a shared 2-core VM one run of ours can cost a fifth more
 Redis CPU per job than the one before it, and the no-op as much), so each round's ratio compares
 runs made a minute apart, and the figures shown are the round with the median ratio.
@@ -147,6 +148,7 @@ class RunFigures:
     idle_cpu_ms: float
     idle_commands: int
     top: tuple[CommandCost, ...]  # by usec, most first
+    reads: int  # the server's read system calls: the round trips made to it
     webhook_requests: int | None = None  # ours only: requests the receiver got
     deferred_webhooks: int | None = None  # ours only: "endpoint busy" deferrals in the log
 
@@ -157,6 +159,10 @@ class RunFigures:
     @property
     def commands_per_job(self) -> float:
         return self.commands / self.jobs
+
+    @property
+    def reads_per_job(self) -> float:
+        return self.reads / self.jobs
 
     @property
     def scripts_per_job(self) -> float:
@@ -226,6 +232,7 @@ class _Reading:
     cpu_s: float
     commands: dict[str, tuple[int, int]]  # command: (calls, usec)
     mine: Counter[str]  # commands this driver had sent to the server before this reading
+    reads: int  # read system calls the server made so far (/proc/PID/io): its round trips
 
 
 class _PrivateRedis:
@@ -241,6 +248,7 @@ class _PrivateRedis:
         self.url = ""
         self.version = ""
         self.mine: Counter[str] = Counter()
+        self.pid = 0
         self._client: redis.Redis | None = None
 
     def __enter__(self) -> _PrivateRedis:
@@ -297,7 +305,7 @@ class _PrivateRedis:
             client = redis.Redis(host=HOST, port=port, decode_responses=True, socket_timeout=30)
             server = client.info("server")
             if int(server["process_id"]) == process.pid and int(server["tcp_port"]) == port:
-                self._client, self.url = client, url
+                self._client, self.url, self.pid = client, url, process.pid
                 self.version = str(server["redis_version"])
                 self.mine["info"] += 1
                 return
@@ -329,6 +337,7 @@ class _PrivateRedis:
         self.mine["info"] += 1
         return _Reading(
             at=at,
+            reads=_read_calls(self.pid),
             cpu_s=float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
             commands={
                 key.removeprefix("cmdstat_"): (int(value["calls"]), int(value["usec"]))
@@ -357,6 +366,18 @@ class _PrivateRedis:
                 msg = f"{self.name}: still not quiet after {timeout_s:g} s ({left})"
                 raise BenchError(msg)
             time.sleep(QUIET_POLL_S)
+
+
+def _read_calls(pid: int) -> int:
+    """The read system calls process ``pid`` has made (``syscr`` in /proc/PID/io): for a Redis
+    server, about one per request it reads (a pipeline's commands come in one), so the round
+    trips clients made to it; the driver's own few are counted too."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == "syscr":
+            return int(value)
+    msg = f"no syscr in /proc/{pid}/io"
+    raise BenchError(msg)
 
 
 def _commands(before: _Reading, after: _Reading) -> dict[str, tuple[int, int]]:
@@ -396,6 +417,7 @@ def _figures(
         idle_cpu_ms=(before.cpu_s - idle_from.cpu_s) * 1000,
         idle_commands=sum(calls for calls, _ in idle.values()),
         top=tuple(CommandCost(c, calls / jobs, usec / jobs) for c, (calls, usec) in top),
+        reads=after.reads - before.reads,
         **extra,
     )
 
@@ -815,6 +837,7 @@ def report_lines(figures: WholeJobFigures) -> list[str]:
             "Redis CPU ms/job",
             "commands/job",
             "scripts/job",
+            "round trips/job",
             "idle CPU ms/s",
             "idle cmds/s",
             "net of idle ms/job",
@@ -827,6 +850,7 @@ def report_lines(figures: WholeJobFigures) -> list[str]:
             f"{run.cpu_ms_per_job:.3f}",
             f"{run.commands_per_job:.1f}",
             f"{run.scripts_per_job:.1f}",
+            f"{run.reads_per_job:.1f}",
             f"{run.idle_cpu_ms_per_s:.2f}",
             f"{run.idle_commands_per_s:.1f}",
             f"{run.net_cpu_ms_per_job:.3f}",

@@ -22,22 +22,23 @@
 -- claim left it with an HGETALL sent beside this call (JobStore.claim): a reply built here
 -- costs Redis about three times as much.
 job_context(ARGV)
-local job = load_whole_job(ARGV[ARG0])
+local job = load_job(ARGV[ARG0])
 if not job then return {'missing', 0, -1, 0} end
-local attempts = tonumber(job.whole.attempts or '') or 0
-if job.place == 'final' then return {'terminal', attempts, -1, 0} end
+-- The attempts so far, for an answer that claims nothing (a claim counts its own).
+local function attempts() return tonumber(redis.call('HGET', job.key, 'attempts') or '') or 0 end
+if job.place == 'final' then return {'terminal', attempts(), -1, 0} end
 if job.place == 'running' and number(job, 'lease_until_ms') > NOW_MS then
-  return {'busy', attempts, -1, 0}
+  return {'busy', attempts(), -1, 0}
 end
-if job.place ~= 'released' then return {'waiting', attempts, -1, 0} end
+if job.place ~= 'released' then return {'waiting', attempts(), -1, 0} end
 if job.f.cancel_requested == '1' then
   transition(job, 'cancel', {status = 'canceled'})
-  return {'canceled', attempts, -1, 0}
+  return {'canceled', attempts(), -1, 0}
 end
 local expires = tonumber(job.f.expires_ms or '')
 if expires and not job.f.started_ms and NOW_MS >= expires then
   transition(job, 'expire', {status = 'expired'})
-  return {'expired', attempts, -1, 0}
+  return {'expired', attempts(), -1, 0}
 end
 local opts = {owner = ARGV[ARG0 + 1], lease_until = NOW_MS + tonumber(ARGV[ARG0 + 2])}
 local call_now = ARGV[ARG0 + 3] == '1' and job.f.no_inputs == '1' and not job.f.copy_from_key

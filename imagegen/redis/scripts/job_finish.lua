@@ -28,7 +28,7 @@
 -- finishes it canceled): nothing changes in any of these. The caller reads the record the
 -- deliveries carry with an HGETALL sent beside this call (JobStore.finish).
 job_context(ARGV)
-local job = load_whole_job(ARGV[ARG0])
+local job = load_job(ARGV[ARG0])
 if not job or job.place == 'final' then return {0, 'final'} end
 if job.place ~= 'running' or job.f.lease_owner ~= ARGV[ARG0 + 3] then return {0, 'lease'} end
 if ARGV[ARG0 + 11] == '1' and ARGV[ARG0 + 1] == 'succeeded' and job.f.cancel_requested == '1' then
@@ -37,7 +37,7 @@ end
 local fields = {}
 for i = ARG0 + 12, #ARGV do fields[#fields + 1] = ARGV[i] end
 if ARGV[ARG0 + 7] ~= '' then
-  local calls = job.whole.calls or ''
+  local calls = redis.call('HGET', job.key, 'calls') or ''
   fields[#fields + 1] = 'calls'
   fields[#fields + 1] = calls .. ARGV[ARG0 + 7] .. '\n'
 end

@@ -191,7 +191,6 @@ end
 
 EFFECTS.lease = function(job, opts)
   local attempts = redis.call('HINCRBY', job.key, 'attempts', '1')
-  if job.whole then job.whole.attempts = tostring(attempts) end
   set_fields(job, {'lease_owner', opts.owner, 'lease_until_ms', opts.lease_until,
                    'claimed_ms', NOW_MS, 'next_attempt_ms', ''})
   opts.attempts = attempts
@@ -259,7 +258,6 @@ EFFECTS.reset = function(job)
                    'copy_from_bucket', '', 'copy_from_key', '', 'cached', '',
                    'cache_source', ''})
   job.f.replays = tostring(redis.call('HINCRBY', job.key, 'replays', '1'))
-  if job.whole then job.whole.replays = job.f.replays end
 end
 
 -- Moves `job` by `event` (opts: what the event needs). Checks the move is declared, takes the

@@ -42,30 +42,6 @@ local function load_job(job_id)
   return job_from_fields(job_id, f)
 end
 
--- JOB_FIELDS as a set, made on first use (a library's load runs without `ipairs`).
-local JOB_FIELD
-
--- The job as load_job has it, read with its whole record in one HGETALL, for a script that
--- reads fields beyond JOB_FIELDS (the attempts, the calls, the attempt log): `job.whole`
--- (name: value) then follows this call's writes.
-local function load_whole_job(job_id)
-  if not JOB_FIELD then
-    JOB_FIELD = {}
-    for _, name in ipairs(JOB_FIELDS) do JOB_FIELD[name] = true end
-  end
-  local all = redis.call('HGETALL', job_key(job_id))
-  local whole, f = {}, {}
-  for i = 1, #all, 2 do
-    local name, v = all[i], all[i + 1]
-    whole[name] = v
-    if JOB_FIELD[name] and v ~= '' then f[name] = v end
-  end
-  if not whole.status then return nil end
-  local job = job_from_fields(job_id, f)
-  job.whole = whole
-  return job
-end
-
 -- A value as a field holds it: a whole number's digits (formatted once, as Redis would store
 -- it), any other value as tostring has it (Redis formats a fraction itself, with more digits).
 local function field_text(v)
@@ -81,13 +57,12 @@ end
 -- name, value pairs; '' clears a field. Inside a transition the writes are gathered and made
 -- by one HSET as it ends (`flush_fields`); the loaded copy is what the transition reads.
 local function set_fields(job, values)
-  local pending, whole, f = job.pending, job.whole, job.f
+  local pending, f = job.pending, job.f
   local writes = not pending and {} or nil
   for i = 1, #values, 2 do
     local name = values[i]
     local written, text = field_text(values[i + 1])
     if writes then writes[i], writes[i + 1] = name, written else pending[name] = written end
-    if whole then whole[name] = text end
     if text == '' then f[name] = nil else f[name] = text end
   end
   if writes then redis.call('HSET', job.key, unpack(writes)) end
@@ -107,11 +82,9 @@ end
 
 local function number(job, name) return tonumber(job.f[name] or '') or 0 end
 
--- The attempt log with `line` added at its end (the record's own, as loaded whole or read).
+-- The attempt log with `line` added at its end.
 local function attempt_log_with(job, line)
-  local log = job.whole and job.whole.attempt_log
-  if not job.whole then log = redis.call('HGET', job.key, 'attempt_log') end
-  return (log or '') .. line .. '\n'
+  return (redis.call('HGET', job.key, 'attempt_log') or '') .. line .. '\n'
 end
 
 -- One status message, on the fleet's channel and on the job's own; and on its tenant's, with

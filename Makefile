@@ -86,7 +86,7 @@ bench-submit: install
 bench-api: install
 	$(BIN)/python -m tests.bench.api
 
-## bench-dispatch: the dispatcher's Redis cost at 10 to 10,000 tenants and 1 M jobs, idle loops, scrapes, the longest script, a whole job against a Celery no-op sent at ours' rate (about 8 min)
+## bench-dispatch: the dispatcher's Redis cost at 10 to 10,000 tenants and 1 M jobs, idle loops, scrapes, the longest script, a whole job against a Celery no-op sent at ours' rate (about 11 min)
 bench-dispatch: install
 	$(BIN)/python -m tests.bench.dispatch
 

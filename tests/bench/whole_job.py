@@ -1,6 +1,6 @@
 """Redis CPU per whole job: the real service against a Celery no-op task, in the same run.
 
-``python -m tests.bench.whole_job --jobs 1000 --rounds 3`` (one section of ``make
+``python -m tests.bench.whole_job --jobs 1000 --rounds 5`` (one section of ``make
 bench-dispatch``; ``measure()`` returns the figures). Each run has a private ``redis-server`` of
 its own (a free port on 127.0.0.1, no persistence, checked to be the process we started), so
 nothing else touches it:
@@ -100,7 +100,7 @@ HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[2]
 WARMUP_JOBS = 20
 IDLE_S = 5.0
-ROUNDS = 3
+ROUNDS = 5  # the machine drifts: a median of five rounds moves less than one of three
 SUBMIT_CHUNK = 500
 POLL_S = 0.02
 QUIET_POLL_S = 0.005

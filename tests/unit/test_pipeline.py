@@ -250,40 +250,30 @@ def test_an_upload_failure_parks_the_image_and_the_retry_does_not_buy_it_again(
     assert body == image_bytes("png")
 
 
-def test_a_cancel_requested_during_the_call_ends_the_job_canceled_with_no_image(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "step",
+    [
+        "inspect_image",  # as Bedrock's answer arrives, before the upload
+        "upload_image",  # during the upload: the image is stored, then deleted
+    ],
+)
+def test_a_cancel_requested_while_the_job_runs_ends_it_canceled_with_no_image(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
     job = rig.submit()
     rig.answer(bedrock_payload())
-    real_inspect = pipeline_module.inspect_image
+    real_step = getattr(pipeline_module, step)
 
-    def cancel_arrives_with_the_answer(*args: Any, **kwargs: Any) -> Any:
+    def cancel_arrives_during_the_step(*args: Any, **kwargs: Any) -> Any:
         rig.client.cancel(job.job_id)  # the job is running: the cancel is only requested
-        return real_inspect(*args, **kwargs)
+        return real_step(*args, **kwargs)
 
-    monkeypatch.setattr("worker.pipeline.inspect_image", cancel_arrives_with_the_answer)
+    monkeypatch.setattr(f"worker.pipeline.{step}", cancel_arrives_during_the_step)
     outcome = rig.run(job.job_id)
     record = rig.client.get(job.job_id)
     assert (outcome.status, record.status, record.s3_key) == ("canceled", JobStatus.CANCELED, None)
     assert record.cost_usd == pytest.approx(0.04)  # the call was paid for
     assert rig.objects() == []
-
-
-def test_a_cancel_requested_during_the_upload_ends_the_job_canceled_with_no_image(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    job = rig.submit()
-    rig.answer(bedrock_payload())
-    real_upload = pipeline_module.upload_image
-
-    def cancel_arrives_while_uploading(*args: Any, **kwargs: Any) -> None:
-        rig.client.cancel(job.job_id)
-        real_upload(*args, **kwargs)
-
-    monkeypatch.setattr("worker.pipeline.upload_image", cancel_arrives_while_uploading)
-    assert rig.run(job.job_id).status == "canceled"
-    assert rig.client.get(job.job_id).status is JobStatus.CANCELED
-    assert rig.objects() == []  # stored, then deleted
 
 
 UPSCALE = "us.stability.stable-fast-upscale-v1:0"

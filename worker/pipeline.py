@@ -823,8 +823,8 @@ class _Attempt:
         return JobOutcome(self.job_id, status.value, s3_key, seed, model_id, release)
 
     def canceled_after_upload(self, seed: int | None) -> JobOutcome:
-        """A cancel was requested while the attempt ran: the image it stored is deleted (it was
-        paid for, and booked as spent by this finish), and the job ends canceled."""
+        """A cancel was requested while the attempt ran: the image it stored is deleted, and
+        the job ends canceled (the finish that says so books the image, which was paid for)."""
         log.info("job canceled while it ran; deleting its stored image", extra=self.facts())
         try:
             delete_image(self.services.s3, self.bucket, self.key)
